@@ -1,0 +1,67 @@
+"""taoflow's exceptions, in one place.
+
+    TaoflowError
+    ├── ConfigurationError      bad settings or a missing dependency: fix the config, then restart
+    ├── RecordError             one log record could not be parsed (it goes to the dead letter)
+    ├── PermanentError          an operation failed and retrying will not help
+    │   ├── RegistryError       an adapter version or state transition that does not exist
+    │   ├── ArtifactError       an adapter directory that is missing, corrupt or unsafe to read
+    │   └── RoundError          a round that cannot run or continue (no data, nothing trained)
+    └── TemporaryError          an operation failed and may succeed later (`delay` seconds)
+
+Every message says what happened and what to do about it.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ArtifactError",
+    "ConfigurationError",
+    "PermanentError",
+    "RecordError",
+    "RegistryError",
+    "RoundError",
+    "TaoflowError",
+    "TemporaryError",
+]
+
+
+class TaoflowError(Exception):
+    """Base class of every error taoflow raises on purpose."""
+
+
+class ConfigurationError(TaoflowError):
+    """Settings are invalid or a needed component is not installed."""
+
+
+class RecordError(TaoflowError):
+    """A log record is malformed; `reason` is short and stable enough to count by."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+        self.detail = detail
+
+
+class PermanentError(TaoflowError):
+    """Failed in a way that retrying will not fix."""
+
+
+class RegistryError(PermanentError):
+    """An unknown adapter version, alias or a forbidden state transition."""
+
+
+class ArtifactError(PermanentError):
+    """An adapter artifact is missing, unreadable or would escape its store."""
+
+
+class RoundError(PermanentError):
+    """A round cannot run or continue."""
+
+
+class TemporaryError(TaoflowError):
+    """Failed now; retrying after `delay` seconds may succeed."""
+
+    def __init__(self, message: str, *, delay: float = 5.0) -> None:
+        super().__init__(message)
+        self.delay = delay

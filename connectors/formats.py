@@ -1,0 +1,218 @@
+"""Parsers from inference-log shapes to `PromptRecord`.
+
+Shapes understood (detected from the keys present):
+
+* OpenAI chat completions: a request body (`{"model", "messages", ...}`), or a logged
+  exchange `{"request": {...}, "response": {...}}` with optional `id`, `task`,
+  `timestamp`, `metadata` beside them.
+* Databricks inference tables, legacy model-serving columns (`databricks_request_id`,
+  `timestamp_ms`, `status_code`, `request`, `response`, `request_metadata`) and
+  AI Gateway columns (`request_time`, `served_entity_id`, `execution_duration_ms`,
+  `requester`, ...). `request`/`response` may be JSON strings or objects.
+* taoflow's own export shape (`PromptRecord.to_json`).
+
+Every failure raises `RecordError` with a short reason; the caller dead-letters it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from taoflow.connectors.errors import RecordError
+from taoflow.connectors.records import ROLES, Message, PromptRecord
+
+__all__ = ["MAX_RECORD_BYTES", "parse_payload", "parse_record"]
+
+MAX_RECORD_BYTES = 1 << 20
+_DATABRICKS_KEYS = {"databricks_request_id", "request_metadata", "served_entity_id", "timestamp_ms"}
+
+
+def parse_payload(payload: bytes | str, *, default_task: str = "default") -> PromptRecord:
+    """Decode one raw log record (UTF-8 JSON) and parse it."""
+    if len(payload) > MAX_RECORD_BYTES:
+        raise RecordError("too_large", f"{len(payload)} bytes > {MAX_RECORD_BYTES}")
+    if isinstance(payload, bytes):
+        try:
+            payload = payload.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise RecordError("invalid_encoding", str(exc)) from None
+    if not payload.strip():
+        raise RecordError("empty", "record has no content")
+    try:
+        data = json.loads(payload)
+    except json.JSONDecodeError as exc:
+        raise RecordError("invalid_json", str(exc)) from None
+    return parse_record(data, default_task=default_task, raw=payload)
+
+
+def parse_record(data: Any, *, default_task: str = "default", raw: str | None = None) -> PromptRecord:
+    """Parse an already-decoded record of any supported shape."""
+    if not isinstance(data, Mapping):
+        raise RecordError("not_an_object", f"expected a JSON object, got {type(data).__name__}")
+    if _DATABRICKS_KEYS & data.keys() or ("request_time" in data and "request" in data):
+        return _from_databricks(data, default_task, raw)
+    if "request" in data:
+        return _from_openai_exchange(data, default_task, raw)
+    if "messages" in data and "task" in data and "request_id" in data:
+        return _from_export(data)
+    if "messages" in data or "prompt" in data:
+        return _from_openai_exchange({"request": data}, default_task, raw)
+    raise RecordError("unsupported_shape", f"no request or messages among keys {sorted(data)[:8]}")
+
+
+def _from_openai_exchange(data: Mapping[str, Any], default_task: str, raw: str | None) -> PromptRecord:
+    request = _json_field(data, "request")
+    response = _json_field(data, "response") if data.get("response") is not None else None
+    metadata = dict(data.get("metadata") or {}) if isinstance(data.get("metadata"), Mapping) else {}
+    request_id = _first_str(data, "request_id", "id") or _first_str(response or {}, "id")
+    task = _first_str(data, "task") or _first_str(metadata, "task") or _first_str(request, "model")
+    created = (response or {}).get("created")
+    return PromptRecord(
+        request_id=request_id or _content_id(raw, request),
+        task=task or default_task,
+        messages=_messages(request),
+        timestamp=_timestamp(data.get("timestamp") or created),
+        response=_response_text(response),
+        metadata=metadata,
+    )
+
+
+def _from_databricks(data: Mapping[str, Any], default_task: str, raw: str | None) -> PromptRecord:
+    request = _json_field(data, "request")
+    response = _json_field(data, "response") if data.get("response") not in (None, "") else None
+    req_meta = data.get("request_metadata") or {}
+    if not isinstance(req_meta, Mapping):
+        req_meta = {}
+    metadata: dict[str, Any] = {
+        k: data[k]
+        for k in ("status_code", "client_request_id", "served_entity_id", "execution_time_ms",
+                  "execution_duration_ms", "sampling_fraction", "requester")
+        if data.get(k) is not None
+    }
+    metadata.update({k: v for k, v in req_meta.items() if isinstance(v, str | int | float)})
+    task = (
+        _first_str(data, "task")
+        or _first_str(req_meta, "endpoint_name", "served_entity_name", "model_name")
+        or _first_str(data, "served_entity_id")
+        or _first_str(request, "model")
+    )
+    request_id = _first_str(data, "databricks_request_id", "client_request_id")
+    when = data.get("timestamp_ms")
+    return PromptRecord(
+        request_id=request_id or _content_id(raw, request),
+        task=task or default_task,
+        messages=_messages(request),
+        timestamp=float(when) / 1000.0 if isinstance(when, int | float) else _timestamp(data.get("request_time")),
+        response=_response_text(response),
+        metadata=metadata,
+    )
+
+
+def _from_export(data: Mapping[str, Any]) -> PromptRecord:
+    return PromptRecord(
+        request_id=str(data["request_id"]),
+        task=str(data["task"]),
+        messages=_messages(data),
+        timestamp=_timestamp(data.get("timestamp")),
+        response=data.get("response") if isinstance(data.get("response"), str) else None,
+        metadata=dict(data.get("metadata") or {}),
+    )
+
+
+def _json_field(data: Mapping[str, Any], key: str) -> Mapping[str, Any]:
+    value = data.get(key)
+    if isinstance(value, str | bytes):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as exc:
+            raise RecordError(f"invalid_{key}_json", str(exc)) from None
+    if not isinstance(value, Mapping):
+        raise RecordError(f"bad_{key}", f"{key} must be a JSON object, got {type(value).__name__}")
+    return value
+
+
+def _messages(request: Mapping[str, Any]) -> tuple[Message, ...]:
+    if "messages" not in request and isinstance(request.get("prompt"), str):
+        prompt = request["prompt"]
+        if not prompt.strip():
+            raise RecordError("no_messages", "prompt is empty")
+        return (Message("user", prompt),)
+    raw = request.get("messages")
+    if not isinstance(raw, list) or not raw:
+        raise RecordError("no_messages", "request has no non-empty messages list")
+    messages = tuple(_message(m) for m in raw)
+    if messages[-1].role == "assistant":
+        raise RecordError("bad_message", "conversation ends with an assistant turn: nothing to answer")
+    if not any(m.role == "user" and m.content.strip() for m in messages):
+        raise RecordError("no_messages", "no user message with text")
+    return messages
+
+
+def _message(raw: Any) -> Message:
+    if not isinstance(raw, Mapping):
+        raise RecordError("bad_message", f"message must be an object, got {type(raw).__name__}")
+    role = raw.get("role")
+    if role == "developer":
+        role = "system"
+    if role not in ROLES:
+        raise RecordError("bad_message", f"unknown role {role!r}")
+    return Message(role, _content_text(raw.get("content")))
+
+
+def _content_text(content: Any) -> str:
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        parts = [p.get("text", "") for p in content if isinstance(p, Mapping) and p.get("type") == "text"]
+        if len(parts) != len(content):
+            raise RecordError("unsupported_content", "only text content parts are supported")
+        return "\n".join(str(p) for p in parts)
+    raise RecordError("bad_message", f"content must be text or a list of parts, got {type(content).__name__}")
+
+
+def _response_text(response: Mapping[str, Any] | None) -> str | None:
+    if not response:
+        return None
+    choices = response.get("choices")
+    if isinstance(choices, list) and choices and isinstance(choices[0], Mapping):
+        first = choices[0]
+        message = first.get("message")
+        if isinstance(message, Mapping):
+            return _content_text(message.get("content"))
+        if isinstance(first.get("text"), str):
+            return str(first["text"])
+    return None
+
+
+def _first_str(data: Mapping[str, Any], *keys: str) -> str | None:
+    for key in keys:
+        value = data.get(key)
+        if isinstance(value, str) and value.strip():
+            return value.strip()
+    return None
+
+
+def _timestamp(value: Any) -> float:
+    if isinstance(value, bool) or value is None:
+        return 0.0
+    if isinstance(value, int | float):
+        # Milliseconds since the epoch are common in logs; seconds would be before 1973.
+        return float(value) / 1000.0 if value > 1e11 else float(value)
+    if isinstance(value, str):
+        try:
+            return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+        except ValueError:
+            raise RecordError("bad_timestamp", f"cannot read timestamp {value[:40]!r}") from None
+    raise RecordError("bad_timestamp", f"timestamp of type {type(value).__name__}")
+
+
+def _content_id(raw: str | None, request: Mapping[str, Any]) -> str:
+    """A stable id for records that carry none, so a replayed record dedups to itself."""
+    basis = raw if raw is not None else json.dumps(request, sort_keys=True, default=str)
+    return "sha256:" + hashlib.sha256(basis.encode()).hexdigest()[:32]

@@ -1,0 +1,175 @@
+"""The durable prompt buffer: dedup, held-out split, dead letter, per-task counts.
+
+A record is acknowledged to its source only after `add_many` returns, i.e. after the
+transaction that holds it has committed. Dedup is by request id, by normalised
+prompt hash and (for streaming sources) by origin such as topic/partition/offset,
+so a replay after a crash counts nothing twice.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+from taoflow.connectors.records import PromptRecord
+from taoflow.daemon.storage import Database
+from taoflow.policies.split import assign_split
+
+__all__ = ["BufferStats", "DeadLetter", "IngestResult", "PromptBuffer", "StoredPrompt", "TaskCounts"]
+
+AddOutcome = Literal["added", "duplicate"]
+
+
+@dataclass(frozen=True)
+class StoredPrompt:
+    id: int
+    record: PromptRecord
+    split: str
+
+
+@dataclass(frozen=True)
+class TaskCounts:
+    train: int = 0
+    heldout: int = 0
+    new: int = 0  # train prompts no round has consumed yet
+
+
+@dataclass(frozen=True)
+class BufferStats:
+    tasks: dict[str, TaskCounts]
+    dead_letters: int
+
+    @property
+    def total(self) -> int:
+        return sum(c.train + c.heldout for c in self.tasks.values())
+
+    @property
+    def new(self) -> int:
+        return sum(c.new for c in self.tasks.values())
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    id: int
+    source: str
+    origin: str
+    reason: str
+    detail: str
+    payload: bytes
+    created_at: float
+
+
+@dataclass
+class IngestResult:
+    added: int = 0
+    duplicates: int = 0
+    added_by_task: Counter[str] = field(default_factory=Counter)
+
+
+class PromptBuffer:
+    """Prompts waiting for (or held out from) training rounds."""
+
+    def __init__(self, db: Database, *, heldout_fraction: float, heldout_max_per_task: int) -> None:
+        self._db = db
+        self._heldout_fraction = heldout_fraction
+        self._heldout_max = heldout_max_per_task
+
+    def add_many(
+        self, items: Iterable[tuple[PromptRecord, str | None]], *, source: str, now: float | None = None
+    ) -> IngestResult:
+        """Store (record, origin) pairs in one transaction; duplicates are counted, not stored."""
+        result = IngestResult()
+        now = time.time() if now is None else now
+        with self._db.transaction() as conn:
+            heldout = Counter(
+                {
+                    row[0]: row[1]
+                    for row in conn.execute("SELECT task, count(*) FROM prompts WHERE split='heldout' GROUP BY task")
+                }
+            )
+            for record, origin in items:
+                prompt_hash = record.prompt_hash
+                split = assign_split(
+                    prompt_hash,
+                    heldout_fraction=self._heldout_fraction,
+                    heldout_count=heldout[record.task],
+                    heldout_max=self._heldout_max,
+                )
+                cursor = conn.execute(
+                    "INSERT OR IGNORE INTO prompts (request_id, prompt_hash, origin, task, split, record, source,"
+                    " ingested_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (record.request_id, prompt_hash, origin, record.task, split, record.to_json(), source, now),
+                )
+                if cursor.rowcount:
+                    result.added += 1
+                    result.added_by_task[record.task] += 1
+                    heldout[record.task] += split == "heldout"
+                else:
+                    result.duplicates += 1
+        return result
+
+    def dead_letter(
+        self, *, source: str, origin: str, reason: str, detail: str, payload: bytes, now: float | None = None
+    ) -> None:
+        with self._db.transaction() as conn:
+            conn.execute(
+                "INSERT INTO dead_letters (source, origin, reason, detail, payload, created_at)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (source, origin, reason, detail[:2000], payload, time.time() if now is None else now),
+            )
+
+    def stats(self) -> BufferStats:
+        tasks: dict[str, TaskCounts] = {}
+        for row in self._db.query(
+            "SELECT task, sum(split='train'), sum(split='heldout'),"
+            " sum(split='train' AND consumed_by IS NULL) FROM prompts GROUP BY task ORDER BY task"
+        ):
+            tasks[row[0]] = TaskCounts(train=row[1], heldout=row[2], new=row[3])
+        dead = self._db.query("SELECT count(*) FROM dead_letters")[0][0]
+        return BufferStats(tasks=tasks, dead_letters=dead)
+
+    def training_prompts(self, limit: int, *, tasks: Sequence[str] | None = None) -> list[StoredPrompt]:
+        """Up to `limit` unconsumed training prompts, newest first, taken round-robin across tasks."""
+        per_task: dict[str, list[StoredPrompt]] = {}
+        for row in self._db.query(
+            "SELECT id, record, split, task FROM prompts WHERE split='train' AND consumed_by IS NULL"
+            " ORDER BY id DESC"
+        ):
+            if tasks is None or row[3] in tasks:
+                per_task.setdefault(row[3], []).append(StoredPrompt(row[0], PromptRecord.from_json(row[1]), row[2]))
+        chosen: list[StoredPrompt] = []
+        queues = [per_task[t] for t in sorted(per_task)]
+        depth = 0
+        while len(chosen) < limit and any(depth < len(q) for q in queues):
+            chosen.extend(q[depth] for q in queues if depth < len(q))
+            depth += 1
+        return sorted(chosen[:limit], key=lambda p: p.id)
+
+    def heldout(self, *, tasks: Sequence[str] | None = None) -> list[StoredPrompt]:
+        rows = self._db.query("SELECT id, record, split, task FROM prompts WHERE split='heldout' ORDER BY id")
+        return [
+            StoredPrompt(r[0], PromptRecord.from_json(r[1]), r[2]) for r in rows if tasks is None or r[3] in tasks
+        ]
+
+    def get(self, ids: Sequence[int]) -> list[StoredPrompt]:
+        if not ids:
+            return []
+        marks = ",".join("?" * len(ids))
+        rows = self._db.query(f"SELECT id, record, split FROM prompts WHERE id IN ({marks}) ORDER BY id", tuple(ids))
+        return [StoredPrompt(r[0], PromptRecord.from_json(r[1]), r[2]) for r in rows]
+
+    def mark_consumed(self, ids: Sequence[int], round_id: int) -> None:
+        with self._db.transaction() as conn:
+            conn.executemany(
+                "UPDATE prompts SET consumed_by=? WHERE id=? AND split='train'", [(round_id, i) for i in ids]
+            )
+
+    def dead_letters(self, *, limit: int = 100) -> list[DeadLetter]:
+        rows = self._db.query(
+            "SELECT id, source, origin, reason, detail, payload, created_at FROM dead_letters ORDER BY id DESC LIMIT ?",
+            (limit,),
+        )
+        return [DeadLetter(*tuple(r)) for r in rows]

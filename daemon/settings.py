@@ -1,0 +1,209 @@
+"""The one settings tree: a section per stage, read from a YAML file and `TAOFLOW_` variables.
+
+Precedence, highest first: explicit overrides, environment (`TAOFLOW_GENERATE__N=8`;
+`__` nests), the YAML file, the defaults below. This is the only module that reads
+the environment; everything else receives the values it needs as arguments.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from taoflow.connectors.errors import ConfigurationError
+from taoflow.connectors.redaction import REDACTION_KINDS
+
+__all__ = ["ScorerSpec", "Settings", "load_settings"]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True, frozen=True)
+
+
+class StorageSettings(_Section):
+    state_dir: Path = Path(".taoflow")
+    """Directory for the buffer/registry database, adapters and round work files."""
+    database: str = "taoflow.db"
+    """SQLite file name inside state_dir (WAL mode; holds prompts, dead letters, registry, rounds)."""
+
+
+class SourceSettings(_Section):
+    kind: Literal["jsonl"] = "jsonl"
+    """Where prompts come from. `jsonl`: files or directories of JSON-lines logs."""
+    paths: list[Path] = Field(default_factory=list)
+    """JSONL files or directories (every *.jsonl and *.jsonl.gz inside) to ingest."""
+
+
+class IngestSettings(_Section):
+    default_task: str = "default"
+    """Task name for records that carry no task, endpoint or model name."""
+    redact: list[str] = Field(default_factory=list)
+    """Redact before storing: any of `secrets`, `emails`, `phones`."""
+    heldout_fraction: float = Field(0.2, ge=0.0, lt=1.0)
+    """Share of each task's distinct prompts held out for the eval gate (never trained on)."""
+    heldout_max_per_task: int = Field(64, ge=0)
+    """Cap on held-out prompts per task; once reached, new prompts all go to training."""
+    max_prompt_chars: int = Field(16_000, gt=0)
+    """Longer prompts are dead-lettered as `too_long` instead of buffered."""
+
+    @field_validator("redact")
+    @classmethod
+    def _known_kinds(cls, value: list[str]) -> list[str]:
+        unknown = set(value) - set(REDACTION_KINDS)
+        if unknown:
+            raise ValueError(f"unknown redaction kinds {sorted(unknown)}; choose from {list(REDACTION_KINDS)}")
+        return value
+
+
+class ModelSettings(_Section):
+    base: str = "smollm2-135m-instruct"
+    """Base model: a built-in name (`smollm2-135m-instruct`) or a local HF model directory."""
+    cache_dir: Path = Path("~/.cache/taoflow/models")
+    """Where built-in models are converted to HF format once and reused."""
+    served_name: str = Field("taoflow", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+    """The name the adapter lineage is registered (and later served) under."""
+
+
+class GenerateSettings(_Section):
+    backend: Literal["transformers", "vllm"] = "transformers"
+    """`transformers` runs on the local CPU/GPU; `vllm` uses vLLM's offline engine when installed."""
+    n: int = Field(8, ge=1, le=256)
+    """Candidates sampled per prompt (the test-time compute budget, with max_prompts)."""
+    max_prompts: int = Field(256, ge=1)
+    """Most training prompts a round generates for (newest first, spread across tasks)."""
+    temperature: float = Field(0.8, ge=0.0, le=2.0)
+    """Sampling temperature for candidates (evaluation is always greedy)."""
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    """Nucleus sampling mass for candidates."""
+    max_new_tokens: int = Field(96, ge=1)
+    """Longest candidate; a cut-off candidate is never used as a training target."""
+    batch_rows: int = Field(96, ge=1)
+    """Sequences decoded together by the local backend (prompts x n)."""
+    seed: int = 0
+    """Sampling seed, for reproducible rounds."""
+
+
+class ScorerSpec(_Section):
+    type: Literal["arithmetic", "json_schema", "regex", "sql", "python", "self_consistency", "length"]
+    """Scorer kind."""
+    weight: float = Field(1.0, gt=0.0)
+    """Weight in the composite (weights are normalised over the scorers that answered)."""
+    params: dict[str, Any] = Field(default_factory=dict)
+    """Scorer parameters, e.g. `schema` for json_schema, `pattern` for regex, `callable` for python."""
+
+
+class ScoreSettings(_Section):
+    tasks: dict[str, list[ScorerSpec]] = Field(default_factory=dict)
+    """Scorers per task name."""
+    default: list[ScorerSpec] = Field(default_factory=lambda: [ScorerSpec(type="self_consistency")])
+    """Scorers for tasks not listed in `tasks`."""
+
+
+class TrainSettings(_Section):
+    objective: Literal["sft", "dpo"] = "sft"
+    """`sft`: best-of-N distillation; `dpo`: preference pairs of best and worst candidates."""
+    score_threshold: float = Field(0.99, ge=0.0, le=1.0)
+    """SFT trains on candidates scoring at least this; DPO's chosen answer must too."""
+    targets_per_prompt: int = Field(2, ge=1)
+    """SFT: distinct top candidates used per prompt."""
+    dpo_margin: float = Field(0.5, ge=0.0, le=1.0)
+    """DPO: the best candidate must beat the worst by this much to form a pair."""
+    dpo_beta: float = Field(0.1, gt=0.0)
+    """DPO: KL strength."""
+    lora_rank: int = Field(16, ge=1, le=256)
+    """LoRA rank (vLLM servers must allow at least this with --max-lora-rank)."""
+    lora_alpha: int = Field(32, ge=1)
+    """LoRA scaling numerator."""
+    lora_dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    """LoRA dropout."""
+    learning_rate: float = Field(1e-3, gt=0.0)
+    """Peak learning rate (cosine decay)."""
+    epochs: float = Field(3.0, gt=0.0)
+    """Passes over the selected examples."""
+    batch_size: int = Field(16, ge=1)
+    """Examples per optimiser step (per device)."""
+    max_length: int = Field(256, ge=16)
+    """Prompt plus answer tokens; longer examples are truncated."""
+    save_steps: int = Field(20, ge=1)
+    """Checkpoint interval in optimiser steps (an interrupted round resumes from the last)."""
+    seed: int = 0
+    """Training seed."""
+
+
+class GateSettings(_Section):
+    min_mean_improvement: float = 0.0
+    """Candidate's mean held-out score must beat the champion's by at least this."""
+    max_slice_regression: float = Field(0.05, ge=0.0)
+    """No task's mean may drop by more than this."""
+    min_samples: int = Field(16, ge=1)
+    """Fewest held-out prompts (all tasks) for a decision; fewer rejects the candidate."""
+    min_slice_samples: int = Field(4, ge=1)
+    """Tasks with fewer held-out prompts are not judged for regression (too noisy)."""
+    max_new_tokens: int = Field(96, ge=1)
+    """Longest greedy answer during evaluation."""
+    golden_file: Path | None = None
+    """Optional labelled JSONL (`messages`, `task`, `expected`) checked the same way."""
+
+
+class Settings(BaseSettings):
+    """Everything taoflow can be told, one section per stage."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="TAOFLOW_", env_nested_delimiter="__", extra="forbid", use_attribute_docstrings=True
+    )
+
+    storage: StorageSettings = StorageSettings()
+    """Durable state."""
+    source: SourceSettings = SourceSettings()
+    """Prompt source."""
+    ingest: IngestSettings = IngestSettings()
+    """What happens to records before they are buffered."""
+    model: ModelSettings = ModelSettings()
+    """Base model and served name."""
+    generate: GenerateSettings = GenerateSettings()
+    """Candidate generation."""
+    score: ScoreSettings = ScoreSettings()
+    """Verifiers and other scorers."""
+    train: TrainSettings = TrainSettings()
+    """Adapter training."""
+    gate: GateSettings = GateSettings()
+    """The eval gate."""
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Environment beats the YAML file (passed in as init values): operators override a
+        # baked-in config with one variable, as they expect.
+        return env_settings, init_settings
+
+
+def load_settings(path: Path | None = None, **overrides: Any) -> Settings:
+    """Read the YAML file (if any) and the environment; raise ConfigurationError naming the bad key."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            loaded = yaml.safe_load(Path(path).read_text()) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise ConfigurationError(f"cannot read config file {path}: {exc}") from None
+        if not isinstance(loaded, dict):
+            raise ConfigurationError(f"config file {path} must hold a mapping of sections")
+        data = loaded
+    for section, values in overrides.items():
+        data[section] = {**data.get(section, {}), **values}
+    try:
+        return Settings(**data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
+        )
+        raise ConfigurationError(f"invalid settings ({path or 'defaults'}): {problems}") from None

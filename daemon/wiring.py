@@ -1,0 +1,132 @@
+"""Builds the concrete parts named by the settings: the one place where choices are wired."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+from taoflow.connectors.artifacts import LocalArtifactStore
+from taoflow.connectors.base_model import ResolvedModel, resolve_base_model
+from taoflow.connectors.errors import ConfigurationError
+from taoflow.connectors.jsonl_source import JsonlSource
+from taoflow.connectors.protocols import Generator, Source
+from taoflow.connectors.redaction import Redactor
+from taoflow.connectors.scoring import CompositeScorer, build_scorer
+from taoflow.connectors.training import TrainingConfig
+from taoflow.daemon.buffer import PromptBuffer
+from taoflow.daemon.ingest import Ingestor
+from taoflow.daemon.registry import Registry
+from taoflow.daemon.settings import ScorerSpec, Settings
+from taoflow.daemon.storage import Database
+from taoflow.policies.gate import GatePolicy
+
+__all__ = ["State", "TaskScorers", "open_state"]
+
+
+class TaskScorers:
+    """A composite scorer per task, built lazily from the `score` settings."""
+
+    def __init__(self, tasks: Mapping[str, list[ScorerSpec]], default: list[ScorerSpec]) -> None:
+        self._specs = dict(tasks)
+        self._default = default
+        self._built: dict[str, CompositeScorer] = {}
+        for specs in [*self._specs.values(), default]:
+            self._build(specs)  # construct once now: a bad scorer config fails at start-up
+
+    def for_task(self, task: str) -> CompositeScorer:
+        if task not in self._built:
+            self._built[task] = self._build(self._specs.get(task, self._default))
+        return self._built[task]
+
+    def all(self) -> dict[str, CompositeScorer]:
+        return dict(self._built)
+
+    @staticmethod
+    def _build(specs: list[ScorerSpec]) -> CompositeScorer:
+        return CompositeScorer([(build_scorer(s.type, dict(s.params)), s.weight) for s in specs])
+
+
+class State:
+    """The durable state of one taoflow installation: database, buffer, registry, artifacts."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        root = settings.storage.state_dir
+        self.db = Database(root / settings.storage.database)
+        self.buffer = PromptBuffer(
+            self.db,
+            heldout_fraction=settings.ingest.heldout_fraction,
+            heldout_max_per_task=settings.ingest.heldout_max_per_task,
+        )
+        self.registry = Registry(self.db)
+        self.store = LocalArtifactStore(root / "adapters")
+        self.rounds_dir = root / "rounds"
+
+    def close(self) -> None:
+        self.db.close()
+
+
+def open_state(settings: Settings) -> State:
+    return State(settings)
+
+
+def build_source(settings: Settings) -> Source:
+    if not settings.source.paths:
+        raise ConfigurationError("source.paths is empty: name JSONL files or directories to ingest")
+    return JsonlSource(settings.source.paths)
+
+
+def build_ingestor(settings: Settings, state: State, source_name: str) -> Ingestor:
+    return Ingestor(
+        state.buffer,
+        source=source_name,
+        default_task=settings.ingest.default_task,
+        redactor=Redactor(settings.ingest.redact),
+        max_prompt_chars=settings.ingest.max_prompt_chars,
+    )
+
+
+def build_scorers(settings: Settings) -> TaskScorers:
+    return TaskScorers(settings.score.tasks, settings.score.default)
+
+
+def resolve_model(settings: Settings) -> ResolvedModel:
+    return resolve_base_model(settings.model.base, cache_dir=settings.model.cache_dir.expanduser())
+
+
+def build_generator(settings: Settings, model_dir: Path) -> Generator:
+    """The generation backend; imports torch (or vLLM) only when called."""
+    if settings.generate.backend == "vllm":
+        from taoflow.connectors.generation_vllm import VllmGenerator
+
+        return VllmGenerator(model_dir, max_lora_rank=settings.train.lora_rank, seed=settings.generate.seed)
+    from taoflow.connectors.generation_local import TransformersGenerator
+
+    return TransformersGenerator(model_dir, batch_rows=settings.generate.batch_rows)
+
+
+def training_config(settings: Settings) -> TrainingConfig:
+    t = settings.train
+    return TrainingConfig(
+        objective=t.objective,
+        lora_rank=t.lora_rank,
+        lora_alpha=t.lora_alpha,
+        lora_dropout=t.lora_dropout,
+        learning_rate=t.learning_rate,
+        epochs=t.epochs,
+        batch_size=t.batch_size,
+        max_length=t.max_length,
+        dpo_beta=t.dpo_beta,
+        seed=t.seed,
+        save_steps=t.save_steps,
+    )
+
+
+def gate_policy(settings: Settings) -> GatePolicy:
+    g = settings.gate
+    return GatePolicy(
+        min_mean_improvement=g.min_mean_improvement,
+        max_slice_regression=g.max_slice_regression,
+        min_samples=g.min_samples,
+        min_slice_samples=g.min_slice_samples,
+    )
