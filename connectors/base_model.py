@@ -9,6 +9,7 @@ the GGUF is dequantised once and the result is cached; later calls reuse it.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import json
@@ -20,7 +21,7 @@ from pathlib import Path
 
 from taoflow.connectors.errors import ConfigurationError
 
-__all__ = ["BUILTIN_MODELS", "ResolvedModel", "resolve_base_model", "directory_digest"]
+__all__ = ["BUILTIN_MODELS", "ResolvedModel", "directory_digest", "resolve_base_model"]
 
 #: Built-in model references: name -> (python package, GGUF file inside it).
 BUILTIN_MODELS: dict[str, tuple[str, str]] = {
@@ -57,9 +58,7 @@ def resolve_base_model(reference: str, *, cache_dir: Path) -> ResolvedModel:
 def directory_digest(path: Path) -> str:
     """SHA-256 over a model directory's weight and config files, cached beside them."""
     marker = path / _DIGEST_FILE
-    files = sorted(
-        p for p in path.iterdir() if p.suffix in {".safetensors", ".json"} and p.name != _DIGEST_FILE
-    )
+    files = sorted(p for p in path.iterdir() if p.suffix in {".safetensors", ".json"} and p.name != _DIGEST_FILE)
     stamp = [[p.name, p.stat().st_size, p.stat().st_mtime_ns] for p in files]
     if marker.is_file():
         cached = json.loads(marker.read_text())
@@ -72,10 +71,9 @@ def directory_digest(path: Path) -> str:
             for block in iter(lambda: fh.read(1 << 20), b""):
                 digest.update(block)
     value = "sha256:" + digest.hexdigest()
-    try:
+    # A read-only model volume cannot keep the marker: the hash is recomputed next time, only slower.
+    with contextlib.suppress(OSError):
         marker.write_text(json.dumps({"stamp": stamp, "digest": value}))
-    except OSError:
-        pass  # a read-only model volume: the hash is recomputed next time, which is only slower
     return value
 
 
@@ -116,9 +114,7 @@ def _convert_gguf(gguf: Path, out: Path) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    quantised = AutoModelForCausalLM.from_pretrained(
-        gguf.parent, gguf_file=gguf.name, dtype=torch.float32
-    )
+    quantised = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
     config = quantised.config
     # save_pretrained refuses a GGUF-quantised model; a plain model of the same config takes its
     # (already dequantised) weights key for key.

@@ -89,8 +89,15 @@ def _from_databricks(data: Mapping[str, Any], default_task: str, raw: str | None
         req_meta = {}
     metadata: dict[str, Any] = {
         k: data[k]
-        for k in ("status_code", "client_request_id", "served_entity_id", "execution_time_ms",
-                  "execution_duration_ms", "sampling_fraction", "requester")
+        for k in (
+            "status_code",
+            "client_request_id",
+            "served_entity_id",
+            "execution_time_ms",
+            "execution_duration_ms",
+            "sampling_fraction",
+            "requester",
+        )
         if data.get(k) is not None
     }
     metadata.update({k: v for k, v in req_meta.items() if isinstance(v, str | int | float)})

@@ -14,10 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
-
 from taoflow.connectors.protocols import Completion, Progress, SamplingConfig
 from taoflow.connectors.records import Message
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
 __all__ = ["TransformersGenerator", "load_tokenizer"]
 
@@ -89,15 +88,16 @@ class TransformersGenerator:
         self._peft.set_adapter(self._adapters[key])
         return self._peft
 
-    def _sample(
-        self, model: Any, texts: list[str], sampling: SamplingConfig, rng: torch.Generator
-    ) -> list[Completion]:
+    def _sample(self, model: Any, texts: list[str], sampling: SamplingConfig, rng: torch.Generator) -> list[Completion]:
         enc = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
         mask = enc.attention_mask
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         out = model(
-            input_ids=enc.input_ids, attention_mask=mask, position_ids=positions,
-            use_cache=True, logits_to_keep=1,
+            input_ids=enc.input_ids,
+            attention_mask=mask,
+            position_ids=positions,
+            use_cache=True,
+            logits_to_keep=1,
         )
         cache, logits = out.past_key_values, out.logits[:, -1]
         n = sampling.n
@@ -127,8 +127,11 @@ class TransformersGenerator:
             mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=1)
             last_pos = last_pos + 1
             out = model(
-                input_ids=chosen[:, None], attention_mask=mask, position_ids=last_pos[:, None],
-                past_key_values=cache, use_cache=True,
+                input_ids=chosen[:, None],
+                attention_mask=mask,
+                position_ids=last_pos[:, None],
+                past_key_values=cache,
+                use_cache=True,
             )
             cache, logits = out.past_key_values, out.logits[:, -1]
         return [

@@ -44,7 +44,7 @@ def _read_file(path: Path) -> Iterator[SourceItem]:
     lineno = 0
     try:
         with opener(path, "rb") as fh:
-            for lineno, line in enumerate(fh, start=1):  # noqa: B007 - lineno is used after the loop
+            for lineno, line in enumerate(fh, start=1):
                 if line.strip():
                     yield SourceItem(payload=line.rstrip(b"\r\n"), origin=f"{path}:{lineno}")
     except (EOFError, gzip.BadGzipFile, zlib.error) as exc:

@@ -81,7 +81,7 @@ class CompositeScorer:
             for i, value in enumerate(self._run(scorer, record, responses)):
                 if value is _FAILED:
                     failed[i] = True
-                elif value is not None:
+                elif isinstance(value, float | int):
                     sums[i] += weight * float(value)
                     weights[i] += weight
         results: list[float | None] = []

@@ -87,9 +87,8 @@ def train_adapter(
     if not examples:
         raise RoundError("no training examples passed the score threshold; nothing to train")
     import torch
-    from transformers import AutoModelForCausalLM, TrainerCallback
-
     from taoflow.connectors.generation_local import load_tokenizer
+    from transformers import AutoModelForCausalLM, TrainerCallback
 
     torch.manual_seed(config.seed)
     tokenizer = load_tokenizer(base_model_dir)
@@ -110,10 +109,7 @@ def train_adapter(
     seconds = time.perf_counter() - started
     adapter_dir = work_dir / "adapter"
     trainer.model.save_pretrained(adapter_dir)
-    log = [
-        {k: float(v) for k, v in entry.items() if isinstance(v, int | float)}
-        for entry in trainer.state.log_history
-    ]
+    log = [{k: float(v) for k, v in entry.items() if isinstance(v, int | float)} for entry in trainer.state.log_history]
     losses = [e["loss"] for e in log if "loss" in e]
     done_before = _steps_of(resume)
     steps = int(output.global_step)

@@ -20,7 +20,6 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jsonschema
-
 from taoflow.connectors.errors import ConfigurationError
 from taoflow.connectors.records import PromptRecord
 
@@ -55,14 +54,17 @@ def extract_json(text: str) -> Any:
 
 # ---------------------------------------------------------------------------- arithmetic
 _WORDS = [
-    (re.compile(r"\bmultiplied by\b|\btimes\b|×", re.I), "*"),
-    (re.compile(r"\bdivided by\b|÷", re.I), "/"),
+    (re.compile(r"\bmultiplied by\b|\btimes\b|\u00d7", re.I), "*"),
+    (re.compile(r"\bdivided by\b|\u00f7", re.I), "/"),
     (re.compile(r"\bplus\b", re.I), "+"),
     (re.compile(r"\bminus\b", re.I), "-"),
 ]
 _EXPRESSION = re.compile(r"[\d\s.+\-*/()]*\d[\d\s.+\-*/()]*")
 _OPS: dict[type, Callable[[Any, Any], Any]] = {
-    ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,
+    ast.Add: operator.add,
+    ast.Sub: operator.sub,
+    ast.Mult: operator.mul,
+    ast.Div: operator.truediv,
 }
 
 
@@ -245,7 +247,7 @@ def load_callable(path: str) -> Callable[..., Any]:
 class PythonScorer:
     """Calls `callable(record, response, **kwargs)` per candidate; bool or float in [0, 1]."""
 
-    def __init__(self, *, callable: str, kwargs: Mapping[str, Any] | None = None) -> None:  # noqa: A002
+    def __init__(self, *, callable: str, kwargs: Mapping[str, Any] | None = None) -> None:
         self.function = load_callable(callable)
         self.kwargs = dict(kwargs or {})
         self.name = f"python:{callable}"

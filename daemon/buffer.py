@@ -135,8 +135,7 @@ class PromptBuffer:
         """Up to `limit` unconsumed training prompts, newest first, taken round-robin across tasks."""
         per_task: dict[str, list[StoredPrompt]] = {}
         for row in self._db.query(
-            "SELECT id, record, split, task FROM prompts WHERE split='train' AND consumed_by IS NULL"
-            " ORDER BY id DESC"
+            "SELECT id, record, split, task FROM prompts WHERE split='train' AND consumed_by IS NULL ORDER BY id DESC"
         ):
             if tasks is None or row[3] in tasks:
                 per_task.setdefault(row[3], []).append(StoredPrompt(row[0], PromptRecord.from_json(row[1]), row[2]))
@@ -150,9 +149,7 @@ class PromptBuffer:
 
     def heldout(self, *, tasks: Sequence[str] | None = None) -> list[StoredPrompt]:
         rows = self._db.query("SELECT id, record, split, task FROM prompts WHERE split='heldout' ORDER BY id")
-        return [
-            StoredPrompt(r[0], PromptRecord.from_json(r[1]), r[2]) for r in rows if tasks is None or r[3] in tasks
-        ]
+        return [StoredPrompt(r[0], PromptRecord.from_json(r[1]), r[2]) for r in rows if tasks is None or r[3] in tasks]
 
     def get(self, ids: Sequence[int]) -> list[StoredPrompt]:
         if not ids:

@@ -70,9 +70,7 @@ def score_all(
 
 
 def write_scored(path: Path, scored: Sequence[ScoredPrompt]) -> None:
-    lines = [
-        json.dumps({"record": json.loads(r.to_json()), "candidates": [asdict(c) for c in cs]}) for r, cs in scored
-    ]
+    lines = [json.dumps({"record": json.loads(r.to_json()), "candidates": [asdict(c) for c in cs]}) for r, cs in scored]
     _atomic_write(path, "\n".join(lines) + "\n")
 
 

@@ -46,9 +46,12 @@ def cmd_round(args: argparse.Namespace) -> int:
     settings = _settings(args)
     state = wiring.open_state(settings)
     tao_round = TaoRound(
-        settings, state, scorers=wiring.build_scorers(settings),
+        settings,
+        state,
+        scorers=wiring.build_scorers(settings),
         generator_factory=lambda path: wiring.build_generator(settings, path),
-        progress=report.tqdm_progress, auto_promote=not args.no_promote,
+        progress=report.tqdm_progress,
+        auto_promote=not args.no_promote,
     )
     record = tao_round.run()
     print(report.round_table(record))
@@ -67,7 +70,7 @@ def cmd_adapters(args: argparse.Namespace) -> int:
     settings = _settings(args)
     registry = wiring.open_state(settings).registry
     if args.action == "list":
-        print(report.adapters_table(registry.list(), registry, settings.model.served_name))
+        print(report.adapters_table(registry.versions(), registry, settings.model.served_name))
     else:
         version = registry.get(args.version, model=settings.model.served_name)
         print(json.dumps(report.adapter_details(version, registry.events(version.version)), indent=2))
@@ -96,6 +99,16 @@ def cmd_buffer(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_settings(args: argparse.Namespace) -> int:
+    from taoflow.daemon.settings import reference_table
+
+    if args.config is None:
+        print(reference_table())
+    else:
+        print(json.dumps(_settings(args).model_dump(mode="json"), indent=2))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="taoflow", description="Test-time Adaptive Optimization flywheel.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
@@ -118,6 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
     rb = add("rollback", cmd_rollback, "make the previous (or --to) adapter the champion again")
     rb.add_argument("--to", help="version to reinstate (default: the 'previous' alias)")
     rb.add_argument("--reason", default="manual rollback", help="recorded with the change")
+    add("settings", cmd_settings, "print the settings reference, or with --config the effective settings")
     b = add("buffer", cmd_buffer, "show buffered prompts per task and recent dead letters")
     b.add_argument("--dead-letters", type=int, default=5, help="how many recent dead letters to show")
     return parser

@@ -41,7 +41,9 @@ def run_demo(*, state_dir: Path | None = None, config: Path | None = None) -> in
     print(report.buffer_table(state.buffer.stats()))
     print(f"\n2. round: base model {settings.model.base} (converted and cached on first use)")
     tao_round = TaoRound(
-        settings, state, scorers=wiring.build_scorers(settings),
+        settings,
+        state,
+        scorers=wiring.build_scorers(settings),
         generator_factory=lambda path: wiring.build_generator(settings, path),
         progress=report.tqdm_progress,
     )
@@ -56,7 +58,7 @@ def run_demo(*, state_dir: Path | None = None, config: Path | None = None) -> in
     print("\n3. gate on held-out prompts (greedy), candidate vs base:\n")
     print(report.round_table(record))
     registry = state.registry
-    print("\n4. registry:\n" + report.adapters_table(registry.list(), registry, settings.model.served_name))
+    print("\n4. registry:\n" + report.adapters_table(registry.versions(), registry, settings.model.served_name))
     print(f"\ndemo finished in {time.perf_counter() - started:.0f} s")
     state.close()
     return 0 if record.summary.get("gate", {}).get("passed") else 3

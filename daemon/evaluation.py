@@ -63,7 +63,9 @@ def evaluate(
 
 def slices(candidate: Evaluation, champion: Evaluation) -> list[SliceScores]:
     return [
-        SliceScores(task=t, n=len(candidate.scores[t]), candidate_mean=candidate.mean(t), champion_mean=champion.mean(t))
+        SliceScores(
+            task=t, n=len(candidate.scores[t]), candidate_mean=candidate.mean(t), champion_mean=champion.mean(t)
+        )
         for t in sorted(candidate.scores)
     ]
 
@@ -95,7 +97,11 @@ def load_golden(path: Path) -> list[PromptRecord]:
             raise ConfigurationError(f"golden set {path}:{number} is not a valid record: {exc}") from None
         if "expected" in data:
             record = PromptRecord(
-                record.request_id, record.task, record.messages, record.timestamp, record.response,
+                record.request_id,
+                record.task,
+                record.messages,
+                record.timestamp,
+                record.response,
                 {**record.metadata, "expected": data["expected"]},
             )
         records.append(record)

@@ -20,7 +20,7 @@ from typing import Any
 from taoflow.connectors.errors import RegistryError
 from taoflow.daemon.storage import Database
 
-__all__ = ["AdapterVersion", "Registry", "TRANSITIONS"]
+__all__ = ["TRANSITIONS", "AdapterVersion", "Registry"]
 
 TRANSITIONS: dict[str, frozenset[str]] = {
     "candidate": frozenset({"gated", "rejected"}),
@@ -100,8 +100,9 @@ class Registry:
             raise RegistryError(f"no adapter version {version!r}; `taoflow adapters list` shows the known ones")
         return _row(rows[0])
 
-    def list(self, *, model: str | None = None) -> list[AdapterVersion]:
-        sql, params = "SELECT * FROM adapters ORDER BY created_at, version", ()
+    def versions(self, *, model: str | None = None) -> list[AdapterVersion]:
+        sql: str = "SELECT * FROM adapters ORDER BY created_at, version"
+        params: tuple[object, ...] = ()
         if model is not None:
             sql, params = "SELECT * FROM adapters WHERE model=? ORDER BY created_at, version", (model,)
         return [_row(r) for r in self._db.query(sql, params)]
@@ -159,7 +160,9 @@ class Registry:
                 (model, current[0]),
             )
         self._move(conn, version, "champion", reason, now)
-        conn.execute("INSERT OR REPLACE INTO aliases (model, alias, version) VALUES (?, 'champion', ?)", (model, version))
+        conn.execute(
+            "INSERT OR REPLACE INTO aliases (model, alias, version) VALUES (?, 'champion', ?)", (model, version)
+        )
 
     def _move(self, conn: Any, version: str, to_state: str, reason: str, now: float) -> None:
         row = conn.execute("SELECT state FROM adapters WHERE version=?", (version,)).fetchone()

@@ -42,13 +42,20 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 
 def round_table(record: RoundRecord) -> str:
     gate = record.summary.get("gate", {})
-    lines = [f"round {record.id}: {record.status} at step {record.step}" + (f" ({record.reason})" if record.reason else "")]
+    lines = [
+        f"round {record.id}: {record.status} at step {record.step}" + (f" ({record.reason})" if record.reason else "")
+    ]
     if record.version:
         lines.append(f"adapter: {record.version}")
     if gate:
         rows = [
-            [s["task"], s["n"], f"{s['champion_mean']:.3f}", f"{s['candidate_mean']:.3f}",
-             f"{s['candidate_mean'] - s['champion_mean']:+.3f}"]
+            [
+                s["task"],
+                s["n"],
+                f"{s['champion_mean']:.3f}",
+                f"{s['candidate_mean']:.3f}",
+                f"{s['candidate_mean'] - s['champion_mean']:+.3f}",
+            ]
             for s in gate["slices"]
         ]
         lines += ["", table(["task", "held-out", f"before ({gate['against']})", "after", "change"], rows), ""]
@@ -62,11 +69,19 @@ def round_table(record: RoundRecord) -> str:
 def adapters_table(versions: Sequence[AdapterVersion], registry: Registry, model: str) -> str:
     aliases = {registry.alias(model, a): a for a in ("champion", "previous")}
     rows = [
-        [v.version, v.state, aliases.get(v.version, ""), v.parent or "-",
-         time.strftime("%Y-%m-%d %H:%M", time.gmtime(v.created_at)), v.reason[:60]]
+        [
+            v.version,
+            v.state,
+            aliases.get(v.version, ""),
+            v.parent or "-",
+            time.strftime("%Y-%m-%d %H:%M", time.gmtime(v.created_at)),
+            v.reason[:60],
+        ]
         for v in versions
     ]
-    return table(["version", "state", "alias", "parent", "created (UTC)", "reason"], rows) if rows else "no adapters yet"
+    return (
+        table(["version", "state", "alias", "parent", "created (UTC)", "reason"], rows) if rows else "no adapters yet"
+    )
 
 
 def adapter_details(version: AdapterVersion, events: Sequence[AdapterEvent]) -> dict[str, Any]:
@@ -80,8 +95,12 @@ def adapter_details(version: AdapterVersion, events: Sequence[AdapterEvent]) -> 
         "uri": version.uri,
         "manifest": version.manifest,
         "history": [
-            {"from": e.from_state, "to": e.to_state, "reason": e.reason,
-             "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(e.at))}
+            {
+                "from": e.from_state,
+                "to": e.to_state,
+                "reason": e.reason,
+                "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(e.at)),
+            }
             for e in events
         ],
     }

@@ -109,7 +109,9 @@ class TaoRound:
         )
         started = time.perf_counter()
         outputs = self.generator().generate(
-            [p.messages for p in prompts], sampling, adapter=self._adapter_path(champion),
+            [p.messages for p in prompts],
+            sampling,
+            adapter=self._adapter_path(champion),
             progress=self.progress("generate", len(prompts)),
         )
         seconds = time.perf_counter() - started
@@ -129,8 +131,11 @@ class TaoRound:
         cand.write_scored(record.work_dir / "scored.jsonl", scored)
         t = self.settings.train
         examples = cand.training_examples(
-            scored, objective=t.objective, threshold=t.score_threshold,
-            per_prompt=t.targets_per_prompt, margin=t.dpo_margin,
+            scored,
+            objective=t.objective,
+            threshold=t.score_threshold,
+            per_prompt=t.targets_per_prompt,
+            margin=t.dpo_margin,
         )
         return {"tasks": cand.score_statistics(scored, threshold=t.score_threshold), "examples": len(examples)}, None
 
@@ -138,12 +143,18 @@ class TaoRound:
         t = self.settings.train
         scored = cand.read_scored(record.work_dir / "scored.jsonl")
         examples = cand.training_examples(
-            scored, objective=t.objective, threshold=t.score_threshold,
-            per_prompt=t.targets_per_prompt, margin=t.dpo_margin,
+            scored,
+            objective=t.objective,
+            threshold=t.score_threshold,
+            per_prompt=t.targets_per_prompt,
+            margin=t.dpo_margin,
         )
         config = training_config(self.settings)
         result = train_adapter(
-            self._base.path, examples, config, work_dir=record.work_dir / "train",
+            self._base.path,
+            examples,
+            config,
+            work_dir=record.work_dir / "train",
             progress=self.progress("train", cand.planned_steps(len(examples), config)),
         )
         return {
@@ -160,14 +171,23 @@ class TaoRound:
         prompts, champion = self._prompts(record)
         version = f"{self.model_name}-r{record.id:04d}-{time.strftime('%Y%m%d%H%M%S', time.gmtime())}"
         manifest = cand.manifest(
-            version=version, base=self._base, parent=champion, prompts=prompts,
-            settings=self.settings, summary=record.summary,
+            version=version,
+            base=self._base,
+            parent=champion,
+            prompts=prompts,
+            settings=self.settings,
+            summary=record.summary,
         )
         _write_json(adapter_dir / "taoflow-manifest.json", manifest)
         uri = self.state.store.put(version, adapter_dir)
         self.state.registry.register(
-            version=version, model=self.model_name, parent=champion, base_model=self._base.reference,
-            base_digest=self._base.digest, uri=uri, manifest=manifest,
+            version=version,
+            model=self.model_name,
+            parent=champion,
+            base_model=self._base.reference,
+            base_digest=self._base.digest,
+            uri=uri,
+            manifest=manifest,
         )
         self.state.buffer.mark_consumed([p_id for p_id in _ids(record)], record.id)
         return {"version": version, "uri": uri}, version
@@ -184,8 +204,9 @@ class TaoRound:
         golden_slices = []
         if g.golden_file is not None:
             golden = load_golden(g.golden_file)
-            golden_slices = slices(self._evaluate(golden, version, "golden candidate"),
-                                   self._evaluate(golden, champion, "golden champion"))
+            golden_slices = slices(
+                self._evaluate(golden, version, "golden candidate"), self._evaluate(golden, champion, "golden champion")
+            )
         decision = decide_gate(slices(candidate, baseline), gate_policy(self.settings), golden=golden_slices)
         registry = self.state.registry
         registry.transition(version, "gated" if decision.passed else "rejected", reason=decision.reason)
@@ -211,8 +232,12 @@ class TaoRound:
 
     def _evaluate(self, records: list[PromptRecord], version: str | None, label: str) -> Any:
         return evaluate(
-            self.generator(), records, self.scorers, adapter=self._adapter_path(version),
-            max_new_tokens=self.settings.gate.max_new_tokens, progress=self.progress(label, len(records)),
+            self.generator(),
+            records,
+            self.scorers,
+            adapter=self._adapter_path(version),
+            max_new_tokens=self.settings.gate.max_new_tokens,
+            progress=self.progress(label, len(records)),
         )
 
     def _adapter_path(self, version: str | None) -> Path | None:

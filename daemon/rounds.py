@@ -70,7 +70,7 @@ class RoundStore:
         )
         return _record(rows[0]) if rows else None
 
-    def list(self, *, limit: int = 20) -> list[RoundRecord]:
+    def recent(self, *, limit: int = 20) -> list[RoundRecord]:
         return [_record(r) for r in self._db.query("SELECT * FROM rounds ORDER BY id DESC LIMIT ?", (limit,))]
 
     def complete_step(
@@ -83,8 +83,7 @@ class RoundStore:
         status = "done" if step == "done" else "running"
         with self._db.transaction() as conn:
             conn.execute(
-                "UPDATE rounds SET step=?, status=?, summary=?, version=COALESCE(?, version), updated_at=?"
-                " WHERE id=?",
+                "UPDATE rounds SET step=?, status=?, summary=?, version=COALESCE(?, version), updated_at=? WHERE id=?",
                 (step, status, json.dumps(merged), version, time.time(), round_id),
             )
         return self.get(round_id)

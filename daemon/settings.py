@@ -13,11 +13,10 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
-
 from taoflow.connectors.errors import ConfigurationError
 from taoflow.connectors.redaction import REDACTION_KINDS
 
-__all__ = ["ScorerSpec", "Settings", "load_settings"]
+__all__ = ["ScorerSpec", "Settings", "load_settings", "reference_table"]
 
 
 class _Section(BaseModel):
@@ -203,7 +202,27 @@ def load_settings(path: Path | None = None, **overrides: Any) -> Settings:
     try:
         return Settings(**data)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
-        )
+        problems = "; ".join(f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors())
         raise ConfigurationError(f"invalid settings ({path or 'defaults'}): {problems}") from None
+
+
+def reference_table() -> str:
+    """The configuration reference as a Markdown table (README.md embeds it; a test keeps them equal)."""
+    rows = ["| key | default | meaning |", "| --- | --- | --- |"]
+    for section, field in Settings.model_fields.items():
+        model = field.annotation
+        assert isinstance(model, type) and issubclass(model, BaseModel)
+        defaults = model()
+        for name, sub in model.model_fields.items():
+            value = getattr(defaults, name)
+            rows.append(f"| `{section}.{name}` | `{_show(value)}` | {sub.description} |")
+    return "\n".join(rows)
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, list) and value and isinstance(value[0], BaseModel):
+        items = (", ".join(f"{k}: {v}" for k, v in i.model_dump(exclude_defaults=True).items()) for i in value)
+        return "[" + ", ".join("{" + item + "}" for item in items) + "]"
+    if isinstance(value, list | dict) and not value:
+        return "[]" if isinstance(value, list) else "{}"
+    return str(value)

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["Database", "SCHEMA_VERSION"]
+__all__ = ["SCHEMA_VERSION", "Database"]
 
 SCHEMA_VERSION = 1
 

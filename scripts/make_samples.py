@@ -20,8 +20,28 @@ ARITHMETIC = [
     "What is {a} plus {b}?",
     "Add {a} + {b}. Reply with the result.",
 ]
-NAMES = ["Maria", "Omar", "Li Wei", "Anna", "Kofi", "Sofia", "Ravi", "Elena", "Tom", "Aiko", "Lucas", "Fatima",
-         "Jonas", "Priya", "Mateo", "Chloe", "Yusuf", "Ingrid", "Diego", "Hana"]
+NAMES = [
+    "Maria",
+    "Omar",
+    "Li Wei",
+    "Anna",
+    "Kofi",
+    "Sofia",
+    "Ravi",
+    "Elena",
+    "Tom",
+    "Aiko",
+    "Lucas",
+    "Fatima",
+    "Jonas",
+    "Priya",
+    "Mateo",
+    "Chloe",
+    "Yusuf",
+    "Ingrid",
+    "Diego",
+    "Hana",
+]
 JOBS = ["nurse", "teacher", "pilot", "chef", "lawyer", "farmer", "designer", "engineer", "baker", "dentist"]
 CITIES = ["Lisbon", "Cairo", "Osaka", "Lima", "Oslo", "Accra", "Pune", "Quito", "Riga", "Perth"]
 EXTRACT = (
@@ -35,11 +55,19 @@ def openai_exchange(rng: random.Random, i: int, task: str, prompt: str) -> dict:
     return {
         "id": f"chatcmpl-{task}-{i:05d}",
         "task": task,
-        "request": {"model": "smollm2-135m-instruct", "messages": [{"role": "user", "content": prompt}],
-                    "temperature": 0.7},
-        "response": {"id": f"chatcmpl-{task}-{i:05d}", "object": "chat.completion", "created": created,
-                     "choices": [{"index": 0, "message": {"role": "assistant", "content": "(logged answer)"},
-                                  "finish_reason": "stop"}]},
+        "request": {
+            "model": "smollm2-135m-instruct",
+            "messages": [{"role": "user", "content": prompt}],
+            "temperature": 0.7,
+        },
+        "response": {
+            "id": f"chatcmpl-{task}-{i:05d}",
+            "object": "chat.completion",
+            "created": created,
+            "choices": [
+                {"index": 0, "message": {"role": "assistant", "content": "(logged answer)"}, "finish_reason": "stop"}
+            ],
+        },
     }
 
 

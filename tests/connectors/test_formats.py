@@ -4,7 +4,6 @@ import gzip
 import json
 
 import pytest
-
 from taoflow.connectors.errors import RecordError
 from taoflow.connectors.formats import MAX_RECORD_BYTES, parse_payload
 
@@ -22,7 +21,9 @@ OPENAI_EXCHANGE = {
         "object": "chat.completion",
         "created": 1763700000,
         "model": "support-bot",
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": "Use the link."}, "finish_reason": "stop"}],
+        "choices": [
+            {"index": 0, "message": {"role": "assistant", "content": "Use the link."}, "finish_reason": "stop"}
+        ],
     },
 }
 
@@ -114,8 +115,10 @@ def test_export_round_trip():
         (b'{"request": {"messages": []}}', "no_messages"),
         (b'{"request": {"messages": [{"role": "wizard", "content": "x"}]}}', "bad_message"),
         (b'{"request": {"messages": [{"role": "user", "content": 5}]}}', "bad_message"),
-        (b'{"request": {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}}',
-         "bad_message"),
+        (
+            b'{"request": {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}}',
+            "bad_message",
+        ),
         (b'{"request": {"messages": [{"role": "user", "content": [{"type": "image_url"}]}]}}', "unsupported_content"),
         (b'{"databricks_request_id": "x", "request": "{broken", "status_code": 200}', "invalid_request_json"),
         (b'{"databricks_request_id": "x", "request": 42}', "bad_request"),

@@ -1,5 +1,4 @@
 import pytest
-
 from taoflow.connectors.records import Message, PromptRecord
 from taoflow.connectors.redaction import Redactor
 
@@ -22,7 +21,9 @@ def test_redacts_what_it_should_and_nothing_else(text, expected):
 
 
 def test_record_redaction_covers_every_message_and_the_response():
-    record = PromptRecord("r1", "t", (Message("system", "ops@x.io"), Message("user", "hi bob@y.org")), response="z@w.net")
+    record = PromptRecord(
+        "r1", "t", (Message("system", "ops@x.io"), Message("user", "hi bob@y.org")), response="z@w.net"
+    )
     redacted = Redactor(["emails"]).record(record)
     assert [m.content for m in redacted.messages] == ["[EMAIL]", "hi [EMAIL]"]
     assert redacted.response == "[EMAIL]"

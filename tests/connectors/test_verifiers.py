@@ -1,5 +1,4 @@
 import pytest
-
 from taoflow.connectors.errors import ConfigurationError
 from taoflow.connectors.records import Message, PromptRecord
 from taoflow.connectors.scoring import CompositeScorer, build_scorer
@@ -38,7 +37,10 @@ def test_expression_in(prompt, expression):
 def test_arithmetic_scorer():
     scorer = ArithmeticScorer()
     assert scorer.score(rec("What is 17 + 25?"), ["42", "17 + 25 = 42.", "The answer is 32", "forty-two"]) == [
-        1.0, 1.0, 0.0, 0.0,
+        1.0,
+        1.0,
+        0.0,
+        0.0,
     ]
     assert ArithmeticScorer(strict=True).score(rec("17 + 25"), ["42", "= 42"]) == [1.0, 0.0]
     assert scorer.score(rec("Say hi"), ["hi"]) == [None]
@@ -53,7 +55,9 @@ def test_json_schema_scorer():
     scorer = JsonSchemaScorer(schema=SCHEMA, partial=0.25)
     answers = ['{"name": "Ann"}', '```json\n{"name": "Ann"}\n```', '{"name": 3}', "not json", '{"name": "A"} trailing']
     assert scorer.score(rec("x"), answers) == [1.0, 1.0, 0.25, 0.0, 0.0]
-    assert JsonSchemaScorer(allow_fence=False).score(rec("x", json_schema=SCHEMA), ['```json\n{"name": "A"}\n```']) == [0.0]
+    assert JsonSchemaScorer(allow_fence=False).score(rec("x", json_schema=SCHEMA), ['```json\n{"name": "A"}\n```']) == [
+        0.0
+    ]
     assert JsonSchemaScorer().score(rec("x"), ["{}"]) == [None]
     with pytest.raises(Exception, match="is not valid"):
         JsonSchemaScorer(schema={"type": "no-such-type"})
@@ -103,12 +107,12 @@ def test_python_scorer_by_import_path():
     assert scorer.score(rec("x"), ["ok then", "no"]) == [1.0, 0.0]
     with pytest.raises(ConfigurationError, match="cannot import"):
         PythonScorer(callable="tests.connectors.broken_scorers:nope")
-    with pytest.raises(ConfigurationError, match="package.module:function"):
+    with pytest.raises(ConfigurationError, match=r"package\.module:function"):
         PythonScorer(callable="no_colon")
 
 
 def test_values_in_prompt():
-    record = rec('Text: Maria is 34 years old.')
+    record = rec("Text: Maria is 34 years old.")
     assert values_in_prompt(record, '{"name": "Maria", "age": 34}') == 1.0
     assert values_in_prompt(record, '{"name": "Maria", "age": 43}') == 0.5
     assert values_in_prompt(record, "Maria, 34") == 0.0

@@ -1,5 +1,4 @@
 import pytest
-
 from taoflow.policies.selection import ScoredCandidate, select_distill_targets, select_preference_pair
 
 

@@ -11,7 +11,9 @@ def test_fraction_is_respected_and_stable():
     splits = [assign_split(h(i), heldout_fraction=0.25, heldout_count=0, heldout_max=10**9) for i in range(4000)]
     share = splits.count("heldout") / len(splits)
     assert 0.22 < share < 0.28
-    assert splits == [assign_split(h(i), heldout_fraction=0.25, heldout_count=0, heldout_max=10**9) for i in range(4000)]
+    assert splits == [
+        assign_split(h(i), heldout_fraction=0.25, heldout_count=0, heldout_max=10**9) for i in range(4000)
+    ]
 
 
 def test_cap_and_zero_fraction_send_everything_to_train():

@@ -1,0 +1,106 @@
+"""Round throughput: the round's generation against the raw backend, and training samples/s.
+
+    .venv/bin/python bench/round.py [--prompts 32] [--n 8] [--max-new-tokens 48]
+
+Both generation measurements sample the same prompts with the same settings in the same
+process: the reference is one plain `model.generate(num_return_sequences=n)` call per
+batch of the same number of rows. The printed ratio is round tokens/s over raw tokens/s
+(above 1: the round's generator is faster than the raw backend). Training is measured on
+the round's own training path (TRL SFT + LoRA) over the candidates that passed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from taoflow.connectors.formats import parse_payload
+from taoflow.connectors.generation_local import TransformersGenerator
+from taoflow.connectors.protocols import SamplingConfig
+from taoflow.connectors.training import DistillExample, TrainingConfig, train_adapter
+from taoflow.daemon.demo import SAMPLES
+from taoflow.daemon.settings import load_settings
+from taoflow.daemon.wiring import build_scorers, resolve_model
+
+
+def sample_prompts(count: int) -> list:
+    records = []
+    for name in ("arithmetic.jsonl", "json_extract.jsonl"):
+        lines = (SAMPLES / name).read_text().splitlines()
+        records += [parse_payload(line) for line in lines[: count // 2]]
+    return records
+
+
+def raw_generate(generator: TransformersGenerator, records: list, sampling: SamplingConfig) -> tuple[int, float]:
+    """The reference: HF generate over the same prompts, batch by batch, counting tokens up to EOS."""
+    tokenizer, model = generator.tokenizer, generator._base
+    texts = sorted((generator._render(r.messages) for r in records), key=len)
+    per_batch = max(1, generator.batch_rows // sampling.n)
+    tokens, started = 0, time.perf_counter()
+    torch.manual_seed(sampling.seed)
+    for start in range(0, len(texts), per_batch):
+        enc = tokenizer(texts[start : start + per_batch], return_tensors="pt", padding=True, add_special_tokens=False)
+        with torch.inference_mode():
+            out = model.generate(
+                **enc,
+                do_sample=True,
+                temperature=sampling.temperature,
+                top_p=sampling.top_p,
+                max_new_tokens=sampling.max_new_tokens,
+                num_return_sequences=sampling.n,
+                pad_token_id=tokenizer.pad_token_id,
+            )
+        generated = out[:, enc.input_ids.shape[1] :]
+        for row in generated.tolist():
+            tokens += next((i + 1 for i, t in enumerate(row) if t in generator._eos_ids), len(row))
+    return tokens, time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--prompts", type=int, default=32)
+    parser.add_argument("--n", type=int, default=8)
+    parser.add_argument("--max-new-tokens", type=int, default=48)
+    parser.add_argument("--epochs", type=float, default=1.0)
+    args = parser.parse_args()
+
+    settings = load_settings(SAMPLES / "demo.yaml")
+    base = resolve_model(settings)
+    generator = TransformersGenerator(base.path, batch_rows=settings.generate.batch_rows)
+    records = sample_prompts(args.prompts)
+    sampling = SamplingConfig(n=args.n, temperature=0.7, max_new_tokens=args.max_new_tokens, seed=1)
+    print(
+        f"{len(records)} prompts x {args.n} candidates, max {args.max_new_tokens} new tokens, "
+        f"{torch.get_num_threads()} threads"
+    )
+
+    raw_tokens, raw_seconds = raw_generate(generator, records, sampling)
+    started = time.perf_counter()
+    outputs = generator.generate([r.messages for r in records], sampling)
+    round_seconds = time.perf_counter() - started
+    round_tokens = sum(c.num_tokens for row in outputs for c in row)
+    raw_rate, round_rate = raw_tokens / raw_seconds, round_tokens / round_seconds
+    print(f"raw model.generate : {raw_tokens:6d} tokens in {raw_seconds:6.1f} s = {raw_rate:6.1f} tokens/s")
+    print(f"round generator    : {round_tokens:6d} tokens in {round_seconds:6.1f} s = {round_rate:6.1f} tokens/s")
+    print(f"ratio round/raw    : {round_rate / raw_rate:.2f}x tokens/s, {raw_seconds / round_seconds:.2f}x wall time")
+
+    scorers = build_scorers(settings)
+    examples = []
+    for record, row in zip(records, outputs, strict=True):
+        scores = scorers.for_task(record.task).score(record, [c.text for c in row])
+        best = max(zip(scores, row, strict=True), key=lambda pair: pair[0] or 0.0)
+        examples.append(DistillExample(record.messages, best[1].text))  # every prompt: a fixed-size workload
+    config = TrainingConfig(epochs=args.epochs, batch_size=16, save_steps=10_000)
+    with tempfile.TemporaryDirectory() as work:
+        result = train_adapter(base.path, examples, config, work_dir=Path(work))
+    print(
+        f"training (SFT, LoRA r{config.lora_rank}): {result.samples_seen} samples in {result.seconds:.1f} s "
+        f"= {result.samples_per_second:.2f} samples/s"
+    )
+
+
+if __name__ == "__main__":
+    main()

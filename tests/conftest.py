@@ -1,0 +1,15 @@
+import pytest
+from taoflow.daemon.settings import Settings, load_settings
+from taoflow.daemon.wiring import State
+
+
+@pytest.fixture
+def settings(tmp_path) -> Settings:
+    return load_settings(None, storage={"state_dir": str(tmp_path / "state")})
+
+
+@pytest.fixture
+def state(settings):
+    st = State(settings)
+    yield st
+    st.close()

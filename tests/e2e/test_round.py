@@ -1,0 +1,118 @@
+"""A whole round on the real model with a tiny budget, and its resumption after an interruption."""
+
+import json
+
+import pytest
+from taoflow.connectors.artifacts import check_adapter_dir
+from taoflow.connectors.records import Message, PromptRecord
+from taoflow.daemon import round as round_module
+from taoflow.daemon.round import TaoRound
+from taoflow.daemon.settings import load_settings
+from taoflow.daemon.wiring import State, build_scorers
+
+pytestmark = pytest.mark.slow
+
+TINY = {
+    "generate": {"n": 3, "max_prompts": 6, "max_new_tokens": 24, "temperature": 0.8},
+    "train": {"epochs": 1, "batch_size": 4, "score_threshold": 0.5, "save_steps": 1},
+    "gate": {
+        "min_samples": 4,
+        "min_slice_samples": 2,
+        "max_new_tokens": 24,
+        "min_mean_improvement": -1.0,
+        "max_slice_regression": 1.0,
+    },
+    "ingest": {"heldout_fraction": 0.4, "heldout_max_per_task": 4},
+    "score": {"tasks": {"math": [{"type": "arithmetic"}, {"type": "length", "params": {"max_chars": 40}}]}},
+}
+
+
+def seeded_state(tmp_path) -> State:
+    settings = load_settings(None, storage={"state_dir": str(tmp_path / "state")}, **TINY)
+    state = State(settings)
+    records = [
+        PromptRecord(f"r{i}", "math", (Message("user", f"What is {10 + i} + {20 + 2 * i}?"),)) for i in range(16)
+    ]
+    state.buffer.add_many([(r, None) for r in records], source="test")
+    return state
+
+
+class CountingGenerator:
+    def __init__(self, inner):
+        self.inner, self.calls = inner, 0
+
+    def generate(self, conversations, sampling, **kwargs):
+        self.calls += 1
+        return self.inner.generate(conversations, sampling, **kwargs)
+
+
+def test_round_end_to_end_on_the_real_model(tmp_path, generator, base_model):
+    state = seeded_state(tmp_path)
+    counting = CountingGenerator(generator)
+    record = TaoRound(
+        state.settings, state, scorers=build_scorers(state.settings), generator_factory=lambda path: counting
+    ).run()
+    assert (record.status, record.step) == ("done", "done")
+    summary = record.summary
+    assert summary["generate"]["candidates"] == 3 * summary["prepare"]["prompts"]
+    assert summary["generate"]["tokens"] > 0
+    math_stats = summary["score"]["tasks"]["math"]
+    assert math_stats["candidates"] == summary["generate"]["candidates"]
+    assert 0.0 <= math_stats["mean"] <= 1.0
+    assert summary["train"]["steps"] >= 1 and summary["train"]["final_loss"] is not None
+    gate = summary["gate"]
+    assert gate["against"] == "base" and gate["slices"][0]["n"] == state.buffer.stats().tasks["math"].heldout
+    version = state.registry.get(record.version)
+    assert version.state == ("champion" if gate["passed"] else "rejected")
+    adapter = state.store.fetch(record.version)
+    assert check_adapter_dir(adapter)["r"] == 16
+    manifest = json.loads((adapter / "taoflow-manifest.json").read_text())
+    assert manifest["base_model"] == {"reference": "smollm2-135m-instruct", "digest": base_model.digest}
+    assert manifest["data"]["prompts"] == summary["prepare"]["prompts"]
+    assert set(manifest["timings_seconds"]) >= {"prepare", "generate", "score", "train"}
+    assert manifest["scores"]["math"]["candidates"] == summary["generate"]["candidates"]
+    # Prompts used by the round are no longer new; held-out prompts are untouched.
+    assert state.buffer.stats().tasks["math"].new == state.buffer.stats().tasks["math"].train - 6
+    # Generation (1) and the gate's two evaluations (base and candidate).
+    assert counting.calls == 3
+
+
+def test_an_interrupted_round_resumes_at_its_next_step(tmp_path, generator, monkeypatch):
+    state = seeded_state(tmp_path)
+    counting = CountingGenerator(generator)
+    real_train = round_module.train_adapter
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt  # what SIGINT/SIGTERM do to a process mid-training
+
+    monkeypatch.setattr(round_module, "train_adapter", killed)
+    make = lambda: TaoRound(  # noqa: E731
+        state.settings,
+        state,
+        scorers=build_scorers(state.settings),
+        generator_factory=lambda path: counting,
+        auto_promote=False,
+    )
+    with pytest.raises(KeyboardInterrupt):
+        make().run()
+    (interrupted,) = state.db.query("SELECT id, step, status FROM rounds")
+    assert (interrupted["step"], interrupted["status"]) == ("score", "running")
+    candidates = (tmp_path / "state" / "rounds" / "round-00001" / "candidates.jsonl").stat().st_mtime_ns
+
+    monkeypatch.setattr(round_module, "train_adapter", real_train)
+    record = make().run()
+    assert record.id == interrupted["id"] and record.status == "done"
+    assert counting.calls == 1 + 2  # generation was not redone: only the gate's evaluations ran again
+    assert (tmp_path / "state" / "rounds" / "round-00001" / "candidates.jsonl").stat().st_mtime_ns == candidates
+    assert state.registry.get(record.version).state in ("gated", "rejected")
+
+
+def test_a_failing_step_is_recorded_with_its_reason(tmp_path, generator):
+    state = seeded_state(tmp_path)
+    state.buffer.mark_consumed([p.id for p in state.buffer.training_prompts(100)], round_id=0)
+    with pytest.raises(Exception, match="no new training prompts"):
+        TaoRound(
+            state.settings, state, scorers=build_scorers(state.settings), generator_factory=lambda p: generator
+        ).run()
+    (row,) = state.db.query("SELECT status, reason FROM rounds")
+    assert row["status"] == "failed" and "prepare failed" in row["reason"]
