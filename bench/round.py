@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import torch
+
 from taoflow.connectors.formats import parse_payload
 from taoflow.connectors.generation_local import TransformersGenerator
 from taoflow.connectors.protocols import SamplingConfig

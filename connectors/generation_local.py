@@ -14,11 +14,22 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from taoflow.connectors.protocols import Completion, Progress, SamplingConfig
-from taoflow.connectors.records import Message
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-__all__ = ["TransformersGenerator", "load_tokenizer"]
+from taoflow.connectors.protocols import Completion, Progress, SamplingConfig
+from taoflow.connectors.records import Message
+
+__all__ = ["TransformersGenerator", "load_tokenizer", "quiet_libraries"]
+
+
+def quiet_libraries() -> None:
+    """The CLI draws its own progress bars; the libraries' per-file bars and notices are noise."""
+    import datasets
+    import transformers
+
+    transformers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.set_verbosity_error()
+    datasets.disable_progress_bars()
 
 
 def load_tokenizer(model_dir: Path) -> Any:
@@ -33,6 +44,7 @@ class TransformersGenerator:
     """A `Generator` over a local HF model directory, with LoRA adapters loaded on demand."""
 
     def __init__(self, model_dir: Path, *, batch_rows: int = 96, dtype: str = "float32") -> None:
+        quiet_libraries()
         self.model_dir = model_dir
         self.batch_rows = batch_rows
         self.tokenizer = load_tokenizer(model_dir)

@@ -87,8 +87,11 @@ def train_adapter(
     if not examples:
         raise RoundError("no training examples passed the score threshold; nothing to train")
     import torch
-    from taoflow.connectors.generation_local import load_tokenizer
-    from transformers import AutoModelForCausalLM, TrainerCallback
+    from transformers import AutoModelForCausalLM, PrinterCallback, TrainerCallback
+
+    from taoflow.connectors.generation_local import load_tokenizer, quiet_libraries
+
+    quiet_libraries()
 
     torch.manual_seed(config.seed)
     tokenizer = load_tokenizer(base_model_dir)
@@ -103,6 +106,7 @@ def train_adapter(
             if progress is not None:
                 progress(1)
 
+    trainer.remove_callback(PrinterCallback)  # it prints every log dict to stdout; we return the log instead
     trainer.add_callback(_Progress())
     started = time.perf_counter()
     output = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
@@ -163,6 +167,7 @@ def _build_trainer(
         "gradient_checkpointing": False,
         "disable_tqdm": True,
         "dataloader_num_workers": 0,
+        "dataloader_pin_memory": False,
     }
     if config.objective == "sft":
         from trl import SFTConfig, SFTTrainer

@@ -20,6 +20,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jsonschema
+
 from taoflow.connectors.errors import ConfigurationError
 from taoflow.connectors.records import PromptRecord
 

@@ -1,4 +1,5 @@
 import pytest
+
 from taoflow.daemon.settings import Settings, load_settings
 from taoflow.daemon.wiring import State
 

@@ -4,6 +4,7 @@ import gzip
 import json
 
 import pytest
+
 from taoflow.connectors.errors import RecordError
 from taoflow.connectors.formats import MAX_RECORD_BYTES, parse_payload
 

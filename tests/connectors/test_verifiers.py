@@ -1,4 +1,5 @@
 import pytest
+
 from taoflow.connectors.errors import ConfigurationError
 from taoflow.connectors.records import Message, PromptRecord
 from taoflow.connectors.scoring import CompositeScorer, build_scorer

@@ -1,4 +1,5 @@
 import pytest
+
 from taoflow.connectors.records import Message, PromptRecord
 from taoflow.daemon.buffer import PromptBuffer
 from taoflow.daemon.storage import Database

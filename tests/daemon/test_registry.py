@@ -1,4 +1,5 @@
 import pytest
+
 from taoflow.connectors.errors import RegistryError
 from taoflow.daemon.registry import Registry
 from taoflow.daemon.storage import Database

@@ -1,4 +1,5 @@
 import pytest
+
 from taoflow.connectors.errors import ConfigurationError
 from taoflow.daemon.settings import Settings, load_settings
 

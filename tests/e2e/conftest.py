@@ -1,4 +1,5 @@
 import pytest
+
 from taoflow.connectors.base_model import ResolvedModel, resolve_base_model
 from taoflow.daemon.settings import load_settings
 

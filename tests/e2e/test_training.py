@@ -3,6 +3,7 @@
 import json
 
 import pytest
+
 from taoflow.connectors.artifacts import check_adapter_dir
 from taoflow.connectors.records import Message
 from taoflow.connectors.training import DistillExample, PreferenceExample, TrainingConfig, train_adapter

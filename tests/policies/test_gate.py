@@ -1,4 +1,5 @@
 import pytest
+
 from taoflow.policies.gate import GatePolicy, SliceScores, decide_gate
 
 POLICY = GatePolicy(min_mean_improvement=0.02, max_slice_regression=0.05, min_samples=16, min_slice_samples=4)

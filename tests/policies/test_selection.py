@@ -1,4 +1,5 @@
 import pytest
+
 from taoflow.policies.selection import ScoredCandidate, select_distill_targets, select_preference_pair
 
 
