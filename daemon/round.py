@@ -167,29 +167,36 @@ class TaoRound:
         }, None
 
     def register(self, record: RoundRecord) -> tuple[dict[str, Any], str | None]:
+        # Idempotent: a round interrupted after storing or registering resumes here without duplicates.
         adapter_dir = record.work_dir / "train" / "adapter"
         prompts, champion = self._prompts(record)
-        version = f"{self.model_name}-r{record.id:04d}-{time.strftime('%Y%m%d%H%M%S', time.gmtime())}"
-        manifest = cand.manifest(
-            version=version,
-            base=self._base,
-            parent=champion,
-            prompts=prompts,
-            settings=self.settings,
-            summary=record.summary,
-        )
-        _write_json(adapter_dir / "taoflow-manifest.json", manifest)
-        uri = self.state.store.put(version, adapter_dir)
-        self.state.registry.register(
-            version=version,
-            model=self.model_name,
-            parent=champion,
-            base_model=self._base.reference,
-            base_digest=self._base.digest,
-            uri=uri,
-            manifest=manifest,
-        )
-        self.state.buffer.mark_consumed([p_id for p_id in _ids(record)], record.id)
+        started = time.strftime("%Y%m%d%H%M%S", time.gmtime(record.started_at))
+        version = f"{self.model_name}-r{record.id:04d}-{started}"
+        store, registry = self.state.store, self.state.registry
+        if not store.exists(version):
+            manifest = cand.manifest(
+                version=version,
+                base=self._base,
+                parent=champion,
+                prompts=prompts,
+                settings=self.settings,
+                summary=record.summary,
+            )
+            _write_json(adapter_dir / "taoflow-manifest.json", manifest)
+            store.put(version, adapter_dir)
+        uri = store.fetch(version).as_uri()
+        if version not in {v.version for v in registry.versions(model=self.model_name)}:
+            manifest = json.loads((store.fetch(version) / "taoflow-manifest.json").read_text())
+            registry.register(
+                version=version,
+                model=self.model_name,
+                parent=champion,
+                base_model=self._base.reference,
+                base_digest=self._base.digest,
+                uri=uri,
+                manifest=manifest,
+            )
+        self.state.buffer.mark_consumed(_ids(record), record.id)
         return {"version": version, "uri": uri}, version
 
     def gate(self, record: RoundRecord) -> tuple[dict[str, Any], str | None]:
@@ -209,9 +216,10 @@ class TaoRound:
             )
         decision = decide_gate(slices(candidate, baseline), gate_policy(self.settings), golden=golden_slices)
         registry = self.state.registry
-        registry.transition(version, "gated" if decision.passed else "rejected", reason=decision.reason)
+        if registry.get(version).state == "candidate":  # not yet judged (a resumed gate may find it judged)
+            registry.transition(version, "gated" if decision.passed else "rejected", reason=decision.reason)
         promoted = decision.passed and self.auto_promote
-        if promoted:
+        if promoted and registry.get(version).state == "gated":
             registry.promote(version, reason=f"gate passed: {decision.reason}")
         return {
             "passed": decision.passed,

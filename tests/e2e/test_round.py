@@ -101,11 +101,23 @@ def test_an_interrupted_round_resumes_at_its_next_step(tmp_path, generator, monk
     candidates = (tmp_path / "state" / "rounds" / "round-00001" / "candidates.jsonl").stat().st_mtime_ns
 
     monkeypatch.setattr(round_module, "train_adapter", real_train)
+    real_register = state.registry.register
+
+    def killed_after_store(**kwargs):
+        raise KeyboardInterrupt  # stopped between writing the artifact and registering it
+
+    monkeypatch.setattr(state.registry, "register", killed_after_store)
+    with pytest.raises(KeyboardInterrupt):
+        make().run()
+    assert state.db.query("SELECT step FROM rounds")[0]["step"] == "train"
+    monkeypatch.setattr(state.registry, "register", real_register)
+
     record = make().run()
     assert record.id == interrupted["id"] and record.status == "done"
     assert counting.calls == 1 + 2  # generation was not redone: only the gate's evaluations ran again
     assert (tmp_path / "state" / "rounds" / "round-00001" / "candidates.jsonl").stat().st_mtime_ns == candidates
     assert state.registry.get(record.version).state in ("gated", "rejected")
+    assert [p.name for p in (tmp_path / "state" / "adapters").iterdir()] == [record.version]
 
 
 def test_a_failing_step_is_recorded_with_its_reason(tmp_path, generator):

@@ -1,0 +1,30 @@
+"""`taoflow demo` as a user runs it: the whole loop on embedded defaults, lifting every task."""
+
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+
+def test_demo_raises_every_task_and_promotes(tmp_path):
+    started = time.monotonic()
+    taoflow = Path(sys.executable).parent / "taoflow"
+    result = subprocess.run(
+        [str(taoflow), "demo", "--state-dir", str(tmp_path)], capture_output=True, text=True, timeout=1800
+    )
+    out = result.stdout
+    assert result.returncode == 0, out[-3000:] + result.stderr[-3000:]
+    rows = re.findall(r"^(arithmetic|json_extract)\s+(\d+)\s+([\d.]+)\s+([\d.]+)\s+([+-][\d.]+)$", out, re.M)
+    assert {r[0] for r in rows} == {"arithmetic", "json_extract"}, out
+    for task, n, before, after, _ in rows:
+        assert int(n) >= 16
+        assert float(after) > float(before), f"{task} did not improve: {before} -> {after}"
+    assert "gate PASSED" in out and "promoted to champion" in out
+    assert "dead-lettered 4" in out
+    print(out)
+    print(f"demo wall time {time.monotonic() - started:.0f} s")
