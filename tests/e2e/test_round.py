@@ -28,8 +28,9 @@ TINY = {
 }
 
 
-def seeded_state(tmp_path) -> State:
-    settings = load_settings(None, storage={"state_dir": str(tmp_path / "state")}, **TINY)
+def seeded_state(tmp_path, **overrides) -> State:
+    config = {**TINY, **{k: {**TINY.get(k, {}), **v} for k, v in overrides.items()}}
+    settings = load_settings(None, storage={"state_dir": str(tmp_path / "state")}, **config)
     state = State(settings)
     records = [
         PromptRecord(f"r{i}", "math", (Message("user", f"What is {10 + i} + {20 + 2 * i}?"),)) for i in range(16)
@@ -48,7 +49,16 @@ class CountingGenerator:
 
 
 def test_round_end_to_end_on_the_real_model(tmp_path, generator, base_model):
-    state = seeded_state(tmp_path)
+    golden = tmp_path / "golden.jsonl"
+    golden.write_text(
+        "\n".join(
+            json.dumps(
+                {"task": "gold", "messages": [{"role": "user", "content": f"What is {i} + 1?"}], "expected": i + 1}
+            )
+            for i in range(3)
+        )
+    )
+    state = seeded_state(tmp_path, gate={"golden_file": str(golden)})
     counting = CountingGenerator(generator)
     record = TaoRound(
         state.settings, state, scorers=build_scorers(state.settings), generator_factory=lambda path: counting
@@ -63,6 +73,7 @@ def test_round_end_to_end_on_the_real_model(tmp_path, generator, base_model):
     assert summary["train"]["steps"] >= 1 and summary["train"]["final_loss"] is not None
     gate = summary["gate"]
     assert gate["against"] == "base" and gate["slices"][0]["n"] == state.buffer.stats().tasks["math"].heldout
+    assert [(g["task"], g["n"]) for g in gate["golden"]] == [("gold", 3)]
     version = state.registry.get(record.version)
     assert version.state == ("champion" if gate["passed"] else "rejected")
     adapter = state.store.fetch(record.version)
@@ -74,8 +85,8 @@ def test_round_end_to_end_on_the_real_model(tmp_path, generator, base_model):
     assert manifest["scores"]["math"]["candidates"] == summary["generate"]["candidates"]
     # Prompts used by the round are no longer new; held-out prompts are untouched.
     assert state.buffer.stats().tasks["math"].new == state.buffer.stats().tasks["math"].train - 6
-    # Generation (1) and the gate's two evaluations (base and candidate).
-    assert counting.calls == 3
+    # Generation (1), the gate's two evaluations (base and candidate) and two on the golden set.
+    assert counting.calls == 5
 
 
 def test_an_interrupted_round_resumes_at_its_next_step(tmp_path, generator, monkeypatch):
