@@ -45,14 +45,7 @@ def cmd_round(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     state = wiring.open_state(settings)
-    tao_round = TaoRound(
-        settings,
-        state,
-        scorers=wiring.build_scorers(settings),
-        generator_factory=lambda path: wiring.build_generator(settings, path),
-        progress=report.tqdm_progress,
-        auto_promote=not args.no_promote,
-    )
+    tao_round = TaoRound.from_settings(settings, state, progress=report.tqdm_progress, auto_promote=not args.no_promote)
     record = tao_round.run()
     print(report.round_table(record))
     return 0 if record.summary.get("gate", {}).get("passed") else 3

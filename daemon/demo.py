@@ -40,13 +40,7 @@ def run_demo(*, state_dir: Path | None = None, config: Path | None = None) -> in
     )
     print(report.buffer_table(state.buffer.stats()))
     print(f"\n2. round: base model {settings.model.base} (converted and cached on first use)")
-    tao_round = TaoRound(
-        settings,
-        state,
-        scorers=wiring.build_scorers(settings),
-        generator_factory=lambda path: wiring.build_generator(settings, path),
-        progress=report.tqdm_progress,
-    )
+    tao_round = TaoRound.from_settings(settings, state, progress=report.tqdm_progress)
     record = tao_round.run()
     score = record.summary.get("score", {})
     for task, stats in score.get("tasks", {}).items():

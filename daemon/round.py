@@ -20,6 +20,7 @@ from taoflow.connectors.protocols import Generator, Progress, SamplingConfig
 from taoflow.connectors.records import PromptRecord
 from taoflow.connectors.training import train_adapter
 from taoflow.daemon import candidates as cand
+from taoflow.daemon import wiring
 from taoflow.daemon.evaluation import evaluate, load_golden, slices
 from taoflow.daemon.rounds import RoundRecord, RoundStore
 from taoflow.daemon.settings import Settings
@@ -129,26 +130,12 @@ class TaoRound:
         rows = cand.read_candidates(record.work_dir / "candidates.jsonl")
         scored = cand.score_all(prompts, rows, self.scorers, progress=self.progress("score", len(prompts)))
         cand.write_scored(record.work_dir / "scored.jsonl", scored)
-        t = self.settings.train
-        examples = cand.training_examples(
-            scored,
-            objective=t.objective,
-            threshold=t.score_threshold,
-            per_prompt=t.targets_per_prompt,
-            margin=t.dpo_margin,
-        )
-        return {"tasks": cand.score_statistics(scored, threshold=t.score_threshold), "examples": len(examples)}, None
+        threshold = self.settings.train.score_threshold
+        stats = cand.score_statistics(scored, threshold=threshold)
+        return {"tasks": stats, "examples": len(self._examples(scored))}, None
 
     def train(self, record: RoundRecord) -> tuple[dict[str, Any], str | None]:
-        t = self.settings.train
-        scored = cand.read_scored(record.work_dir / "scored.jsonl")
-        examples = cand.training_examples(
-            scored,
-            objective=t.objective,
-            threshold=t.score_threshold,
-            per_prompt=t.targets_per_prompt,
-            margin=t.dpo_margin,
-        )
+        examples = self._examples(cand.read_scored(record.work_dir / "scored.jsonl"))
         config = training_config(self.settings)
         result = train_adapter(
             self._base.path,
@@ -233,6 +220,32 @@ class TaoRound:
         }, None
 
     # ------------------------------------------------------------------ helpers
+    @classmethod
+    def from_settings(
+        cls, settings: Settings, state: State, *, progress: ProgressFactory = no_progress, auto_promote: bool = True
+    ) -> TaoRound:
+        """The round with the scorers and generation backend that the settings name."""
+        return cls(
+            settings,
+            state,
+            scorers=wiring.build_scorers(settings),
+            generator_factory=lambda path: wiring.build_generator(settings, path),
+            progress=progress,
+            auto_promote=auto_promote,
+        )
+
+    def _examples(self, scored: list[cand.ScoredPrompt]) -> list[Any]:
+        t = self.settings.train
+        return list(
+            cand.training_examples(
+                scored,
+                objective=t.objective,
+                threshold=t.score_threshold,
+                per_prompt=t.targets_per_prompt,
+                margin=t.dpo_margin,
+            )
+        )
+
     def generator(self) -> Generator:
         if self._generator is None:
             self._generator = self._generator_factory(self._base.path)
