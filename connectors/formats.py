@@ -25,14 +25,16 @@ from typing import Any
 from taoflow.connectors.errors import RecordError
 from taoflow.connectors.records import ROLES, Message, PromptRecord
 
-__all__ = ["MAX_RECORD_BYTES", "parse_payload", "parse_record"]
+__all__ = ["MAPPABLE", "MAX_RECORD_BYTES", "parse_payload", "parse_record", "remap"]
 
 MAX_RECORD_BYTES = 1 << 20
 _DATABRICKS_KEYS = {"databricks_request_id", "request_metadata", "served_entity_id", "timestamp_ms"}
 
 
-def parse_payload(payload: bytes | str, *, default_task: str = "default") -> PromptRecord:
-    """Decode one raw log record (UTF-8 JSON) and parse it."""
+def parse_payload(
+    payload: bytes | str, *, default_task: str = "default", field_map: Mapping[str, str] | None = None
+) -> PromptRecord:
+    """Decode one raw log record (UTF-8 JSON) and parse it (through `field_map` for other shapes)."""
     if len(payload) > MAX_RECORD_BYTES:
         raise RecordError("too_large", f"{len(payload)} bytes > {MAX_RECORD_BYTES}")
     if isinstance(payload, bytes):
@@ -46,7 +48,43 @@ def parse_payload(payload: bytes | str, *, default_task: str = "default") -> Pro
         data = json.loads(payload)
     except json.JSONDecodeError as exc:
         raise RecordError("invalid_json", str(exc)) from None
+    if field_map:
+        data = remap(data, field_map)
     return parse_record(data, default_task=default_task, raw=payload)
+
+
+MAPPABLE = ("request_id", "task", "messages", "prompt", "response", "timestamp", "status_code")
+
+
+def remap(data: Any, field_map: Mapping[str, str]) -> dict[str, Any]:
+    """Read a record of another shape through dotted paths, e.g. {"messages": "body.chat", "task": "meta.app"}."""
+    if not isinstance(data, Mapping):
+        raise RecordError("not_an_object", f"expected a JSON object, got {type(data).__name__}")
+    found = {key: _path(data, path) for key, path in field_map.items()}
+    request = {k: found[k] for k in ("messages", "prompt") if found.get(k) is not None}
+    out: dict[str, Any] = {"request": request}
+    for key in ("request_id", "task", "timestamp"):
+        if found.get(key) is not None:
+            out[key] = str(found[key]) if key != "timestamp" else found[key]
+    if isinstance(found.get("response"), str):
+        out["response"] = {"choices": [{"message": {"role": "assistant", "content": found["response"]}}]}
+    if found.get("status_code") is not None:
+        out["metadata"] = {"status_code": found["status_code"]}
+    return out
+
+
+def _path(data: Mapping[str, Any], dotted: str) -> Any:
+    node: Any = data
+    for part in dotted.split("."):
+        if isinstance(node, str) and node.lstrip().startswith("{"):
+            try:
+                node = json.loads(node)  # a nested JSON string, as inference tables store request bodies
+            except json.JSONDecodeError:
+                return None
+        if not isinstance(node, Mapping) or part not in node:
+            return None
+        node = node[part]
+    return node
 
 
 def parse_record(data: Any, *, default_task: str = "default", raw: str | None = None) -> PromptRecord:

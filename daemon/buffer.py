@@ -116,7 +116,8 @@ class PromptBuffer:
     ) -> None:
         with self._db.transaction() as conn:
             conn.execute(
-                "INSERT INTO dead_letters (source, origin, reason, detail, payload, created_at)"
+                # A replayed stream re-reads the same bad record: one dead letter per origin.
+                "INSERT OR IGNORE INTO dead_letters (source, origin, reason, detail, payload, created_at)"
                 " VALUES (?, ?, ?, ?, ?, ?)",
                 (source, origin, reason, detail[:2000], payload, time.time() if now is None else now),
             )

@@ -1,14 +1,16 @@
 """From raw source items to buffered prompts: parse, filter, redact, store or dead-letter.
 
 Nothing read is ever dropped silently: a record is buffered, recognised as a
-duplicate, or written to the dead letter with its reason and the raw bytes.
+duplicate, skipped by a configured filter (counted by reason), or written to the
+dead letter with its reason and the raw bytes. When `run` returns, all of that is
+committed to the database: a streaming source may then acknowledge the items.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
 
 from taoflow.connectors.errors import RecordError
 from taoflow.connectors.formats import parse_payload
@@ -16,6 +18,8 @@ from taoflow.connectors.protocols import SourceItem
 from taoflow.connectors.records import PromptRecord
 from taoflow.connectors.redaction import Redactor
 from taoflow.daemon.buffer import PromptBuffer
+from taoflow.daemon.metrics import IngestMetrics
+from taoflow.policies.ingest_filter import IngestFilter, decide_ingest
 
 __all__ = ["IngestReport", "Ingestor"]
 
@@ -26,6 +30,7 @@ class IngestReport:
     added: int = 0
     duplicates: int = 0
     dead_lettered: Counter[str] = field(default_factory=Counter)
+    skipped: Counter[str] = field(default_factory=Counter)
     added_by_task: Counter[str] = field(default_factory=Counter)
 
 
@@ -39,14 +44,20 @@ class Ingestor:
         source: str,
         default_task: str = "default",
         redactor: Redactor | None = None,
-        max_prompt_chars: int = 16_000,
+        rules: IngestFilter | None = None,
+        field_map: Mapping[str, str] | None = None,
+        dedup_by_origin: bool = False,
+        metrics: IngestMetrics | None = None,
         batch_size: int = 500,
     ) -> None:
         self._buffer = buffer
         self._source = source
         self._default_task = default_task
         self._redactor = redactor or Redactor([])
-        self._max_chars = max_prompt_chars
+        self._rules = rules or IngestFilter()
+        self._field_map = dict(field_map or {})
+        self._by_origin = dedup_by_origin
+        self._metrics = metrics
         self._batch_size = batch_size
 
     def run(self, items: Iterable[SourceItem]) -> IngestReport:
@@ -56,7 +67,7 @@ class Ingestor:
             report.read += 1
             record = self._accept(item, report)
             if record is not None:
-                batch.append((record, None))
+                batch.append((record, item.origin if self._by_origin else None))
             if len(batch) >= self._batch_size:
                 self._flush(batch, report)
         self._flush(batch, report)
@@ -67,17 +78,29 @@ class Ingestor:
             if item.error is not None:
                 reason, _, detail = item.error.partition(": ")
                 raise RecordError(reason, detail)
-            record = parse_payload(item.payload, default_task=self._default_task)
-            chars = sum(len(m.content) for m in record.messages)
-            if chars > self._max_chars:
-                raise RecordError("too_long", f"{chars} prompt characters > {self._max_chars}")
+            record = parse_payload(item.payload, default_task=self._default_task, field_map=self._field_map)
         except RecordError as exc:
             self._buffer.dead_letter(
                 source=self._source, origin=item.origin, reason=exc.reason, detail=exc.detail, payload=item.payload
             )
             report.dead_lettered[exc.reason] += 1
+            if self._metrics is not None:
+                self._metrics.dead_lettered.labels(self._source, exc.reason).inc()
             return None
-        return self._redactor.record(record)
+        status = record.metadata.get("status_code")
+        decision = decide_ingest(
+            request_id=record.request_id,
+            task=record.task,
+            status_code=int(status) if isinstance(status, int | float | str) and str(status).isdigit() else None,
+            prompt_chars=sum(len(m.content) for m in record.messages),
+            rules=self._rules,
+        )
+        if not decision.keep:
+            report.skipped[decision.reason] += 1
+            if self._metrics is not None:
+                self._metrics.skipped.labels(self._source, decision.reason).inc()
+            return None
+        return self._redactor.record(replace(record, task=decision.task))
 
     def _flush(self, batch: list[tuple[PromptRecord, str | None]], report: IngestReport) -> None:
         if not batch:
@@ -85,5 +108,8 @@ class Ingestor:
         result = self._buffer.add_many(batch, source=self._source)
         report.added += result.added
         report.duplicates += result.duplicates
+        if self._metrics is not None:
+            self._metrics.ingested.labels(self._source).inc(result.added)
+            self._metrics.duplicates.labels(self._source).inc(result.duplicates)
         report.added_by_task.update(result.added_by_task)
         batch.clear()

@@ -48,7 +48,13 @@ class IngestSettings(_Section):
     heldout_max_per_task: int = Field(64, ge=0)
     """Cap on held-out prompts per task; once reached, new prompts all go to training."""
     max_prompt_chars: int = Field(16_000, gt=0)
-    """Longer prompts are dead-lettered as `too_long` instead of buffered."""
+    """Longer prompts are skipped (counted as `too_long`) instead of buffered."""
+    keep_status: list[int] = Field(default_factory=lambda: [200])
+    """Only records whose logged status_code is one of these are buffered ([] keeps all)."""
+    sample_rates: dict[str, float] = Field(default_factory=dict)
+    """Share of each high-volume task to keep, e.g. {support: 0.1}; by request-id hash, so replays agree."""
+    task_map: dict[str, str] = Field(default_factory=dict)
+    """Rename tasks: served entity / endpoint / model name -> task name."""
 
     @field_validator("redact")
     @classmethod

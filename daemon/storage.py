@@ -40,6 +40,7 @@ CREATE TABLE IF NOT EXISTS dead_letters (
     payload BLOB NOT NULL,
     created_at REAL NOT NULL
 );
+CREATE UNIQUE INDEX IF NOT EXISTS dead_letters_origin ON dead_letters (source, origin);
 CREATE TABLE IF NOT EXISTS adapters (
     version TEXT PRIMARY KEY,
     model TEXT NOT NULL,

@@ -15,10 +15,12 @@ from taoflow.connectors.scoring import CompositeScorer, build_scorer
 from taoflow.connectors.training import TrainingConfig
 from taoflow.daemon.buffer import PromptBuffer
 from taoflow.daemon.ingest import Ingestor
+from taoflow.daemon.metrics import IngestMetrics
 from taoflow.daemon.registry import Registry
 from taoflow.daemon.settings import ScorerSpec, Settings
 from taoflow.daemon.storage import Database
 from taoflow.policies.gate import GatePolicy
+from taoflow.policies.ingest_filter import IngestFilter
 
 __all__ = ["State", "TaskScorers", "open_state"]
 
@@ -76,13 +78,30 @@ def build_source(settings: Settings) -> Source:
     return JsonlSource(settings.source.paths)
 
 
-def build_ingestor(settings: Settings, state: State, source_name: str) -> Ingestor:
+def build_ingestor(
+    settings: Settings,
+    state: State,
+    source_name: str,
+    *,
+    field_map: dict[str, str] | None = None,
+    dedup_by_origin: bool = False,
+    metrics: IngestMetrics | None = None,
+) -> Ingestor:
+    i = settings.ingest
     return Ingestor(
         state.buffer,
         source=source_name,
-        default_task=settings.ingest.default_task,
-        redactor=Redactor(settings.ingest.redact),
-        max_prompt_chars=settings.ingest.max_prompt_chars,
+        default_task=i.default_task,
+        redactor=Redactor(i.redact),
+        rules=IngestFilter(
+            keep_status=frozenset(i.keep_status),
+            sample_rates=dict(i.sample_rates),
+            max_prompt_chars=i.max_prompt_chars,
+            task_map=dict(i.task_map),
+        ),
+        field_map=field_map,
+        dedup_by_origin=dedup_by_origin,
+        metrics=metrics,
     )
 
 

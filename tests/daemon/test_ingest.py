@@ -7,6 +7,8 @@ from taoflow.connectors.jsonl_source import JsonlSource
 from taoflow.connectors.redaction import Redactor
 from taoflow.daemon.demo import SAMPLES
 from taoflow.daemon.ingest import Ingestor
+from taoflow.daemon.metrics import IngestMetrics
+from taoflow.policies.ingest_filter import IngestFilter
 
 
 def line(i: int, text: str) -> str:
@@ -55,13 +57,14 @@ def test_reingesting_the_same_files_adds_nothing(tmp_path, state):
     assert (again.added, again.duplicates) == (0, 5)
 
 
-def test_redaction_happens_before_storage_and_long_prompts_are_refused(tmp_path, state):
+def test_redaction_happens_before_storage_and_long_prompts_are_skipped(tmp_path, state):
     path = tmp_path / "a.jsonl"
     path.write_text(line(1, "my mail is a@b.io") + "\n" + line(2, "x" * 100) + "\n")
-    report = Ingestor(state.buffer, source="jsonl", redactor=Redactor(["emails"]), max_prompt_chars=50).run(
-        JsonlSource([path]).read()
-    )
-    assert report.dead_lettered == {"too_long": 1}
+    report = Ingestor(
+        state.buffer, source="jsonl", redactor=Redactor(["emails"]), rules=IngestFilter(max_prompt_chars=50)
+    ).run(JsonlSource([path]).read())
+    assert report.skipped == {"too_long": 1}
+    assert not report.dead_lettered
     (stored,) = state.buffer.training_prompts(10) or state.buffer.heldout()
     assert stored.record.last_user_text == "my mail is [EMAIL]"
     raw = state.db.query("SELECT record FROM prompts")[0][0]
@@ -78,3 +81,35 @@ def test_shipped_samples(state):
     stats = state.buffer.stats()
     assert set(stats.tasks) == {"arithmetic", "json_extract"}
     assert all(20 <= c.heldout <= 64 for c in stats.tasks.values())
+
+
+def test_filters_task_map_field_map_and_metrics(tmp_path, state):
+    from prometheus_client import CollectorRegistry
+
+    rows = [
+        {
+            "meta": {"id": f"x{i}", "app": "svc-a", "code": 200 if i % 4 else 500},
+            "body": {"chat": [{"role": "user", "content": f"question {i}"}]},
+        }
+        for i in range(40)
+    ]
+    rows.append({"meta": {"id": "no-chat"}, "body": {}})
+    path = tmp_path / "custom.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in rows))
+    registry = CollectorRegistry()
+    report = Ingestor(
+        state.buffer,
+        source="custom",
+        rules=IngestFilter(keep_status=frozenset({200}), sample_rates={"support": 0.5}, task_map={"svc-a": "support"}),
+        field_map={"request_id": "meta.id", "task": "meta.app", "messages": "body.chat", "status_code": "meta.code"},
+        metrics=IngestMetrics(registry),
+    ).run(JsonlSource([path]).read())
+    assert report.skipped["status_code"] == 10
+    assert 5 <= report.skipped["sampled_out"] <= 25
+    assert report.added == 30 - report.skipped["sampled_out"]
+    assert report.dead_lettered == {"no_messages": 1}
+    assert set(state.buffer.stats().tasks) == {"support"}
+    sample = registry.get_sample_value
+    assert sample("taoflow_records_ingested_total", {"source": "custom"}) == report.added
+    assert sample("taoflow_records_skipped_total", {"source": "custom", "reason": "status_code"}) == 10
+    assert sample("taoflow_records_dead_lettered_total", {"source": "custom", "reason": "no_messages"}) == 1

@@ -1,0 +1,50 @@
+"""Which parsed log records to buffer: status, sampling, length and task mapping.
+
+A purely computational function: a record's facts in, an `IngestDecision` out. A skip
+is deliberate (configured), so it is counted by reason, not dead-lettered.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+__all__ = ["IngestDecision", "IngestFilter", "decide_ingest"]
+
+
+@dataclass(frozen=True)
+class IngestFilter:
+    """The ingest filter settings (mirrors the `ingest` settings section)."""
+
+    keep_status: frozenset[int] = frozenset({200})
+    sample_rates: Mapping[str, float] = field(default_factory=dict)
+    max_prompt_chars: int = 16_000
+    task_map: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class IngestDecision:
+    keep: bool
+    task: str
+    reason: str  # "kept" or the skip reason: a small fixed set, usable as a metric label
+
+
+def decide_ingest(
+    *, request_id: str, task: str, status_code: int | None, prompt_chars: int, rules: IngestFilter
+) -> IngestDecision:
+    """Map the task name, then drop failed requests, over-long prompts and the unsampled share."""
+    task = rules.task_map.get(task, task)
+    if status_code is not None and rules.keep_status and status_code not in rules.keep_status:
+        return IngestDecision(False, task, "status_code")
+    if prompt_chars > rules.max_prompt_chars:
+        return IngestDecision(False, task, "too_long")
+    rate = rules.sample_rates.get(task, 1.0)
+    if rate < 1.0 and _bucket(request_id) >= rate:
+        return IngestDecision(False, task, "sampled_out")
+    return IngestDecision(True, task, "kept")
+
+
+def _bucket(request_id: str) -> float:
+    # By request id, not at random: a replayed record gets the same verdict, so replays stay idempotent.
+    return int(hashlib.sha256(request_id.encode()).hexdigest()[:8], 16) / 0x1_0000_0000
