@@ -132,6 +132,10 @@ class PromptBuffer:
         dead = self._db.query("SELECT count(*) FROM dead_letters")[0][0]
         return BufferStats(tasks=tasks, dead_letters=dead)
 
+    def pending(self) -> int:
+        """Prompts not yet consumed by a round (what the buffer cap limits)."""
+        return int(self._db.query("SELECT count(*) FROM prompts WHERE consumed_by IS NULL")[0][0])
+
     def training_prompts(self, limit: int, *, tasks: Sequence[str] | None = None) -> list[StoredPrompt]:
         """Up to `limit` unconsumed training prompts, newest first, taken round-robin across tasks."""
         per_task: dict[str, list[StoredPrompt]] = {}

@@ -30,13 +30,42 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     state = wiring.open_state(settings)
-    source = wiring.build_source(settings)
-    report = wiring.build_ingestor(settings, state, source.name).run(source.read())
+    if args.follow:
+        report = _follow(settings, state)
+    else:
+        source = wiring.build_source(settings)
+        report = wiring.build_ingestor(settings, state, source.name).run(source.read())
     print(
         f"read {report.read}, added {report.added}, duplicates {report.duplicates}, "
         f"dead-lettered {sum(report.dead_lettered.values())} {dict(report.dead_lettered) or ''}".rstrip()
     )
     return 0
+
+
+def _follow(settings: Settings, state: Any) -> Any:
+    """Consume the streaming source until SIGTERM or SIGINT, committing after every stored batch."""
+    import signal
+    import threading
+
+    from taoflow.daemon import wiring
+    from taoflow.daemon.streaming import run_stream
+
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    source = wiring.build_stream_source(settings)
+    ingestor = wiring.build_ingestor(
+        settings, state, source.name, field_map=settings.source.kafka.field_map, dedup_by_origin=True
+    )
+    log.info("consuming %s until stopped", source.name)
+    return run_stream(
+        source,
+        ingestor,
+        state.buffer,
+        stop=stop,
+        buffer_cap=settings.ingest.buffer_cap,
+        poll_timeout_s=settings.source.kafka.poll_timeout_seconds,
+    )
 
 
 def cmd_round(args: argparse.Namespace) -> int:
@@ -114,7 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(func=func)
         return p
 
-    add("ingest", cmd_ingest, "read the configured source into the prompt buffer")
+    ing = add("ingest", cmd_ingest, "read the configured source into the prompt buffer")
+    ing.add_argument("--follow", action="store_true", help="consume a streaming source (kafka) until stopped")
     r = add("round", cmd_round, "run (or resume) one TAO round from the buffer, gate it and promote it")
     r.add_argument("--no-promote", action="store_true", help="gate, but leave promotion to a person")
     add("demo", cmd_demo, "ingest the shipped sample logs and run a full round on SmolLM2-135M (CPU)")

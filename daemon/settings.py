@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from taoflow.connectors.errors import ConfigurationError
@@ -31,11 +31,50 @@ class StorageSettings(_Section):
     """SQLite file name inside state_dir (WAL mode; holds prompts, dead letters, registry, rounds)."""
 
 
+class KafkaSettings(_Section):
+    bootstrap_servers: list[str] = Field(default_factory=lambda: ["localhost:9092"])
+    """Kafka (or Redpanda, MSK, Confluent) bootstrap servers, host:port."""
+    topics: list[str] = Field(default_factory=list)
+    """Topics to consume (or use topic_pattern)."""
+    topic_pattern: str | None = None
+    """Regular expression of topics to consume, instead of a fixed list."""
+    group_id: str = "taoflow"
+    """Consumer group; committed offsets belong to it."""
+    field_map: dict[str, str] = Field(default_factory=dict)
+    """Dotted paths for other record shapes: request_id, task, messages, prompt, response, timestamp, status_code."""
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    """Passed to the client unchanged."""
+    sasl_mechanism: str | None = None
+    """e.g. PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 (with a SASL security_protocol)."""
+    sasl_username: str | None = None
+    """SASL user name."""
+    sasl_password: SecretStr | None = None
+    """SASL password; set it through TAOFLOW_SOURCE__KAFKA__SASL_PASSWORD from a secret, never in a file."""
+    ssl_cafile: Path | None = None
+    """CA bundle for SSL."""
+    ssl_certfile: Path | None = None
+    """Client certificate for mutual TLS."""
+    ssl_keyfile: Path | None = None
+    """Client key for mutual TLS."""
+    max_poll_records: int = Field(500, ge=1)
+    """Records per poll; each poll is written to the buffer in one transaction, then committed."""
+    poll_timeout_seconds: float = Field(1.0, gt=0)
+    """How long one poll waits for records."""
+    session_timeout_ms: int = Field(10_000, ge=1000)
+    """Group session timeout."""
+    heartbeat_interval_ms: int = Field(3_000, ge=100)
+    """Group heartbeat interval."""
+    max_poll_interval_ms: int = Field(300_000, ge=1000)
+    """Longest gap between polls before the group evicts this member (also the JoinGroup timeout)."""
+
+
 class SourceSettings(_Section):
-    kind: Literal["jsonl"] = "jsonl"
-    """Where prompts come from. `jsonl`: files or directories of JSON-lines logs."""
+    kind: Literal["jsonl", "kafka"] = "jsonl"
+    """Where prompts come from: `jsonl` files, or a `kafka` consumer group."""
     paths: list[Path] = Field(default_factory=list)
-    """JSONL files or directories (every *.jsonl and *.jsonl.gz inside) to ingest."""
+    """jsonl: files or directories (every *.jsonl and *.jsonl.gz inside) to ingest."""
+    kafka: KafkaSettings = KafkaSettings()
+    """kafka: the consumer group."""
 
 
 class IngestSettings(_Section):
@@ -55,6 +94,8 @@ class IngestSettings(_Section):
     """Share of each high-volume task to keep, e.g. {support: 0.1}; by request-id hash, so replays agree."""
     task_map: dict[str, str] = Field(default_factory=dict)
     """Rename tasks: served entity / endpoint / model name -> task name."""
+    buffer_cap: int = Field(100_000, ge=1)
+    """Most untrained prompts to hold; at the cap, streaming sources pause (nothing is dropped)."""
 
     @field_validator("redact")
     @classmethod
@@ -216,13 +257,16 @@ def load_settings(path: Path | None = None, **overrides: Any) -> Settings:
 def reference_table() -> str:
     """The configuration reference as a Markdown table (README.md embeds it; a test keeps them equal)."""
     rows = ["| key | default | meaning |", "| --- | --- | --- |"]
-    for section, field in Settings.model_fields.items():
-        model = field.annotation
-        assert isinstance(model, type) and issubclass(model, BaseModel)
-        defaults = model()
-        for name, sub in model.model_fields.items():
-            value = getattr(defaults, name)
-            rows.append(f"| `{section}.{name}` | `{_show(value)}` | {sub.description} |")
+
+    def walk(model: BaseModel, prefix: str) -> None:
+        for name, field in type(model).model_fields.items():
+            value = getattr(model, name)
+            if isinstance(value, _Section):
+                walk(value, f"{prefix}{name}.")
+            else:
+                rows.append(f"| `{prefix}{name}` | `{_show(value)}` | {field.description} |")
+
+    walk(Settings.model_construct(), "")  # defaults only: the environment must not leak in
     return "\n".join(rows)
 
 

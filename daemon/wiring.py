@@ -19,6 +19,7 @@ from taoflow.daemon.metrics import IngestMetrics
 from taoflow.daemon.registry import Registry
 from taoflow.daemon.settings import ScorerSpec, Settings
 from taoflow.daemon.storage import Database
+from taoflow.daemon.streaming import StreamSource
 from taoflow.policies.gate import GatePolicy
 from taoflow.policies.ingest_filter import IngestFilter
 
@@ -72,7 +73,38 @@ def open_state(settings: Settings) -> State:
     return State(settings)
 
 
+def build_stream_source(settings: Settings) -> StreamSource:
+    """The streaming source (Kafka); imports its client only when one is configured."""
+    from taoflow.connectors.kafka_source import KafkaConfig, KafkaSource
+
+    k = settings.source.kafka
+    options: dict[str, object] = {"security_protocol": k.security_protocol}
+    optional = {
+        "sasl_mechanism": k.sasl_mechanism,
+        "sasl_plain_username": k.sasl_username,
+        "sasl_plain_password": k.sasl_password.get_secret_value() if k.sasl_password else None,
+        "ssl_cafile": str(k.ssl_cafile) if k.ssl_cafile else None,
+        "ssl_certfile": str(k.ssl_certfile) if k.ssl_certfile else None,
+        "ssl_keyfile": str(k.ssl_keyfile) if k.ssl_keyfile else None,
+    }
+    options.update({key: value for key, value in optional.items() if value is not None})
+    config = KafkaConfig(
+        bootstrap_servers=k.bootstrap_servers,
+        group_id=k.group_id,
+        topics=k.topics,
+        topic_pattern=k.topic_pattern,
+        max_poll_records=k.max_poll_records,
+        session_timeout_ms=k.session_timeout_ms,
+        heartbeat_interval_ms=k.heartbeat_interval_ms,
+        max_poll_interval_ms=k.max_poll_interval_ms,
+        client_options=options,
+    )
+    return KafkaSource(config)
+
+
 def build_source(settings: Settings) -> Source:
+    if settings.source.kind != "jsonl":
+        raise ConfigurationError(f"source.kind {settings.source.kind!r} is a streaming source: use `ingest --follow`")
     if not settings.source.paths:
         raise ConfigurationError("source.paths is empty: name JSONL files or directories to ingest")
     return JsonlSource(settings.source.paths)

