@@ -123,6 +123,8 @@ def _from_databricks(data: Mapping[str, Any], default_task: str, raw: str | None
     request = _json_field(data, "request")
     response = _json_field(data, "response") if data.get("response") not in (None, "") else None
     req_meta = data.get("request_metadata") or {}
+    if isinstance(req_meta, list):  # a Parquet map column arrives as key/value pairs
+        req_meta = {pair[0]: pair[1] for pair in req_meta if isinstance(pair, list | tuple) and len(pair) == 2}
     if not isinstance(req_meta, Mapping):
         req_meta = {}
     metadata: dict[str, Any] = {

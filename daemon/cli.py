@@ -5,12 +5,14 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from taoflow.connectors.errors import TaoflowError
+from taoflow.connectors.errors import ConfigurationError, TaoflowError
 from taoflow.daemon.settings import Settings, load_settings
 
 __all__ = ["main"]
@@ -30,41 +32,65 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     state = wiring.open_state(settings)
-    if args.follow:
-        report = _follow(settings, state)
-    else:
+    kind = settings.source.kind
+    if kind == "jsonl":
         source = wiring.build_source(settings)
         report = wiring.build_ingestor(settings, state, source.name).run(source.read())
+    elif kind == "s3":
+        report = _ingest_s3(settings, state, follow=args.follow)
+    elif args.follow:
+        report = _follow_kafka(settings, state)
+    else:
+        raise ConfigurationError("a kafka source is consumed continuously: run `taoflow ingest --follow`")
     print(
         f"read {report.read}, added {report.added}, duplicates {report.duplicates}, "
-        f"dead-lettered {sum(report.dead_lettered.values())} {dict(report.dead_lettered) or ''}".rstrip()
+        f"skipped {sum(report.skipped.values())}, dead-lettered {sum(report.dead_lettered.values())}"
     )
     return 0
 
 
-def _follow(settings: Settings, state: Any) -> Any:
-    """Consume the streaming source until SIGTERM or SIGINT, committing after every stored batch."""
-    import signal
-    import threading
-
-    from taoflow.daemon import wiring
-    from taoflow.daemon.streaming import run_stream
-
+def _stop_on_signals() -> threading.Event:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    source = wiring.build_stream_source(settings)
-    ingestor = wiring.build_ingestor(
-        settings, state, source.name, field_map=settings.source.kafka.field_map, dedup_by_origin=True
+    return stop
+
+
+def _ingest_s3(settings: Settings, state: Any, *, follow: bool) -> Any:
+    from taoflow.daemon import wiring
+    from taoflow.daemon.streaming import ingest_objects
+
+    source = wiring.build_object_source(settings)
+    s3 = settings.source.s3
+    ingestor = wiring.build_ingestor(settings, state, source.name, field_map=s3.field_map, dedup_by_origin=True)
+    return ingest_objects(
+        source,
+        ingestor,
+        state.buffer,
+        state.db,
+        stop=_stop_on_signals(),
+        buffer_cap=settings.ingest.buffer_cap,
+        follow=follow,
+        poll_interval_s=s3.poll_interval_seconds,
     )
+
+
+def _follow_kafka(settings: Settings, state: Any) -> Any:
+    """Consume until SIGTERM or SIGINT, committing offsets after every stored batch."""
+    from taoflow.daemon import wiring
+    from taoflow.daemon.streaming import run_stream
+
+    source = wiring.build_stream_source(settings)
+    kafka = settings.source.kafka
+    ingestor = wiring.build_ingestor(settings, state, source.name, field_map=kafka.field_map, dedup_by_origin=True)
     log.info("consuming %s until stopped", source.name)
     return run_stream(
         source,
         ingestor,
         state.buffer,
-        stop=stop,
+        stop=_stop_on_signals(),
         buffer_cap=settings.ingest.buffer_cap,
-        poll_timeout_s=settings.source.kafka.poll_timeout_seconds,
+        poll_timeout_s=kafka.poll_timeout_seconds,
     )
 
 
@@ -144,7 +170,9 @@ def build_parser() -> argparse.ArgumentParser:
         return p
 
     ing = add("ingest", cmd_ingest, "read the configured source into the prompt buffer")
-    ing.add_argument("--follow", action="store_true", help="consume a streaming source (kafka) until stopped")
+    ing.add_argument(
+        "--follow", action="store_true", help="keep consuming (kafka) or polling for new objects (s3) until stopped"
+    )
     r = add("round", cmd_round, "run (or resume) one TAO round from the buffer, gate it and promote it")
     r.add_argument("--no-promote", action="store_true", help="gate, but leave promotion to a person")
     add("demo", cmd_demo, "ingest the shipped sample logs and run a full round on SmolLM2-135M (CPU)")

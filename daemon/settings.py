@@ -68,13 +68,32 @@ class KafkaSettings(_Section):
     """Longest gap between polls before the group evicts this member (also the JoinGroup timeout)."""
 
 
+class S3Settings(_Section):
+    bucket: str = ""
+    """Bucket holding the inference table's files."""
+    prefix: str = ""
+    """Key prefix to watch, e.g. the table's directory."""
+    endpoint_url: str | None = None
+    """S3-compatible endpoint (MinIO, Ceph, ...); unset for AWS. Credentials come from the AWS chain."""
+    region: str | None = None
+    """AWS region of the bucket."""
+    order: Literal["key", "last_modified"] = "key"
+    """Order in which new objects are ingested."""
+    poll_interval_seconds: float = Field(30.0, gt=0)
+    """Pause between listings of the prefix when following."""
+    field_map: dict[str, str] = Field(default_factory=dict)
+    """Dotted paths for other record shapes, as for Kafka."""
+
+
 class SourceSettings(_Section):
-    kind: Literal["jsonl", "kafka"] = "jsonl"
-    """Where prompts come from: `jsonl` files, or a `kafka` consumer group."""
+    kind: Literal["jsonl", "kafka", "s3"] = "jsonl"
+    """Where prompts come from: `jsonl` files, a `kafka` consumer group, or `s3` inference-table objects."""
     paths: list[Path] = Field(default_factory=list)
     """jsonl: files or directories (every *.jsonl and *.jsonl.gz inside) to ingest."""
     kafka: KafkaSettings = KafkaSettings()
     """kafka: the consumer group."""
+    s3: S3Settings = S3Settings()
+    """s3: the bucket and prefix."""
 
 
 class IngestSettings(_Section):

@@ -41,6 +41,14 @@ CREATE TABLE IF NOT EXISTS dead_letters (
     created_at REAL NOT NULL
 );
 CREATE UNIQUE INDEX IF NOT EXISTS dead_letters_origin ON dead_letters (source, origin);
+CREATE TABLE IF NOT EXISTS ingested_objects (
+    source TEXT NOT NULL,
+    key TEXT NOT NULL,
+    etag TEXT NOT NULL,
+    records INTEGER NOT NULL,
+    completed_at REAL NOT NULL,
+    PRIMARY KEY (source, key, etag)
+);
 CREATE TABLE IF NOT EXISTS adapters (
     version TEXT PRIMARY KEY,
     model TEXT NOT NULL,

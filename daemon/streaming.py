@@ -10,14 +10,17 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Collection, Iterator
 from typing import Protocol
 
 from taoflow.connectors.protocols import SourceItem
+from taoflow.connectors.s3_source import ObjectRef
 from taoflow.daemon.buffer import PromptBuffer
 from taoflow.daemon.ingest import Ingestor, IngestReport
 from taoflow.daemon.metrics import IngestMetrics
+from taoflow.daemon.storage import Database
 
-__all__ = ["StreamSource", "run_stream"]
+__all__ = ["ObjectSource", "StreamSource", "ingest_objects", "ingested_objects", "run_stream"]
 
 log = logging.getLogger(__name__)
 
@@ -78,3 +81,55 @@ def _merge(totals: IngestReport, report: IngestReport) -> None:
     totals.dead_lettered.update(report.dead_lettered)
     totals.skipped.update(report.skipped)
     totals.added_by_task.update(report.added_by_task)
+
+
+class ObjectSource(Protocol):
+    """A source of whole objects, each read once (S3)."""
+
+    name: str
+
+    def pending(self, done: Collection[tuple[str, str]]) -> list[ObjectRef]: ...
+
+    def read(self, ref: ObjectRef) -> Iterator[SourceItem]: ...
+
+
+def ingested_objects(db: Database, source: str) -> set[tuple[str, str]]:
+    return {(r[0], r[1]) for r in db.query("SELECT key, etag FROM ingested_objects WHERE source=?", (source,))}
+
+
+def ingest_objects(
+    source: ObjectSource,
+    ingestor: Ingestor,
+    buffer: PromptBuffer,
+    db: Database,
+    *,
+    stop: threading.Event,
+    buffer_cap: int,
+    follow: bool,
+    poll_interval_s: float = 30.0,
+    metrics: IngestMetrics | None = None,
+) -> IngestReport:
+    """Ingest every new object; an object is checkpointed (key + ETag) only after its records are stored."""
+    totals = IngestReport()
+    while not stop.is_set():
+        pending = source.pending(ingested_objects(db, source.name))
+        if metrics is not None:
+            metrics.objects_pending.labels(source.name).set(len(pending))
+            metrics.last_poll.labels(source.name).set(time.time())
+        for ref in pending:
+            if stop.is_set() or buffer.pending() >= buffer_cap:
+                break  # at the cap nothing is read: the object stays pending until rounds make room
+            report = ingestor.run(source.read(ref))
+            _merge(totals, report)
+            with db.transaction() as conn:
+                conn.execute(
+                    "INSERT OR IGNORE INTO ingested_objects (source, key, etag, records, completed_at)"
+                    " VALUES (?, ?, ?, ?, ?)",
+                    (source.name, ref.key, ref.etag, report.read, time.time()),
+                )
+            if metrics is not None:
+                metrics.objects_pending.labels(source.name).dec()
+        if not follow:
+            break
+        stop.wait(poll_interval_s)
+    return totals

@@ -19,7 +19,7 @@ from taoflow.daemon.metrics import IngestMetrics
 from taoflow.daemon.registry import Registry
 from taoflow.daemon.settings import ScorerSpec, Settings
 from taoflow.daemon.storage import Database
-from taoflow.daemon.streaming import StreamSource
+from taoflow.daemon.streaming import ObjectSource, StreamSource
 from taoflow.policies.gate import GatePolicy
 from taoflow.policies.ingest_filter import IngestFilter
 
@@ -100,6 +100,18 @@ def build_stream_source(settings: Settings) -> StreamSource:
         client_options=options,
     )
     return KafkaSource(config)
+
+
+def build_object_source(settings: Settings) -> ObjectSource:
+    """The S3 inference-table source; imports boto3 only when one is configured."""
+    from taoflow.connectors.s3_source import S3Config, S3Source
+
+    s3 = settings.source.s3
+    if not s3.bucket:
+        raise ConfigurationError("source.kind is s3 but source.s3.bucket is empty")
+    return S3Source(
+        S3Config(bucket=s3.bucket, prefix=s3.prefix, endpoint_url=s3.endpoint_url, region=s3.region, order=s3.order)
+    )
 
 
 def build_source(settings: Settings) -> Source:

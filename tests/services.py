@@ -65,3 +65,18 @@ def poll_until(condition, *, deadline_s: float, interval_s: float = 0.1, message
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {deadline_s} s waiting for {message}")
         time.sleep(interval_s)
+
+
+@contextmanager
+def moto_s3() -> Iterator[str]:
+    """moto's S3-compatible HTTP server on a free loopback port; yields its endpoint URL."""
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        wait_for_port(port)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.stop()

@@ -21,10 +21,11 @@ N = 400
 
 
 def count(db: Path) -> int:
-    if not db.exists():
-        return 0
-    with sqlite3.connect(db, timeout=10) as conn:
-        return int(conn.execute("SELECT count(*) FROM prompts").fetchone()[0])
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10) as conn:
+            return int(conn.execute("SELECT count(*) FROM prompts").fetchone()[0])
+    except sqlite3.OperationalError:
+        return 0  # not created yet by the consumer process
 
 
 def test_sigkill_loses_and_duplicates_nothing(tmp_path, kafka_bootstrap):

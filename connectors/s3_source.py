@@ -1,0 +1,144 @@
+"""An S3 inference-table source: new objects under a bucket/prefix, read once each.
+
+Objects are JSON lines (`.jsonl`, `.json`, `.ndjson`), gzipped JSON lines (`.gz`) or
+Parquet (`.parquet`: the data files of a Databricks inference table's Delta log). Each
+object is identified by key and ETag; the caller records an object as ingested only
+after its records are stored, so a restart re-reads at most the object it was in.
+Every record's origin names its object, ETag and row, which the buffer dedups on.
+Credentials come from the standard AWS chain; `endpoint_url` points at MinIO or any
+other S3-compatible store.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import zlib
+from collections.abc import Collection, Iterator
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from taoflow.connectors.errors import TemporaryError
+from taoflow.connectors.protocols import SourceItem
+
+__all__ = ["ObjectRef", "S3Config", "S3Source"]
+
+_SUFFIXES = (".jsonl", ".json", ".ndjson", ".jsonl.gz", ".json.gz", ".gz", ".parquet")
+
+
+@dataclass(frozen=True)
+class S3Config:
+    bucket: str
+    prefix: str = ""
+    endpoint_url: str | None = None
+    region: str | None = None
+    order: Literal["key", "last_modified"] = "key"
+
+
+@dataclass(frozen=True)
+class ObjectRef:
+    key: str
+    etag: str
+    size: int
+    last_modified: float
+
+
+class S3Source:
+    """Lists and reads the objects of one bucket/prefix."""
+
+    def __init__(self, config: S3Config, *, name: str = "s3", client: Any = None) -> None:
+        import boto3
+
+        self.name = name
+        self.config = config
+        self._s3 = client or boto3.client("s3", endpoint_url=config.endpoint_url, region_name=config.region)
+
+    def pending(self, done: Collection[tuple[str, str]]) -> list[ObjectRef]:
+        """Objects not yet ingested (by key and ETag), in the configured order."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        found: list[ObjectRef] = []
+        try:
+            pages = self._s3.get_paginator("list_objects_v2").paginate(
+                Bucket=self.config.bucket, Prefix=self.config.prefix
+            )
+            for page in pages:
+                for item in page.get("Contents", []):
+                    ref = ObjectRef(
+                        key=item["Key"],
+                        etag=item["ETag"].strip('"'),
+                        size=int(item["Size"]),
+                        last_modified=item["LastModified"].timestamp(),
+                    )
+                    if ref.key.endswith(_SUFFIXES) and (ref.key, ref.etag) not in done:
+                        found.append(ref)
+        except (BotoCoreError, ClientError) as exc:
+            raise TemporaryError(f"cannot list s3://{self.config.bucket}/{self.config.prefix}: {exc}") from None
+        if self.config.order == "last_modified":
+            return sorted(found, key=lambda r: (r.last_modified, r.key))
+        return sorted(found, key=lambda r: r.key)
+
+    def read(self, ref: ObjectRef) -> Iterator[SourceItem]:
+        """The object's records; a part that cannot be decoded becomes one item with `error` set."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        where = f"s3://{self.config.bucket}/{ref.key}#{ref.etag}"
+        try:
+            body = self._s3.get_object(Bucket=self.config.bucket, Key=ref.key, IfMatch=ref.etag)["Body"].read()
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("PreconditionFailed", "NoSuchKey", "412", "404"):
+                return  # replaced or deleted since listing: the next listing sees the new version
+            raise TemporaryError(f"cannot read {where}: {exc}") from None
+        except BotoCoreError as exc:
+            raise TemporaryError(f"cannot read {where}: {exc}") from None
+        if not body:
+            yield SourceItem(payload=b"", origin=f"{where}:0", error="empty_object: the object has no bytes")
+        elif ref.key.endswith(".parquet"):
+            yield from _parquet_rows(body, where)
+        elif ref.key.endswith(".gz"):
+            yield from _gzip_lines(body, where)
+        else:
+            yield from _lines(body, where)
+
+
+def _lines(body: bytes, where: str) -> Iterator[SourceItem]:
+    for number, line in enumerate(body.splitlines(), start=1):
+        if line.strip():
+            yield SourceItem(payload=line, origin=f"{where}:{number}")
+
+
+def _gzip_lines(body: bytes, where: str) -> Iterator[SourceItem]:
+    # zlib rather than gzip.decompress: it returns what a truncated stream holds and says it ended early.
+    decompressor = zlib.decompressobj(wbits=31)
+    try:
+        data = decompressor.decompress(body)
+        complete = decompressor.eof
+    except zlib.error as exc:
+        yield SourceItem(payload=body[:4096], origin=f"{where}:0", error=f"invalid_gzip: {exc}")
+        return
+    lines = data.splitlines()
+    if not complete and lines and not data.endswith(b"\n"):
+        lines = lines[:-1]  # the last line of a truncated stream is cut mid-record
+    yield from _lines(b"\n".join(lines), where)
+    if not complete:
+        yield SourceItem(payload=b"", origin=f"{where}:{len(lines) + 1}", error="truncated_gzip: stream ends early")
+
+
+def _parquet_rows(body: bytes, where: str) -> Iterator[SourceItem]:
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(io.BytesIO(body))
+    except Exception as exc:  # pyarrow raises several unrelated types for corrupt files
+        yield SourceItem(payload=body[:4096], origin=f"{where}:0", error=f"invalid_parquet: {exc}")
+        return
+    for number, row in enumerate(table.to_pylist(), start=1):
+        yield SourceItem(payload=json.dumps(row, default=_jsonable).encode(), origin=f"{where}:{number}")
+
+
+def _jsonable(value: Any) -> Any:
+    if hasattr(value, "timestamp"):
+        return int(value.timestamp() * 1000)  # Delta timestamps -> epoch milliseconds, as the parser expects
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="replace")
+    return str(value)

@@ -1,0 +1,99 @@
+"""SIGKILL the S3 ingest process at random points while objects keep arriving: exactly N records after."""
+
+import json
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import boto3
+import yaml
+
+from tests.services import poll_until
+
+OBJECTS, PER_OBJECT = 40, 10
+N = OBJECTS * PER_OBJECT
+
+
+def count(db: Path) -> int:
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10) as conn:
+            return int(conn.execute("SELECT count(*) FROM prompts").fetchone()[0])
+    except sqlite3.OperationalError:
+        return 0  # not created yet by the consumer process
+
+
+def test_sigkill_during_s3_ingestion_loses_and_duplicates_nothing(tmp_path, s3_endpoint):
+    client = boto3.client("s3", endpoint_url=s3_endpoint)
+    name = f"table-{uuid.uuid4().hex[:8]}"
+    client.create_bucket(Bucket=name)
+    config = tmp_path / "taoflow.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "storage": {"state_dir": str(tmp_path / "state")},
+                "source": {
+                    "kind": "s3",
+                    "s3": {
+                        "bucket": name,
+                        "prefix": "logs/",
+                        "endpoint_url": s3_endpoint,
+                        "poll_interval_seconds": 0.2,
+                    },
+                },
+            }
+        )
+    )
+    db = tmp_path / "state" / "taoflow.db"
+    taoflow = [sys.executable, "-m", "taoflow.daemon.cli", "ingest", "--follow", "--config", str(config)]
+
+    def writer() -> None:
+        for o in range(OBJECTS):
+            rows = [
+                json.dumps(
+                    {
+                        "id": f"req-{o}-{r}",
+                        "task": "support",
+                        "request": {"messages": [{"role": "user", "content": f"Ticket {o}/{r}"}]},
+                    }
+                )
+                for r in range(PER_OBJECT)
+            ]
+            client.put_object(Bucket=name, Key=f"logs/part-{o:04d}.jsonl", Body="\n".join(rows))
+            time.sleep(0.25)  # objects land while the consumer works, as a table's writer does
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    rng = random.Random(7)
+    kills = 0
+    while thread.is_alive() or kills < 3:
+        target = min(N, count(db) + rng.randint(3, 40))
+        consumer = subprocess.Popen(taoflow, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            poll_until(lambda t=target: count(db) >= t, deadline_s=60, interval_s=0.01, message="progress")
+        finally:
+            consumer.send_signal(signal.SIGKILL)
+            consumer.wait()
+        kills += 1
+    thread.join()
+    consumer = subprocess.Popen(taoflow, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        poll_until(lambda: count(db) >= N, deadline_s=120, message=f"{N} prompts")
+        poll_until(
+            lambda: sqlite3.connect(db).execute("SELECT count(*) FROM ingested_objects").fetchone()[0] == OBJECTS,
+            deadline_s=60,
+            message="every object checkpointed",
+        )
+    finally:
+        consumer.send_signal(signal.SIGTERM)
+        _, err = consumer.communicate(timeout=60)
+    assert consumer.returncode == 0, err[-2000:]
+    with sqlite3.connect(db) as conn:
+        ids = sorted(row[0] for row in conn.execute("SELECT request_id FROM prompts"))
+    assert ids == sorted(f"req-{o}-{r}" for o in range(OBJECTS) for r in range(PER_OBJECT))
+    assert kills >= 3
