@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -80,9 +79,6 @@ class PromptRecord:
         )
 
 
-_SPACE = re.compile(r"\s+")
-
-
 def normalised_prompt_hash(messages: Sequence[Message]) -> str:
     """Hash of the conversation with case, Unicode form and white space folded.
 
@@ -91,9 +87,6 @@ def normalised_prompt_hash(messages: Sequence[Message]) -> str:
     """
     digest = hashlib.sha256()
     for message in messages:
-        text = unicodedata.normalize("NFKC", message.content).casefold()
-        digest.update(message.role.encode())
-        digest.update(b"\x1f")
-        digest.update(_SPACE.sub(" ", text).strip().encode())
-        digest.update(b"\x1e")
+        text = " ".join(unicodedata.normalize("NFKC", message.content).casefold().split())
+        digest.update(f"{message.role}\x1f{text}\x1e".encode())
     return digest.hexdigest()

@@ -1,9 +1,10 @@
 """The durable prompt buffer: dedup, held-out split, dead letter, per-task counts.
 
 A record is acknowledged to its source only after `add_many` returns, i.e. after the
-transaction that holds it has committed. Dedup is by request id, by normalised
-prompt hash and (for streaming sources) by origin such as topic/partition/offset,
-so a replay after a crash counts nothing twice.
+transaction that holds it has committed. Dedup is by request id (explicit, or derived
+from the record's bytes) and by normalised prompt hash, so a replay after a crash
+counts nothing twice; each prompt keeps its origin (file:line, topic/partition/offset,
+object#etag:row) for provenance.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
 from taoflow.connectors.records import PromptRecord
@@ -62,11 +63,10 @@ class DeadLetter:
     created_at: float
 
 
-@dataclass
+@dataclass(frozen=True)
 class IngestResult:
     added: int = 0
     duplicates: int = 0
-    added_by_task: Counter[str] = field(default_factory=Counter)
 
 
 class PromptBuffer:
@@ -80,9 +80,13 @@ class PromptBuffer:
     def add_many(
         self, items: Iterable[tuple[PromptRecord, str | None]], *, source: str, now: float | None = None
     ) -> IngestResult:
-        """Store (record, origin) pairs in one transaction; duplicates are counted, not stored."""
-        result = IngestResult()
+        """Store (record, origin) pairs in one transaction; duplicates are counted, not stored.
+
+        Splits are decided before the insert, counting every row of the batch as new: a
+        duplicate in the batch can only make the held-out cap fill a few rows later.
+        """
         now = time.time() if now is None else now
+        rows = []
         with self._db.transaction() as conn:
             heldout = Counter(
                 {
@@ -98,18 +102,16 @@ class PromptBuffer:
                     heldout_count=heldout[record.task],
                     heldout_max=self._heldout_max,
                 )
-                cursor = conn.execute(
-                    "INSERT OR IGNORE INTO prompts (request_id, prompt_hash, origin, task, split, record, source,"
-                    " ingested_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    (record.request_id, prompt_hash, origin, record.task, split, record.to_json(), source, now),
-                )
-                if cursor.rowcount:
-                    result.added += 1
-                    result.added_by_task[record.task] += 1
-                    heldout[record.task] += split == "heldout"
-                else:
-                    result.duplicates += 1
-        return result
+                heldout[record.task] += split == "heldout"
+                rows.append((record.request_id, prompt_hash, origin, record.task, split, record.to_json(), source, now))
+            before = conn.total_changes
+            conn.executemany(
+                "INSERT OR IGNORE INTO prompts (request_id, prompt_hash, origin, task, split, record, source,"
+                " ingested_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+            added = conn.total_changes - before
+        return IngestResult(added=added, duplicates=len(rows) - added)
 
     def dead_letter(
         self, *, source: str, origin: str, reason: str, detail: str, payload: bytes, now: float | None = None

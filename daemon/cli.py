@@ -62,7 +62,7 @@ def _ingest_s3(settings: Settings, state: Any, *, follow: bool) -> Any:
 
     source = wiring.build_object_source(settings)
     s3 = settings.source.s3
-    ingestor = wiring.build_ingestor(settings, state, source.name, field_map=s3.field_map, dedup_by_origin=True)
+    ingestor = wiring.build_ingestor(settings, state, source.name, field_map=s3.field_map)
     return ingest_objects(
         source,
         ingestor,
@@ -82,7 +82,7 @@ def _follow_kafka(settings: Settings, state: Any) -> Any:
 
     source = wiring.build_stream_source(settings)
     kafka = settings.source.kafka
-    ingestor = wiring.build_ingestor(settings, state, source.name, field_map=kafka.field_map, dedup_by_origin=True)
+    ingestor = wiring.build_ingestor(settings, state, source.name, field_map=kafka.field_map)
     log.info("consuming %s until stopped", source.name)
     return run_stream(
         source,

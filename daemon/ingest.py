@@ -31,7 +31,6 @@ class IngestReport:
     duplicates: int = 0
     dead_lettered: Counter[str] = field(default_factory=Counter)
     skipped: Counter[str] = field(default_factory=Counter)
-    added_by_task: Counter[str] = field(default_factory=Counter)
 
 
 class Ingestor:
@@ -46,7 +45,6 @@ class Ingestor:
         redactor: Redactor | None = None,
         rules: IngestFilter | None = None,
         field_map: Mapping[str, str] | None = None,
-        dedup_by_origin: bool = False,
         metrics: IngestMetrics | None = None,
         batch_size: int = 500,
     ) -> None:
@@ -56,7 +54,6 @@ class Ingestor:
         self._redactor = redactor or Redactor([])
         self._rules = rules or IngestFilter()
         self._field_map = dict(field_map or {})
-        self._by_origin = dedup_by_origin
         self._metrics = metrics
         self._batch_size = batch_size
 
@@ -67,7 +64,7 @@ class Ingestor:
             report.read += 1
             record = self._accept(item, report)
             if record is not None:
-                batch.append((record, item.origin if self._by_origin else None))
+                batch.append((record, item.origin))
             if len(batch) >= self._batch_size:
                 self._flush(batch, report)
         self._flush(batch, report)
@@ -100,7 +97,9 @@ class Ingestor:
             if self._metrics is not None:
                 self._metrics.skipped.labels(self._source, decision.reason).inc()
             return None
-        return self._redactor.record(replace(record, task=decision.task))
+        if decision.task != record.task:
+            record = replace(record, task=decision.task)
+        return self._redactor.record(record)
 
     def _flush(self, batch: list[tuple[PromptRecord, str | None]], report: IngestReport) -> None:
         if not batch:
@@ -111,5 +110,4 @@ class Ingestor:
         if self._metrics is not None:
             self._metrics.ingested.labels(self._source).inc(result.added)
             self._metrics.duplicates.labels(self._source).inc(result.duplicates)
-        report.added_by_task.update(result.added_by_task)
         batch.clear()

@@ -22,7 +22,7 @@ CREATE TABLE IF NOT EXISTS prompts (
     id INTEGER PRIMARY KEY,
     request_id TEXT NOT NULL UNIQUE,
     prompt_hash TEXT NOT NULL UNIQUE,
-    origin TEXT UNIQUE,
+    origin TEXT,
     task TEXT NOT NULL,
     split TEXT NOT NULL CHECK (split IN ('train', 'heldout')),
     record TEXT NOT NULL,
@@ -30,7 +30,8 @@ CREATE TABLE IF NOT EXISTS prompts (
     ingested_at REAL NOT NULL,
     consumed_by INTEGER
 );
-CREATE INDEX IF NOT EXISTS prompts_task_split ON prompts (task, split, consumed_by);
+-- Small and cheap: what the buffer cap counts, read before every poll.
+CREATE INDEX IF NOT EXISTS prompts_pending ON prompts (task) WHERE consumed_by IS NULL;
 CREATE TABLE IF NOT EXISTS dead_letters (
     id INTEGER PRIMARY KEY,
     source TEXT NOT NULL,

@@ -80,7 +80,6 @@ def _merge(totals: IngestReport, report: IngestReport) -> None:
     totals.duplicates += report.duplicates
     totals.dead_lettered.update(report.dead_lettered)
     totals.skipped.update(report.skipped)
-    totals.added_by_task.update(report.added_by_task)
 
 
 class ObjectSource(Protocol):

@@ -128,7 +128,6 @@ def build_ingestor(
     source_name: str,
     *,
     field_map: dict[str, str] | None = None,
-    dedup_by_origin: bool = False,
     metrics: IngestMetrics | None = None,
 ) -> Ingestor:
     i = settings.ingest
@@ -144,7 +143,6 @@ def build_ingestor(
             task_map=dict(i.task_map),
         ),
         field_map=field_map,
-        dedup_by_origin=dedup_by_origin,
         metrics=metrics,
     )
 

@@ -52,7 +52,7 @@ def committed(bootstrap: str, name: str, group: str) -> dict[int, int | None]:
 
 def stream_in_thread(src, state, *, cap: int = 10_000):
     stop = threading.Event()
-    ingestor = Ingestor(state.buffer, source="kafka", dedup_by_origin=True)
+    ingestor = Ingestor(state.buffer, source="kafka")
     result = {}
     thread = threading.Thread(
         target=lambda: result.update(
@@ -102,7 +102,7 @@ def test_a_restarted_consumer_replays_nothing_twice(kafka_bootstrap, state):
     src = source(kafka_bootstrap, name, group)
     items = poll_until(lambda: src.poll(timeout_s=0.5), deadline_s=30, message="first records")
     # Stored but not committed: exactly the window a crash can hit.
-    Ingestor(state.buffer, source="kafka", dedup_by_origin=True).run(items)
+    Ingestor(state.buffer, source="kafka").run(items)
     src.close()
     stop, thread, _ = stream_in_thread(source(kafka_bootstrap, name, group), state)
     try:

@@ -49,7 +49,7 @@ def databricks_table(rows: range) -> bytes:
 
 
 def run_once(source, state):
-    ingestor = Ingestor(state.buffer, source="s3", dedup_by_origin=True)
+    ingestor = Ingestor(state.buffer, source="s3")
     return ingest_objects(
         source, ingestor, state.buffer, state.db, stop=threading.Event(), buffer_cap=10**6, follow=False
     )

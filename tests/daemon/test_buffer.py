@@ -31,10 +31,10 @@ def test_dedup_by_request_id_and_by_normalised_prompt(buffer):
     assert buffer.stats().total == 3
 
 
-def test_dedup_by_origin(buffer):
-    buffer.add_many([(rec(1), "topic/0/17")], source="kafka")
-    result = buffer.add_many([(rec(2), "topic/0/17")], source="kafka")
-    assert result.duplicates == 1
+def test_origin_is_kept_for_provenance(buffer):
+    buffer.add_many([(rec(1), "kafka:topic/0/17")], source="kafka")
+    (row,) = buffer._db.query("SELECT origin, source FROM prompts")
+    assert tuple(row) == ("kafka:topic/0/17", "kafka")
 
 
 def test_heldout_prompts_never_reach_training(buffer):

@@ -1,0 +1,174 @@
+"""Ingest throughput: the sources into the durable buffer, against bare client loops, in one run.
+
+    .venv/bin/python bench/ingest.py [--records 20000] [--objects 100]
+
+Kafka: a real Kafka-protocol broker (tansu); the reference is a bare kafka-python consume
+loop that does no work with the records; taoflow's source polls, parses, dedups, writes
+the buffer (SQLite, synchronous=FULL) and commits offsets. S3: a real S3-compatible server
+(moto); the reference is a bare boto3 list + get loop; taoflow reads, parses, stores and
+checkpoints each object. Prints records/s of each and the ratio (target: at least 0.5).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import boto3
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+from kafka.admin import NewTopic
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from taoflow.connectors.kafka_source import KafkaConfig, KafkaSource
+from taoflow.connectors.s3_source import S3Config, S3Source
+from taoflow.daemon.ingest import Ingestor
+from taoflow.daemon.settings import load_settings
+from taoflow.daemon.streaming import ingest_objects, run_stream
+from taoflow.daemon.wiring import State
+from tests.services import moto_s3, tansu_broker
+
+GROUP = {"session_timeout_ms": 6000, "heartbeat_interval_ms": 1000, "max_poll_interval_ms": 5000}
+
+
+TEXT = (
+    "The customer writes that the invoice total does not match the order confirmation and asks for a "
+    "corrected invoice, a refund of the difference and an explanation of the shipping surcharge. "
+)
+SIZE = {"chars": 1000}
+
+
+def record(i: int) -> bytes:
+    """An inference-log line: a prompt and a logged answer of about SIZE['chars'] characters each."""
+    body = (TEXT * (1 + SIZE["chars"] // len(TEXT)))[: SIZE["chars"]]
+    return json.dumps(
+        {
+            "id": f"req-{i}",
+            "task": f"task-{i % 4}",
+            "request": {"model": "m", "messages": [{"role": "user", "content": f"Ticket {i}: {body}"}]},
+            "response": {"id": f"req-{i}", "created": 1790000000, "choices": [{"message": {"content": body}}]},
+        }
+    ).encode()
+
+
+def fresh_state(tmp: Path) -> State:
+    return State(load_settings(None, storage={"state_dir": str(tmp / uuid.uuid4().hex)}))
+
+
+def bench_kafka(records: int, tmp: Path) -> tuple[float, float]:
+    with tansu_broker() as bootstrap:
+        topic = "bench"
+        KafkaAdminClient(bootstrap_servers=bootstrap).create_topics([NewTopic(topic, 4, 1)])
+        producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, batch_size=256_000)
+        for i in range(records):
+            producer.send(topic, record(i))
+        producer.flush()
+
+        consumer = KafkaConsumer(
+            topic,
+            bootstrap_servers=bootstrap,
+            group_id="bare",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_poll_records=500,
+            **GROUP,
+        )
+        seen, started = 0, None
+        while seen < records:
+            batch = consumer.poll(timeout_ms=500)
+            if batch and started is None:
+                started = time.perf_counter()  # both loops are timed from their first record: not the group join
+            seen += sum(len(messages) for messages in batch.values())
+        bare = records / (time.perf_counter() - (started or time.perf_counter()))
+        consumer.close()
+
+        state = fresh_state(tmp)
+        source = KafkaSource(KafkaConfig(bootstrap_servers=[bootstrap], group_id="taoflow", topics=[topic], **GROUP))
+        ingestor = Ingestor(state.buffer, source="kafka")
+        stop, first = threading.Event(), {}
+        original_poll = source.poll
+
+        def timed_poll(**kwargs):  # type: ignore[no-untyped-def]
+            items = original_poll(**kwargs)
+            if items and "t" not in first:
+                first["t"] = time.perf_counter()
+            return items
+
+        source.poll = timed_poll  # type: ignore[method-assign]
+        thread = threading.Thread(
+            target=run_stream, args=(source, ingestor, state.buffer), kwargs={"stop": stop, "buffer_cap": 10**9}
+        )
+        thread.start()
+        while state.buffer.stats().total < records:
+            time.sleep(0.05)
+        ours = records / (time.perf_counter() - first["t"])
+        stop.set()
+        thread.join()
+        state.close()
+    return bare, ours
+
+
+def bench_s3(objects: int, per_object: int, tmp: Path) -> tuple[float, float]:
+    os.environ.update(
+        {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench", "AWS_DEFAULT_REGION": "us-east-1"}
+    )
+    with moto_s3() as endpoint:
+        client = boto3.client("s3", endpoint_url=endpoint)
+        client.create_bucket(Bucket="table")
+        for o in range(objects):
+            body = b"\n".join(record(o * per_object + r) for r in range(per_object))
+            client.put_object(Bucket="table", Key=f"part-{o:05d}.jsonl", Body=body)
+        total = objects * per_object
+
+        started = time.perf_counter()
+        lines = 0
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket="table"):
+            for item in page.get("Contents", []):
+                lines += len(client.get_object(Bucket="table", Key=item["Key"])["Body"].read().splitlines())
+        assert lines == total
+        bare = total / (time.perf_counter() - started)
+
+        state = fresh_state(tmp)
+        source = S3Source(S3Config(bucket="table", endpoint_url=endpoint))
+        ingestor = Ingestor(state.buffer, source="s3")
+        started = time.perf_counter()
+        report = ingest_objects(
+            source, ingestor, state.buffer, state.db, stop=threading.Event(), buffer_cap=10**9, follow=False
+        )
+        ours = total / (time.perf_counter() - started)
+        assert report.added == total, report
+        state.close()
+    return bare, ours
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--records", type=int, default=20_000)
+    parser.add_argument("--objects", type=int, default=100)
+    parser.add_argument("--per-object", type=int, default=200)
+    parser.add_argument("--chars", type=int, default=1000, help="characters of prompt and of answer per record")
+    args = parser.parse_args()
+    SIZE["chars"] = args.chars
+    print(f"records of {len(record(0))} bytes")
+    with tempfile.TemporaryDirectory() as tmp:
+        bare, ours = bench_kafka(args.records, Path(tmp))
+        print(
+            f"kafka: bare consume {bare:9.0f} records/s | taoflow source -> buffer {ours:9.0f} records/s "
+            f"| ratio {ours / bare:.2f}"
+        )
+        bare, ours = bench_s3(args.objects, args.per_object, Path(tmp))
+        print(
+            f"s3:    bare get     {bare:9.0f} records/s | taoflow source -> buffer {ours:9.0f} records/s "
+            f"| ratio {ours / bare:.2f}"
+        )
+
+
+if __name__ == "__main__":
+    main()
