@@ -7,9 +7,11 @@ import uuid
 import pytest
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
+from prometheus_client import CollectorRegistry
 
 from taoflow.connectors.kafka_source import KafkaConfig, KafkaSource
 from taoflow.daemon.ingest import Ingestor
+from taoflow.daemon.metrics import IngestMetrics
 from taoflow.daemon.streaming import run_stream
 from tests.services import poll_until
 
@@ -50,13 +52,15 @@ def committed(bootstrap: str, name: str, group: str) -> dict[int, int | None]:
     return result
 
 
-def stream_in_thread(src, state, *, cap: int = 10_000):
+def stream_in_thread(src, state, *, cap: int = 10_000, metrics=None):
     stop = threading.Event()
-    ingestor = Ingestor(state.buffer, source="kafka")
+    ingestor = Ingestor(state.buffer, source="kafka", metrics=metrics)
     result = {}
     thread = threading.Thread(
         target=lambda: result.update(
-            report=run_stream(src, ingestor, state.buffer, stop=stop, buffer_cap=cap, poll_timeout_s=0.2)
+            report=run_stream(
+                src, ingestor, state.buffer, stop=stop, buffer_cap=cap, poll_timeout_s=0.2, metrics=metrics
+            )
         )
     )
     thread.start()
@@ -77,7 +81,9 @@ def test_records_and_malformed_messages_are_all_accounted_for_and_committed(kafk
     name, group = topic(kafka_bootstrap), f"g-{uuid.uuid4().hex[:6]}"
     payloads = [chat(i) for i in range(30)] + MALFORMED
     produce(kafka_bootstrap, name, payloads)
-    stop, thread, result = stream_in_thread(source(kafka_bootstrap, name, group), state)
+    registry = CollectorRegistry()
+    metrics = IngestMetrics(registry)
+    stop, thread, result = stream_in_thread(source(kafka_bootstrap, name, group), state, metrics=metrics)
     try:
         poll_until(
             lambda: state.buffer.stats().total == 30 and state.buffer.stats().dead_letters == 6,
@@ -94,6 +100,14 @@ def test_records_and_malformed_messages_are_all_accounted_for_and_committed(kafk
     # Committed offset = last processed + 1, on both partitions: 36 messages, 18 each.
     assert committed(kafka_bootstrap, name, group) == {0: 18, 1: 18}
     assert result["report"].added == 30
+    sample = registry.get_sample_value
+    assert sample("taoflow_records_ingested_total", {"source": "kafka"}) == 30
+    assert sample("taoflow_records_dead_lettered_total", {"source": "kafka", "reason": "too_large"}) == 1
+    assert sample("taoflow_source_last_poll_timestamp_seconds", {"source": "kafka"}) > 0
+    lags = [
+        sample("taoflow_source_consumer_lag_records", {"source": "kafka", "partition": f"{name}/{p}"}) for p in (0, 1)
+    ]
+    assert lags == [0.0, 0.0]  # everything read
 
 
 def test_a_restarted_consumer_replays_nothing_twice(kafka_bootstrap, state):

@@ -10,9 +10,11 @@ import uuid
 import boto3
 import pyarrow as pa
 import pyarrow.parquet as pq
+from prometheus_client import CollectorRegistry
 
 from taoflow.connectors.s3_source import S3Config, S3Source
 from taoflow.daemon.ingest import Ingestor
+from taoflow.daemon.metrics import IngestMetrics
 from taoflow.daemon.streaming import ingest_objects, ingested_objects
 
 
@@ -48,10 +50,17 @@ def databricks_table(rows: range) -> bytes:
     return out.getvalue()
 
 
-def run_once(source, state):
-    ingestor = Ingestor(state.buffer, source="s3")
+def run_once(source, state, metrics=None):
+    ingestor = Ingestor(state.buffer, source="s3", metrics=metrics)
     return ingest_objects(
-        source, ingestor, state.buffer, state.db, stop=threading.Event(), buffer_cap=10**6, follow=False
+        source,
+        ingestor,
+        state.buffer,
+        state.db,
+        stop=threading.Event(),
+        buffer_cap=10**6,
+        follow=False,
+        metrics=metrics,
     )
 
 
@@ -68,7 +77,8 @@ def test_jsonl_gzip_parquet_and_malformed_objects(s3_endpoint, state):
     put("t/2026/notes.txt", "ignored: not a log file")
     put("other/x.jsonl", chat_line(999))
     source = S3Source(S3Config(bucket=name, prefix="t/", endpoint_url=s3_endpoint))
-    report = run_once(source, state)
+    registry = CollectorRegistry()
+    report = run_once(source, state, IngestMetrics(registry))
     stats = state.buffer.stats()
     assert stats.tasks["math"].train + stats.tasks["math"].heldout >= 20  # a.jsonl, b.jsonl.gz, most of d
     assert stats.tasks["support-bot"].train + stats.tasks["support-bot"].heldout == 16  # 4 rows had status 500
@@ -81,6 +91,8 @@ def test_jsonl_gzip_parquet_and_malformed_objects(s3_endpoint, state):
     }
     assert report.skipped == {"status_code": 4}
     assert len(ingested_objects(state.db, "s3")) == 7
+    assert registry.get_sample_value("taoflow_source_objects_pending", {"source": "s3"}) == 0
+    assert registry.get_sample_value("taoflow_records_skipped_total", {"source": "s3", "reason": "status_code"}) == 4
     assert "req-999" not in {p.record.request_id for p in state.buffer.training_prompts(1000)}
 
 
