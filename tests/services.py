@@ -80,3 +80,33 @@ def moto_s3() -> Iterator[str]:
         yield f"http://127.0.0.1:{port}"
     finally:
         server.stop()
+
+
+def buffered_prompts(db) -> int:  # type: ignore[no-untyped-def]
+    """Prompts in a state database that another process is writing (0 until it exists)."""
+    import sqlite3
+
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10) as conn:
+            return int(conn.execute("SELECT count(*) FROM prompts").fetchone()[0])
+    except sqlite3.OperationalError:
+        return 0
+
+
+def kill_at_random_progress(command, db, writer, rng, *, total: int, step: tuple[int, int]) -> int:  # type: ignore[no-untyped-def]
+    """Start the ingest process, SIGKILL it right after it has stored a random number of new
+    records (often between its buffer commit and its acknowledgement), again and again while
+    `writer` is producing and at least three times; return how many kills there were."""
+    import signal
+
+    kills = 0
+    while writer.is_alive() or kills < 3:
+        target = min(total, buffered_prompts(db) + rng.randint(*step))
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            poll_until(lambda t=target: buffered_prompts(db) >= t, deadline_s=60, interval_s=0.01, message="progress")
+        finally:
+            process.send_signal(signal.SIGKILL)
+            process.wait()
+        kills += 1
+    return kills

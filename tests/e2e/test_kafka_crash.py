@@ -9,23 +9,14 @@ import sys
 import threading
 import time
 import uuid
-from pathlib import Path
 
 import yaml
 from kafka import KafkaAdminClient, KafkaProducer
 from kafka.admin import NewTopic
 
-from tests.services import poll_until
+from tests.services import buffered_prompts, kill_at_random_progress, poll_until
 
 N = 400
-
-
-def count(db: Path) -> int:
-    try:
-        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10) as conn:
-            return int(conn.execute("SELECT count(*) FROM prompts").fetchone()[0])
-    except sqlite3.OperationalError:
-        return 0  # not created yet by the consumer process
 
 
 def test_sigkill_loses_and_duplicates_nothing(tmp_path, kafka_bootstrap):
@@ -73,23 +64,11 @@ def test_sigkill_loses_and_duplicates_nothing(tmp_path, kafka_bootstrap):
 
     writer = threading.Thread(target=producer)
     writer.start()
-    rng = random.Random(20261121)
-    kills = 0
-    while writer.is_alive() or kills < 3:
-        # Kill at a random point of progress: right after the consumer has stored a random number of
-        # new records, which is often between the buffer commit and the offset commit.
-        target = min(N, count(db) + rng.randint(5, 60))
-        consumer = subprocess.Popen(taoflow, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            poll_until(lambda t=target: count(db) >= t, deadline_s=60, interval_s=0.02, message="progress")
-        finally:
-            consumer.send_signal(signal.SIGKILL)
-            consumer.wait()
-        kills += 1
+    kills = kill_at_random_progress(taoflow, db, writer, random.Random(20261121), total=N, step=(5, 60))
     writer.join()
     consumer = subprocess.Popen(taoflow, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        poll_until(lambda: count(db) >= N, deadline_s=120, message=f"{N} prompts in the buffer")
+        poll_until(lambda: buffered_prompts(db) >= N, deadline_s=120, message=f"{N} prompts in the buffer")
     finally:
         consumer.send_signal(signal.SIGTERM)
         _, err = consumer.communicate(timeout=60)

@@ -9,23 +9,14 @@ import sys
 import threading
 import time
 import uuid
-from pathlib import Path
 
 import boto3
 import yaml
 
-from tests.services import poll_until
+from tests.services import buffered_prompts, kill_at_random_progress, poll_until
 
 OBJECTS, PER_OBJECT = 40, 10
 N = OBJECTS * PER_OBJECT
-
-
-def count(db: Path) -> int:
-    try:
-        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10) as conn:
-            return int(conn.execute("SELECT count(*) FROM prompts").fetchone()[0])
-    except sqlite3.OperationalError:
-        return 0  # not created yet by the consumer process
 
 
 def test_sigkill_during_s3_ingestion_loses_and_duplicates_nothing(tmp_path, s3_endpoint):
@@ -69,21 +60,11 @@ def test_sigkill_during_s3_ingestion_loses_and_duplicates_nothing(tmp_path, s3_e
 
     thread = threading.Thread(target=writer)
     thread.start()
-    rng = random.Random(7)
-    kills = 0
-    while thread.is_alive() or kills < 3:
-        target = min(N, count(db) + rng.randint(3, 40))
-        consumer = subprocess.Popen(taoflow, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            poll_until(lambda t=target: count(db) >= t, deadline_s=60, interval_s=0.01, message="progress")
-        finally:
-            consumer.send_signal(signal.SIGKILL)
-            consumer.wait()
-        kills += 1
+    kills = kill_at_random_progress(taoflow, db, thread, random.Random(7), total=N, step=(3, 40))
     thread.join()
     consumer = subprocess.Popen(taoflow, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
-        poll_until(lambda: count(db) >= N, deadline_s=120, message=f"{N} prompts")
+        poll_until(lambda: buffered_prompts(db) >= N, deadline_s=120, message=f"{N} prompts")
         poll_until(
             lambda: sqlite3.connect(db).execute("SELECT count(*) FROM ingested_objects").fetchone()[0] == OBJECTS,
             deadline_s=60,
