@@ -78,19 +78,24 @@ class S3Source:
             return sorted(found, key=lambda r: (r.last_modified, r.key))
         return sorted(found, key=lambda r: r.key)
 
-    def read(self, ref: ObjectRef) -> Iterator[SourceItem]:
-        """The object's records; a part that cannot be decoded becomes one item with `error` set."""
+    def fetch(self, ref: ObjectRef) -> bytes | None:
+        """The object's bytes; None when it was replaced or deleted since listing (the next listing has it)."""
         from botocore.exceptions import BotoCoreError, ClientError
 
         where = f"s3://{self.config.bucket}/{ref.key}#{ref.etag}"
         try:
-            body = self._s3.get_object(Bucket=self.config.bucket, Key=ref.key, IfMatch=ref.etag)["Body"].read()
+            body: bytes = self._s3.get_object(Bucket=self.config.bucket, Key=ref.key, IfMatch=ref.etag)["Body"].read()
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") in ("PreconditionFailed", "NoSuchKey", "412", "404"):
-                return  # replaced or deleted since listing: the next listing sees the new version
+                return None
             raise TemporaryError(f"cannot read {where}: {exc}") from None
         except BotoCoreError as exc:
             raise TemporaryError(f"cannot read {where}: {exc}") from None
+        return body
+
+    def records(self, ref: ObjectRef, body: bytes) -> Iterator[SourceItem]:
+        """The object's records; a part that cannot be decoded becomes one item with `error` set."""
+        where = f"s3://{self.config.bucket}/{ref.key}#{ref.etag}"
         if not body:
             yield SourceItem(payload=b"", origin=f"{where}:0", error="empty_object: the object has no bytes")
         elif ref.key.endswith(".parquet"):

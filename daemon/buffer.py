@@ -9,9 +9,10 @@ object#etag:row) for provenance.
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -78,12 +79,18 @@ class PromptBuffer:
         self._heldout_max = heldout_max_per_task
 
     def add_many(
-        self, items: Iterable[tuple[PromptRecord, str | None]], *, source: str, now: float | None = None
+        self,
+        items: Iterable[tuple[PromptRecord, str | None]],
+        *,
+        source: str,
+        now: float | None = None,
+        also: Callable[[sqlite3.Connection], object] | None = None,
     ) -> IngestResult:
         """Store (record, origin) pairs in one transaction; duplicates are counted, not stored.
 
         Splits are decided before the insert, counting every row of the batch as new: a
-        duplicate in the batch can only make the held-out cap fill a few rows later.
+        duplicate in the batch can only make the held-out cap fill a few rows later. `also`
+        runs in the same transaction (a source's checkpoint: one commit, one fsync).
         """
         now = time.time() if now is None else now
         rows = []
@@ -111,6 +118,8 @@ class PromptBuffer:
                 rows,
             )
             added = conn.total_changes - before
+            if also is not None:
+                also(conn)
         return IngestResult(added=added, duplicates=len(rows) - added)
 
     def dead_letter(

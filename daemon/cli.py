@@ -31,15 +31,16 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     from taoflow.daemon import wiring
 
     settings = _settings(args)
+    stop = _stop_on_signals() if args.follow else threading.Event()  # before anything slow: SIGTERM drains
     state = wiring.open_state(settings)
     kind = settings.source.kind
     if kind == "jsonl":
         source = wiring.build_source(settings)
         report = wiring.build_ingestor(settings, state, source.name).run(source.read())
     elif kind == "s3":
-        report = _ingest_s3(settings, state, follow=args.follow)
+        report = _ingest_s3(settings, state, stop=stop, follow=args.follow)
     elif args.follow:
-        report = _follow_kafka(settings, state)
+        report = _follow_kafka(settings, state, stop=stop)
     else:
         raise ConfigurationError("a kafka source is consumed continuously: run `taoflow ingest --follow`")
     print(
@@ -56,26 +57,27 @@ def _stop_on_signals() -> threading.Event:
     return stop
 
 
-def _ingest_s3(settings: Settings, state: Any, *, follow: bool) -> Any:
+def _ingest_s3(settings: Settings, state: Any, *, stop: threading.Event, follow: bool) -> Any:
     from taoflow.daemon import wiring
     from taoflow.daemon.streaming import ingest_objects
 
     source = wiring.build_object_source(settings)
     s3 = settings.source.s3
     ingestor = wiring.build_ingestor(settings, state, source.name, field_map=s3.field_map)
+    log.info("ingesting s3://%s/%s%s", s3.bucket, s3.prefix, " until stopped" if follow else "")
     return ingest_objects(
         source,
         ingestor,
         state.buffer,
         state.db,
-        stop=_stop_on_signals(),
+        stop=stop,
         buffer_cap=settings.ingest.buffer_cap,
         follow=follow,
         poll_interval_s=s3.poll_interval_seconds,
     )
 
 
-def _follow_kafka(settings: Settings, state: Any) -> Any:
+def _follow_kafka(settings: Settings, state: Any, *, stop: threading.Event) -> Any:
     """Consume until SIGTERM or SIGINT, committing offsets after every stored batch."""
     from taoflow.daemon import wiring
     from taoflow.daemon.streaming import run_stream
@@ -88,7 +90,7 @@ def _follow_kafka(settings: Settings, state: Any) -> Any:
         source,
         ingestor,
         state.buffer,
-        stop=_stop_on_signals(),
+        stop=stop,
         buffer_cap=settings.ingest.buffer_cap,
         poll_timeout_s=kafka.poll_timeout_seconds,
     )

@@ -8,8 +8,9 @@ committed to the database: a streaming source may then acknowledge the items.
 
 from __future__ import annotations
 
+import sqlite3
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 
 from taoflow.connectors.errors import RecordError
@@ -57,7 +58,10 @@ class Ingestor:
         self._metrics = metrics
         self._batch_size = batch_size
 
-    def run(self, items: Iterable[SourceItem]) -> IngestReport:
+    def run(
+        self, items: Iterable[SourceItem], *, also: Callable[[sqlite3.Connection], object] | None = None
+    ) -> IngestReport:
+        """Store everything; `also` runs in the transaction of the last batch (e.g. a checkpoint)."""
         report = IngestReport()
         batch: list[tuple[PromptRecord, str | None]] = []
         for item in items:
@@ -67,7 +71,7 @@ class Ingestor:
                 batch.append((record, item.origin))
             if len(batch) >= self._batch_size:
                 self._flush(batch, report)
-        self._flush(batch, report)
+        self._flush(batch, report, also=also)
         return report
 
     def _accept(self, item: SourceItem, report: IngestReport) -> PromptRecord | None:
@@ -101,10 +105,16 @@ class Ingestor:
             record = replace(record, task=decision.task)
         return self._redactor.record(record)
 
-    def _flush(self, batch: list[tuple[PromptRecord, str | None]], report: IngestReport) -> None:
-        if not batch:
+    def _flush(
+        self,
+        batch: list[tuple[PromptRecord, str | None]],
+        report: IngestReport,
+        *,
+        also: Callable[[sqlite3.Connection], object] | None = None,
+    ) -> None:
+        if not batch and also is None:
             return
-        result = self._buffer.add_many(batch, source=self._source)
+        result = self._buffer.add_many(batch, source=self._source, also=also)
         report.added += result.added
         report.duplicates += result.duplicates
         if self._metrics is not None:

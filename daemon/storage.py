@@ -46,7 +46,6 @@ CREATE TABLE IF NOT EXISTS ingested_objects (
     source TEXT NOT NULL,
     key TEXT NOT NULL,
     etag TEXT NOT NULL,
-    records INTEGER NOT NULL,
     completed_at REAL NOT NULL,
     PRIMARY KEY (source, key, etag)
 );

@@ -8,9 +8,12 @@ the source is paused rather than read and dropped; it resumes once rounds consum
 from __future__ import annotations
 
 import logging
+import sqlite3
 import threading
 import time
-from collections.abc import Collection, Iterator
+from collections import deque
+from collections.abc import Callable, Collection, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
 
 from taoflow.connectors.protocols import SourceItem
@@ -89,7 +92,9 @@ class ObjectSource(Protocol):
 
     def pending(self, done: Collection[tuple[str, str]]) -> list[ObjectRef]: ...
 
-    def read(self, ref: ObjectRef) -> Iterator[SourceItem]: ...
+    def fetch(self, ref: ObjectRef) -> bytes | None: ...
+
+    def records(self, ref: ObjectRef, body: bytes) -> Iterator[SourceItem]: ...
 
 
 def ingested_objects(db: Database, source: str) -> set[tuple[str, str]]:
@@ -106,29 +111,45 @@ def ingest_objects(
     buffer_cap: int,
     follow: bool,
     poll_interval_s: float = 30.0,
+    prefetch: int = 2,
     metrics: IngestMetrics | None = None,
 ) -> IngestReport:
-    """Ingest every new object; an object is checkpointed (key + ETag) only after its records are stored."""
+    """Ingest every new object; its checkpoint (key + ETag) commits in the same transaction as its last records.
+
+    The next `prefetch` objects download on worker threads while the current one is parsed and stored.
+    """
     totals = IngestReport()
-    while not stop.is_set():
-        pending = source.pending(ingested_objects(db, source.name))
-        if metrics is not None:
-            metrics.objects_pending.labels(source.name).set(len(pending))
-            metrics.last_poll.labels(source.name).set(time.time())
-        for ref in pending:
-            if stop.is_set() or buffer.pending() >= buffer_cap:
-                break  # at the cap nothing is read: the object stays pending until rounds make room
-            report = ingestor.run(source.read(ref))
-            _merge(totals, report)
-            with db.transaction() as conn:
-                conn.execute(
-                    "INSERT OR IGNORE INTO ingested_objects (source, key, etag, records, completed_at)"
-                    " VALUES (?, ?, ?, ?, ?)",
-                    (source.name, ref.key, ref.etag, report.read, time.time()),
-                )
+    with ThreadPoolExecutor(max_workers=prefetch, thread_name_prefix="s3-fetch") as pool:
+        while not stop.is_set():
+            pending = source.pending(ingested_objects(db, source.name))
             if metrics is not None:
-                metrics.objects_pending.labels(source.name).dec()
-        if not follow:
-            break
-        stop.wait(poll_interval_s)
+                metrics.objects_pending.labels(source.name).set(len(pending))
+                metrics.last_poll.labels(source.name).set(time.time())
+            downloads = deque(pool.submit(source.fetch, ref) for ref in pending[:prefetch])
+            for index, ref in enumerate(pending):
+                body = downloads.popleft().result()
+                if index + prefetch < len(pending):
+                    downloads.append(pool.submit(source.fetch, pending[index + prefetch]))
+                if stop.is_set() or buffer.pending() >= buffer_cap:
+                    break  # at the cap nothing more is stored: the rest stays pending until rounds make room
+                if body is None:
+                    continue  # replaced or deleted since listing: the next listing has its new version
+                _merge(totals, ingestor.run(source.records(ref, body), also=_checkpoint(source.name, ref)))
+                if metrics is not None:
+                    metrics.objects_pending.labels(source.name).dec()
+            for download in downloads:
+                download.cancel()
+            if not follow:
+                break
+            stop.wait(poll_interval_s)
     return totals
+
+
+def _checkpoint(source: str, ref: ObjectRef) -> Callable[[sqlite3.Connection], object]:
+    def record(conn: sqlite3.Connection) -> object:
+        return conn.execute(
+            "INSERT OR IGNORE INTO ingested_objects (source, key, etag, completed_at) VALUES (?, ?, ?, ?)",
+            (source, ref.key, ref.etag, time.time()),
+        )
+
+    return record

@@ -110,3 +110,25 @@ def kill_at_random_progress(command, db, writer, rng, *, total: int, step: tuple
             process.wait()
         kills += 1
     return kills
+
+
+def start_until_logged(command, marker: str, *, deadline_s: float = 60.0):  # type: ignore[no-untyped-def]
+    """Start a process and return it once a line containing `marker` appears on its stderr (it is up,
+    with its signal handlers in place), with the list that keeps collecting its stderr lines."""
+    import threading
+
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    lines: list[str] = []
+
+    def drain() -> None:
+        assert process.stderr is not None
+        for line in process.stderr:
+            lines.append(line)
+
+    threading.Thread(target=drain, daemon=True).start()
+    poll_until(
+        lambda: any(marker in line for line in lines) or process.poll() is not None,
+        deadline_s=deadline_s,
+        message=f"{marker!r} in the process's log",
+    )
+    return process, lines

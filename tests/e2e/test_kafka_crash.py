@@ -4,7 +4,6 @@ import json
 import random
 import signal
 import sqlite3
-import subprocess
 import sys
 import threading
 import time
@@ -14,7 +13,7 @@ import yaml
 from kafka import KafkaAdminClient, KafkaProducer
 from kafka.admin import NewTopic
 
-from tests.services import buffered_prompts, kill_at_random_progress, poll_until
+from tests.services import buffered_prompts, kill_at_random_progress, poll_until, start_until_logged
 
 N = 400
 
@@ -66,13 +65,13 @@ def test_sigkill_loses_and_duplicates_nothing(tmp_path, kafka_bootstrap):
     writer.start()
     kills = kill_at_random_progress(taoflow, db, writer, random.Random(20261121), total=N, step=(5, 60))
     writer.join()
-    consumer = subprocess.Popen(taoflow, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    consumer, log = start_until_logged(taoflow, "until stopped")
     try:
         poll_until(lambda: buffered_prompts(db) >= N, deadline_s=120, message=f"{N} prompts in the buffer")
     finally:
         consumer.send_signal(signal.SIGTERM)
-        _, err = consumer.communicate(timeout=60)
-    assert consumer.returncode == 0, err[-2000:]
+        consumer.wait(timeout=60)
+    assert consumer.returncode == 0, "".join(log)[-2000:]
     with sqlite3.connect(db) as conn:
         ids = [row[0] for row in conn.execute("SELECT request_id FROM prompts")]
         dead = conn.execute("SELECT count(*) FROM dead_letters").fetchone()[0]

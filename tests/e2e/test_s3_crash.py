@@ -4,7 +4,6 @@ import json
 import random
 import signal
 import sqlite3
-import subprocess
 import sys
 import threading
 import time
@@ -13,7 +12,7 @@ import uuid
 import boto3
 import yaml
 
-from tests.services import buffered_prompts, kill_at_random_progress, poll_until
+from tests.services import buffered_prompts, kill_at_random_progress, poll_until, start_until_logged
 
 OBJECTS, PER_OBJECT = 40, 10
 N = OBJECTS * PER_OBJECT
@@ -62,7 +61,7 @@ def test_sigkill_during_s3_ingestion_loses_and_duplicates_nothing(tmp_path, s3_e
     thread.start()
     kills = kill_at_random_progress(taoflow, db, thread, random.Random(7), total=N, step=(3, 40))
     thread.join()
-    consumer = subprocess.Popen(taoflow, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    consumer, log = start_until_logged(taoflow, "until stopped")
     try:
         poll_until(lambda: buffered_prompts(db) >= N, deadline_s=120, message=f"{N} prompts")
         poll_until(
@@ -72,8 +71,8 @@ def test_sigkill_during_s3_ingestion_loses_and_duplicates_nothing(tmp_path, s3_e
         )
     finally:
         consumer.send_signal(signal.SIGTERM)
-        _, err = consumer.communicate(timeout=60)
-    assert consumer.returncode == 0, err[-2000:]
+        consumer.wait(timeout=60)
+    assert consumer.returncode == 0, "".join(log)[-2000:]
     with sqlite3.connect(db) as conn:
         ids = sorted(row[0] for row in conn.execute("SELECT request_id FROM prompts"))
     assert ids == sorted(f"req-{o}-{r}" for o in range(OBJECTS) for r in range(PER_OBJECT))
