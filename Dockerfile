@@ -1,0 +1,32 @@
+# syntax=docker/dockerfile:1
+# taoflow images. `daemon` (default): the service core with the Kafka/S3 sources, no torch.
+# `train`: adds the training stack (CUDA torch from PyPI's default index, TRL, PEFT) for GPU nodes.
+#   docker build -t taoflow:daemon .
+#   docker build --target train -t taoflow:train .
+FROM python:3.11-slim AS base
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+RUN useradd --uid 10001 --create-home --shell /usr/sbin/nologin taoflow
+WORKDIR /home/taoflow
+
+FROM base AS build
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY daemon daemon
+COPY connectors connectors
+COPY policies policies
+RUN pip wheel --no-deps --wheel-dir /wheels .
+
+FROM base AS daemon
+COPY --from=build /wheels /wheels
+RUN pip install "$(ls /wheels/taoflow-*.whl)[ingest]" && rm -rf /wheels
+USER 10001
+ENV TAOFLOW_STORAGE__STATE_DIR=/var/lib/taoflow
+VOLUME ["/var/lib/taoflow"]
+ENTRYPOINT ["taoflow"]
+CMD ["--help"]
+
+FROM daemon AS train
+USER root
+COPY --from=build /wheels /wheels
+RUN pip install "$(ls /wheels/taoflow-*.whl)[ingest,train]" && rm -rf /wheels
+USER 10001
