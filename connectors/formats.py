@@ -25,7 +25,7 @@ from typing import Any
 from taoflow.connectors.errors import RecordError
 from taoflow.connectors.records import ROLES, Message, PromptRecord
 
-__all__ = ["MAPPABLE", "MAX_RECORD_BYTES", "parse_payload", "parse_record", "remap"]
+__all__ = ["MAX_RECORD_BYTES", "parse_payload", "parse_record", "remap"]
 
 MAX_RECORD_BYTES = 1 << 20
 _DATABRICKS_KEYS = {"databricks_request_id", "request_metadata", "served_entity_id", "timestamp_ms"}
@@ -51,9 +51,6 @@ def parse_payload(
     if field_map:
         data = remap(data, field_map)
     return parse_record(data, default_task=default_task, raw=payload)
-
-
-MAPPABLE = ("request_id", "task", "messages", "prompt", "response", "timestamp", "status_code")
 
 
 def remap(data: Any, field_map: Mapping[str, str]) -> dict[str, Any]:

@@ -70,9 +70,6 @@ class RoundStore:
         )
         return _record(rows[0]) if rows else None
 
-    def recent(self, *, limit: int = 20) -> list[RoundRecord]:
-        return [_record(r) for r in self._db.query("SELECT * FROM rounds ORDER BY id DESC LIMIT ?", (limit,))]
-
     def complete_step(
         self, round_id: int, step: str, summary: dict[str, Any], *, version: str | None = None
     ) -> RoundRecord:

@@ -41,8 +41,10 @@ def produce(bootstrap: str, name: str, payloads: list[bytes]) -> None:
     producer.close()
 
 
-def source(bootstrap: str, name: str, group: str) -> KafkaSource:
-    return KafkaSource(KafkaConfig(bootstrap_servers=[bootstrap], group_id=group, topics=[name], **FAST_GROUP))
+def source(bootstrap: str, name: str, group: str, **options) -> KafkaSource:
+    return KafkaSource(
+        KafkaConfig(bootstrap_servers=[bootstrap], group_id=group, topics=[name], **FAST_GROUP, **options)
+    )
 
 
 def committed(bootstrap: str, name: str, group: str) -> dict[int, int | None]:
@@ -134,26 +136,19 @@ def test_a_restarted_consumer_replays_nothing_twice(kafka_bootstrap, state):
 def test_backpressure_pauses_at_the_cap_and_loses_nothing(kafka_bootstrap, state):
     name, group = topic(kafka_bootstrap), f"g-{uuid.uuid4().hex[:6]}"
     produce(kafka_bootstrap, name, [chat(i) for i in range(40)])
-    src = source(kafka_bootstrap, name, group)
-    src._consumer.config["max_poll_records"] = 5  # small polls, so the cap is reached between them
+    src = source(kafka_bootstrap, name, group, max_poll_records=5)  # small polls: the cap falls between them
     stop, thread, _ = stream_in_thread(src, state, cap=10)
     try:
         poll_until(lambda: src.paused, deadline_s=60, message="the source to pause at the cap")
         held = state.buffer.pending()
         assert 10 <= held < 40
-        # A round consumes prompts: the source resumes and reads the rest.
-        state.buffer.mark_consumed([p.id for p in state.buffer.training_prompts(1000)], round_id=1)
-        poll_until(
-            lambda: (
-                state.buffer.stats().total == 40
-                or (
-                    state.buffer.mark_consumed([p.id for p in state.buffer.training_prompts(1000)], round_id=1)
-                    and False
-                )
-            ),
-            deadline_s=60,
-            message="all 40 records after resuming",
-        )
+
+        def rounds_consume_until_all_arrived() -> bool:
+            # Rounds keep consuming prompts: the source resumes each time and reads the rest.
+            state.buffer.mark_consumed([p.id for p in state.buffer.training_prompts(1000)], round_id=1)
+            return state.buffer.stats().total == 40
+
+        poll_until(rounds_consume_until_all_arrived, deadline_s=60, message="all 40 records after resuming")
     finally:
         stop.set()
         thread.join(timeout=30)
