@@ -84,3 +84,19 @@ def test_buffer_survives_reopen(tmp_path):
     db2 = Database(tmp_path / "d.db")
     assert PromptBuffer(db2, heldout_fraction=0.2, heldout_max_per_task=10).stats().total == 1
     assert db2.query("PRAGMA journal_mode")[0][0] == "wal"
+
+
+def test_a_version_1_state_file_keeps_deduplicating_after_the_upgrade(tmp_path):
+    db = Database(tmp_path / "old.db")
+    PromptBuffer(db, heldout_fraction=0.0, heldout_max_per_task=0).add_many([(rec(1), None)], source="t")
+    with db.transaction() as conn:  # what version 1 wrote: the full hash as hex text
+        conn.execute("UPDATE prompts SET prompt_hash = ?", (rec(1).prompt_hash,))
+        conn.execute("PRAGMA user_version=1")
+    db.close()
+    db = Database(tmp_path / "old.db")
+    assert db.query("SELECT typeof(prompt_hash) FROM prompts")[0][0] == "blob"
+    again = PromptBuffer(db, heldout_fraction=0.0, heldout_max_per_task=0).add_many(
+        [(rec(2, text="what is 1 +  1?"), None)], source="t"
+    )
+    assert (again.added, again.duplicates) == (0, 1)
+    db.close()
