@@ -9,6 +9,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import orjson
+
 __all__ = ["Message", "PromptRecord", "Role", "normalised_prompt_hash"]
 
 Role = Literal["system", "user", "assistant", "tool"]
@@ -53,18 +55,18 @@ class PromptRecord:
         return ""
 
     def to_json(self) -> str:
-        return json.dumps(
-            {
-                "request_id": self.request_id,
-                "task": self.task,
-                "messages": [m.as_dict() for m in self.messages],
-                "timestamp": self.timestamp,
-                "response": self.response,
-                "metadata": dict(self.metadata),
-            },
-            ensure_ascii=False,
-            sort_keys=True,
-        )
+        data = {
+            "request_id": self.request_id,
+            "task": self.task,
+            "messages": [m.as_dict() for m in self.messages],
+            "timestamp": self.timestamp,
+            "response": self.response,
+            "metadata": dict(self.metadata),
+        }
+        try:
+            return orjson.dumps(data, option=orjson.OPT_SORT_KEYS).decode()
+        except orjson.JSONEncodeError:  # metadata orjson cannot write (integers past 64 bits)
+            return json.dumps(data, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
 
     @classmethod
     def from_json(cls, text: str) -> PromptRecord:
@@ -87,6 +89,7 @@ def normalised_prompt_hash(messages: Sequence[Message]) -> str:
     """
     digest = hashlib.sha256()
     for message in messages:
-        text = " ".join(unicodedata.normalize("NFKC", message.content).casefold().split())
+        content = message.content if message.content.isascii() else unicodedata.normalize("NFKC", message.content)
+        text = " ".join(content.casefold().split())
         digest.update(f"{message.role}\x1f{text}\x1e".encode())
     return digest.hexdigest()
