@@ -14,14 +14,15 @@ from __future__ import annotations
 import io
 import json
 import zlib
-from collections.abc import Collection, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Literal
 
 from taoflow.connectors.errors import TemporaryError
 from taoflow.connectors.protocols import SourceItem
 
-__all__ = ["ObjectRef", "S3Config", "S3Source"]
+__all__ = ["ObjectRef", "S3Config", "S3Source", "object_records"]
 
 _SUFFIXES = (".jsonl", ".json", ".ndjson", ".jsonl.gz", ".json.gz", ".gz", ".parquet")
 
@@ -95,15 +96,27 @@ class S3Source:
 
     def records(self, ref: ObjectRef, body: bytes) -> Iterator[SourceItem]:
         """The object's records; a part that cannot be decoded becomes one item with `error` set."""
-        where = f"s3://{self.config.bucket}/{ref.key}#{ref.etag}"
-        if not body:
-            yield SourceItem(payload=b"", origin=f"{where}:0", error="empty_object: the object has no bytes")
-        elif ref.key.endswith(".parquet"):
-            yield from _parquet_rows(body, where)
-        elif ref.key.endswith(".gz"):
-            yield from _gzip_lines(body, where)
-        else:
-            yield from _lines(body, where)
+        return object_records(self.config.bucket, ref, body)
+
+    worker_modules = (__name__, "boto3", "botocore.client")
+
+    @property
+    def factory(self) -> Callable[[], S3Source]:
+        """Builds an equal source (with its own client) in a worker process; picklable."""
+        return partial(S3Source, self.config, name=self.name)
+
+
+def object_records(bucket: str, ref: ObjectRef, body: bytes) -> Iterator[SourceItem]:
+    """The records of one object of `bucket`, by its key's suffix."""
+    where = f"s3://{bucket}/{ref.key}#{ref.etag}"
+    if not body:
+        yield SourceItem(payload=b"", origin=f"{where}:0", error="empty_object: the object has no bytes")
+    elif ref.key.endswith(".parquet"):
+        yield from _parquet_rows(body, where)
+    elif ref.key.endswith(".gz"):
+        yield from _gzip_lines(body, where)
+    else:
+        yield from _lines(body, where)
 
 
 def _lines(body: bytes, where: str) -> Iterator[SourceItem]:

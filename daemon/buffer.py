@@ -14,13 +14,22 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from taoflow.connectors.records import PromptRecord
-from taoflow.daemon.storage import Database
+from taoflow.daemon.storage import Database, prompt_hash_key
 from taoflow.policies.split import assign_split
 
-__all__ = ["BufferStats", "DeadLetter", "IngestResult", "PromptBuffer", "StoredPrompt", "TaskCounts"]
+__all__ = [
+    "BufferRow",
+    "BufferStats",
+    "DeadLetter",
+    "DeadRow",
+    "IngestResult",
+    "PromptBuffer",
+    "StoredPrompt",
+    "TaskCounts",
+]
 
 AddOutcome = Literal["added", "duplicate"]
 
@@ -64,6 +73,35 @@ class DeadLetter:
     created_at: float
 
 
+class BufferRow(NamedTuple):
+    """A record ready for the prompts table: built where parsing happens (possibly another process)."""
+
+    request_id: str
+    prompt_hash: str
+    origin: str | None
+    task: str
+    record: str  # PromptRecord.to_json()
+
+    @classmethod
+    def of(cls, record: PromptRecord, origin: str | None) -> BufferRow:
+        return cls(record.request_id, record.prompt_hash, origin, record.task, record.to_json())
+
+
+class DeadRow(NamedTuple):
+    """A record that could not be buffered: where it came from, why, and its bytes."""
+
+    origin: str
+    reason: str
+    detail: str
+    payload: bytes
+
+
+# A replayed stream re-reads the same bad record: one dead letter per origin.
+_DEAD_LETTER_SQL = (
+    "INSERT OR IGNORE INTO dead_letters (source, origin, reason, detail, payload, created_at) VALUES (?, ?, ?, ?, ?, ?)"
+)
+
+
 @dataclass(frozen=True)
 class IngestResult:
     added: int = 0
@@ -86,14 +124,27 @@ class PromptBuffer:
         now: float | None = None,
         also: Callable[[sqlite3.Connection], object] | None = None,
     ) -> IngestResult:
-        """Store (record, origin) pairs in one transaction; duplicates are counted, not stored.
+        """Store (record, origin) pairs in one transaction; duplicates are counted, not stored."""
+        return self.add_rows(
+            [BufferRow.of(record, origin) for record, origin in items], source=source, now=now, also=also
+        )
+
+    def add_rows(
+        self,
+        rows: Sequence[BufferRow],
+        *,
+        source: str,
+        dead: Sequence[DeadRow] = (),
+        now: float | None = None,
+        also: Callable[[sqlite3.Connection], object] | None = None,
+    ) -> IngestResult:
+        """Store prepared rows and dead letters in one transaction; duplicates are counted, not stored.
 
         Splits are decided before the insert, counting every row of the batch as new: a
         duplicate in the batch can only make the held-out cap fill a few rows later. `also`
         runs in the same transaction (a source's checkpoint: one commit, one fsync).
         """
         now = time.time() if now is None else now
-        rows = []
         with self._db.transaction() as conn:
             heldout = Counter(
                 {
@@ -101,35 +152,35 @@ class PromptBuffer:
                     for row in conn.execute("SELECT task, count(*) FROM prompts WHERE split='heldout' GROUP BY task")
                 }
             )
-            for record, origin in items:
-                prompt_hash = record.prompt_hash
+            values = []
+            for row in rows:
                 split = assign_split(
-                    prompt_hash,
+                    row.prompt_hash,
                     heldout_fraction=self._heldout_fraction,
-                    heldout_count=heldout[record.task],
+                    heldout_count=heldout[row.task],
                     heldout_max=self._heldout_max,
                 )
-                heldout[record.task] += split == "heldout"
-                rows.append((record.request_id, prompt_hash, origin, record.task, split, record.to_json(), source, now))
+                heldout[row.task] += split == "heldout"
+                key = prompt_hash_key(row.prompt_hash)
+                values.append((row.request_id, key, row.origin, row.task, split, row.record, source, now))
             before = conn.total_changes
             conn.executemany(
                 "INSERT OR IGNORE INTO prompts (request_id, prompt_hash, origin, task, split, record, source,"
                 " ingested_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                rows,
+                values,
             )
             added = conn.total_changes - before
+            conn.executemany(_DEAD_LETTER_SQL, [(source, *d, now) for d in dead])
             if also is not None:
                 also(conn)
-        return IngestResult(added=added, duplicates=len(rows) - added)
+        return IngestResult(added=added, duplicates=len(values) - added)
 
     def dead_letter(
         self, *, source: str, origin: str, reason: str, detail: str, payload: bytes, now: float | None = None
     ) -> None:
         with self._db.transaction() as conn:
             conn.execute(
-                # A replayed stream re-reads the same bad record: one dead letter per origin.
-                "INSERT OR IGNORE INTO dead_letters (source, origin, reason, detail, payload, created_at)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
+                _DEAD_LETTER_SQL,
                 (source, origin, reason, detail[:2000], payload, time.time() if now is None else now),
             )
 

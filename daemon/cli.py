@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import signal
 import sys
 import threading
@@ -74,6 +75,8 @@ def _ingest_s3(settings: Settings, state: Any, *, stop: threading.Event, follow:
         buffer_cap=settings.ingest.buffer_cap,
         follow=follow,
         poll_interval_s=s3.poll_interval_seconds,
+        prefetch=s3.prefetch,
+        parse_processes=len(os.sched_getaffinity(0)) if s3.parse_processes is None else s3.parse_processes,
     )
 
 

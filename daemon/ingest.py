@@ -12,17 +12,17 @@ import sqlite3
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
+from itertools import islice
 
 from taoflow.connectors.errors import RecordError
 from taoflow.connectors.formats import parse_payload
 from taoflow.connectors.protocols import SourceItem
-from taoflow.connectors.records import PromptRecord
 from taoflow.connectors.redaction import Redactor
-from taoflow.daemon.buffer import PromptBuffer
+from taoflow.daemon.buffer import BufferRow, DeadRow, IngestResult, PromptBuffer
 from taoflow.daemon.metrics import IngestMetrics
 from taoflow.policies.ingest_filter import IngestFilter, decide_ingest
 
-__all__ = ["IngestReport", "Ingestor"]
+__all__ = ["IngestReport", "Ingestor", "Prepared", "RecordPreparer"]
 
 
 @dataclass
@@ -32,6 +32,57 @@ class IngestReport:
     duplicates: int = 0
     dead_lettered: Counter[str] = field(default_factory=Counter)
     skipped: Counter[str] = field(default_factory=Counter)
+
+
+@dataclass
+class Prepared:
+    """Items of one batch turned into buffer rows, dead letters and skips: no database touched yet."""
+
+    read: int = 0
+    rows: list[BufferRow] = field(default_factory=list)
+    dead: list[DeadRow] = field(default_factory=list)
+    skipped: Counter[str] = field(default_factory=Counter)
+
+
+@dataclass(frozen=True)
+class RecordPreparer:
+    """The ingest settings as a pure function of items; picklable, so parsing can run in worker processes."""
+
+    default_task: str = "default"
+    redactor: Redactor = field(default_factory=lambda: Redactor([]))
+    rules: IngestFilter = field(default_factory=IngestFilter)
+    field_map: Mapping[str, str] = field(default_factory=dict)
+
+    def prepare(self, items: Iterable[SourceItem]) -> Prepared:
+        prepared = Prepared()
+        for item in items:
+            prepared.read += 1
+            self._prepare_one(item, prepared)
+        return prepared
+
+    def _prepare_one(self, item: SourceItem, prepared: Prepared) -> None:
+        try:
+            if item.error is not None:
+                reason, _, detail = item.error.partition(": ")
+                raise RecordError(reason, detail)
+            record = parse_payload(item.payload, default_task=self.default_task, field_map=self.field_map)
+        except RecordError as exc:
+            prepared.dead.append(DeadRow(item.origin, exc.reason, exc.detail[:2000], item.payload))
+            return
+        status = record.metadata.get("status_code")
+        decision = decide_ingest(
+            request_id=record.request_id,
+            task=record.task,
+            status_code=int(status) if isinstance(status, int | float | str) and str(status).isdigit() else None,
+            prompt_chars=sum(len(m.content) for m in record.messages),
+            rules=self.rules,
+        )
+        if not decision.keep:
+            prepared.skipped[decision.reason] += 1
+            return
+        if decision.task != record.task:
+            record = replace(record, task=decision.task)
+        prepared.rows.append(BufferRow.of(self.redactor.record(record), item.origin))
 
 
 class Ingestor:
@@ -51,10 +102,12 @@ class Ingestor:
     ) -> None:
         self._buffer = buffer
         self._source = source
-        self._default_task = default_task
-        self._redactor = redactor or Redactor([])
-        self._rules = rules or IngestFilter()
-        self._field_map = dict(field_map or {})
+        self.preparer = RecordPreparer(
+            default_task=default_task,
+            redactor=redactor or Redactor([]),
+            rules=rules or IngestFilter(),
+            field_map=dict(field_map or {}),
+        )
         self._metrics = metrics
         self._batch_size = batch_size
 
@@ -63,61 +116,34 @@ class Ingestor:
     ) -> IngestReport:
         """Store everything; `also` runs in the transaction of the last batch (e.g. a checkpoint)."""
         report = IngestReport()
-        batch: list[tuple[PromptRecord, str | None]] = []
-        for item in items:
-            report.read += 1
-            record = self._accept(item, report)
-            if record is not None:
-                batch.append((record, item.origin))
-            if len(batch) >= self._batch_size:
-                self._flush(batch, report)
-        self._flush(batch, report, also=also)
+        iterator = iter(items)
+        while batch := list(islice(iterator, self._batch_size)):
+            self.store(self.preparer.prepare(batch), report)
+        self.store(Prepared(), report, also=also)
         return report
 
-    def _accept(self, item: SourceItem, report: IngestReport) -> PromptRecord | None:
-        try:
-            if item.error is not None:
-                reason, _, detail = item.error.partition(": ")
-                raise RecordError(reason, detail)
-            record = parse_payload(item.payload, default_task=self._default_task, field_map=self._field_map)
-        except RecordError as exc:
-            self._buffer.dead_letter(
-                source=self._source, origin=item.origin, reason=exc.reason, detail=exc.detail, payload=item.payload
-            )
-            report.dead_lettered[exc.reason] += 1
-            if self._metrics is not None:
-                self._metrics.dead_lettered.labels(self._source, exc.reason).inc()
-            return None
-        status = record.metadata.get("status_code")
-        decision = decide_ingest(
-            request_id=record.request_id,
-            task=record.task,
-            status_code=int(status) if isinstance(status, int | float | str) and str(status).isdigit() else None,
-            prompt_chars=sum(len(m.content) for m in record.messages),
-            rules=self._rules,
-        )
-        if not decision.keep:
-            report.skipped[decision.reason] += 1
-            if self._metrics is not None:
-                self._metrics.skipped.labels(self._source, decision.reason).inc()
-            return None
-        if decision.task != record.task:
-            record = replace(record, task=decision.task)
-        return self._redactor.record(record)
-
-    def _flush(
+    def store(
         self,
-        batch: list[tuple[PromptRecord, str | None]],
+        prepared: Prepared,
         report: IngestReport,
         *,
         also: Callable[[sqlite3.Connection], object] | None = None,
     ) -> None:
-        if not batch and also is None:
-            return
-        result = self._buffer.add_many(batch, source=self._source, also=also)
+        """Commit one prepared batch (prompts, dead letters, `also`) and count it in `report` and the metrics."""
+        if prepared.rows or prepared.dead or also is not None:
+            result = self._buffer.add_rows(prepared.rows, source=self._source, dead=prepared.dead, also=also)
+        else:
+            result = IngestResult(added=0, duplicates=0)
+        report.read += prepared.read
         report.added += result.added
         report.duplicates += result.duplicates
-        if self._metrics is not None:
-            self._metrics.ingested.labels(self._source).inc(result.added)
-            self._metrics.duplicates.labels(self._source).inc(result.duplicates)
-        batch.clear()
+        report.skipped.update(prepared.skipped)
+        report.dead_lettered.update(d.reason for d in prepared.dead)
+        if self._metrics is None:
+            return
+        self._metrics.ingested.labels(self._source).inc(result.added)
+        self._metrics.duplicates.labels(self._source).inc(result.duplicates)
+        for reason, count in prepared.skipped.items():
+            self._metrics.skipped.labels(self._source, reason).inc(count)
+        for dead in prepared.dead:
+            self._metrics.dead_lettered.labels(self._source, dead.reason).inc()

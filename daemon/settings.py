@@ -83,6 +83,10 @@ class S3Settings(_Section):
     """Pause between listings of the prefix when following."""
     field_map: dict[str, str] = Field(default_factory=dict)
     """Dotted paths for other record shapes, as for Kafka."""
+    prefetch: int = Field(4, ge=1)
+    """Objects downloaded and parsed ahead of the one being stored."""
+    parse_processes: int | None = Field(None, ge=0)
+    """Worker processes parsing downloaded objects; 0 parses on the download threads; unset: one per usable CPU."""
 
 
 class SourceSettings(_Section):

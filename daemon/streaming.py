@@ -8,18 +8,22 @@ the source is paused rather than read and dropped; it resumes once rounds consum
 from __future__ import annotations
 
 import logging
+import multiprocessing
+import os
+import select
 import sqlite3
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Collection, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from contextlib import ExitStack, contextmanager
 from typing import Protocol
 
 from taoflow.connectors.protocols import SourceItem
 from taoflow.connectors.s3_source import ObjectRef
 from taoflow.daemon.buffer import PromptBuffer
-from taoflow.daemon.ingest import Ingestor, IngestReport
+from taoflow.daemon.ingest import Ingestor, IngestReport, Prepared, RecordPreparer
 from taoflow.daemon.metrics import IngestMetrics
 from taoflow.daemon.storage import Database
 
@@ -96,6 +100,16 @@ class ObjectSource(Protocol):
 
     def records(self, ref: ObjectRef, body: bytes) -> Iterator[SourceItem]: ...
 
+    @property
+    def factory(self) -> Callable[[], ObjectSource]:
+        """Builds an equal source in a worker process; picklable."""
+        ...
+
+    @property
+    def worker_modules(self) -> Sequence[str]:
+        """Modules a worker process needs (imported once, before workers start)."""
+        ...
+
 
 def ingested_objects(db: Database, source: str) -> set[tuple[str, str]]:
     return {(r[0], r[1]) for r in db.query("SELECT key, etag FROM ingested_objects WHERE source=?", (source,))}
@@ -111,45 +125,139 @@ def ingest_objects(
     buffer_cap: int,
     follow: bool,
     poll_interval_s: float = 30.0,
-    prefetch: int = 2,
+    prefetch: int = 8,
+    parse_processes: int = 0,
     metrics: IngestMetrics | None = None,
 ) -> IngestReport:
-    """Ingest every new object; its checkpoint (key + ETag) commits in the same transaction as its last records.
+    """Ingest every new object; its checkpoint (key + ETag) commits in the same transaction as its records.
 
-    The next `prefetch` objects download on worker threads while the current one is parsed and stored.
+    Up to `prefetch` objects are downloaded and parsed ahead (in `parse_processes` worker
+    processes, each with its own client, or on threads here when 0) while this thread stores them in
+    listing order: the store is the only step that touches the database. Objects that are
+    ready together are stored in one transaction. The buffer cap is checked between
+    transactions, so it can be passed by the objects of one transaction.
     """
     totals = IngestReport()
-    with ThreadPoolExecutor(max_workers=prefetch, thread_name_prefix="s3-fetch") as pool:
+    with ExitStack() as stack:
+        threads = stack.enter_context(ThreadPoolExecutor(max_workers=prefetch, thread_name_prefix="s3-fetch"))
+        workers = stack.enter_context(
+            _loader_pool(parse_processes, source.factory, ingestor.preparer, source.worker_modules)
+        )
+
+        def load(ref: ObjectRef) -> Prepared | None:
+            if workers is None:
+                return _load(source, ingestor.preparer, ref)
+            return workers.submit(_load_in_worker, ref).result()
+
         while not stop.is_set():
             pending = source.pending(ingested_objects(db, source.name))
             if metrics is not None:
                 metrics.objects_pending.labels(source.name).set(len(pending))
                 metrics.last_poll.labels(source.name).set(time.time())
-            downloads = deque(pool.submit(source.fetch, ref) for ref in pending[:prefetch])
-            for index, ref in enumerate(pending):
-                body = downloads.popleft().result()
-                if index + prefetch < len(pending):
-                    downloads.append(pool.submit(source.fetch, pending[index + prefetch]))
-                if stop.is_set() or buffer.pending() >= buffer_cap:
-                    break  # at the cap nothing more is stored: the rest stays pending until rounds make room
-                if body is None:
-                    continue  # replaced or deleted since listing: the next listing has its new version
-                _merge(totals, ingestor.run(source.records(ref, body), also=_checkpoint(source.name, ref)))
+            room = buffer_cap - buffer.pending()
+            loads = deque(threads.submit(load, ref) for ref in pending[:prefetch])
+            done = 0
+            while done < len(pending) and not stop.is_set() and room > 0:
+                # Everything already downloaded and parsed commits together: one fsync for several objects.
+                group: list[tuple[ObjectRef, Prepared]] = []
+                while done < len(pending) and (not group or (loads and loads[0].done())):
+                    prepared = loads.popleft().result()
+                    if done + prefetch < len(pending):
+                        loads.append(threads.submit(load, pending[done + prefetch]))
+                    if prepared is not None:
+                        group.append((pending[done], prepared))
+                    done += 1
+                report = IngestReport()
+                ingestor.store(
+                    _joined(p for _, p in group), report, also=_checkpoints(source.name, [r for r, _ in group])
+                )
+                room -= report.added
+                _merge(totals, report)
                 if metrics is not None:
-                    metrics.objects_pending.labels(source.name).dec()
-            for download in downloads:
-                download.cancel()
+                    metrics.objects_pending.labels(source.name).dec(len(group))
+            for load_ahead in loads:
+                load_ahead.cancel()
             if not follow:
                 break
             stop.wait(poll_interval_s)
     return totals
 
 
-def _checkpoint(source: str, ref: ObjectRef) -> Callable[[sqlite3.Connection], object]:
+@contextmanager
+def _loader_pool(
+    processes: int, factory: Callable[[], ObjectSource], preparer: RecordPreparer, preload: Sequence[str] = ()
+) -> Iterator[ProcessPoolExecutor | None]:
+    if processes <= 0:
+        yield None
+        return
+    # Not fork: the daemon has threads (sources, scheduler, admin server) that a fork would copy mid-flight.
+    # A fork server is one clean process that imports the loaders' modules once; workers fork from it.
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload([__name__, *preload])
+    with ProcessPoolExecutor(
+        max_workers=processes,
+        mp_context=context,
+        initializer=_init_loader,
+        initargs=(factory, preparer, os.getpid()),
+    ) as pool:
+        yield pool
+
+
+def _load(source: ObjectSource, preparer: RecordPreparer, ref: ObjectRef) -> Prepared | None:
+    body = source.fetch(ref)
+    if body is None:
+        return None  # replaced or deleted since listing: the next listing has its new version
+    return preparer.prepare(source.records(ref, body))
+
+
+_loader: tuple[ObjectSource, RecordPreparer] | None = None
+
+
+def _init_loader(factory: Callable[[], ObjectSource], preparer: RecordPreparer, owner: int) -> None:
+    global _loader
+    _loader = (factory(), preparer)
+    _exit_with(owner)
+
+
+def _exit_with(owner: int) -> None:
+    """End this worker when the ingesting process ends, even by SIGKILL.
+
+    A pool worker waits on a task queue whose writing end it holds itself, so the death
+    of its owner never reaches it as end-of-file: without this it would outlive a killed daemon.
+    """
+    try:
+        handle = os.pidfd_open(owner)
+    except ProcessLookupError:
+        os._exit(1)
+
+    def wait() -> None:
+        select.select([handle], [], [])  # readable once the owner has exited
+        os._exit(1)
+
+    threading.Thread(target=wait, name="owner-watch", daemon=True).start()
+
+
+def _load_in_worker(ref: ObjectRef) -> Prepared | None:
+    assert _loader is not None, "the loader pool's initializer builds the worker's source"
+    return _load(*_loader, ref)
+
+
+def _joined(parts: Iterable[Prepared]) -> Prepared:
+    joined = Prepared()
+    for part in parts:
+        joined.read += part.read
+        joined.rows += part.rows
+        joined.dead += part.dead
+        joined.skipped.update(part.skipped)
+    return joined
+
+
+def _checkpoints(source: str, refs: Sequence[ObjectRef]) -> Callable[[sqlite3.Connection], object]:
     def record(conn: sqlite3.Connection) -> object:
-        return conn.execute(
+        now = time.time()
+        return conn.executemany(
             "INSERT OR IGNORE INTO ingested_objects (source, key, etag, completed_at) VALUES (?, ?, ?, ?)",
-            (source, ref.key, ref.etag, time.time()),
+            [(source, ref.key, ref.etag, now) for ref in refs],
         )
 
     return record

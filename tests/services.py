@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -69,17 +70,23 @@ def poll_until(condition, *, deadline_s: float, interval_s: float = 0.1, message
 
 @contextmanager
 def moto_s3() -> Iterator[str]:
-    """moto's S3-compatible HTTP server on a free loopback port; yields its endpoint URL."""
-    from moto.server import ThreadedMotoServer
+    """moto's S3-compatible HTTP server in its own process on a free loopback port; yields its endpoint URL.
 
+    Its own process, as a real store is: a server thread here would share the interpreter
+    lock with the code under test (and with a benchmark's timings).
+    """
     port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         wait_for_port(port)
         yield f"http://127.0.0.1:{port}"
     finally:
-        server.stop()
+        process.terminate()
+        process.wait(timeout=10)
 
 
 def buffered_prompts(db) -> int:  # type: ignore[no-untyped-def]
@@ -106,10 +113,42 @@ def kill_at_random_progress(command, db, writer, rng, *, total: int, step: tuple
         try:
             poll_until(lambda t=target: buffered_prompts(db) >= t, deadline_s=60, interval_s=0.01, message="progress")
         finally:
+            helpers = descendants(process.pid)
             process.send_signal(signal.SIGKILL)
             process.wait()
+        # Its worker processes must not outlive it.
+        poll_until(lambda h=helpers: not any(alive(p) for p in h), deadline_s=10, message=f"{helpers} to exit")
         kills += 1
     return kills
+
+
+def descendants(pid: int) -> list[int]:
+    """The processes below `pid` (Linux /proc)."""
+    import os
+
+    found: list[int] = []
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except FileNotFoundError:
+        return found
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/children") as f:
+                children = [int(c) for c in f.read().split()]
+        except FileNotFoundError:
+            continue
+        for child in children:
+            found += [child, *descendants(child)]
+    return found
+
+
+def alive(pid: int) -> bool:
+    """Running, not a zombie waiting for its (dead) parent's reaper."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
 
 
 def start_until_logged(command, marker: str, *, deadline_s: float = 60.0):  # type: ignore[no-untyped-def]

@@ -10,6 +10,7 @@ import uuid
 import boto3
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 from prometheus_client import CollectorRegistry
 
 from taoflow.connectors.s3_source import S3Config, S3Source
@@ -50,7 +51,7 @@ def databricks_table(rows: range) -> bytes:
     return out.getvalue()
 
 
-def run_once(source, state, metrics=None):
+def run_once(source, state, metrics=None, *, parse_processes=0):
     ingestor = Ingestor(state.buffer, source="s3", metrics=metrics)
     return ingest_objects(
         source,
@@ -61,10 +62,13 @@ def run_once(source, state, metrics=None):
         buffer_cap=10**6,
         follow=False,
         metrics=metrics,
+        parse_processes=parse_processes,
     )
 
 
-def test_jsonl_gzip_parquet_and_malformed_objects(s3_endpoint, state):
+# 2: worker processes download and parse, each with its own client (what the daemon runs).
+@pytest.mark.parametrize("parse_processes", [0, 2])
+def test_jsonl_gzip_parquet_and_malformed_objects(s3_endpoint, state, parse_processes):
     name, client = bucket(s3_endpoint)
     put = lambda key, body: client.put_object(Bucket=name, Key=key, Body=body)  # noqa: E731
     put("t/2026/a.jsonl", "\n".join(chat_line(i) for i in range(10)) + "\n{broken\n")
@@ -78,7 +82,7 @@ def test_jsonl_gzip_parquet_and_malformed_objects(s3_endpoint, state):
     put("other/x.jsonl", chat_line(999))
     source = S3Source(S3Config(bucket=name, prefix="t/", endpoint_url=s3_endpoint))
     registry = CollectorRegistry()
-    report = run_once(source, state, IngestMetrics(registry))
+    report = run_once(source, state, IngestMetrics(registry), parse_processes=parse_processes)
     stats = state.buffer.stats()
     assert stats.tasks["math"].train + stats.tasks["math"].heldout >= 20  # a.jsonl, b.jsonl.gz, most of d
     assert stats.tasks["support-bot"].train + stats.tasks["support-bot"].heldout == 16  # 4 rows had status 500
