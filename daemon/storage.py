@@ -97,6 +97,21 @@ CREATE TABLE IF NOT EXISTS rounds (
     updated_at REAL NOT NULL,
     summary TEXT NOT NULL DEFAULT '{}'
 );
+-- Single-flight locks that outlive their holder's process: taken over once stale.
+CREATE TABLE IF NOT EXISTS leases (
+    name TEXT PRIMARY KEY,
+    owner TEXT NOT NULL,
+    host TEXT NOT NULL,
+    pid INTEGER NOT NULL,
+    acquired_at REAL NOT NULL,
+    renewed_at REAL NOT NULL
+);
+-- Operator state that survives restarts (pause flag, back-off reset).
+CREATE TABLE IF NOT EXISTS daemon_state (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL,
+    updated_at REAL NOT NULL
+);
 """
 
 

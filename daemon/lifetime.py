@@ -1,0 +1,28 @@
+"""Helper processes that must not outlive the process that owns them, even when it is SIGKILLed."""
+
+from __future__ import annotations
+
+import os
+import select
+import threading
+
+__all__ = ["exit_with"]
+
+
+def exit_with(owner: int) -> None:
+    """End this process as soon as process `owner` has exited (a Linux pidfd, watched from a thread).
+
+    Used by parser workers (whose task queue never reports their owner's death) and by
+    round processes the daemon starts: the round stops where its last completed step left
+    it, and the restarted daemon resumes it.
+    """
+    try:
+        handle = os.pidfd_open(owner)
+    except ProcessLookupError:
+        os._exit(1)
+
+    def wait() -> None:
+        select.select([handle], [], [])  # readable once the owner has exited
+        os._exit(1)
+
+    threading.Thread(target=wait, name="owner-watch", daemon=True).start()
