@@ -1,6 +1,8 @@
 # syntax=docker/dockerfile:1
 # taoflow images. `daemon` (default): the service core with the Kafka/S3 sources, no torch.
 # `train`: adds the training stack (CUDA torch from PyPI's default index, TRL, PEFT) for GPU nodes.
+# `taoflow run` starts rounds as child processes: a daemon that trains runs the `train` image
+# (the daemon process itself still never imports torch); the `daemon` image ingests and serves the API.
 #   docker build -t taoflow:daemon .
 #   docker build --target train -t taoflow:train .
 FROM python:3.11-slim AS base
@@ -22,8 +24,10 @@ RUN pip install "$(ls /wheels/taoflow-*.whl)[ingest]" && rm -rf /wheels
 USER 10001
 ENV TAOFLOW_STORAGE__STATE_DIR=/var/lib/taoflow
 VOLUME ["/var/lib/taoflow"]
+ENV TAOFLOW_DAEMON__ADMIN_HOST=0.0.0.0
+EXPOSE 8470
 ENTRYPOINT ["taoflow"]
-CMD ["--help"]
+CMD ["run"]
 
 FROM daemon AS train
 USER root

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import signal
 import sys
 import threading
@@ -29,7 +28,7 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
-    from taoflow.daemon import wiring
+    from taoflow.daemon import sources, wiring
 
     settings = _settings(args)
     stop = _stop_on_signals() if args.follow else threading.Event()  # before anything slow: SIGTERM drains
@@ -39,9 +38,9 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         source = wiring.build_source(settings)
         report = wiring.build_ingestor(settings, state, source.name).run(source.read())
     elif kind == "s3":
-        report = _ingest_s3(settings, state, stop=stop, follow=args.follow)
+        report = sources.ingest_s3(settings, state, stop=stop, follow=args.follow)
     elif args.follow:
-        report = _follow_kafka(settings, state, stop=stop)
+        report = sources.follow_kafka(settings, state, stop=stop)
     else:
         raise ConfigurationError("a kafka source is consumed continuously: run `taoflow ingest --follow`")
     print(
@@ -58,57 +57,103 @@ def _stop_on_signals() -> threading.Event:
     return stop
 
 
-def _ingest_s3(settings: Settings, state: Any, *, stop: threading.Event, follow: bool) -> Any:
-    from taoflow.daemon import wiring
-    from taoflow.daemon.streaming import ingest_objects
-
-    source = wiring.build_object_source(settings)
-    s3 = settings.source.s3
-    ingestor = wiring.build_ingestor(settings, state, source.name, field_map=s3.field_map)
-    log.info("ingesting s3://%s/%s%s", s3.bucket, s3.prefix, " until stopped" if follow else "")
-    return ingest_objects(
-        source,
-        ingestor,
-        state.buffer,
-        state.db,
-        stop=stop,
-        buffer_cap=settings.ingest.buffer_cap,
-        follow=follow,
-        poll_interval_s=s3.poll_interval_seconds,
-        prefetch=s3.prefetch,
-        parse_processes=len(os.sched_getaffinity(0)) if s3.parse_processes is None else s3.parse_processes,
-    )
-
-
-def _follow_kafka(settings: Settings, state: Any, *, stop: threading.Event) -> Any:
-    """Consume until SIGTERM or SIGINT, committing offsets after every stored batch."""
-    from taoflow.daemon import wiring
-    from taoflow.daemon.streaming import run_stream
-
-    source = wiring.build_stream_source(settings)
-    kafka = settings.source.kafka
-    ingestor = wiring.build_ingestor(settings, state, source.name, field_map=kafka.field_map)
-    log.info("consuming %s until stopped", source.name)
-    return run_stream(
-        source,
-        ingestor,
-        state.buffer,
-        stop=stop,
-        buffer_cap=settings.ingest.buffer_cap,
-        poll_timeout_s=kafka.poll_timeout_seconds,
-    )
+class Interrupted(BaseException):
+    """SIGTERM or SIGINT during a round: leave it at its last completed step (a BaseException,
+    so the round does not record it as a failure); the next run resumes it."""
 
 
 def cmd_round(args: argparse.Namespace) -> int:
     from taoflow.daemon import report, wiring
-    from taoflow.daemon.round import TaoRound
+    from taoflow.daemon.lease import Lease
+    from taoflow.daemon.lifetime import exit_with
+    from taoflow.daemon.round import TaoRound, no_progress
 
+    if args.owner_pid:
+        exit_with(args.owner_pid)  # started by the daemon: never outlive it
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise Interrupted(signal.Signals(signum).name)
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, interrupt)
     settings = _settings(args)
     state = wiring.open_state(settings)
-    tao_round = TaoRound.from_settings(settings, state, progress=report.tqdm_progress, auto_promote=not args.no_promote)
-    record = tao_round.run()
+    lease = Lease(state.db, "round", stale_after_s=settings.daemon.lock_stale_seconds)
+    holder = lease.acquire()
+    if holder is not None:
+        print(f"taoflow: another round is running ({holder.owner}); try again when it ends", file=sys.stderr)
+        return 4
+    lease.keep_renewed()
+    try:
+        tao_round = TaoRound.from_settings(
+            settings,
+            state,
+            progress=no_progress if args.no_progress else report.tqdm_progress,
+            auto_promote=not args.no_promote,
+            tasks=[t for t in (args.tasks or "").split(",") if t],
+            max_prompts=args.max_prompts,
+        )
+        record = tao_round.run()
+    except Interrupted as exc:
+        log.warning("round interrupted by %s: it resumes at its next step on the next run", exc)
+        return 130
+    finally:
+        lease.release()
     print(report.round_table(record))
     return 0 if record.summary.get("gate", {}).get("passed") else 3
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from taoflow.daemon.service import Service
+
+    return Service(_settings(args), config_path=args.config).run()
+
+
+def _admin_call(args: argparse.Namespace, method: str, path: str, body: dict[str, Any] | None = None) -> int:
+    """Talk to a running daemon's admin API; print its JSON answer."""
+    import urllib.error
+    import urllib.request
+
+    from taoflow.daemon.service import admin_token
+
+    settings = _settings(args)
+    d = settings.daemon
+    base = (d.admin_url or f"http://{d.admin_host}:{d.admin_port}").rstrip("/")
+    request = urllib.request.Request(
+        base + path,
+        method=method,
+        data=None if body is None else json.dumps(body).encode(),
+        headers={"Authorization": f"Bearer {admin_token(settings)}", "Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            print(json.dumps(json.loads(response.read()), indent=2))
+            return 0
+    except urllib.error.HTTPError as exc:
+        print(f"taoflow: {method} {path}: HTTP {exc.code}: {exc.read().decode(errors='replace')}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"taoflow: cannot reach the daemon at {base}: {exc}", file=sys.stderr)
+        return 2
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    return _admin_call(args, "GET", "/v1/status")
+
+
+def cmd_pause(args: argparse.Namespace) -> int:
+    return _admin_call(args, "POST", "/v1/pause", {"reason": args.reason})
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    return _admin_call(args, "POST", "/v1/resume")
+
+
+def cmd_trigger(args: argparse.Namespace) -> int:
+    body: dict[str, Any] = {"reason": args.reason, "tasks": [t for t in (args.tasks or "").split(",") if t]}
+    if args.max_prompts:
+        body["max_prompts"] = args.max_prompts
+    return _admin_call(args, "POST", "/v1/trigger", body)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -180,6 +225,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     r = add("round", cmd_round, "run (or resume) one TAO round from the buffer, gate it and promote it")
     r.add_argument("--no-promote", action="store_true", help="gate, but leave promotion to a person")
+    r.add_argument("--tasks", help="comma-separated tasks to train on (default: all)")
+    r.add_argument("--max-prompts", type=int, help="at most this many prompts (default: generate.max_prompts)")
+    r.add_argument("--no-progress", action="store_true", help="no progress bars (for logs)")
+    r.add_argument("--owner-pid", type=int, help=argparse.SUPPRESS)  # the daemon that started this round
+    add("run", cmd_run, "run the flywheel daemon: sources, retrain scheduler, admin API (until SIGTERM)")
+    add("status", cmd_status, "ask the running daemon for its status")
+    pa = add("pause", cmd_pause, "stop the running daemon from starting rounds automatically")
+    pa.add_argument("--reason", default="paused from the command line")
+    add("resume", cmd_resume, "let the daemon start rounds again (clears the gate-rejection back-off)")
+    tr = add("trigger", cmd_trigger, "ask the daemon to start a round now")
+    tr.add_argument("--reason", default="triggered from the command line")
+    tr.add_argument("--tasks", help="comma-separated tasks (default: all)")
+    tr.add_argument("--max-prompts", type=int)
     add("demo", cmd_demo, "ingest the shipped sample logs and run a full round on SmolLM2-135M (CPU)")
     a = add("adapters", cmd_adapters, "list adapter versions or show one")
     a.add_argument("action", choices=["list", "show"])

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -51,8 +51,12 @@ class TaoRound:
         generator_factory: Callable[[Path], Generator],
         progress: ProgressFactory = no_progress,
         auto_promote: bool = True,
+        tasks: Sequence[str] = (),
+        max_prompts: int | None = None,
     ) -> None:
         self.settings = settings
+        self.tasks = tuple(tasks)  # empty: every task
+        self.max_prompts = max_prompts
         self.state = state
         self.scorers = scorers
         self.rounds = RoundStore(state.db, state.rounds_dir)
@@ -92,7 +96,8 @@ class TaoRound:
         return record
 
     def prepare(self, record: RoundRecord) -> tuple[dict[str, Any], str | None]:
-        prompts = self.state.buffer.training_prompts(self.settings.generate.max_prompts)
+        limit = min(self.settings.generate.max_prompts, self.max_prompts or self.settings.generate.max_prompts)
+        prompts = self.state.buffer.training_prompts(limit, tasks=self.tasks or None)
         if not prompts:
             raise RoundError("the buffer holds no new training prompts; ingest some first")
         champion = self.state.registry.alias(self.model_name, "champion")
@@ -222,7 +227,14 @@ class TaoRound:
     # ------------------------------------------------------------------ helpers
     @classmethod
     def from_settings(
-        cls, settings: Settings, state: State, *, progress: ProgressFactory = no_progress, auto_promote: bool = True
+        cls,
+        settings: Settings,
+        state: State,
+        *,
+        progress: ProgressFactory = no_progress,
+        auto_promote: bool = True,
+        tasks: Sequence[str] = (),
+        max_prompts: int | None = None,
     ) -> TaoRound:
         """The round with the scorers and generation backend that the settings name."""
         return cls(
@@ -232,6 +244,8 @@ class TaoRound:
             generator_factory=lambda path: wiring.build_generator(settings, path),
             progress=progress,
             auto_promote=auto_promote,
+            tasks=tasks,
+            max_prompts=max_prompts,
         )
 
     def _examples(self, scored: list[cand.ScoredPrompt]) -> list[Any]:

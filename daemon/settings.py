@@ -219,6 +219,67 @@ class GateSettings(_Section):
     """Optional labelled JSONL (`messages`, `task`, `expected`) checked the same way."""
 
 
+class RetrainSettings(_Section):
+    """When the daemon starts a round (policies/retrain.py decides; reloaded from the file without restart)."""
+
+    min_new_prompts: int = Field(100, ge=1)
+    """New (never trained on) prompts a round needs: in all tasks together, or per task in per_task mode."""
+    mode: Literal["multi_task", "per_task"] = "multi_task"
+    """multi_task: one round over every task; per_task: a round over the tasks that each have min_new_prompts."""
+    interval_seconds: float | None = Field(None, gt=0)
+    """If set, a round is due only once this long has passed since the last one started."""
+    cron: str | None = None
+    """If set (5-field crontab, UTC), a round is due once per window opened since the last round, e.g. `0 2 * * *`."""
+    cooldown_seconds: float = Field(3600.0, ge=0)
+    """Quiet time after a round ends, whatever else says."""
+    max_staleness_seconds: float | None = Field(None, gt=0)
+    """If set, run anyway once the last round is this old and staleness_min_prompts new prompts wait."""
+    staleness_min_prompts: int = Field(10, ge=1)
+    """New prompts the staleness rule needs."""
+    budget_samples: int | None = Field(None, ge=1)
+    """Tuning compute per round in prompts x samples: a round takes at most budget_samples // generate.n prompts."""
+    max_consecutive_rejections: int = Field(3, ge=1)
+    """Gate rejections in a row after which the policy backs off (cooldown becomes backoff_seconds) and alerts."""
+    backoff_seconds: float = Field(86400.0, ge=0)
+    """Cooldown while backed off; a manual trigger or `resume` clears the back-off."""
+    paused: bool = False
+    """Start paused (no automatic rounds); the admin API pauses and resumes at runtime."""
+    evaluate_interval_seconds: float = Field(30.0, gt=0)
+    """How often the scheduler asks the policy."""
+
+    @field_validator("cron")
+    @classmethod
+    def _crontab(cls, value: str | None) -> str | None:
+        if value is not None and len(value.split()) != 5:
+            raise ValueError("cron must have 5 fields: minute hour day month weekday (UTC)")
+        return value
+
+
+class DaemonSettings(_Section):
+    """The long-running service: admin API, supervision, single-flight rounds."""
+
+    admin_host: str = "127.0.0.1"
+    """Address the admin API listens on (0.0.0.0 in a pod)."""
+    admin_port: int = Field(8470, ge=0, le=65535)
+    """Port of the admin API (also serves /metrics, /healthz, /readyz); 0 picks a free one."""
+    admin_token: SecretStr | None = None
+    """Bearer token for the admin API (set TAOFLOW_DAEMON__ADMIN_TOKEN or admin_token_file); required by `run`."""
+    admin_token_file: Path | None = None
+    """File holding the admin token (a mounted secret); used when admin_token is unset."""
+    admin_url: str | None = None
+    """Where `taoflow status|pause|resume|trigger` reach the daemon; default http://admin_host:admin_port."""
+    drain_seconds: float = Field(60.0, ge=0)
+    """On SIGTERM: how long a running round may take to stop at its next checkpoint before it is killed."""
+    lock_stale_seconds: float = Field(120.0, gt=0)
+    """A round lock whose holder has not renewed it for this long (or whose process is gone) is taken over."""
+    max_restarts: int = Field(5, ge=0)
+    """A supervised task failing more often than this within restart_window_seconds stops the daemon (exit 1)."""
+    restart_window_seconds: float = Field(300.0, gt=0)
+    """Window for max_restarts."""
+    restart_backoff_seconds: float = Field(1.0, ge=0)
+    """First wait before restarting a failed task; doubles with each failure in the window."""
+
+
 class Settings(BaseSettings):
     """Everything taoflow can be told, one section per stage."""
 
@@ -242,6 +303,10 @@ class Settings(BaseSettings):
     """Adapter training."""
     gate: GateSettings = GateSettings()
     """The eval gate."""
+    retrain: RetrainSettings = RetrainSettings()
+    """When rounds start."""
+    daemon: DaemonSettings = DaemonSettings()
+    """The long-running service."""
 
     @classmethod
     def settings_customise_sources(

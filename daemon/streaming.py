@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
-import select
 import sqlite3
 import threading
 import time
@@ -24,6 +23,7 @@ from taoflow.connectors.protocols import SourceItem
 from taoflow.connectors.s3_source import ObjectRef
 from taoflow.daemon.buffer import PromptBuffer
 from taoflow.daemon.ingest import Ingestor, IngestReport, Prepared, RecordPreparer
+from taoflow.daemon.lifetime import exit_with
 from taoflow.daemon.metrics import IngestMetrics
 from taoflow.daemon.storage import Database
 
@@ -216,25 +216,7 @@ _loader: tuple[ObjectSource, RecordPreparer] | None = None
 def _init_loader(factory: Callable[[], ObjectSource], preparer: RecordPreparer, owner: int) -> None:
     global _loader
     _loader = (factory(), preparer)
-    _exit_with(owner)
-
-
-def _exit_with(owner: int) -> None:
-    """End this worker when the ingesting process ends, even by SIGKILL.
-
-    A pool worker waits on a task queue whose writing end it holds itself, so the death
-    of its owner never reaches it as end-of-file: without this it would outlive a killed daemon.
-    """
-    try:
-        handle = os.pidfd_open(owner)
-    except ProcessLookupError:
-        os._exit(1)
-
-    def wait() -> None:
-        select.select([handle], [], [])  # readable once the owner has exited
-        os._exit(1)
-
-    threading.Thread(target=wait, name="owner-watch", daemon=True).start()
+    exit_with(owner)
 
 
 def _load_in_worker(ref: ObjectRef) -> Prepared | None:

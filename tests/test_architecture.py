@@ -61,6 +61,7 @@ def test_daemon_core_and_cli_do_not_import_torch():
     code = (
         "import sys\n"
         "import taoflow.daemon.cli, taoflow.daemon.round, taoflow.daemon.wiring, taoflow.daemon.demo\n"
+        "import taoflow.daemon.service, taoflow.daemon.admin, taoflow.daemon.flywheel, taoflow.daemon.sources\n"
         "heavy = {'torch', 'transformers', 'trl', 'peft', 'vllm'} & set(sys.modules)\n"
         "assert not heavy, heavy\n"
     )

@@ -1,0 +1,187 @@
+"""`taoflow run`: the long-running service, put together.
+
+One supervisor owns the named tasks: `source` (Kafka or S3, when configured), `scheduler`
+(APScheduler asking the retrain policy, see flywheel.py) and `admin` (the HTTP API with
+/metrics, /healthz, /readyz). SIGTERM stops them in order: the source stops fetching and
+commits what it stored, the scheduler stops, then a running round is asked to stop at its
+next checkpoint (killed after daemon.drain_seconds); its recorded step makes the next
+start resume it. Nothing here imports torch: rounds run in their own processes.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+
+from taoflow.connectors.errors import ConfigurationError
+from taoflow.daemon.flywheel import Flywheel
+from taoflow.daemon.lease import Lease
+from taoflow.daemon.metrics import DaemonMetrics, IngestMetrics, StateCollector
+from taoflow.daemon.settings import Settings
+from taoflow.daemon.supervisor import Supervisor, TaskFailed
+from taoflow.daemon.wiring import open_state
+
+__all__ = ["Service", "admin_token"]
+
+log = logging.getLogger(__name__)
+
+
+def admin_token(settings: Settings) -> str:
+    d = settings.daemon
+    if d.admin_token is not None and d.admin_token.get_secret_value():
+        return d.admin_token.get_secret_value()
+    if d.admin_token_file is not None:
+        try:
+            token = d.admin_token_file.read_text().strip()
+        except OSError as exc:
+            raise ConfigurationError(f"cannot read daemon.admin_token_file: {exc}") from None
+        if token:
+            return token
+    raise ConfigurationError(
+        "the admin API needs a token: set TAOFLOW_DAEMON__ADMIN_TOKEN or daemon.admin_token_file (a mounted secret)"
+    )
+
+
+class Service:
+    def __init__(self, settings: Settings, *, config_path: Path | None = None) -> None:
+        self.settings = settings
+        self.model = settings.model.served_name
+        self.token = admin_token(settings)
+        self.state = open_state(settings)
+        self.registry = CollectorRegistry()
+        self.ingest_metrics = IngestMetrics(self.registry)
+        self.metrics = DaemonMetrics(self.registry)
+        self.registry.register(StateCollector(self.state.db, self.model))
+        d = settings.daemon
+        self.supervisor = Supervisor(
+            max_restarts=d.max_restarts,
+            window_s=d.restart_window_seconds,
+            backoff_s=d.restart_backoff_seconds,
+            on_restart=lambda name: self.metrics.task_restarts.labels(name).inc(),
+        )
+        round_command = [sys.executable, "-m", "taoflow.daemon.cli", "round", "--owner-pid", str(os.getpid())]
+        round_command += ["--no-progress", "--state-dir", str(settings.storage.state_dir)]
+        if config_path is not None:
+            round_command += ["--config", str(config_path)]
+        self.flywheel = Flywheel(
+            settings, self.state, self.metrics, round_command=round_command, config_path=config_path
+        )
+        self.ready = threading.Event()
+        self.admin_port: int | None = None
+
+    # ------------------------------------------------------------------ running
+    def run(self) -> int:
+        """Until SIGTERM/SIGINT (exit 0) or a task out of restarts (exit 1)."""
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: self.supervisor.stop())
+        if self.settings.source.kind != "jsonl":
+            self.supervisor.add("source", self._source)
+        self.supervisor.add("scheduler", self.flywheel.run)
+        self.supervisor.add("admin", self._admin)
+        code = 0
+        try:
+            self.supervisor.run(join_timeout_s=max(30.0, self.settings.daemon.drain_seconds))
+        except TaskFailed as exc:
+            log.error("stopping: %s", exc)
+            code = 1
+        self.flywheel.stop_round()
+        self.state.close()
+        log.info("stopped")
+        return code
+
+    def _source(self, stop: threading.Event) -> None:
+        from taoflow.daemon.sources import run_source
+
+        run_source(self.settings, self.state, stop=stop, metrics=self.ingest_metrics)
+        if not stop.is_set():
+            raise RuntimeError("the source stopped by itself")
+
+    def _admin(self, stop: threading.Event) -> None:
+        import uvicorn
+
+        from taoflow.daemon.admin import create_app
+
+        d = self.settings.daemon
+        config = uvicorn.Config(
+            create_app(self, token=self.token),
+            host=d.admin_host,
+            port=d.admin_port,
+            log_level="warning",
+            access_log=False,
+            lifespan="off",
+        )
+        server = uvicorn.Server(config)
+        thread = threading.Thread(target=server.run, name="admin-server", daemon=True)
+        thread.start()
+        try:
+            while not server.started:
+                if not thread.is_alive():
+                    raise RuntimeError(f"the admin API could not listen on {d.admin_host}:{d.admin_port}")
+                if stop.wait(0.05):
+                    return
+            self.admin_port = int(server.servers[0].sockets[0].getsockname()[1])
+            log.info("admin API on http://%s:%d (taoflow started, ready)", d.admin_host, self.admin_port)
+            self.ready.set()
+            while not stop.wait(0.5):
+                if not thread.is_alive():
+                    raise RuntimeError("the admin API server stopped")
+        finally:
+            self.ready.clear()
+            server.should_exit = True
+            thread.join(10)
+
+    # ------------------------------------------------------------------ answers
+    def database_ok(self) -> bool:
+        try:
+            self.state.db.query("SELECT 1")
+        except Exception:  # readiness says no; the error itself shows up in every other path
+            return False
+        return True
+
+    def status(self) -> dict[str, Any]:
+        stats = self.state.buffer.stats()
+        registry = self.state.registry
+        flywheel = self.flywheel
+        rows = self.state.db.query(
+            "SELECT id, step, status, reason, version, started_at, updated_at FROM rounds WHERE model=?"
+            " ORDER BY id DESC LIMIT 5",
+            (self.model,),
+        )
+        lease = Lease(self.state.db, "round", stale_after_s=self.settings.daemon.lock_stale_seconds).holder()
+        decision = flywheel.last_decision or flywheel.dry_run()
+        return {
+            "model": self.model,
+            "time": time.time(),
+            "paused": flywheel.controls.paused(),
+            "pause_reason": flywheel.controls.pause_reason(),
+            "buffer": {
+                "tasks": {t: {"train": c.train, "heldout": c.heldout, "new": c.new} for t, c in stats.tasks.items()},
+                "total": stats.total,
+                "new": stats.new,
+                "dead_letters": stats.dead_letters,
+            },
+            "champion": registry.alias(self.model, "champion"),
+            "previous": registry.alias(self.model, "previous"),
+            "round_running": flywheel.launcher.running or lease is not None,
+            "round_lock": None if lease is None else {"owner": lease.owner, "since": lease.acquired_at},
+            "rounds": [dict(r) for r in rows],
+            "next_trigger": {
+                "trigger": decision.trigger,
+                "rule": decision.rule,
+                "reason": decision.reason,
+                "next_check_at": decision.next_check_at,
+                "alert": decision.alert,
+            },
+            "tasks": self.supervisor.running(),
+        }
+
+    def log_admin_error(self, path: str, exc: Exception) -> None:
+        log.error("admin API error at %s: %s: %s", path, type(exc).__name__, exc)
