@@ -34,6 +34,17 @@ class Controls:
     def reset_rejections(self, *, now: float | None = None) -> None:
         self._set("rejections_reset", {"at": time.time() if now is None else now})
 
+    def count_resume(self, round_id: int) -> int:
+        """Count one more attempt to resume a round; return how many there have been."""
+        with self._db.transaction() as conn:
+            row = conn.execute("SELECT value FROM daemon_state WHERE key=?", (f"round-resumes-{round_id}",)).fetchone()
+            starts = (json.loads(row[0]) if row else 0) + 1
+            conn.execute(
+                "INSERT OR REPLACE INTO daemon_state (key, value, updated_at) VALUES (?, ?, ?)",
+                (f"round-resumes-{round_id}", json.dumps(starts), time.time()),
+            )
+        return int(starts)
+
     def _get(self, key: str) -> Any:
         rows = self._db.query("SELECT value FROM daemon_state WHERE key=?", (key,))
         return json.loads(rows[0][0]) if rows else None

@@ -35,6 +35,9 @@ __all__ = ["Flywheel", "RoundLauncher", "cron_window", "retrain_policy"]
 
 log = logging.getLogger(__name__)
 
+#: Resumptions of one round after which, still unfinished, it is failed instead of resumed again.
+MAX_RESUMES = 3
+
 
 class RoundLauncher:
     """Runs one `taoflow round` child process at a time."""
@@ -177,10 +180,7 @@ class Flywheel:
         now = time.time()
         unfinished = self.rounds.unfinished(self.model)
         if unfinished is not None and not self.launcher.running and self.lease.holder() is None:
-            decision = RetrainDecision(
-                True, "resume", f"resuming round {unfinished.id} after its step {unfinished.step!r}"
-            )
-            self.launcher.start()
+            decision = self._resume(unfinished)
         else:
             decision = decide_retrain(retrain_policy(self.settings), self.inputs(now))
             if decision.trigger and not self.launcher.start(tasks=decision.tasks, max_prompts=decision.max_prompts):
@@ -194,6 +194,17 @@ class Flywheel:
             log.info("round triggered (%s): %s", decision.rule, decision.reason)
         self.last_decision = decision
         return decision
+
+    def _resume(self, unfinished: RoundRecord) -> RetrainDecision:
+        """Resume an interrupted round, or give it up (failed, with the reason) after MAX_RESUMES attempts."""
+        attempts = self.controls.count_resume(unfinished.id)
+        if attempts > MAX_RESUMES:
+            reason = f"still unfinished after {attempts - 1} resumptions (last completed step {unfinished.step!r})"
+            self.rounds.fail(unfinished.id, reason)
+            log.error("round %d %s", unfinished.id, reason)
+            return RetrainDecision(False, "resume", f"round {unfinished.id} {reason}")
+        self.launcher.start()
+        return RetrainDecision(True, "resume", f"resuming round {unfinished.id} after its step {unfinished.step!r}")
 
     def trigger(self, *, tasks: Sequence[str] = (), max_prompts: int | None = None, reason: str) -> bool:
         """An operator's round: regardless of policy and pause, but never beside a running one."""
