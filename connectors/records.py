@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 import orjson
 
-__all__ = ["Message", "PromptRecord", "Role", "normalised_prompt_hash"]
+__all__ = ["Message", "PromptRecord", "Role", "folded_text", "normalised_prompt_hash"]
 
 Role = Literal["system", "user", "assistant", "tool"]
 ROLES: frozenset[str] = frozenset({"system", "user", "assistant", "tool"})
@@ -89,7 +89,23 @@ def normalised_prompt_hash(messages: Sequence[Message]) -> str:
     """
     digest = hashlib.sha256()
     for message in messages:
-        content = message.content if message.content.isascii() else unicodedata.normalize("NFKC", message.content)
-        text = " ".join(content.casefold().split())
-        digest.update(f"{message.role}\x1f{text}\x1e".encode())
+        digest.update(message.role.encode() + b"\x1f" + folded_text(message.content) + b"\x1e")
     return digest.hexdigest()
+
+
+# The characters str.split() splits ASCII text on, besides the space.
+_ASCII_SPACE = bytes.maketrans(b"\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f", b" " * 9)
+
+
+def folded_text(text: str) -> bytes:
+    """`" ".join(NFKC(text).casefold().split())` as UTF-8: what the prompt hash digests.
+
+    ASCII text (most prompts) takes a path with the same result at a third of the cost:
+    NFKC leaves ASCII alone, casefold is lower, and split/join becomes byte translation.
+    """
+    if text.isascii():
+        data = text.lower().encode().translate(_ASCII_SPACE)
+        while b"  " in data:
+            data = data.replace(b"  ", b" ")
+        return data.strip(b" ")
+    return " ".join(unicodedata.normalize("NFKC", text).casefold().split()).encode()

@@ -35,6 +35,16 @@ __all__ = ["Flywheel", "RoundLauncher", "cron_window", "retrain_policy"]
 
 log = logging.getLogger(__name__)
 
+#: `taoflow round` exit statuses, as metric labels (anything else: error).
+EXIT_OUTCOMES = {
+    0: "passed",
+    3: "rejected",
+    4: "busy",
+    130: "interrupted",
+    -signal.SIGTERM: "interrupted",
+    -signal.SIGKILL: "killed",
+}
+
 #: Resumptions of one round after which, still unfinished, it is failed instead of resumed again.
 MAX_RESUMES = 3
 
@@ -48,6 +58,7 @@ class RoundLauncher:
         self._on_exit = on_exit
         self._process: subprocess.Popen[bytes] | None = None
         self._waiter: threading.Thread | None = None
+        self.last_exit_at: float | None = None
         self._lock = threading.Lock()
 
     @property
@@ -72,6 +83,7 @@ class RoundLauncher:
 
     def _wait(self, process: subprocess.Popen[bytes]) -> None:
         code = process.wait()
+        self.last_exit_at = time.time()
         log.info("round process %d exited with %d", process.pid, code)
         self._on_exit(code)
 
@@ -153,6 +165,9 @@ class Flywheel:
     def inputs(self, now: float) -> RetrainState:
         latest = self._latest_round()
         finished = latest.updated_at if latest is not None and latest.status != "running" else None
+        if self.launcher.last_exit_at is not None:
+            # A round process that died before recording anything still starts the cooldown: no crash loop.
+            finished = max(finished or 0.0, self.launcher.last_exit_at)
         since = latest.started_at if latest is not None else self._started_at
         opened, upcoming = (None, None)
         if self.settings.retrain.cron:
@@ -311,6 +326,7 @@ class Flywheel:
 
     def _round_exited(self, code: int) -> None:
         self.metrics.round_running.set(0)
+        self.metrics.round_exits.labels(EXIT_OUTCOMES.get(code, "error")).inc()
         latest = self._latest_round()
         if latest is None or latest.status == "running" or latest.id in self._observed:
             return  # interrupted (observed once it finishes), or finished before this daemon started

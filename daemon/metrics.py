@@ -99,6 +99,12 @@ class DaemonMetrics:
             "1 while the retrain policy backs off after repeated gate rejections.",
             registry=registry,
         )
+        self.round_exits = Counter(
+            "taoflow_round_process_exits_total",
+            "Round processes ended, by outcome (passed, rejected, busy, interrupted, killed, error).",
+            ["outcome"],
+            registry=registry,
+        )
         self.round_running = Gauge("taoflow_round_running", "1 while a round process runs.", registry=registry)
         self.last_success = Gauge(
             "taoflow_last_success_timestamp_seconds",

@@ -87,3 +87,20 @@ def test_cron_windows_in_utc():
     assert (opened, upcoming) == (day + 2 * 3600, day + 86400 + 2 * 3600)
     opened, upcoming = cron_window("0 2 * * *", since=day + 2 * 3600, now=day + 3 * 3600)
     assert opened is None  # the round that window started is the last one
+
+
+def test_a_round_process_that_dies_before_recording_anything_still_starts_the_cooldown(service, tmp_path):
+    config = tmp_path / "taoflow.yaml"
+    data = yaml.safe_load(config.read_text())
+    data["retrain"]["cooldown_seconds"] = 600
+    config.write_text(yaml.safe_dump(data))
+    bump_mtime(config)
+    add_prompts(service, 5)
+    service.flywheel.launcher._command = [sys.executable, "-c", "raise SystemExit(1)"]
+    assert service.flywheel.evaluate().rule == "ready"
+    poll_until(lambda: service.flywheel.launcher.last_exit_at is not None, deadline_s=10)
+    assert service.flywheel.evaluate().rule == "cooldown"  # not a new process every evaluation
+    poll_until(
+        lambda: service.registry.get_sample_value("taoflow_round_process_exits_total", {"outcome": "error"}) == 1,
+        deadline_s=5,
+    )
