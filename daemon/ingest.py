@@ -18,7 +18,7 @@ from taoflow.connectors.errors import RecordError
 from taoflow.connectors.formats import parse_payload
 from taoflow.connectors.protocols import SourceItem
 from taoflow.connectors.redaction import Redactor
-from taoflow.daemon.buffer import BufferRow, DeadRow, IngestResult, PromptBuffer
+from taoflow.daemon.buffer import BufferRow, DeadRow, IngestResult, PromptBuffer, buffer_row
 from taoflow.daemon.metrics import IngestMetrics
 from taoflow.policies.ingest_filter import IngestFilter, decide_ingest
 
@@ -82,7 +82,7 @@ class RecordPreparer:
             return
         if decision.task != record.task:
             record = replace(record, task=decision.task)
-        prepared.rows.append(BufferRow.of(self.redactor.record(record), item.origin))
+        prepared.rows.append(buffer_row(self.redactor.record(record), item.origin))
 
 
 class Ingestor:
