@@ -13,17 +13,16 @@ from __future__ import annotations
 
 import json
 import logging
-import signal
-import subprocess
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
 from taoflow.connectors.errors import TaoflowError
 from taoflow.daemon import candidates as cand
 from taoflow.daemon.controls import Controls
+from taoflow.daemon.launcher import EXIT_OUTCOMES, RoundLauncher
 from taoflow.daemon.lease import Lease
 from taoflow.daemon.metrics import DaemonMetrics
 from taoflow.daemon.rounds import RoundRecord, RoundStore
@@ -31,81 +30,12 @@ from taoflow.daemon.settings import Settings, load_settings
 from taoflow.daemon.wiring import State
 from taoflow.policies.retrain import RetrainDecision, RetrainPolicy, RetrainState, decide_retrain
 
-__all__ = ["Flywheel", "RoundLauncher", "cron_window", "retrain_policy"]
+__all__ = ["MAX_RESUMES", "Flywheel", "cron_window", "retrain_policy"]
 
 log = logging.getLogger(__name__)
 
-#: `taoflow round` exit statuses, as metric labels (anything else: error).
-EXIT_OUTCOMES = {
-    0: "passed",
-    3: "rejected",
-    4: "busy",
-    130: "interrupted",
-    -signal.SIGTERM: "interrupted",
-    -signal.SIGKILL: "killed",
-}
-
 #: Resumptions of one round after which, still unfinished, it is failed instead of resumed again.
 MAX_RESUMES = 3
-
-
-class RoundLauncher:
-    """Runs one `taoflow round` child process at a time."""
-
-    def __init__(self, command: Sequence[str], *, drain_s: float, on_exit: Callable[[int], None]) -> None:
-        self._command = list(command)
-        self._drain_s = drain_s
-        self._on_exit = on_exit
-        self._process: subprocess.Popen[bytes] | None = None
-        self._waiter: threading.Thread | None = None
-        self.last_exit_at: float | None = None
-        self._lock = threading.Lock()
-
-    @property
-    def running(self) -> bool:
-        return self._process is not None and self._process.poll() is None
-
-    def start(self, *, tasks: Sequence[str] = (), max_prompts: int | None = None) -> bool:
-        with self._lock:
-            if self.running:
-                return False
-            command = [*self._command]
-            if tasks:
-                command += ["--tasks", ",".join(tasks)]
-            if max_prompts:
-                command += ["--max-prompts", str(max_prompts)]
-            log.info("starting a round: %s", " ".join(command[-6:]))
-            process = subprocess.Popen(command)
-            self._process = process
-            self._waiter = threading.Thread(target=self._wait, args=(process,), name="round-wait", daemon=True)
-            self._waiter.start()
-        return True
-
-    def _wait(self, process: subprocess.Popen[bytes]) -> None:
-        code = process.wait()
-        self.last_exit_at = time.time()
-        log.info("round process %d exited with %d", process.pid, code)
-        self._on_exit(code)
-
-    def stop(self) -> None:
-        """SIGTERM: the round stops at its next checkpoint (resumed on restart); SIGKILL after drain_s."""
-        process = self._process
-        if process is not None and process.poll() is None:
-            self._terminate(process)
-        if self._waiter is not None:
-            self._waiter.join()  # its exit is accounted for before the state closes
-
-    def _terminate(self, process: subprocess.Popen[bytes]) -> None:
-        log.info("stopping the running round (up to %.0f s to reach a checkpoint)", self._drain_s)
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=self._drain_s)
-        except subprocess.TimeoutExpired:
-            log.warning(
-                "the round did not stop within %.0f s: killing it (it resumes from its last step)", self._drain_s
-            )
-            process.kill()
-            process.wait()
 
 
 def retrain_policy(settings: Settings) -> RetrainPolicy:
