@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from taoflow.connectors.errors import RegistryError
 
 if TYPE_CHECKING:
+    from taoflow.daemon.registry import Registry
     from taoflow.daemon.service import Service
 
 __all__ = ["create_app"]
@@ -131,7 +132,7 @@ def create_app(service: Service, *, token: str) -> FastAPI:
     @app.post("/v1/trigger", dependencies=guard, tags=["control"], status_code=202, responses={409: {"model": Outcome}})
     def trigger(body: TriggerBody) -> Any:
         if not service.flywheel.trigger(tasks=body.tasks, max_prompts=body.max_prompts, reason=body.reason):
-            return JSONResponse(Outcome(ok=False, detail="a round is already running").model_dump(), status_code=409)
+            return _refused(409, "a round is already running")
         return Outcome(ok=True, detail="round started")
 
     @app.post(
@@ -142,14 +143,12 @@ def create_app(service: Service, *, token: str) -> FastAPI:
     )
     def promote(body: PromoteBody) -> Any:
         registry = service.state.registry
-        try:
-            registry.get(body.version)
-        except RegistryError as exc:
-            return JSONResponse(Outcome(ok=False, detail=str(exc)).model_dump(), status_code=404)
+        if (unknown := _unknown(registry, body.version)) is not None:
+            return unknown
         try:
             registry.promote(body.version, reason=body.reason)
         except RegistryError as exc:
-            return JSONResponse(Outcome(ok=False, detail=str(exc)).model_dump(), status_code=409)
+            return _refused(409, str(exc))
         return Outcome(ok=True, detail=f"{body.version} is the champion")
 
     @app.post(
@@ -160,15 +159,12 @@ def create_app(service: Service, *, token: str) -> FastAPI:
     )
     def rollback(body: RollbackBody) -> Any:
         registry = service.state.registry
-        if body.to is not None:
-            try:
-                registry.get(body.to)
-            except RegistryError as exc:
-                return JSONResponse(Outcome(ok=False, detail=str(exc)).model_dump(), status_code=404)
+        if body.to is not None and (unknown := _unknown(registry, body.to)) is not None:
+            return unknown
         try:
             version = registry.rollback(service.model, to=body.to, reason=body.reason)
         except RegistryError as exc:
-            return JSONResponse(Outcome(ok=False, detail=str(exc)).model_dump(), status_code=409)
+            return _refused(409, str(exc))
         return Outcome(ok=True, detail=f"{version.version} is the champion again")
 
     @app.get("/v1/adapters", dependencies=guard, tags=["adapters"])
@@ -192,6 +188,19 @@ def create_app(service: Service, *, token: str) -> FastAPI:
         return JSONResponse({"ok": False, "detail": f"internal error at {time.time():.0f}; see the daemon log"}, 500)
 
     return app
+
+
+def _refused(status: int, detail: str) -> JSONResponse:
+    return JSONResponse(Outcome(ok=False, detail=detail).model_dump(), status_code=status)
+
+
+def _unknown(registry: Registry, version: str) -> JSONResponse | None:
+    """404 for a version the registry does not have."""
+    try:
+        registry.get(version)
+    except RegistryError as exc:
+        return _refused(404, str(exc))
+    return None
 
 
 def _decision(decision: Any) -> Decision:
