@@ -51,3 +51,13 @@ def test_errors_are_one_clear_line(seeded, capsys):
     assert "no adapter version 'nope'" in capsys.readouterr().err
     assert main(["round", "--state-dir", "x", "--config", "/does/not/exist.yaml"]) == 2
     assert "cannot read config file" in capsys.readouterr().err
+
+
+def test_effective_settings_never_show_secrets(tmp_path, capsys, monkeypatch):
+    config = tmp_path / "taoflow.yaml"
+    config.write_text("daemon:\n  admin_token: supersecret-admin\n")
+    monkeypatch.setenv("TAOFLOW_SOURCE__KAFKA__SASL_PASSWORD", "supersecret-sasl")
+    assert main(["settings", "--config", str(config)]) == 0
+    shown = capsys.readouterr().out
+    assert "supersecret" not in shown
+    assert json.loads(shown)["daemon"]["admin_token"] == "**********"
