@@ -17,8 +17,9 @@ from pathlib import Path
 __all__ = ["SCHEMA_VERSION", "Database", "prompt_hash_key"]
 
 SCHEMA_VERSION = 2
+_PAGE_SIZE = 16384
 # About 64 MiB of WAL: reached only if the background checkpointer falls far behind.
-_WRITER_CHECKPOINT_PAGES = 16384
+_WRITER_CHECKPOINT_PAGES = 4096
 
 log = logging.getLogger(__name__)
 
@@ -157,6 +158,9 @@ class Database:
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30.0)
         conn.row_factory = sqlite3.Row
+        # Takes effect only when the file is created (before WAL): a stored record is about 1-4 KB, and
+        # 4 KiB pages held one each. 16 KiB pages more than halve the CPU of buffering a record.
+        conn.execute(f"PRAGMA page_size={_PAGE_SIZE}")
         conn.execute("PRAGMA journal_mode=WAL")
         # FULL: a transaction acknowledged to a source (and so to Kafka) survives power loss.
         conn.execute("PRAGMA synchronous=FULL")
