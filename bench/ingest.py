@@ -113,7 +113,8 @@ def bench_kafka(records: int, tmp: Path) -> tuple[float, float]:
             target=run_stream, args=(source, ingestor, state.buffer), kwargs={"stop": stop, "buffer_cap": 10**9}
         )
         thread.start()
-        while state.buffer.stats().total < records:
+        # max(id) is the row count here (rows are only added) and, unlike count(*), costs the measured loop nothing.
+        while (state.db.query("SELECT max(id) FROM prompts")[0][0] or 0) < records:
             time.sleep(0.05)
         ours = records / (time.perf_counter() - first["t"])
         stop.set()
