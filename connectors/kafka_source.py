@@ -4,7 +4,7 @@ Auto-commit is off. `poll` hands out records and remembers, per partition, the o
 after the last one; the caller writes them durably and only then calls `commit`, which
 commits exactly those offsets (committed offset = last processed + 1). Records polled
 but not committed are delivered again after a crash or a rebalance; the buffer's
-dedup by origin (`kafka:topic/partition/offset`) and request id makes that harmless.
+dedup by request id and normalised prompt makes that harmless.
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Literal, NamedTuple
+from typing import NamedTuple
 
 from taoflow.connectors.records import PromptRecord
 from taoflow.daemon.storage import Database, prompt_hash_key
@@ -31,8 +31,6 @@ __all__ = [
     "TaskCounts",
     "buffer_row",
 ]
-
-AddOutcome = Literal["added", "duplicate"]
 
 
 @dataclass(frozen=True)
@@ -75,7 +73,7 @@ class DeadLetter:
 
 
 #: A record ready for the prompts table: (request id, prompt hash, origin, task, record JSON). Built
-#: where parsing happens, often a worker process: a plain tuple pickles at a fifth of a NamedTuple's cost.
+#: where parsing happens, often a worker process: a plain tuple pickles far cheaper than a NamedTuple.
 BufferRow = tuple[str, str, str | None, str, str]
 
 
@@ -169,15 +167,6 @@ class PromptBuffer:
             if also is not None:
                 also(conn)
         return IngestResult(added=added, duplicates=len(values) - added)
-
-    def dead_letter(
-        self, *, source: str, origin: str, reason: str, detail: str, payload: bytes, now: float | None = None
-    ) -> None:
-        with self._db.transaction() as conn:
-            conn.execute(
-                _DEAD_LETTER_SQL,
-                (source, origin, reason, detail[:2000], payload, time.time() if now is None else now),
-            )
 
     def stats(self) -> BufferStats:
         tasks: dict[str, TaskCounts] = {}

@@ -111,15 +111,12 @@ class Ingestor:
         self._metrics = metrics
         self._batch_size = batch_size
 
-    def run(
-        self, items: Iterable[SourceItem], *, also: Callable[[sqlite3.Connection], object] | None = None
-    ) -> IngestReport:
-        """Store everything; `also` runs in the transaction of the last batch (e.g. a checkpoint)."""
+    def run(self, items: Iterable[SourceItem]) -> IngestReport:
+        """Store everything, a batch per transaction."""
         report = IngestReport()
         iterator = iter(items)
         while batch := list(islice(iterator, self._batch_size)):
             self.store(self.preparer.prepare(batch), report)
-        self.store(Prepared(), report, also=also)
         return report
 
     def store(

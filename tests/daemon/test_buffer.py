@@ -1,7 +1,7 @@
 import pytest
 
 from taoflow.connectors.records import Message, PromptRecord
-from taoflow.daemon.buffer import PromptBuffer
+from taoflow.daemon.buffer import DeadRow, PromptBuffer
 from taoflow.daemon.storage import Database
 
 
@@ -71,7 +71,7 @@ def test_new_since_last_round_and_round_robin_across_tasks(buffer):
 
 
 def test_dead_letters_keep_payload_and_reason(buffer):
-    buffer.dead_letter(source="jsonl", origin="f.jsonl:3", reason="invalid_json", detail="x", payload=b"\xff{")
+    buffer.add_rows([], source="jsonl", dead=[DeadRow("f.jsonl:3", "invalid_json", "x", b"\xff{")])
     (dead,) = buffer.dead_letters()
     assert (dead.origin, dead.reason, dead.payload) == ("f.jsonl:3", "invalid_json", b"\xff{")
     assert buffer.stats().dead_letters == 1
