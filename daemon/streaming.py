@@ -14,9 +14,9 @@ import sqlite3
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Generator, Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, closing, contextmanager
 from typing import Protocol
 
 from taoflow.connectors.protocols import SourceItem
@@ -58,27 +58,44 @@ def run_stream(
     stop: threading.Event,
     buffer_cap: int,
     poll_timeout_s: float = 1.0,
+    refresh_s: float = 5.0,
     metrics: IngestMetrics | None = None,
 ) -> IngestReport:
-    """Run until `stop` is set; return the totals. The source is committed and closed on the way out."""
+    """Run until `stop` is set; return the totals. The source is committed and closed on the way out.
+
+    The buffer's pending count and the consumer lag (a broker round trip) are read every
+    `refresh_s` and on stopping, not on every poll; between reads the pending count grows by
+    what was stored.
+    """
     totals = IngestReport()
+    pending, refreshed = 0, float("-inf")
     try:
         while not stop.is_set():
-            if buffer.pending() >= buffer_cap:
+            if time.monotonic() - refreshed >= refresh_s:
+                pending, refreshed = buffer.pending(), time.monotonic()
+                _report_lag(source, metrics)
+            if pending >= buffer_cap:
                 source.pause()
             else:
                 source.resume()
             items = source.poll(timeout_s=poll_timeout_s)
             if items:
+                added = totals.added
                 _merge(totals, ingestor.run(items))
                 source.commit()
+                pending += totals.added - added
             if metrics is not None:
                 metrics.last_poll.labels(source.name).set(time.time())
-                for partition, lag in source.lag().items():
-                    metrics.consumer_lag.labels(source.name, partition).set(lag)
+        _report_lag(source, metrics)  # as it is when stopped
     finally:
         source.close()
     return totals
+
+
+def _report_lag(source: StreamSource, metrics: IngestMetrics | None) -> None:
+    if metrics is not None:
+        for partition, lag in source.lag().items():
+            metrics.consumer_lag.labels(source.name, partition).set(lag)
 
 
 def _merge(totals: IngestReport, report: IngestReport) -> None:
@@ -155,28 +172,22 @@ def ingest_objects(
                 metrics.objects_pending.labels(source.name).set(len(pending))
                 metrics.last_poll.labels(source.name).set(time.time())
             room = buffer_cap - buffer.pending()
-            loads = deque(threads.submit(load, ref) for ref in pending[:prefetch])
-            done = 0
-            while done < len(pending) and not stop.is_set() and room > 0:
-                # Everything already downloaded and parsed commits together: one fsync for several objects.
-                group: list[tuple[ObjectRef, Prepared]] = []
-                while done < len(pending) and (not group or (loads and loads[0].done())):
-                    prepared = loads.popleft().result()
-                    if done + prefetch < len(pending):
-                        loads.append(threads.submit(load, pending[done + prefetch]))
+            group: list[tuple[ObjectRef, Prepared]] = []
+            with closing(_in_order(threads, load, pending if room > 0 else [], ahead=prefetch)) as loaded:
+                for ref, prepared, next_ready in loaded:
                     if prepared is not None:
-                        group.append((pending[done], prepared))
-                    done += 1
-                report = IngestReport()
-                ingestor.store(
-                    _joined(p for _, p in group), report, also=_checkpoints(source.name, [r for r, _ in group])
-                )
-                room -= report.added
-                _merge(totals, report)
-                if metrics is not None:
-                    metrics.objects_pending.labels(source.name).dec(len(group))
-            for load_ahead in loads:
-                load_ahead.cancel()
+                        group.append((ref, prepared))
+                    if next_ready:
+                        continue  # everything already loaded commits together: one fsync for several objects
+                    added = totals.added
+                    refs = [r for r, _ in group]
+                    ingestor.store(_joined(p for _, p in group), totals, also=_checkpoints(source.name, refs))
+                    room -= totals.added - added
+                    if metrics is not None:
+                        metrics.objects_pending.labels(source.name).dec(len(group))
+                    group = []
+                    if stop.is_set() or room <= 0:
+                        break  # at the cap nothing more is stored: the rest stays pending until rounds make room
             if not follow:
                 break
             stop.wait(poll_interval_s)
@@ -222,6 +233,23 @@ def _init_loader(factory: Callable[[], ObjectSource], preparer: RecordPreparer, 
 def _load_in_worker(ref: ObjectRef) -> Prepared | None:
     assert _loader is not None, "the loader pool's initializer builds the worker's source"
     return _load(*_loader, ref)
+
+
+def _in_order(
+    threads: ThreadPoolExecutor, load: Callable[[ObjectRef], Prepared | None], refs: Sequence[ObjectRef], *, ahead: int
+) -> Generator[tuple[ObjectRef, Prepared | None, bool], None, None]:
+    """Each object loaded, in listing order, with up to `ahead` loading meanwhile; the flag says the
+    next one is already loaded. Loads not yet started are cancelled when the caller stops early."""
+    loads = deque(threads.submit(load, ref) for ref in refs[:ahead])
+    try:
+        for index, ref in enumerate(refs):
+            prepared = loads.popleft().result()
+            if index + ahead < len(refs):
+                loads.append(threads.submit(load, refs[index + ahead]))
+            yield ref, prepared, bool(loads) and loads[0].done()
+    finally:
+        for future in loads:
+            future.cancel()
 
 
 def _joined(parts: Iterable[Prepared]) -> Prepared:
