@@ -12,13 +12,13 @@ __all__ = ["Controls"]
 
 
 class Controls:
-    def __init__(self, db: Database, *, paused_by_default: bool = False) -> None:
+    def __init__(self, db: Database) -> None:
         self._db = db
-        self._paused_by_default = paused_by_default
 
-    def paused(self) -> bool:
+    def paused(self, *, default: bool) -> bool:
+        """The operator's last word, or `default` if there was none."""
         value = self._get("paused")
-        return self._paused_by_default if value is None else bool(value["paused"])
+        return default if value is None else bool(value["paused"])
 
     def pause_reason(self) -> str | None:
         value = self._get("paused")

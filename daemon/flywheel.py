@@ -18,6 +18,7 @@ import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from taoflow.connectors.errors import TaoflowError
 from taoflow.daemon import candidates as cand
@@ -29,6 +30,9 @@ from taoflow.daemon.rounds import RoundRecord, RoundStore
 from taoflow.daemon.settings import Settings, load_settings
 from taoflow.daemon.wiring import State
 from taoflow.policies.retrain import RetrainDecision, RetrainPolicy, RetrainState, decide_retrain
+
+if TYPE_CHECKING:
+    from apscheduler.schedulers.background import BackgroundScheduler
 
 __all__ = ["MAX_RESUMES", "Flywheel", "cron_window", "retrain_policy"]
 
@@ -79,7 +83,7 @@ class Flywheel:
         self.state = state
         self.metrics = metrics
         self.model = settings.model.served_name
-        self.controls = Controls(state.db, paused_by_default=settings.retrain.paused)
+        self.controls = Controls(state.db)
         self.rounds = RoundStore(state.db, state.rounds_dir)
         self.lease = Lease(state.db, "round", stale_after_s=settings.daemon.lock_stale_seconds)
         self.launcher = RoundLauncher(round_command, drain_s=settings.daemon.drain_seconds, on_exit=self._round_exited)
@@ -89,11 +93,11 @@ class Flywheel:
         self._started_at = time.time()
         self._job_errors = 0
         self._observed = {r[0] for r in state.db.query("SELECT id FROM rounds WHERE status != 'running'")}
-        self._scheduler: object | None = None
+        self._scheduler: BackgroundScheduler | None = None
 
     # ------------------------------------------------------------------ deciding
     def inputs(self, now: float) -> RetrainState:
-        latest = self._latest_round()
+        latest = self.rounds.latest(self.model)
         finished = latest.updated_at if latest is not None and latest.status != "running" else None
         if self.launcher.last_exit_at is not None:
             # A round process that died before recording anything still starts the cooldown: no crash loop.
@@ -111,9 +115,13 @@ class Flywheel:
             cron_opened_at=opened,
             next_cron_at=upcoming,
             samples_per_prompt=self.settings.generate.n,
-            paused=self.controls.paused(),
+            paused=self.paused(),
             running=self.launcher.running or self.lease.holder() is not None,
         )
+
+    def paused(self) -> bool:
+        """Paused by an operator, or (never told either way) by the `retrain.paused` setting."""
+        return self.controls.paused(default=self.settings.retrain.paused)
 
     def dry_run(self, now: float | None = None) -> RetrainDecision:
         """What the policy would decide now, without acting or counting it."""
@@ -181,7 +189,6 @@ class Flywheel:
         if fresh.retrain != self.settings.retrain:
             log.info("retrain policy reloaded from %s", self._config_path)
         self.settings = fresh
-        self.controls = Controls(self.state.db, paused_by_default=fresh.retrain.paused)
         self._schedule_jobs()
 
     # ------------------------------------------------------------------ running
@@ -211,13 +218,12 @@ class Flywheel:
             self.launcher.stop()  # at once, beside the other tasks' draining: the round checkpoints now
 
     def _schedule_jobs(self) -> None:
-        from apscheduler.schedulers.background import BackgroundScheduler
         from apscheduler.triggers.cron import CronTrigger
         from apscheduler.triggers.interval import IntervalTrigger
 
         scheduler = self._scheduler
-        if not isinstance(scheduler, BackgroundScheduler):
-            return
+        if scheduler is None:
+            return  # not running yet: run() schedules the jobs
         r = self.settings.retrain
         scheduler.add_job(
             self.evaluate,
@@ -238,10 +244,6 @@ class Flywheel:
         self.launcher.stop()
 
     # ------------------------------------------------------------------ history
-    def _latest_round(self) -> RoundRecord | None:
-        rows = self.state.db.query("SELECT id FROM rounds WHERE model=? ORDER BY id DESC LIMIT 1", (self.model,))
-        return self.rounds.get(rows[0][0]) if rows else None
-
     def _consecutive_rejections(self) -> int:
         count = 0
         for (summary,) in self.state.db.query(
@@ -257,7 +259,7 @@ class Flywheel:
     def _round_exited(self, code: int) -> None:
         self.metrics.round_running.set(0)
         self.metrics.round_exits.labels(EXIT_OUTCOMES.get(code, "error")).inc()
-        latest = self._latest_round()
+        latest = self.rounds.latest(self.model)
         if latest is None or latest.status == "running" or latest.id in self._observed:
             return  # interrupted (observed once it finishes), or finished before this daemon started
         self._observed.add(latest.id)

@@ -15,6 +15,7 @@ import threading
 import time
 from dataclasses import dataclass
 
+from taoflow.daemon.lifetime import process_alive
 from taoflow.daemon.storage import Database
 
 __all__ = ["Lease", "LeaseHolder"]
@@ -101,18 +102,4 @@ class Lease:
     def _stale(self, holder: LeaseHolder, now: float) -> bool:
         if now - holder.renewed_at > self.stale_after_s:
             return True
-        return holder.host == self.host and not _process_alive(holder.pid)
-
-
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # exists, owned by someone else
-    try:  # a zombie has exited: its lease is as good as released
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return True
+        return holder.host == self.host and not process_alive(holder.pid)

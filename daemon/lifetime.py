@@ -6,7 +6,22 @@ import os
 import select
 import threading
 
-__all__ = ["exit_with"]
+__all__ = ["exit_with", "process_alive"]
+
+
+def process_alive(pid: int) -> bool:
+    """Whether process `pid` still runs (a zombie, exited but not yet reaped, does not)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by someone else
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return True
 
 
 def exit_with(owner: int) -> None:

@@ -8,12 +8,17 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from taoflow.daemon.storage import Database
+
+if TYPE_CHECKING:
+    from taoflow.daemon.buffer import PromptBuffer
+    from taoflow.daemon.registry import Registry
 
 __all__ = ["DaemonMetrics", "IngestMetrics", "StateCollector"]
 
@@ -125,8 +130,10 @@ class DaemonMetrics:
 class StateCollector(Collector):
     """Reads the state database at scrape time: the scraped numbers are the buffer and registry, exactly."""
 
-    def __init__(self, db: Database, model: str) -> None:
+    def __init__(self, db: Database, buffer: PromptBuffer, registry: Registry, model: str) -> None:
         self._db = db
+        self._buffer = buffer
+        self._registry = registry
         self._model = model
 
     def describe(self) -> list[Metric]:
@@ -137,12 +144,10 @@ class StateCollector(Collector):
         new = GaugeMetricFamily(
             "taoflow_buffer_new_prompts", "Training prompts no round has used yet.", labels=["task"]
         )
-        for task, split, total, fresh in self._db.query(
-            "SELECT task, split, count(*), sum(consumed_by IS NULL) FROM prompts GROUP BY task, split"
-        ):
-            buffered.add_metric([task, split], total)
-            if split == "train":
-                new.add_metric([task], fresh)
+        for task, counts in self._buffer.stats().tasks.items():
+            buffered.add_metric([task, "train"], counts.train)
+            buffered.add_metric([task, "heldout"], counts.heldout)
+            new.add_metric([task], counts.new)
         yield buffered
         yield new
         dead = GaugeMetricFamily("taoflow_dead_letters", "Records in the dead-letter table.", labels=["source"])
@@ -185,8 +190,7 @@ class StateCollector(Collector):
         champion = GaugeMetricFamily(
             "taoflow_champion_info", "The champion adapter (value 1).", labels=["model", "version"]
         )
-        for (version,) in self._db.query(
-            "SELECT version FROM aliases WHERE model=? AND alias='champion'", (self._model,)
-        ):
+        version = self._registry.alias(self._model, "champion")
+        if version is not None:
             champion.add_metric([self._model, version], 1)
         yield champion

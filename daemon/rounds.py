@@ -64,6 +64,10 @@ class RoundStore:
             raise RoundError(f"no round {round_id}")
         return _record(rows[0])
 
+    def latest(self, model: str) -> RoundRecord | None:
+        rows = self._db.query("SELECT * FROM rounds WHERE model=? ORDER BY id DESC LIMIT 1", (model,))
+        return _record(rows[0]) if rows else None
+
     def unfinished(self, model: str) -> RoundRecord | None:
         rows = self._db.query(
             "SELECT * FROM rounds WHERE model=? AND status='running' ORDER BY id DESC LIMIT 1", (model,)

@@ -23,7 +23,6 @@ from prometheus_client import CollectorRegistry
 
 from taoflow.connectors.errors import ConfigurationError
 from taoflow.daemon.flywheel import Flywheel
-from taoflow.daemon.lease import Lease
 from taoflow.daemon.metrics import DaemonMetrics, IngestMetrics, StateCollector
 from taoflow.daemon.settings import Settings
 from taoflow.daemon.supervisor import Supervisor, TaskFailed
@@ -59,7 +58,7 @@ class Service:
         self.registry = CollectorRegistry()
         self.ingest_metrics = IngestMetrics(self.registry)
         self.metrics = DaemonMetrics(self.registry)
-        self.registry.register(StateCollector(self.state.db, self.model))
+        self.registry.register(StateCollector(self.state.db, self.state.buffer, self.state.registry, self.model))
         d = settings.daemon
         self.supervisor = Supervisor(
             max_restarts=d.max_restarts,
@@ -155,12 +154,12 @@ class Service:
             " ORDER BY id DESC LIMIT 5",
             (self.model,),
         )
-        lease = Lease(self.state.db, "round", stale_after_s=self.settings.daemon.lock_stale_seconds).holder()
+        lease = flywheel.lease.holder()
         decision = flywheel.last_decision or flywheel.dry_run()
         return {
             "model": self.model,
             "time": time.time(),
-            "paused": flywheel.controls.paused(),
+            "paused": flywheel.paused(),
             "pause_reason": flywheel.controls.pause_reason(),
             "buffer": {
                 "tasks": {t: {"train": c.train, "heldout": c.heldout, "new": c.new} for t, c in stats.tasks.items()},

