@@ -27,8 +27,7 @@ _SCHEMA = """
 CREATE TABLE IF NOT EXISTS prompts (
     id INTEGER PRIMARY KEY,
     request_id TEXT NOT NULL UNIQUE,
-    -- First 16 bytes of the normalised prompt hash: a short random key keeps its index
-    -- small (half the cost of an insert was this index when it held 64 hex characters).
+    -- First 16 bytes of the normalised prompt hash: a short random key keeps its index small.
     prompt_hash BLOB NOT NULL UNIQUE,
     origin TEXT,
     task TEXT NOT NULL,
@@ -159,7 +158,7 @@ class Database:
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30.0)
         conn.row_factory = sqlite3.Row
         # Takes effect only when the file is created (before WAL): a stored record is about 1-4 KB, and
-        # 4 KiB pages held one each. 16 KiB pages more than halve the CPU of buffering a record.
+        # 4 KiB pages held one each (bench/buffer.py compares the two).
         conn.execute(f"PRAGMA page_size={_PAGE_SIZE}")
         conn.execute("PRAGMA journal_mode=WAL")
         # FULL: a transaction acknowledged to a source (and so to Kafka) survives power loss.
