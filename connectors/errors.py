@@ -6,8 +6,10 @@
     ├── PermanentError          an operation failed and retrying will not help
     │   ├── RegistryError       an adapter version or state transition that does not exist
     │   ├── ArtifactError       an adapter directory that is missing, corrupt or unsafe to read
-    │   └── RoundError          a round that cannot run or continue (no data, nothing trained)
+    │   ├── RoundError          a round that cannot run or continue (no data, nothing trained)
+    │   └── DeployError         a rollout that must stop: a replica refused the adapter, smoke eval failed
     └── TemporaryError          an operation failed and may succeed later (`delay` seconds)
+        └── ReplicaUnavailable  a serving replica did not answer (down, restarting, overloaded)
 
 Every message says what happened and what to do about it.
 """
@@ -17,9 +19,11 @@ from __future__ import annotations
 __all__ = [
     "ArtifactError",
     "ConfigurationError",
+    "DeployError",
     "PermanentError",
     "RecordError",
     "RegistryError",
+    "ReplicaUnavailable",
     "RoundError",
     "TaoflowError",
     "TemporaryError",
@@ -59,9 +63,21 @@ class RoundError(PermanentError):
     """A round cannot run or continue."""
 
 
+class DeployError(PermanentError):
+    """A rollout step failed for a reason that waiting will not fix; the deploy reverts."""
+
+
 class TemporaryError(TaoflowError):
     """Failed now; retrying after `delay` seconds may succeed."""
 
     def __init__(self, message: str, *, delay: float = 5.0) -> None:
         super().__init__(message)
         self.delay = delay
+
+
+class ReplicaUnavailable(TemporaryError):
+    """A serving replica is unreachable or answered 5xx; `replica` names it."""
+
+    def __init__(self, replica: str, message: str, *, delay: float = 2.0) -> None:
+        super().__init__(f"replica {replica}: {message}", delay=delay)
+        self.replica = replica

@@ -18,7 +18,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict, Field
 
-from taoflow.connectors.errors import RegistryError
+from taoflow.connectors.errors import DeployError, RegistryError
 
 if TYPE_CHECKING:
     from taoflow.daemon.registry import Registry
@@ -146,8 +146,11 @@ def create_app(service: Service, *, token: str) -> FastAPI:
         if (unknown := _unknown(registry, body.version)) is not None:
             return unknown
         try:
+            if service.fleet_loop is not None:  # through the fleet: canary, smoke, waves, then the registry
+                record = service.fleet_loop.request_promote(body.version, reason=body.reason)
+                return _accepted(f"deploy {record.id} rolls {body.version} out to the fleet")
             registry.promote(body.version, reason=body.reason)
-        except RegistryError as exc:
+        except (RegistryError, DeployError) as exc:
             return _refused(409, str(exc))
         return Outcome(ok=True, detail=f"{body.version} is the champion")
 
@@ -162,8 +165,11 @@ def create_app(service: Service, *, token: str) -> FastAPI:
         if body.to is not None and (unknown := _unknown(registry, body.to)) is not None:
             return unknown
         try:
+            if service.fleet_loop is not None:
+                record = service.fleet_loop.request_rollback(to=body.to, reason=body.reason)
+                return _accepted(f"deploy {record.id} rolls {record.version} back out to the fleet")
             version = registry.rollback(service.model, to=body.to, reason=body.reason)
-        except RegistryError as exc:
+        except (RegistryError, DeployError) as exc:
             return _refused(409, str(exc))
         return Outcome(ok=True, detail=f"{version.version} is the champion again")
 
@@ -182,12 +188,21 @@ def create_app(service: Service, *, token: str) -> FastAPI:
             for v in service.state.registry.versions(model=service.model)
         ]
 
+    @app.get("/v1/fleet", dependencies=guard, tags=["fleet"])
+    def fleet() -> dict[str, Any]:
+        """Each replica's adapters and drift from the champion (live), and the recent deploys."""
+        return service.fleet_status()
+
     @app.exception_handler(Exception)
     async def internal(request: Request, exc: Exception) -> JSONResponse:
         service.log_admin_error(request.url.path, exc)
         return JSONResponse({"ok": False, "detail": f"internal error at {time.time():.0f}; see the daemon log"}, 500)
 
     return app
+
+
+def _accepted(detail: str) -> JSONResponse:
+    return JSONResponse(Outcome(ok=True, detail=detail).model_dump(), status_code=202)
 
 
 def _refused(status: int, detail: str) -> JSONResponse:

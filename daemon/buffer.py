@@ -202,6 +202,17 @@ class PromptBuffer:
         rows = self._db.query("SELECT id, record, split, task FROM prompts WHERE split='heldout' ORDER BY id")
         return [StoredPrompt(r[0], PromptRecord.from_json(r[1]), r[2]) for r in rows if tasks is None or r[3] in tasks]
 
+    def responses(
+        self, *, since: float | None = None, before: float | None = None, limit: int = 200
+    ) -> list[PromptRecord]:
+        """The newest logged records that carry the served response, ingested in [since, before)."""
+        rows = self._db.query(
+            "SELECT record FROM prompts WHERE ingested_at >= ? AND ingested_at < ? ORDER BY id DESC LIMIT ?",
+            (since or 0.0, before or float("inf"), limit * 4),
+        )
+        records = [PromptRecord.from_json(r[0]) for r in rows]
+        return [r for r in records if r.response is not None][:limit]
+
     def get(self, ids: Sequence[int]) -> list[StoredPrompt]:
         if not ids:
             return []

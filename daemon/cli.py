@@ -24,6 +24,8 @@ def _settings(args: argparse.Namespace) -> Settings:
     overrides: dict[str, Any] = {}
     if getattr(args, "state_dir", None):
         overrides["storage"] = {"state_dir": args.state_dir}
+    if getattr(args, "task", None):
+        overrides["model"] = {"served_name": args.task}
     return load_settings(args.config, **overrides)
 
 
@@ -176,15 +178,54 @@ def cmd_adapters(args: argparse.Namespace) -> int:
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:
+    """With a fleet: the same recorded deploy the daemon runs (under the fleet lease); without: the registry."""
     from taoflow.daemon import wiring
 
     settings = _settings(args)
-    registry = wiring.open_state(settings).registry
+    state = wiring.open_state(settings)
     model = settings.model.served_name
-    before = registry.alias(model, "champion")
-    after = registry.rollback(model, to=args.to, reason=args.reason)
-    print(f"{model}: champion {before or '(none)'} -> {after.version}")
-    return 0
+    before = state.registry.alias(model, "champion")
+    if not (settings.fleet.replicas or settings.fleet.dns_name):
+        after = state.registry.rollback(model, to=args.to, reason=args.reason)
+        print(f"{model}: champion {before or '(none)'} -> {after.version}")
+        return 0
+    from taoflow.daemon.deploy import Deployer
+    from taoflow.daemon.fleet import Fleet
+    from taoflow.daemon.fleet_loop import fleet_lease
+
+    lease = fleet_lease(settings, state)
+    holder = lease.acquire()
+    if holder is not None:
+        print(f"taoflow: the fleet is busy ({holder.owner} holds it); try again, or use the admin API", file=sys.stderr)
+        return 4
+    lease.keep_renewed()
+    try:
+        deployer = Deployer(settings, state, Fleet(settings.fleet, state.store), scorers=wiring.build_scorers(settings))
+        record = deployer.rollback(to=args.to, trigger="manual", reason=args.reason)
+    finally:
+        lease.release()
+    print(
+        f"{model}: deploy {record.id} {record.status}: champion {before or '(none)'} -> "
+        f"{state.registry.alias(model, 'champion')}" + (f" ({record.reason})" if record.status != "done" else "")
+    )
+    return 0 if record.status == "done" else 3
+
+
+def cmd_fleet(args: argparse.Namespace) -> int:
+    from taoflow.daemon import report, wiring
+    from taoflow.daemon.deploys import DeployStore
+    from taoflow.daemon.fleet import Fleet
+    from taoflow.daemon.reconcile import Reconciler
+
+    settings = _settings(args)
+    if not (settings.fleet.replicas or settings.fleet.dns_name):
+        raise ConfigurationError("no fleet configured: set fleet.replicas or fleet.dns_name")
+    state = wiring.open_state(settings)
+    model = settings.model.served_name
+    fleet = Fleet(settings.fleet, state.store)
+    status = Reconciler(state, fleet, model).observe()
+    print(report.fleet_table(status, DeployStore(state.db).latest(model, limit=5), model))
+    return 0 if not any(status.drift.values()) else 3
 
 
 def cmd_buffer(args: argparse.Namespace) -> int:
@@ -242,9 +283,12 @@ def build_parser() -> argparse.ArgumentParser:
     a = add("adapters", cmd_adapters, "list adapter versions or show one")
     a.add_argument("action", choices=["list", "show"])
     a.add_argument("version", nargs="?", default="champion", help="version, 'champion' or 'previous'")
-    rb = add("rollback", cmd_rollback, "make the previous (or --to) adapter the champion again")
+    rb = add("rollback", cmd_rollback, "make the previous (or --to) adapter the champion again (on the fleet too)")
+    rb.add_argument("--task", help="the served model (task) name to roll back (default: model.served_name)")
     rb.add_argument("--to", help="version to reinstate (default: the 'previous' alias)")
     rb.add_argument("--reason", default="manual rollback", help="recorded with the change")
+    fl = add("fleet", cmd_fleet, "show each serving replica's adapters, drift from the champion and recent deploys")
+    fl.add_argument("action", choices=["status"])
     add("settings", cmd_settings, "print the settings reference, or with --config the effective settings")
     b = add("buffer", cmd_buffer, "show buffered prompts per task and recent dead letters")
     b.add_argument("--dead-letters", type=int, default=5, help="how many recent dead letters to show")

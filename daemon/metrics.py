@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from taoflow.daemon.buffer import PromptBuffer
     from taoflow.daemon.registry import Registry
 
-__all__ = ["DaemonMetrics", "IngestMetrics", "StateCollector"]
+__all__ = ["DaemonMetrics", "FleetMetrics", "IngestMetrics", "StateCollector"]
 
 
 class IngestMetrics:
@@ -127,6 +127,56 @@ class DaemonMetrics:
         )
 
 
+DEPLOY_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600)
+
+
+class FleetMetrics:
+    """The serving fleet as the reconciler and the deploys see it."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.replicas = Gauge(
+            "taoflow_fleet_replicas",
+            "Serving replicas by state (up: answered the last reconcile).",
+            ["state"],
+            registry=registry,
+        )
+        self.drift = Gauge(
+            "taoflow_fleet_drift",
+            "Replica/adapter pairs that differ from the registry, by kind (missing, stale, unknown, unreachable).",
+            ["kind"],
+            registry=registry,
+        )
+        self.repairs = Counter(
+            "taoflow_fleet_repairs_total",
+            "Champion loads by the reconciler, by result.",
+            ["result"],
+            registry=registry,
+        )
+        self.unreachable = Gauge(
+            "taoflow_fleet_replicas_unreachable",
+            "Replicas that failed fleet.unreachable_alert_after reconciles in a row.",
+            registry=registry,
+        )
+        self.last_reconcile = Gauge(
+            "taoflow_fleet_last_reconcile_timestamp_seconds",
+            "Unix time of the last reconcile pass.",
+            registry=registry,
+        )
+        self.deploy_seconds = Histogram(
+            "taoflow_deploy_duration_seconds",
+            "Start of a deploy to every replica switched (or reverted), by kind and status.",
+            ["kind", "status"],
+            buckets=DEPLOY_BUCKETS,
+            registry=registry,
+        )
+        self.watch = Gauge(
+            "taoflow_watch_value",
+            "Post-deploy watch readings since the last deploy: error_rate, p99_latency_seconds, live_score.",
+            ["signal"],
+            registry=registry,
+        )
+
+
 class StateCollector(Collector):
     """Reads the state database at scrape time: the scraped numbers are the buffer and registry, exactly."""
 
@@ -187,6 +237,33 @@ class StateCollector(Collector):
         for kind, count in sorted(kinds.items()):
             events.add_metric([kind], count)
         yield events
+        deploys = CounterMetricFamily(
+            "taoflow_deploys", "Fleet deploys by kind, trigger and status.", labels=["kind", "trigger", "status"]
+        )
+        for kind, trigger, status, count in self._db.query(
+            "SELECT kind, trigger, status, count(*) FROM deploys WHERE model=? GROUP BY kind, trigger, status",
+            (self._model,),
+        ):
+            deploys.add_metric([kind, trigger, status], count)
+        yield deploys
+        watch_rollbacks = CounterMetricFamily(
+            "taoflow_watch_rollbacks", "Deploys the post-deploy watch rolled back, by rule.", labels=["rule"]
+        )
+        rules: dict[str, int] = {}
+        for (detail,) in self._db.query(
+            "SELECT detail FROM deploys WHERE model=? AND reason LIKE 'rolled back by the watch%'", (self._model,)
+        ):
+            rule = str(json.loads(detail).get("watch", {}).get("rule", "unknown"))
+            rules[rule] = rules.get(rule, 0) + 1
+        for rule, count in sorted(rules.items()):
+            watch_rollbacks.add_metric([rule], count)
+        yield watch_rollbacks
+        open_deploys = self._db.query(
+            "SELECT count(*) FROM deploys WHERE model=? AND status IN ('running', 'reverting')", (self._model,)
+        )
+        yield GaugeMetricFamily(
+            "taoflow_deploy_running", "1 while a deploy is rolling out or reverting.", value=open_deploys[0][0]
+        )
         champion = GaugeMetricFamily(
             "taoflow_champion_info", "The champion adapter (value 1).", labels=["model", "version"]
         )

@@ -5,14 +5,19 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Sequence
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from taoflow.connectors.protocols import Progress
 from taoflow.daemon.buffer import BufferStats
 from taoflow.daemon.registry import AdapterEvent, AdapterVersion, Registry
 from taoflow.daemon.rounds import RoundRecord
 
-__all__ = ["adapter_details", "adapters_table", "buffer_table", "round_table", "table", "tqdm_progress"]
+if TYPE_CHECKING:
+    from taoflow.daemon.deploys import DeployRecord
+    from taoflow.daemon.reconcile import ReconcileReport
+
+__all__ = ["adapter_details", "adapters_table", "buffer_table", "fleet_table", "round_table", "table", "tqdm_progress"]
 
 
 def tqdm_progress(description: str, total: int) -> Progress:
@@ -110,3 +115,28 @@ def buffer_table(stats: BufferStats) -> str:
     rows = [[task, c.train, c.heldout, c.new] for task, c in stats.tasks.items()]
     body = table(["task", "train", "held-out", "new"], rows) if rows else "buffer is empty"
     return f"{body}\ndead letters: {stats.dead_letters}"
+
+
+def fleet_table(status: ReconcileReport, deploys: Sequence[DeployRecord], model: str) -> str:
+    """Each replica's adapters against the champion, the drift, then the recent deploys."""
+    rows = []
+    for url, adapters in sorted(status.replicas.items()):
+        if adapters is None:
+            rows.append([url, "unreachable", "-", "-"])
+            continue
+        served = adapters.get(model)
+        drifting = any(item.split(" ")[0] == url for items in status.drift.values() for item in items)
+        state = "drift" if drifting else "ok"
+        others = ", ".join(sorted(set(adapters) - {model})) or "-"
+        rows.append([url, state, Path(served).name if served else "(none)", others])
+    lines = [f"{model}: champion {status.champion or '(none)'}", table(["replica", "state", model, "other"], rows)]
+    drift = [f"{kind}: {', '.join(items)}" for kind, items in status.drift.items() if items]
+    lines.append("drift: " + ("; ".join(drift) if drift else "none"))
+    if deploys:
+        lines.append(
+            table(
+                ["deploy", "kind", "trigger", "version", "status", "step", "reason"],
+                [[d.id, d.kind, d.trigger, d.version, d.status, d.step, d.reason[:60]] for d in deploys],
+            )
+        )
+    return "\n".join(lines)

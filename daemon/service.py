@@ -22,8 +22,9 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 
 from taoflow.connectors.errors import ConfigurationError
+from taoflow.daemon.fleet_loop import FleetLoop
 from taoflow.daemon.flywheel import Flywheel
-from taoflow.daemon.metrics import DaemonMetrics, IngestMetrics, StateCollector
+from taoflow.daemon.metrics import DaemonMetrics, FleetMetrics, IngestMetrics, StateCollector
 from taoflow.daemon.settings import Settings
 from taoflow.daemon.supervisor import Supervisor, TaskFailed
 from taoflow.daemon.wiring import open_state
@@ -70,6 +71,11 @@ class Service:
         round_command += ["--no-progress", "--state-dir", str(settings.storage.state_dir)]
         if config_path is not None:
             round_command += ["--config", str(config_path)]
+        self.fleet_loop: FleetLoop | None = None
+        if settings.fleet.replicas or settings.fleet.dns_name:
+            self.fleet_loop = FleetLoop(settings, self.state, metrics=FleetMetrics(self.registry))
+            if settings.fleet.auto_deploy:
+                round_command.append("--no-promote")  # the gate passes; the fleet deploy promotes
         self.flywheel = Flywheel(
             settings, self.state, self.metrics, round_command=round_command, config_path=config_path
         )
@@ -84,6 +90,8 @@ class Service:
         if self.settings.source.kind != "jsonl":
             self.supervisor.add("source", self._source)
         self.supervisor.add("scheduler", self.flywheel.run)
+        if self.fleet_loop is not None:
+            self.supervisor.add("fleet", self.fleet_loop.run)
         self.supervisor.add("admin", self._admin)
         code = 0
         try:
@@ -180,6 +188,25 @@ class Service:
                 "alert": decision.alert,
             },
             "tasks": self.supervisor.running(),
+        }
+
+    def fleet_status(self) -> dict[str, Any]:
+        from taoflow.daemon.deploys import DeployStore
+
+        deploys = [
+            {k: getattr(d, k) for k in ("id", "kind", "trigger", "version", "from_version", "status", "step", "reason")}
+            for d in DeployStore(self.state.db).latest(self.model, limit=5)
+        ]
+        if self.fleet_loop is None:
+            return {"configured": False, "replicas": {}, "drift": {}, "deploys": deploys}
+        report = self.fleet_loop.reconciler.observe()
+        return {
+            "configured": True,
+            "champion": report.champion,
+            "replicas": report.replicas,
+            "drift": report.drift,
+            "unreachable_alert": self.fleet_loop.last_report.alerting if self.fleet_loop.last_report else [],
+            "deploys": deploys,
         }
 
     def log_admin_error(self, path: str, exc: Exception) -> None:

@@ -17,7 +17,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from taoflow.connectors.errors import ConfigurationError
 from taoflow.connectors.redaction import REDACTION_KINDS
 
-__all__ = ["ScorerSpec", "Settings", "load_settings", "reference_table"]
+__all__ = ["FleetSettings", "ScorerSpec", "Settings", "load_settings", "reference_table"]
 
 
 class _Section(BaseModel):
@@ -139,8 +139,8 @@ class ModelSettings(_Section):
 
 
 class GenerateSettings(_Section):
-    backend: Literal["transformers", "vllm"] = "transformers"
-    """`transformers` runs on the local CPU/GPU; `vllm` uses vLLM's offline engine when installed."""
+    backend: Literal["transformers", "vllm", "fleet"] = "transformers"
+    """`transformers` runs on the local CPU/GPU; `vllm` uses vLLM's offline engine; `fleet` asks the serving fleet."""
     n: int = Field(8, ge=1, le=256)
     """Candidates sampled per prompt (the test-time compute budget, with max_prompts)."""
     max_prompts: int = Field(256, ge=1)
@@ -280,6 +280,64 @@ class DaemonSettings(_Section):
     """First wait before restarting a failed task; doubles with each failure in the window."""
 
 
+class WatchSettings(_Section):
+    """After a deploy: watch the fleet and roll back to `previous` when a threshold is crossed."""
+
+    window_seconds: float = Field(900.0, ge=0)
+    """How long a new champion is watched after it reaches every replica (0: not watched)."""
+    max_error_rate: float = Field(0.05, ge=0.0, le=1.0)
+    """Share of OpenAI-endpoint answers that may be 4xx/5xx (summed over replicas) before rolling back."""
+    max_p99_latency_seconds: float | None = Field(None, gt=0)
+    """If set, roll back when the p99 end-to-end latency since the deploy (vLLM's histogram) exceeds this."""
+    max_score_drop: float = Field(0.1, ge=0.0, le=1.0)
+    """Roll back when the mean score of live responses logged since the deploy falls this far below before."""
+    min_requests: int = Field(20, ge=1)
+    """Requests needed before error rate and latency are judged."""
+    min_scores: int = Field(20, ge=1)
+    """Scored live responses needed (after and before the deploy) before the score is judged."""
+
+
+class FleetSettings(_Section):
+    """The vLLM servers that serve the adapters (runtime LoRA API; VLLM_ALLOW_RUNTIME_LORA_UPDATING=True)."""
+
+    replicas: list[str] = Field(default_factory=list)
+    """Base URLs of vLLM servers, e.g. http://vllm-0.vllm:8000 (empty, with no dns_name: no fleet)."""
+    dns_name: str | None = None
+    """A headless service name whose addresses are the replicas; re-resolved on every reconcile."""
+    port: int = Field(8000, ge=1, le=65535)
+    """Port of the replicas found through dns_name."""
+    api_key: SecretStr | None = None
+    """The servers' --api-key, if set (TAOFLOW_FLEET__API_KEY from a secret)."""
+    adapter_root_on_servers: Path | None = None
+    """Where the servers see the artifact store's version directories (a shared volume); unset: same path as here."""
+    max_lora_rank: int = Field(16, ge=1)
+    """The servers' --max-lora-rank: adapters of a higher rank are refused before any replica sees them."""
+    canary_replicas: int = Field(1, ge=1)
+    """Replicas that get a new adapter first and serve the smoke evaluation."""
+    batch_size: int = Field(1, ge=1)
+    """Replicas switched together after the canary."""
+    max_unavailable: int = Field(0, ge=0)
+    """Unreachable replicas a rollout may skip (the reconciler brings them up later); more reverts the deploy."""
+    smoke_prompts: int = Field(16, ge=0)
+    """Held-out prompts evaluated through the canary (new version vs the live one, gate scorers); 0 skips."""
+    smoke_max_regression: float = Field(0.05, ge=0.0)
+    """The canary's mean score may fall at most this far below the live adapter's."""
+    reconcile_interval_seconds: float = Field(30.0, gt=0)
+    """How often replicas are compared with the registry's champion and repaired."""
+    unreachable_alert_after: int = Field(3, ge=1)
+    """Consecutive failed reconciles after which a replica is reported unreachable."""
+    auto_deploy: bool = True
+    """Roll out every adapter that passes the gate (rounds then leave promotion to the deploy)."""
+    request_timeout_seconds: float = Field(10.0, gt=0)
+    """Timeout of the LoRA and metrics calls."""
+    retries: int = Field(3, ge=1)
+    """Attempts per replica call before it counts as unreachable."""
+    generate_concurrency: int = Field(8, ge=1)
+    """Concurrent requests of the fleet generation backend (generate.backend: fleet)."""
+    watch: WatchSettings = WatchSettings()
+    """The post-deploy watch."""
+
+
 class Settings(BaseSettings):
     """Everything taoflow can be told, one section per stage."""
 
@@ -307,6 +365,8 @@ class Settings(BaseSettings):
     """When rounds start."""
     daemon: DaemonSettings = DaemonSettings()
     """The long-running service."""
+    fleet: FleetSettings = FleetSettings()
+    """The vLLM serving fleet."""
 
     @classmethod
     def settings_customise_sources(

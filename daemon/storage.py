@@ -98,6 +98,26 @@ CREATE TABLE IF NOT EXISTS rounds (
     summary TEXT NOT NULL DEFAULT '{}'
 );
 -- Single-flight locks that outlive their holder's process: taken over once stale.
+-- Every rollout of an adapter to the serving fleet, as a resumable state machine (daemon/deploy.py).
+CREATE TABLE IF NOT EXISTS deploys (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    model TEXT NOT NULL,
+    kind TEXT NOT NULL CHECK (kind IN ('promote', 'rollback')),
+    trigger TEXT NOT NULL,
+    version TEXT NOT NULL,
+    from_version TEXT,
+    status TEXT NOT NULL CHECK (status IN ('running', 'reverting', 'watching', 'done', 'reverted', 'failed')),
+    step TEXT NOT NULL,
+    plan TEXT NOT NULL,
+    switched TEXT NOT NULL DEFAULT '[]',
+    skipped TEXT NOT NULL DEFAULT '[]',
+    reason TEXT NOT NULL DEFAULT '',
+    detail TEXT NOT NULL DEFAULT '{}',
+    started_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    finished_at REAL
+);
+CREATE INDEX IF NOT EXISTS deploys_open ON deploys (model, status);
 CREATE TABLE IF NOT EXISTS leases (
     name TEXT PRIMARY KEY,
     owner TEXT NOT NULL,

@@ -22,6 +22,6 @@ echo "torch==2.13.0" > "$wheels/constraints.txt"
 "${pip[@]}" install -r "$requirements" -c "$wheels/constraints.txt"
 # taoflow's core beside vLLM, for the offline-engine generation backend (generate.backend: vllm).
 "${pip[@]}" install --no-deps -e .
-"${pip[@]}" install "pydantic-settings==2.16.3" pyyaml "prometheus-client==0.26.0" jsonschema tqdm "orjson==3.13.0" \
+"${pip[@]}" install "pydantic-settings==2.16.3" pyyaml "prometheus-client==0.26.0" jsonschema tqdm "orjson==3.13.0" "httpx==0.28.1" \
   -c "$wheels/constraints.txt"
 rm -rf "$wheels"

@@ -7,7 +7,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 
 
 def free_port() -> int:
@@ -150,3 +150,84 @@ def start_until_logged(command, marker: str, *, deadline_s: float = 60.0):  # ty
         message=f"{marker!r} in the process's log",
     )
     return process, lines
+
+
+class VllmServer:
+    """A real vLLM OpenAI-compatible server on CPU (from .venv-vllm), with runtime LoRA updating on."""
+
+    def __init__(self, model_dir, workdir, *, port: int | None = None, max_lora_rank: int = 16) -> None:  # type: ignore[no-untyped-def]
+        from pathlib import Path
+
+        self.python = Path(__file__).resolve().parents[1] / ".venv-vllm" / "bin" / "python"
+        self.model_dir = model_dir
+        self.workdir = Path(workdir)
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.max_lora_rank = max_lora_rank
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        import os
+
+        assert self.python.exists(), "run scripts/setup-vllm.sh first (.ci/run does)"
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        env = {
+            **os.environ,
+            "VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True",
+            "VLLM_CPU_KVCACHE_SPACE": "1",
+            "HF_HUB_OFFLINE": "1",
+            "TMPDIR": str(self.workdir),  # each start leaves socket files behind
+        }
+        command = [str(self.python), "-m", "vllm.entrypoints.openai.api_server", "--model", str(self.model_dir)]
+        command += ["--host", "127.0.0.1", "--port", str(self.port), "--dtype", "bfloat16", "--enable-lora"]
+        command += ["--max-lora-rank", str(self.max_lora_rank), "--max-loras", "2", "--max-model-len", "2048"]
+        log = (self.workdir / "server.log").open("ab")
+        self.process = subprocess.Popen(command, stdout=log, stderr=log, env=env, cwd=self.workdir)
+
+    def wait_healthy(self, *, deadline_s: float = 400.0) -> None:
+        import urllib.request
+
+        def healthy() -> bool:
+            assert self.process is not None
+            if self.process.poll() is not None:
+                raise AssertionError(f"vLLM exited {self.process.returncode}: {self.log_tail()}")
+            try:
+                with urllib.request.urlopen(self.url + "/health", timeout=2) as response:
+                    return bool(response.status == 200)
+            except OSError:
+                return False
+
+        poll_until(healthy, deadline_s=deadline_s, interval_s=0.5, message=f"vLLM at {self.url} to be healthy")
+
+    def kill(self) -> None:
+        """SIGKILL, as a crashed pod or an OOM kill (its engine process follows it)."""
+        import signal
+
+        if self.process is not None and self.process.poll() is None:
+            children = descendants(self.process.pid)
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait()
+            for pid in children:
+                with suppress(ProcessLookupError):
+                    os_kill(pid)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def log_tail(self) -> str:
+        try:
+            return (self.workdir / "server.log").read_text(errors="replace")[-3000:]
+        except OSError:
+            return ""
+
+
+def os_kill(pid: int) -> None:
+    import os
+    import signal
+
+    os.kill(pid, signal.SIGKILL)
