@@ -82,3 +82,6 @@ class LocalArtifactStore:
 
     def exists(self, version: str) -> bool:
         return self._path(version).is_dir()
+
+    def uri(self, version: str) -> str:
+        return self._path(version).as_uri()

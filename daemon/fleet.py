@@ -8,6 +8,9 @@ scale-out is seen at the next reconcile.
 from __future__ import annotations
 
 import logging
+import os
+import shutil
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -60,11 +63,14 @@ class Fleet:
         return self._clients[url]
 
     def server_path(self, version: str) -> str:
-        """Where the servers read `version`: under adapter_root_on_servers (a shared volume mounted
-        in the vLLM pods), or the artifact store's own directory when they share this filesystem."""
+        """Where the servers read `version`. With a stage_dir (a volume the vLLM pods mount), the
+        version is copied there first; the servers see it under adapter_root_on_servers."""
         local = self._store.fetch(validate_version(version))
-        root = self.settings.adapter_root_on_servers
-        return str(Path(root) / version) if root is not None else str(local)
+        stage, root = self.settings.stage_dir, self.settings.adapter_root_on_servers
+        if stage is not None:
+            _stage(local, stage / version)
+            return str((root or stage) / version)
+        return str(root / version) if root is not None else str(local)
 
     def observe(self) -> dict[str, ReplicaView | None]:
         """Every replica's served adapters; None for one that did not answer."""
@@ -81,6 +87,22 @@ class Fleet:
         for client in self._clients.values():
             client.close()
         self._clients.clear()
+
+
+def _stage(source: Path, target: Path) -> None:
+    """Copy an adapter version into the shared volume, atomically (servers never see half a copy)."""
+    if target.is_dir():
+        return
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    try:
+        for item in source.iterdir():
+            if item.is_file() and not item.is_symlink():
+                shutil.copy2(item, staging / item.name)
+        staging.chmod(0o755)  # the servers run as another user
+        os.replace(staging, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def serving_counters(fleet: Fleet) -> WatchSnapshot:

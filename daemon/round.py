@@ -176,7 +176,7 @@ class TaoRound:
             )
             _write_json(adapter_dir / "taoflow-manifest.json", manifest)
             store.put(version, adapter_dir)
-        uri = store.fetch(version).as_uri()
+        uri = store.uri(version)
         if version not in {v.version for v in registry.versions(model=self.model_name)}:
             manifest = json.loads((store.fetch(version) / "taoflow-manifest.json").read_text())
             registry.register(

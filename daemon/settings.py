@@ -29,6 +29,12 @@ class StorageSettings(_Section):
     """Directory for the buffer/registry database, adapters and round work files."""
     database: str = "taoflow.db"
     """SQLite file name inside state_dir (WAL mode; holds prompts, dead letters, registry, rounds)."""
+    artifacts_uri: str | None = Field(None, pattern=r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?$")
+    """Adapter store: unset keeps adapters in state_dir/adapters; `s3://bucket/prefix` keeps them in S3."""
+    artifacts_endpoint_url: str | None = None
+    """S3-compatible endpoint of artifacts_uri (MinIO, Ceph, ...); unset for AWS. Credentials: the AWS chain."""
+    artifacts_region: str | None = None
+    """AWS region of the artifacts bucket."""
 
 
 class KafkaSettings(_Section):
@@ -308,8 +314,10 @@ class FleetSettings(_Section):
     """Port of the replicas found through dns_name."""
     api_key: SecretStr | None = None
     """The servers' --api-key, if set (TAOFLOW_FLEET__API_KEY from a secret)."""
+    stage_dir: Path | None = None
+    """A volume shared with the servers: versions are copied here before a load (needed with an S3 store)."""
     adapter_root_on_servers: Path | None = None
-    """Where the servers see the artifact store's version directories (a shared volume); unset: same path as here."""
+    """Where the servers mount stage_dir (or the local store); unset: the same path as here."""
     max_lora_rank: int = Field(16, ge=1)
     """The servers' --max-lora-rank: adapters of a higher rank are refused before any replica sees them."""
     canary_replicas: int = Field(1, ge=1)

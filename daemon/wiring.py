@@ -9,7 +9,7 @@ from taoflow.connectors.artifacts import LocalArtifactStore
 from taoflow.connectors.base_model import ResolvedModel, resolve_base_model
 from taoflow.connectors.errors import ConfigurationError
 from taoflow.connectors.jsonl_source import JsonlSource
-from taoflow.connectors.protocols import Generator, Source
+from taoflow.connectors.protocols import ArtifactStore, Generator, Source
 from taoflow.connectors.redaction import Redactor
 from taoflow.connectors.scoring import CompositeScorer, build_scorer
 from taoflow.connectors.training import TrainingConfig
@@ -62,11 +62,24 @@ class State:
             heldout_max_per_task=settings.ingest.heldout_max_per_task,
         )
         self.registry = Registry(self.db)
-        self.store = LocalArtifactStore(root / "adapters")
+        self.store = build_artifact_store(settings)
         self.rounds_dir = root / "rounds"
 
     def close(self) -> None:
         self.db.close()
+
+
+def build_artifact_store(settings: Settings) -> ArtifactStore:
+    """Adapters on local disk (or a shared volume) by default, in S3 when storage.artifacts_uri says so."""
+    s = settings.storage
+    if s.artifacts_uri is None:
+        return LocalArtifactStore(s.state_dir / "adapters")
+    from taoflow.connectors.artifacts_s3 import S3ArtifactStore
+
+    bucket, _, prefix = s.artifacts_uri.removeprefix("s3://").partition("/")
+    return S3ArtifactStore(
+        bucket, prefix, s.state_dir / "adapter-cache", endpoint_url=s.artifacts_endpoint_url, region=s.artifacts_region
+    )
 
 
 def open_state(settings: Settings) -> State:

@@ -32,10 +32,10 @@ QUESTION = [{"role": "user", "content": "What is 12 + 30?"}]
 ARITHMETIC = [{"type": "arithmetic"}]
 
 
-def make_state(tmp_path, servers, **fleet):
+def make_state(tmp_path, servers, storage=None, **fleet):
     settings = load_settings(
         None,
-        storage={"state_dir": str(tmp_path / "state")},
+        storage={"state_dir": str(tmp_path / "state"), **(storage or {})},
         model={"served_name": MODEL},
         score={"default": ARITHMETIC},
         gate={"max_new_tokens": 24},
@@ -51,14 +51,14 @@ def make_state(tmp_path, servers, **fleet):
 
 
 def register(state, name, directory, base_model, *, gated=True):
-    state.store.put(name, directory)
+    uri = state.store.put(name, directory)
     state.registry.register(
         version=name,
         model=MODEL,
         parent=None,
         base_model=base_model.reference,
         base_digest=base_model.digest,
-        uri=state.store.fetch(name).as_uri(),
+        uri=uri,
         manifest={},
     )
     if gated:
@@ -280,6 +280,49 @@ def test_watch_rolls_back_when_live_scores_drop_and_the_cli_shows_and_rolls_back
     VllmReplica(clean_fleet[0].url).load("stray", str(state.store.fetch("v42")))
     assert cli.main(["fleet", "status", "--config", str(config)]) == 3
     assert "unknown: " in capsys.readouterr().out
+
+
+class Crash(BaseException):
+    """The daemon process dying at this instant (nothing after it runs, nothing is recorded)."""
+
+
+def test_a_deploy_interrupted_mid_rollout_is_finished_by_the_restarted_daemon_from_s3_via_a_staging_volume(
+    tmp_path, clean_fleet, fleet_adapters, base_model, s3_endpoint
+):
+    import boto3
+
+    boto3.client("s3", endpoint_url=s3_endpoint).create_bucket(Bucket="models")
+    storage = {"artifacts_uri": "s3://models/taoflow", "artifacts_endpoint_url": s3_endpoint}
+    settings, state = make_state(tmp_path, clean_fleet, storage=storage, stage_dir=str(tmp_path / "shared"))
+    register(state, "v42", fleet_adapters["v42"], base_model)
+    assert state.registry.get("v42").uri == "s3://models/taoflow/v42/"
+    second = max(s.url for s in clean_fleet)
+
+    def factory(url):
+        replica = VllmReplica(url)
+        if url == second:
+
+            def crash(*args, **kwargs):
+                raise Crash
+
+            replica.load = crash
+        return replica
+
+    with pytest.raises(Crash):
+        deployer(settings, state, Fleet(settings.fleet, state.store, replica_factory=factory)).promote(
+            "v42", trigger="gate", reason="passed the gate"
+        )
+    state.close()
+    settings, state = make_state(tmp_path, clean_fleet, storage=storage, stage_dir=str(tmp_path / "shared"))
+    loop = FleetLoop(settings, state)
+    left = loop.deployer.deploys.open(MODEL)
+    assert (left.status, left.step, left.switched) == ("running", "rollout", [min(s.url for s in clean_fleet)])
+    loop.tick()  # the restarted daemon carries the deploy on from its recorded step
+    done = loop.deployer.deploys.get(left.id)
+    assert done.status == "watching" or done.status == "done", done
+    staged = str(tmp_path / "shared" / "v42")
+    assert all(served(s) == {MODEL: staged} for s in clean_fleet)
+    assert state.registry.alias(MODEL, "champion") == "v42"
 
 
 def test_fleet_generator_asks_for_n_candidates_with_the_adapter(tmp_path, clean_fleet, fleet_adapters):
