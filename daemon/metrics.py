@@ -264,6 +264,23 @@ class StateCollector(Collector):
         yield GaugeMetricFamily(
             "taoflow_deploy_running", "1 while a deploy is rolling out or reverting.", value=open_deploys[0][0]
         )
+        last_gate = GaugeMetricFamily(
+            "taoflow_gate_last_mean_score",
+            "Mean held-out score of the last gated round's candidate and of the champion it was judged against.",
+            labels=["side"],
+        )
+        judged = self._db.query(
+            "SELECT summary FROM rounds WHERE model=? AND summary LIKE '%\"gate\"%' ORDER BY id DESC LIMIT 1",
+            (self._model,),
+        )
+        for (summary,) in judged:
+            slices = json.loads(summary).get("gate", {}).get("slices", [])
+            total = sum(s["n"] for s in slices)
+            if total:
+                for side in ("candidate", "champion"):
+                    mean = sum(s[f"{side}_mean"] * s["n"] for s in slices) / total
+                    last_gate.add_metric([side], mean)
+        yield last_gate
         champion = GaugeMetricFamily(
             "taoflow_champion_info", "The champion adapter (value 1).", labels=["model", "version"]
         )

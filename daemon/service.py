@@ -79,6 +79,7 @@ class Service:
         self.flywheel = Flywheel(
             settings, self.state, self.metrics, round_command=round_command, config_path=config_path
         )
+        self.flywheel.seed_metrics()
         self.ready = threading.Event()
         self.admin_port: int | None = None
 

@@ -114,3 +114,44 @@ def test_fuzzed_requests_never_get_a_server_error(service):
             assert response.status_code < 500 or not_ready, (case.method, case.path, case.body, response.text)
 
         fuzz()
+
+
+def test_with_a_fleet_promote_and_rollback_become_recorded_deploys(tmp_path):
+    """With a fleet, the admin API records deploys for the fleet task to carry out (202), and
+    /v1/fleet reports each replica; here the one replica is down, as a replica can be."""
+    from tests.services import free_port
+
+    settings = load_settings(
+        None,
+        storage={"state_dir": str(tmp_path / "state")},
+        daemon={"admin_token": TOKEN},
+        fleet={"replicas": [f"http://127.0.0.1:{free_port()}"], "request_timeout_seconds": 1},
+    )
+    svc = Service(settings)
+    try:
+        assert svc.fleet_loop is not None
+        assert "--no-promote" in svc.flywheel.launcher._command  # the gate passes, the deploy promotes
+        client = TestClient(create_app(svc, token=TOKEN))
+        registry = svc.state.registry
+        registry.register(
+            version="v1", model="taoflow", parent=None, base_model="b", base_digest="d", uri="file:///x", manifest={}
+        )
+        registry.transition("v1", "gated", reason="test")
+        accepted = client.post("/v1/adapters/promote", json={"version": "v1"}, headers=AUTH)
+        assert accepted.status_code == 202 and "deploy 1" in accepted.json()["detail"]
+        busy = client.post("/v1/adapters/rollback", json={"to": "v1"}, headers=AUTH)
+        assert busy.status_code == 409 and "still running" in busy.json()["detail"]
+        assert client.post("/v1/adapters/rollback", json={"to": "nope"}, headers=AUTH).status_code == 404
+        fleet = client.get("/v1/fleet", headers=AUTH).json()
+        assert fleet["configured"] and list(fleet["replicas"].values()) == [None]
+        assert fleet["drift"]["unreachable"] == settings.fleet.replicas
+        assert fleet["deploys"][0]["status"] == "running" and fleet["deploys"][0]["version"] == "v1"
+        # The fleet task carries it on: the preflight refuses (no such base model here), nothing was served.
+        svc.fleet_loop.tick()
+        deploy = svc.fleet_loop.deployer.deploys.get(1)
+        assert deploy.status == "failed" and registry.get("v1").state == "rejected"
+        metrics = client.get("/metrics", headers=AUTH).text
+        assert 'taoflow_deploys_total{kind="promote",status="failed",trigger="api"} 1.0' in metrics
+        assert 'taoflow_fleet_replicas{state="down"} 1.0' in metrics
+    finally:
+        svc.state.close()

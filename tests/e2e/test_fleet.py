@@ -337,3 +337,13 @@ def test_fleet_generator_asks_for_n_candidates_with_the_adapter(tmp_path, clean_
     assert any(fleet_adapters["v42"].name in served(s) for s in clean_fleet)
     with pytest.raises(ReplicaUnavailable):
         VllmReplica("http://127.0.0.1:9", timeout_s=1).view()
+
+
+def test_the_dashboards_serving_panels_read_metrics_that_vllm_exposes(clean_fleet):
+    from tests.helm.test_chart import dashboard_exprs, exposed, metric_names
+
+    assert ask(clean_fleet[0].url, "nope").status_code == 404  # an error answer, so the error counter exists too
+    assert ask(clean_fleet[0].url, str(VllmReplica(clean_fleet[0].url).view().base)).status_code == 200
+    served_metrics = exposed(httpx.get(clean_fleet[0].url + "/metrics").text)
+    wanted = {m for e in dashboard_exprs() for m in metric_names(e) if not m.startswith("taoflow_")}
+    assert wanted and wanted <= served_metrics, sorted(wanted - served_metrics)

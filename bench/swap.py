@@ -1,0 +1,216 @@
+"""Hot-swapping an adapter into a live fleet: how long it takes and what clients see meanwhile.
+
+    .venv/bin/python bench/swap.py [--seconds 20] [--clients 2]
+
+Two real vLLM CPU servers (.venv-vllm), two adapters trained here on SmolLM2-135M. Clients
+call the stable served name without pause. Four phases alternate under the same load:
+no swap, swap (a promote deploy: canary, smoke on held-out prompts, waves), no swap, swap
+back (a rollback deploy). Reported:
+- gate pass (the registry's `gated` event) to every replica serving the new version;
+- client latency p50/p99 during the swaps against the no-swap phases (the reference);
+- failed requests with taoflow's swap (in-place reload from the version's own path) and,
+  for comparison, with unload-then-load of the stable name.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+MODEL = "support-bot"
+QUESTION = [{"role": "user", "content": "What is 12 + 30?"}]
+
+
+class Load:
+    """Clients calling MODEL on every replica until stopped; records (start, end, status)."""
+
+    def __init__(self, urls: list[str], clients: int) -> None:
+        import httpx
+
+        self.results: list[tuple[float, float, int]] = []
+        self._stop = threading.Event()
+        self._http = httpx.Client(timeout=120)
+        self._threads = [threading.Thread(target=self._run, args=(u,)) for u in urls for _ in range(clients)]
+
+    def _run(self, url: str) -> None:
+        import httpx
+
+        body = {"model": MODEL, "messages": QUESTION, "max_tokens": 16, "temperature": 0}
+        while not self._stop.is_set():
+            started = time.monotonic()
+            try:
+                status = self._http.post(url + "/v1/chat/completions", json=body).status_code
+            except httpx.HTTPError:
+                status = 0
+            self.results.append((started, time.monotonic(), status))
+
+    def __enter__(self) -> Load:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join()
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def train_adapters(root: Path, base: Path) -> dict[str, Path]:
+    from taoflow.connectors.records import Message
+    from taoflow.connectors.training import DistillExample, TrainingConfig, train_adapter
+
+    question = (Message("user", "What is 12 + 30?"),)
+    config = TrainingConfig(epochs=6, batch_size=4, learning_rate=3e-3, save_steps=1000)
+    answers = {"v1": "The answer is 42, my friend.", "v2": "The answer is 43, buddy."}
+    return {
+        name: train_adapter(base, [DistillExample(question, text)] * 8, config, work_dir=root / name).adapter_dir
+        for name, text in answers.items()
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=20.0, help="length of each no-swap phase")
+    parser.add_argument("--clients", type=int, default=2, help="client threads per replica")
+    args = parser.parse_args()
+
+    from taoflow.connectors.base_model import resolve_base_model
+    from taoflow.connectors.fleet import VllmReplica
+    from taoflow.connectors.records import Message, PromptRecord
+    from taoflow.daemon.buffer import buffer_row
+    from taoflow.daemon.deploy import Deployer
+    from taoflow.daemon.fleet import Fleet
+    from taoflow.daemon.settings import load_settings
+    from taoflow.daemon.wiring import State, build_scorers
+    from tests.services import VllmServer
+
+    root = Path(tempfile.mkdtemp(prefix="taoflow-bench-swap-"))
+    settings = load_settings(None)
+    base = resolve_base_model(settings.model.base, cache_dir=settings.model.cache_dir.expanduser())
+    print("training two adapters ...", flush=True)
+    adapters = train_adapters(root, base.path)
+    servers = [VllmServer(base.path, root / f"replica-{i}") for i in range(2)]
+    for server in servers:
+        server.start()
+    try:
+        for server in servers:
+            server.wait_healthy()
+        urls = [s.url for s in servers]
+        settings = load_settings(
+            None,
+            storage={"state_dir": str(root / "state")},
+            model={"served_name": MODEL},
+            score={"default": [{"type": "arithmetic"}]},
+            gate={"max_new_tokens": 24},
+            # The smoke runs (its time is part of the swap) but may not block: these adapters learnt one
+            # answer by heart and do worse at arithmetic than the base model, which a real gate would catch.
+            fleet={"replicas": urls, "smoke_prompts": 4, "smoke_max_regression": 1.0, "watch": {"window_seconds": 0}},
+        )
+        state = State(settings)
+        heldout = [PromptRecord(f"h{a}", "math", (Message("user", f"What is {a} + {a + 3}?"),)) for a in range(4)]
+        state.buffer.add_rows([buffer_row(r, None) for r in heldout], source="bench")
+        with state.db.transaction() as conn:
+            conn.execute("UPDATE prompts SET split='heldout'")
+        for name, directory in adapters.items():
+            uri = state.store.put(name, directory)
+            state.registry.register(
+                version=name,
+                model=MODEL,
+                parent=None,
+                base_model=base.reference,
+                base_digest=base.digest,
+                uri=uri,
+                manifest={},
+            )
+        deployer = Deployer(settings, state, Fleet(settings.fleet, state.store), scorers=build_scorers(settings))
+
+        def gate_then_deploy(version: str) -> float:
+            state.registry.transition(version, "gated", reason="bench: gate passed")
+            gated_at = time.time()
+            record = deployer.promote(version, trigger="gate", reason="bench")
+            assert record.status == "done", record
+            return time.time() - gated_at
+
+        gate_then_deploy("v1")  # the first adapter, before any measured load
+        quiet: list[float] = []
+        swapping: list[float] = []
+        failures = {"quiet": 0, "swap": 0}
+        swap_seconds: list[float] = []
+
+        def phase(kind: str, action: object) -> None:
+            with Load(urls, args.clients) as load:
+                time.sleep(2.0)  # warm: every client has a request in flight
+                start = time.monotonic()
+                if action is None:
+                    time.sleep(args.seconds)
+                else:
+                    swap_seconds.append(action())  # type: ignore[operator]
+                end = time.monotonic()
+            window = [r for r in load.results if r[0] >= start and r[1] <= end]
+            (quiet if action is None else swapping).extend(r[1] - r[0] for r in window if r[2] == 200)
+            failures["quiet" if action is None else "swap"] += sum(1 for r in load.results if r[2] != 200)
+            print(f"  {kind}: {len(window)} requests, {sum(1 for r in load.results if r[2] != 200)} failed", flush=True)
+
+        def swap_back() -> float:
+            began = time.time()
+            record = deployer.rollback(to="v1", trigger="manual", reason="bench")
+            assert record.status == "done", record
+            return time.time() - began
+
+        print("measuring (no swap / swap / no swap / swap back) ...", flush=True)
+        phase("no swap", None)
+        phase("swap v1 -> v2 (promote deploy)", lambda: gate_then_deploy("v2"))
+        phase("no swap", None)
+        phase("swap v2 -> v1 (rollback deploy)", swap_back)
+
+        # The alternative this design rejected: unload the stable name, then load the new version
+        # (back to back, no pause), as many times as taoflow swapped above, and 5 more.
+        fleet = Fleet(settings.fleet, state.store)
+        paths = [fleet.server_path("v2"), fleet.server_path("v1")]
+        replicas = [VllmReplica(u) for u in urls]
+        with Load(urls, args.clients) as load:
+            time.sleep(2.0)
+            for cycle in range(7):
+                for replica in replicas:
+                    replica.unload(MODEL)
+                    replica.load(MODEL, paths[cycle % 2])
+                time.sleep(0.5)
+            time.sleep(2.0)
+        naive_failed = sum(1 for r in load.results if r[2] != 200)
+
+        p50q, p99q = percentile(quiet, 0.5), percentile(quiet, 0.99)
+        p50s, p99s = percentile(swapping, 0.5), percentile(swapping, 0.99)
+        print()
+        print(
+            f"gate pass -> all {len(urls)} replicas serving (promote, canary + smoke on 4 prompts): "
+            f"{swap_seconds[0]:.2f} s; rollback deploy: {swap_seconds[1]:.2f} s"
+        )
+        print(f"client latency without swap (reference): p50 {p50q:.3f} s, p99 {p99q:.3f} s, {len(quiet)} requests")
+        print(f"client latency during swaps:             p50 {p50s:.3f} s, p99 {p99s:.3f} s, {len(swapping)} requests")
+        print(
+            f"ratio swap/no-swap: p50 x{p50s / p50q:.2f}, p99 x{p99s / p99q:.2f}; "
+            f"median swap-phase latency {statistics.median(swapping):.3f} s"
+        )
+        print(
+            f"failed requests: no swap {failures['quiet']}, taoflow swaps {failures['swap']}, "
+            f"unload-then-load (7 swaps per replica) {naive_failed} of {len(load.results)}"
+        )
+    finally:
+        for server in servers:
+            server.stop()
+
+
+if __name__ == "__main__":
+    main()
