@@ -1,6 +1,6 @@
 # syntax=docker/dockerfile:1
 # taoflow images. `daemon` (default): the service core with the Kafka/S3 sources, no torch.
-# `train`: adds the training stack (CUDA torch from PyPI's default index, TRL, PEFT) for GPU nodes.
+# `train`: adds the training stack (CUDA torch from PyPI's default index, TRL, PEFT, vLLM) for GPU nodes.
 # `taoflow run` starts rounds as child processes: a daemon that trains runs the `train` image
 # (the daemon process itself still never imports torch); the `daemon` image ingests and serves the API.
 #   docker build -t taoflow:daemon .
@@ -30,7 +30,10 @@ ENTRYPOINT ["taoflow"]
 CMD ["run"]
 
 FROM daemon AS train
+# vLLM's offline engine for generate.backend: vllm; set to "" to leave it out (generate.backend: fleet
+# or transformers need none).
+ARG VLLM_SPEC="vllm==0.32.0"
 USER root
 COPY --from=build /wheels /wheels
-RUN pip install "$(ls /wheels/taoflow-*.whl)[ingest,train]" && rm -rf /wheels
+RUN pip install "$(ls /wheels/taoflow-*.whl)[ingest,train]" ${VLLM_SPEC:+"$VLLM_SPEC"} && rm -rf /wheels
 USER 10001

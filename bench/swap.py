@@ -8,8 +8,8 @@ no swap, swap (a promote deploy: canary, smoke on held-out prompts, waves), no s
 back (a rollback deploy). Reported:
 - gate pass (the registry's `gated` event) to every replica serving the new version;
 - client latency p50/p99 during the swaps against the no-swap phases (the reference);
-- failed requests with taoflow's swap (in-place reload from the version's own path) and,
-  for comparison, with unload-then-load of the stable name.
+- failed requests during the deploys, and with the two swap primitives under a load of
+  1-token requests: taoflow's in-place reload from the version's own path, and unload-then-load.
 """
 
 from __future__ import annotations
@@ -31,10 +31,11 @@ QUESTION = [{"role": "user", "content": "What is 12 + 30?"}]
 class Load:
     """Clients calling MODEL on every replica until stopped; records (start, end, status)."""
 
-    def __init__(self, urls: list[str], clients: int) -> None:
+    def __init__(self, urls: list[str], clients: int, *, max_tokens: int = 16) -> None:
         import httpx
 
         self.results: list[tuple[float, float, int]] = []
+        self._max_tokens = max_tokens
         self._stop = threading.Event()
         self._http = httpx.Client(timeout=120)
         self._threads = [threading.Thread(target=self._run, args=(u,)) for u in urls for _ in range(clients)]
@@ -42,7 +43,7 @@ class Load:
     def _run(self, url: str) -> None:
         import httpx
 
-        body = {"model": MODEL, "messages": QUESTION, "max_tokens": 16, "temperature": 0}
+        body = {"model": MODEL, "messages": QUESTION, "max_tokens": self._max_tokens, "temperature": 0}
         while not self._stop.is_set():
             started = time.monotonic()
             try:
@@ -82,7 +83,7 @@ def train_adapters(root: Path, base: Path) -> dict[str, Path]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seconds", type=float, default=20.0, help="length of each no-swap phase")
+    parser.add_argument("--seconds", type=float, default=30.0, help="length of each no-swap phase")
     parser.add_argument("--clients", type=int, default=2, help="client threads per replica")
     args = parser.parse_args()
 
@@ -101,7 +102,7 @@ def main() -> None:
     base = resolve_base_model(settings.model.base, cache_dir=settings.model.cache_dir.expanduser())
     print("training two adapters ...", flush=True)
     adapters = train_adapters(root, base.path)
-    servers = [VllmServer(base.path, root / f"replica-{i}") for i in range(2)]
+    servers = [VllmServer(base.path, root / f"replica-{i}", core=i) for i in range(2)]
     for server in servers:
         server.start()
     try:
@@ -158,7 +159,8 @@ def main() -> None:
                 else:
                     swap_seconds.append(action())  # type: ignore[operator]
                 end = time.monotonic()
-            window = [r for r in load.results if r[0] >= start and r[1] <= end]
+            # What clients lived through: every request in flight at any time during the window.
+            window = [r for r in load.results if r[0] < end and r[1] > start]
             (quiet if action is None else swapping).extend(r[1] - r[0] for r in window if r[2] == 200)
             failures["quiet" if action is None else "swap"] += sum(1 for r in load.results if r[2] != 200)
             print(f"  {kind}: {len(window)} requests, {sum(1 for r in load.results if r[2] != 200)} failed", flush=True)
@@ -175,20 +177,26 @@ def main() -> None:
         phase("no swap", None)
         phase("swap v2 -> v1 (rollback deploy)", swap_back)
 
-        # The alternative this design rejected: unload the stable name, then load the new version
-        # (back to back, no pause), as many times as taoflow swapped above, and 5 more.
+        # The swap primitive itself against the alternative this design rejected, under a load of short
+        # requests (1 token: many arrivals per second): reload the stable name in place from the
+        # other version's path, or unload it and load it again. 10 swaps per replica each.
         fleet = Fleet(settings.fleet, state.store)
         paths = [fleet.server_path("v2"), fleet.server_path("v1")]
         replicas = [VllmReplica(u) for u in urls]
-        with Load(urls, args.clients) as load:
-            time.sleep(2.0)
-            for cycle in range(7):
-                for replica in replicas:
-                    replica.unload(MODEL)
-                    replica.load(MODEL, paths[cycle % 2])
-                time.sleep(0.5)
-            time.sleep(2.0)
-        naive_failed = sum(1 for r in load.results if r[2] != 200)
+        strategies = {
+            "in place, new path": lambda r, p: r.load(MODEL, p, inplace=True),
+            "unload, then load": lambda r, p: (r.unload(MODEL), r.load(MODEL, p)),
+        }
+        primitive: dict[str, tuple[int, int]] = {}
+        for name, swap in strategies.items():
+            with Load(urls, 4, max_tokens=1) as load:
+                time.sleep(2.0)
+                for cycle in range(10):
+                    for replica in replicas:
+                        swap(replica, paths[cycle % 2])
+                    time.sleep(0.3)
+                time.sleep(1.0)
+            primitive[name] = (sum(1 for r in load.results if r[2] != 200), len(load.results))
 
         p50q, p99q = percentile(quiet, 0.5), percentile(quiet, 0.99)
         p50s, p99s = percentile(swapping, 0.5), percentile(swapping, 0.99)
@@ -203,10 +211,9 @@ def main() -> None:
             f"ratio swap/no-swap: p50 x{p50s / p50q:.2f}, p99 x{p99s / p99q:.2f}; "
             f"median swap-phase latency {statistics.median(swapping):.3f} s"
         )
-        print(
-            f"failed requests: no swap {failures['quiet']}, taoflow swaps {failures['swap']}, "
-            f"unload-then-load (7 swaps per replica) {naive_failed} of {len(load.results)}"
-        )
+        print(f"failed requests: no swap {failures['quiet']}, taoflow deploys {failures['swap']}")
+        for name, (failed, total) in primitive.items():
+            print(f"swap primitive '{name}', 10 swaps per replica under 1-token load: {failed} of {total} failed")
     finally:
         for server in servers:
             server.stop()

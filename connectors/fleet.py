@@ -11,24 +11,15 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 
 from taoflow.connectors.errors import DeployError, ReplicaUnavailable
-from taoflow.connectors.protocols import Completion, SamplingConfig
+from taoflow.connectors.protocols import Completion, ReplicaView, SamplingConfig
 from taoflow.connectors.records import Message
 
 __all__ = ["ReplicaView", "VllmReplica", "discover_replicas"]
-
-
-@dataclass(frozen=True)
-class ReplicaView:
-    """What one replica serves right now: its base model and adapter name -> path."""
-
-    base: str
-    adapters: dict[str, str] = field(default_factory=dict)
 
 
 def discover_replicas(static: Sequence[str], *, dns_name: str | None = None, port: int = 8000) -> list[str]:
@@ -49,7 +40,7 @@ def discover_replicas(static: Sequence[str], *, dns_name: str | None = None, por
 
 
 class VllmReplica:
-    """One vLLM OpenAI-compatible server started with `--enable-lora` and runtime LoRA updating."""
+    """A `ServingReplica`: one vLLM OpenAI-compatible server with `--enable-lora` and runtime LoRA updating."""
 
     def __init__(
         self,

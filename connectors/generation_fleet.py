@@ -11,8 +11,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from taoflow.connectors.fleet import VllmReplica
-from taoflow.connectors.protocols import Completion, Progress, SamplingConfig
+from taoflow.connectors.protocols import Completion, Progress, SamplingConfig, ServingReplica
 from taoflow.connectors.records import Message
 
 __all__ = ["FleetGenerator"]
@@ -23,7 +22,7 @@ class FleetGenerator:
 
     def __init__(
         self,
-        replicas: Sequence[VllmReplica],
+        replicas: Sequence[ServingReplica],
         *,
         concurrency: int = 8,
         path_on_servers: Callable[[Path], str] = str,
@@ -60,7 +59,7 @@ class FleetGenerator:
         with ThreadPoolExecutor(self._concurrency, thread_name_prefix="fleet-generate") as pool:
             return list(pool.map(one, range(len(conversations))))
 
-    def _serve(self, replica: VllmReplica, adapter: Path | None) -> str:
+    def _serve(self, replica: ServingReplica, adapter: Path | None) -> str:
         """The model name to ask `replica` for, loading the adapter there first if needed."""
         if self._served_name is not None:
             return self._served_name

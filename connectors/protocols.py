@@ -8,7 +8,7 @@ object of the same shape.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
@@ -19,8 +19,10 @@ __all__ = [
     "Completion",
     "Generator",
     "Progress",
+    "ReplicaView",
     "SamplingConfig",
     "Scorer",
+    "ServingReplica",
     "Source",
     "SourceItem",
 ]
@@ -114,3 +116,29 @@ class ArtifactStore(Protocol):
     def uri(self, version: str) -> str:
         """Where the version is stored (file:// or s3://), recorded in the registry."""
         ...
+
+
+@dataclass(frozen=True)
+class ReplicaView:
+    """What one serving replica serves right now: its base model and adapter name -> path."""
+
+    base: str
+    adapters: dict[str, str] = field(default_factory=dict)
+
+
+class ServingReplica(Protocol):
+    """One server of the serving fleet, with a runtime LoRA API and an OpenAI-compatible API."""
+
+    url: str
+
+    def view(self) -> ReplicaView: ...
+
+    def load(self, name: str, path: str, *, inplace: bool = False) -> None: ...
+
+    def unload(self, name: str) -> bool: ...
+
+    def metrics(self) -> str: ...
+
+    def chat(self, model: str, messages: Sequence[Message], sampling: SamplingConfig) -> list[Completion]: ...
+
+    def close(self) -> None: ...

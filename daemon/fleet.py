@@ -18,8 +18,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from taoflow.connectors.artifacts import validate_version
 from taoflow.connectors.errors import ReplicaUnavailable
-from taoflow.connectors.fleet import ReplicaView, VllmReplica, discover_replicas
-from taoflow.connectors.protocols import ArtifactStore
+from taoflow.connectors.fleet import VllmReplica, discover_replicas
+from taoflow.connectors.protocols import ArtifactStore, ReplicaView, ServingReplica
 from taoflow.daemon.settings import FleetSettings
 from taoflow.policies.rollout import WatchSnapshot
 
@@ -39,7 +39,7 @@ class Fleet:
         settings: FleetSettings,
         store: ArtifactStore,
         *,
-        replica_factory: Callable[[str], VllmReplica] | None = None,
+        replica_factory: Callable[[str], ServingReplica] | None = None,
     ) -> None:
         self.settings = settings
         self._store = store
@@ -47,7 +47,7 @@ class Fleet:
         self._factory = replica_factory or (
             lambda url: VllmReplica(url, timeout_s=settings.request_timeout_seconds, api_key=key)
         )
-        self._clients: dict[str, VllmReplica] = {}
+        self._clients: dict[str, ServingReplica] = {}
 
     @property
     def configured(self) -> bool:
@@ -57,7 +57,7 @@ class Fleet:
         s = self.settings
         return discover_replicas(s.replicas, dns_name=s.dns_name, port=s.port)
 
-    def replica(self, url: str) -> VllmReplica:
+    def replica(self, url: str) -> ServingReplica:
         if url not in self._clients:
             self._clients[url] = self._factory(url)
         return self._clients[url]

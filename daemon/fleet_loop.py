@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 
 from taoflow.connectors.errors import TaoflowError
 from taoflow.daemon.deploy import Deployer
@@ -48,7 +49,9 @@ class FleetLoop:
     def run(self, stop: threading.Event) -> None:
         while not stop.is_set():
             self.tick()
-            self._wake.wait(self.settings.fleet.reconcile_interval_seconds)
+            deadline = time.monotonic() + self.settings.fleet.reconcile_interval_seconds
+            while not (stop.is_set() or self._wake.is_set()) and time.monotonic() < deadline:
+                self._wake.wait(0.25)  # woken by a request, or stopped, within a quarter second
             self._wake.clear()
 
     def wake(self) -> None:
@@ -110,7 +113,10 @@ class FleetLoop:
                 self.deployer.rollback(to=watched.from_version, trigger="watch", reason=decision.reason)
 
     def _newly_gated(self) -> str | None:
-        gated = [v for v in self.state.registry.versions(model=self.model) if v.state == "gated"]
+        registry = self.state.registry
+        champion = registry.alias(self.model, "champion")
+        since = registry.get(champion).created_at if champion else 0.0  # never an adapter older than the live one
+        gated = [v for v in registry.versions(model=self.model) if v.state == "gated" and v.created_at > since]
         fresh = [v.version for v in gated if not self.deployer.deploys.attempted(v.version)]
         return fresh[-1] if fresh else None
 

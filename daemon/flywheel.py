@@ -98,9 +98,7 @@ class Flywheel:
     # ------------------------------------------------------------------ deciding
     def seed_metrics(self) -> None:
         """Last successes survive a restart: read them from the rounds table once, at start."""
-        rows = self.state.db.query(
-            "SELECT max(updated_at) FROM rounds WHERE model=? AND status='done'", (self.model,)
-        )
+        rows = self.state.db.query("SELECT max(updated_at) FROM rounds WHERE model=? AND status='done'", (self.model,))
         if rows and rows[0][0] is not None:
             self.metrics.last_success.labels("round").set(float(rows[0][0]))
 

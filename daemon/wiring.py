@@ -170,6 +170,19 @@ def resolve_model(settings: Settings) -> ResolvedModel:
 
 def build_generator(settings: Settings, model_dir: Path) -> Generator:
     """The generation backend; imports torch (or vLLM) only when called."""
+    if settings.generate.backend == "fleet":
+        from taoflow.connectors.generation_fleet import FleetGenerator
+        from taoflow.daemon.fleet import Fleet
+
+        fleet = Fleet(settings.fleet, build_artifact_store(settings))
+        urls = fleet.urls() if fleet.configured else []
+        if not urls:
+            raise ConfigurationError("generate.backend is 'fleet' but fleet.replicas / fleet.dns_name name no replica")
+        return FleetGenerator(
+            [fleet.replica(u) for u in urls],
+            concurrency=settings.fleet.generate_concurrency,
+            path_on_servers=lambda adapter: fleet.server_path(adapter.name),
+        )
     if settings.generate.backend == "vllm":
         from taoflow.connectors.generation_vllm import VllmGenerator
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -155,7 +156,7 @@ def start_until_logged(command, marker: str, *, deadline_s: float = 60.0):  # ty
 class VllmServer:
     """A real vLLM OpenAI-compatible server on CPU (from .venv-vllm), with runtime LoRA updating on."""
 
-    def __init__(self, model_dir, workdir, *, port: int | None = None, max_lora_rank: int = 16) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, model_dir, workdir, *, port: int | None = None, max_lora_rank: int = 16, core: int = 0) -> None:  # type: ignore[no-untyped-def]
         from pathlib import Path
 
         self.python = Path(__file__).resolve().parents[1] / ".venv-vllm" / "bin" / "python"
@@ -164,6 +165,9 @@ class VllmServer:
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.max_lora_rank = max_lora_rank
+        # vLLM's CPU engine binds its compute threads to core 0 by default: two servers on one
+        # machine would share it. Each gets its own core, as pods get their own CPUs.
+        self.core = core % (os.cpu_count() or 1)
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -177,6 +181,7 @@ class VllmServer:
             "VLLM_CPU_KVCACHE_SPACE": "1",
             "HF_HUB_OFFLINE": "1",
             "TMPDIR": str(self.workdir),  # each start leaves socket files behind
+            "VLLM_CPU_OMP_THREADS_BIND": str(self.core),
         }
         command = [str(self.python), "-m", "vllm.entrypoints.openai.api_server", "--model", str(self.model_dir)]
         command += ["--host", "127.0.0.1", "--port", str(self.port), "--dtype", "bfloat16", "--enable-lora"]

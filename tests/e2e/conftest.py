@@ -23,7 +23,7 @@ def vllm_fleet(base_model, tmp_path_factory):
     from tests.services import VllmServer
 
     root = tmp_path_factory.mktemp("vllm")
-    servers = [VllmServer(base_model.path, root / f"replica-{i}") for i in range(2)]
+    servers = [VllmServer(base_model.path, root / f"replica-{i}", core=i) for i in range(2)]
     try:
         for server in servers:
             server.start()

@@ -11,7 +11,7 @@ import httpx
 import pytest
 import yaml
 
-from taoflow.connectors.errors import ReplicaUnavailable
+from taoflow.connectors.errors import DeployError, ReplicaUnavailable
 from taoflow.connectors.fleet import VllmReplica
 from taoflow.connectors.generation_fleet import FleetGenerator
 from taoflow.connectors.protocols import SamplingConfig
@@ -141,6 +141,10 @@ def test_swap_under_load_fails_no_request_and_serves_the_new_version_after(
     assert state.registry.alias(MODEL, "previous") == "v42"
     # The version's own name was only for the canary; the stable name is all that stays.
     assert all(set(served(s)) == {MODEL} for s in clean_fleet)
+    # Why in place: a load that fails leaves the old adapter serving (an unload first would not).
+    with pytest.raises(DeployError, match="refused"):
+        VllmReplica(clean_fleet[0].url).load(MODEL, str(tmp_path / "missing"), inplace=True)
+    assert "43, buddy" in ask(clean_fleet[0].url, MODEL).json()["choices"][0]["message"]["content"]
 
 
 @pytest.mark.parametrize(
@@ -337,6 +341,22 @@ def test_fleet_generator_asks_for_n_candidates_with_the_adapter(tmp_path, clean_
     assert any(fleet_adapters["v42"].name in served(s) for s in clean_fleet)
     with pytest.raises(ReplicaUnavailable):
         VllmReplica("http://127.0.0.1:9", timeout_s=1).view()
+
+
+def test_generate_backend_fleet_is_what_a_round_gets(tmp_path, clean_fleet, fleet_adapters, base_model):
+    from taoflow.daemon.wiring import build_generator
+
+    settings, state = make_state(tmp_path, clean_fleet)
+    settings = settings.model_copy(update={"generate": settings.generate.model_copy(update={"backend": "fleet"})})
+    register(state, "v42", fleet_adapters["v42"], base_model)
+    generator = build_generator(settings, base_model.path)
+    (row,) = generator.generate(
+        [[Message("user", "What is 12 + 30?")]],
+        SamplingConfig(n=2, max_new_tokens=16),
+        adapter=state.store.fetch("v42"),
+    )
+    assert len(row) == 2 and all("42, my friend" in c.text for c in row)
+    assert all(served(s)["v42"] == str(state.store.fetch("v42")) for s in clean_fleet)
 
 
 def test_the_dashboards_serving_panels_read_metrics_that_vllm_exposes(clean_fleet):

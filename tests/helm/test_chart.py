@@ -243,7 +243,7 @@ def scrape_daemon(tmp_path) -> str:
         return str(poll_until(scraped, deadline_s=60, interval_s=0.2, message="the daemon's /metrics"))
     finally:
         process.terminate()
-        process.wait(30)
+        assert process.wait(30) == 0  # SIGTERM stops every task, the fleet loop included, and exits 0
 
 
 def exposed(text: str) -> set[str]:
