@@ -48,10 +48,18 @@ class FleetGenerator:
         def one(index: int) -> list[Completion]:
             slot = index % len(self._replicas)
             # Each prompt gets its own seed: identical seeds would make every prompt's samples alike.
+            # vLLM refuses n > 1 with greedy decoding: greedy answers are all the same, so ask once.
+            greedy = sampling.temperature == 0.0
             seeded = SamplingConfig(
-                sampling.n, sampling.temperature, sampling.top_p, sampling.max_new_tokens, sampling.seed + index
+                1 if greedy else sampling.n,
+                sampling.temperature,
+                sampling.top_p,
+                sampling.max_new_tokens,
+                sampling.seed + index,
             )
             completions = self._replicas[slot].chat(names[slot], conversations[index], seeded)
+            if greedy:
+                completions = completions * sampling.n
             if progress is not None:
                 progress(1)
             return completions
