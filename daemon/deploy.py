@@ -235,14 +235,16 @@ class Deployer:
         """Give every switched replica the adapter it served before; drop the version's own name."""
         previous = self.fleet.server_path(record.from_version) if record.from_version else None
         unreverted = []
-        for url in {*record.switched, *(record.waves[0] if record.waves else ())}:
+        canary = set(record.waves[0]) if record.kind == "promote" and record.waves else set()
+        for url in sorted({*record.switched, *canary}):
             try:
                 if url in record.switched:
                     if previous is not None:
                         self._switch(url, self.model, previous)
                     else:
                         self.fleet.replica(url).unload(self.model)
-                self.fleet.replica(url).unload(record.version)
+                if url in canary:  # the version's own name, loaded for the smoke evaluation
+                    self.fleet.replica(url).unload(record.version)
             except ReplicaUnavailable as exc:
                 log.error("deploy %d cannot revert %s now (the reconciler will): %s", record.id, url, exc)
                 unreverted.append(url)
