@@ -302,3 +302,8 @@ def test_every_alert_rule_reads_existing_metrics(daemon_metrics):
     for alert in alerts:
         used = metric_names(alert["expr"])
         assert used and used <= daemon_metrics, (alert["alert"], sorted(used - daemon_metrics))
+
+
+def test_the_readme_shows_the_production_values_the_tests_check():
+    body = (Path(__file__).parent / "production-values.yaml").read_text().split("\n", 2)[2]
+    assert body in (ROOT / "README.md").read_text()
