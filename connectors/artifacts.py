@@ -69,6 +69,7 @@ class LocalArtifactStore:
                     raise ArtifactError(f"refusing to store symlink {item} in an adapter artifact")
                 if item.is_file():
                     shutil.copy2(item, staging / item.name)
+            staging.chmod(0o755)  # mkdtemp makes it private; serving replicas may run as another user
             os.replace(staging, target)
         finally:
             shutil.rmtree(staging, ignore_errors=True)

@@ -61,12 +61,6 @@ class VllmReplica:
         return f"VllmReplica({self.url})"
 
     # ------------------------------------------------------------------ reads
-    def healthy(self) -> bool:
-        try:
-            return self._http.get("/health").status_code == 200
-        except httpx.HTTPError:
-            return False
-
     def view(self) -> ReplicaView:
         """The served models (`/v1/models`): the base (no parent) and LoRA adapters (with a parent)."""
         data = self._request("GET", "/v1/models").json()
@@ -142,7 +136,7 @@ class VllmReplica:
             response = self._http.request(method, path, json=json, timeout=timeout)
         except httpx.HTTPError as exc:
             raise ReplicaUnavailable(self.url, f"{method} {path}: {type(exc).__name__}: {exc}") from None
-        if response.status_code >= 500 and not (refusals and path.endswith("_lora_adapter")):
+        if response.status_code >= 500 and not refusals:
             raise ReplicaUnavailable(self.url, f"{method} {path}: HTTP {response.status_code}: {_message(response)}")
         if response.status_code >= 400 and not refusals:
             raise DeployError(f"replica {self.url}: {method} {path}: HTTP {response.status_code}: {_message(response)}")

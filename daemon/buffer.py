@@ -207,11 +207,11 @@ class PromptBuffer:
     ) -> list[PromptRecord]:
         """The newest logged records that carry the served response, ingested in [since, before)."""
         rows = self._db.query(
-            "SELECT record FROM prompts WHERE ingested_at >= ? AND ingested_at < ? ORDER BY id DESC LIMIT ?",
-            (since or 0.0, before or float("inf"), limit * 4),
+            "SELECT record FROM prompts WHERE ingested_at >= ? AND ingested_at < ?"
+            " AND json_extract(record, '$.response') IS NOT NULL ORDER BY id DESC LIMIT ?",
+            (since or 0.0, before or float("inf"), limit),
         )
-        records = [PromptRecord.from_json(r[0]) for r in rows]
-        return [r for r in records if r.response is not None][:limit]
+        return [PromptRecord.from_json(r[0]) for r in rows]
 
     def get(self, ids: Sequence[int]) -> list[StoredPrompt]:
         if not ids:

@@ -185,7 +185,7 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     state = wiring.open_state(settings)
     model = settings.model.served_name
     before = state.registry.alias(model, "champion")
-    if not (settings.fleet.replicas or settings.fleet.dns_name):
+    if not settings.fleet.configured:
         after = state.registry.rollback(model, to=args.to, reason=args.reason)
         print(f"{model}: champion {before or '(none)'} -> {after.version}")
         return 0
@@ -218,7 +218,7 @@ def cmd_fleet(args: argparse.Namespace) -> int:
     from taoflow.daemon.reconcile import Reconciler
 
     settings = _settings(args)
-    if not (settings.fleet.replicas or settings.fleet.dns_name):
+    if not settings.fleet.configured:
         raise ConfigurationError("no fleet configured: set fleet.replicas or fleet.dns_name")
     state = wiring.open_state(settings)
     model = settings.model.served_name

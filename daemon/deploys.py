@@ -74,7 +74,7 @@ class DeployStore:
     def open(self, model: str) -> DeployRecord | None:
         """The deploy a restarted daemon must finish or revert (at most one per model)."""
         rows = self._db.query(
-            "SELECT * FROM deploys WHERE model=? AND status IN ('running', 'reverting') ORDER BY id LIMIT 1", (model,)
+            "SELECT * FROM deploys WHERE model=? AND status IN (?, ?) ORDER BY id LIMIT 1", (model, *OPEN)
         )
         return _record(rows[0]) if rows else None
 

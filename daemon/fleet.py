@@ -8,15 +8,11 @@ scale-out is seen at the next reconcile.
 from __future__ import annotations
 
 import logging
-import os
-import shutil
-import tempfile
 from collections.abc import Callable
-from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from taoflow.connectors.artifacts import validate_version
+from taoflow.connectors.artifacts import LocalArtifactStore, validate_version
 from taoflow.connectors.errors import ReplicaUnavailable
 from taoflow.connectors.fleet import VllmReplica, discover_replicas
 from taoflow.connectors.protocols import ArtifactStore, ReplicaView, ServingReplica
@@ -49,10 +45,6 @@ class Fleet:
         )
         self._clients: dict[str, ServingReplica] = {}
 
-    @property
-    def configured(self) -> bool:
-        return bool(self.settings.replicas or self.settings.dns_name)
-
     def urls(self) -> list[str]:
         s = self.settings
         return discover_replicas(s.replicas, dns_name=s.dns_name, port=s.port)
@@ -68,7 +60,9 @@ class Fleet:
         local = self._store.fetch(validate_version(version))
         stage, root = self.settings.stage_dir, self.settings.adapter_root_on_servers
         if stage is not None:
-            _stage(local, stage / version)
+            staged = LocalArtifactStore(stage)
+            if not staged.exists(version):
+                staged.put(version, local)
             return str((root or stage) / version)
         return str(root / version) if root is not None else str(local)
 
@@ -82,27 +76,6 @@ class Fleet:
                 log.warning("%s", exc)
                 views[url] = None
         return views
-
-    def close(self) -> None:
-        for client in self._clients.values():
-            client.close()
-        self._clients.clear()
-
-
-def _stage(source: Path, target: Path) -> None:
-    """Copy an adapter version into the shared volume, atomically (servers never see half a copy)."""
-    if target.is_dir():
-        return
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
-    try:
-        for item in source.iterdir():
-            if item.is_file() and not item.is_symlink():
-                shutil.copy2(item, staging / item.name)
-        staging.chmod(0o755)  # the servers run as another user
-        os.replace(staging, target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
 
 
 def serving_counters(fleet: Fleet) -> WatchSnapshot:

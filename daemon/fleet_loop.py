@@ -100,7 +100,7 @@ class FleetLoop:
         watching = self.deployer.deploys.watching(self.model)
         if watching is not None:
             watched, decision = self.watch.check(watching)
-            if decision is not None and self.metrics is not None:
+            if self.metrics is not None:
                 readings = {
                     "error_rate": decision.error_rate,
                     "p99_latency_seconds": decision.p99_latency_s,
@@ -109,7 +109,7 @@ class FleetLoop:
                 for signal, value in readings.items():
                     if value is not None:
                         self.metrics.watch.labels(signal).set(value)
-            if decision is not None and decision.rollback and watched.from_version is not None:
+            if decision.rollback and watched.from_version is not None:
                 self.deployer.rollback(to=watched.from_version, trigger="watch", reason=decision.reason)
 
     def _newly_gated(self) -> str | None:

@@ -53,11 +53,11 @@ class Reconciler:
         champion, observed, _, drift = self._compare()
         return ReconcileReport(champion, observed, drift)
 
-    def once(self, *, repair: bool = True) -> ReconcileReport:
-        """One pass: observe, repair (unless a deploy owns the fleet right now), export."""
+    def once(self) -> ReconcileReport:
+        """One pass: observe, repair, export (the fleet loop runs it after any deploy, under the fleet lease)."""
         champion, observed, repairs, drift = self._compare()
         repaired, failed = [], []
-        for fix in repairs if repair else []:
+        for fix in repairs:
             try:
                 self.fleet.replica(fix.replica).load(fix.name, fix.path, inplace=fix.inplace)
             except (ReplicaUnavailable, DeployError) as exc:

@@ -72,7 +72,7 @@ class Service:
         if config_path is not None:
             round_command += ["--config", str(config_path)]
         self.fleet_loop: FleetLoop | None = None
-        if settings.fleet.replicas or settings.fleet.dns_name:
+        if settings.fleet.configured:
             self.fleet_loop = FleetLoop(settings, self.state, metrics=FleetMetrics(self.registry))
             if settings.fleet.auto_deploy:
                 round_command.append("--no-promote")  # the gate passes; the fleet deploy promotes

@@ -345,6 +345,11 @@ class FleetSettings(_Section):
     watch: WatchSettings = WatchSettings()
     """The post-deploy watch."""
 
+    @property
+    def configured(self) -> bool:
+        """Whether there is a fleet at all (replicas listed or a DNS name to find them)."""
+        return bool(self.replicas or self.dns_name)
+
 
 class Settings(BaseSettings):
     """Everything taoflow can be told, one section per stage."""

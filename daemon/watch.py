@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 
 from taoflow.daemon.deploys import DeployRecord, DeployStore
 from taoflow.daemon.fleet import Fleet, serving_counters
@@ -38,7 +38,7 @@ class Watch:
             min_scores=settings.min_scores,
         )
 
-    def check(self, record: DeployRecord, *, now: float | None = None) -> tuple[DeployRecord, WatchDecision | None]:
+    def check(self, record: DeployRecord, *, now: float | None = None) -> tuple[DeployRecord, WatchDecision]:
         """Judge a watching deploy; mark it done when its window has passed without a problem."""
         now = time.time() if now is None else now
         if "watch_start" not in record.detail:
@@ -53,9 +53,7 @@ class Watch:
         begin = WatchSnapshot(
             counters["requests"], counters["errors"], tuple((b, c) for b, c in counters["latency_buckets"])
         )
-        live = [s for s in self._scores(since=start["since"])]
-        current = serving_counters(self.fleet)
-        current = WatchSnapshot(current.requests, current.errors, current.latency_buckets, tuple(live))
+        current = replace(serving_counters(self.fleet), scores=tuple(self._scores(since=start["since"])))
         decision = decide_watch(begin, current, baseline_score=start["baseline_score"], thresholds=self.thresholds)
         detail = {**record.detail, "watch": asdict(decision)}
         if decision.rollback:

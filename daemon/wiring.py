@@ -175,7 +175,7 @@ def build_generator(settings: Settings, model_dir: Path) -> Generator:
         from taoflow.daemon.fleet import Fleet
 
         fleet = Fleet(settings.fleet, build_artifact_store(settings))
-        urls = fleet.urls() if fleet.configured else []
+        urls = fleet.urls() if settings.fleet.configured else []
         if not urls:
             raise ConfigurationError("generate.backend is 'fleet' but fleet.replicas / fleet.dns_name name no replica")
         return FleetGenerator(

@@ -171,8 +171,6 @@ class VllmServer:
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        import os
-
         assert self.python.exists(), "run scripts/setup-vllm.sh first (.ci/run does)"
         self.workdir.mkdir(parents=True, exist_ok=True)
         env = {
@@ -214,7 +212,7 @@ class VllmServer:
             self.process.wait()
             for pid in children:
                 with suppress(ProcessLookupError):
-                    os_kill(pid)
+                    os.kill(pid, signal.SIGKILL)
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
@@ -229,10 +227,3 @@ class VllmServer:
             return (self.workdir / "server.log").read_text(errors="replace")[-3000:]
         except OSError:
             return ""
-
-
-def os_kill(pid: int) -> None:
-    import os
-    import signal
-
-    os.kill(pid, signal.SIGKILL)
