@@ -90,12 +90,11 @@ def main() -> None:
     from taoflow.connectors.base_model import resolve_base_model
     from taoflow.connectors.fleet import VllmReplica
     from taoflow.connectors.records import Message, PromptRecord
-    from taoflow.daemon.buffer import buffer_row
     from taoflow.daemon.deploy import Deployer
     from taoflow.daemon.fleet import Fleet
     from taoflow.daemon.settings import load_settings
     from taoflow.daemon.wiring import State, build_scorers
-    from tests.services import VllmServer
+    from tests.services import VllmServer, hold_out, store_adapter
 
     root = Path(tempfile.mkdtemp(prefix="taoflow-bench-swap-"))
     settings = load_settings(None)
@@ -121,20 +120,9 @@ def main() -> None:
         )
         state = State(settings)
         heldout = [PromptRecord(f"h{a}", "math", (Message("user", f"What is {a} + {a + 3}?"),)) for a in range(4)]
-        state.buffer.add_rows([buffer_row(r, None) for r in heldout], source="bench")
-        with state.db.transaction() as conn:
-            conn.execute("UPDATE prompts SET split='heldout'")
+        hold_out(state, heldout, source="bench")
         for name, directory in adapters.items():
-            uri = state.store.put(name, directory)
-            state.registry.register(
-                version=name,
-                model=MODEL,
-                parent=None,
-                base_model=base.reference,
-                base_digest=base.digest,
-                uri=uri,
-                manifest={},
-            )
+            store_adapter(state, MODEL, name, directory, base, gated=False)
         deployer = Deployer(settings, state, Fleet(settings.fleet, state.store), scorers=build_scorers(settings))
 
         def gate_then_deploy(version: str) -> float:

@@ -23,7 +23,7 @@ from taoflow.daemon.fleet import Fleet
 from taoflow.daemon.fleet_loop import FleetLoop
 from taoflow.daemon.settings import load_settings
 from taoflow.daemon.wiring import State, build_scorers
-from tests.services import poll_until
+from tests.services import hold_out, poll_until, store_adapter
 
 pytestmark = pytest.mark.slow
 
@@ -51,18 +51,7 @@ def make_state(tmp_path, servers, storage=None, **fleet):
 
 
 def register(state, name, directory, base_model, *, gated=True):
-    uri = state.store.put(name, directory)
-    state.registry.register(
-        version=name,
-        model=MODEL,
-        parent=None,
-        base_model=base_model.reference,
-        base_digest=base_model.digest,
-        uri=uri,
-        manifest={},
-    )
-    if gated:
-        state.registry.transition(name, "gated", reason="test: passed the gate")
+    store_adapter(state, MODEL, name, directory, base_model, gated=gated)
 
 
 def deployer(settings, state, fleet=None):
@@ -167,9 +156,7 @@ def test_a_bad_adapter_is_refused_before_any_replica_serves_it(
 def test_smoke_evaluation_on_the_canary_reverts_a_regressing_adapter(tmp_path, clean_fleet, fleet_adapters, base_model):
     settings, state = make_state(tmp_path, clean_fleet, smoke_prompts=8)
     heldout = [PromptRecord(f"h{a}", "math", (Message("user", f"What is {a} + {a + 3}?"),)) for a in range(1, 9)]
-    state.buffer.add_rows([buffer_row(r, None) for r in heldout], source="test")
-    with state.db.transaction() as conn:  # all of them held out: the smoke set
-        conn.execute("UPDATE prompts SET split='heldout'")
+    hold_out(state, heldout)  # the smoke set
     register(state, "refuser", fleet_adapters["refuser"], base_model)
 
     record = deployer(settings, state).promote("refuser", trigger="gate", reason="passed the gate")
