@@ -21,10 +21,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.ingest import record  # a realistic 2.2 KB inference-log line
-from taoflow.connectors.formats import parse_payload
 from taoflow.connectors.records import folded_text
-from taoflow.daemon import storage
-from taoflow.daemon.buffer import PromptBuffer, buffer_row
+from taoflow.connectors.sources.formats import parse_payload
+from taoflow.daemon.store import storage
+from taoflow.daemon.store.buffer import PromptBuffer, buffer_row
 
 
 def reference(text: str) -> bytes:

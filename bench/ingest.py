@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 if TYPE_CHECKING:
-    from taoflow.daemon.wiring import State
+    from taoflow.daemon.store.state import State
 
 # The clients, services and taoflow are imported in the functions that use them: the S3
 # source's parser processes start by importing this module, and should pay only for what they run.
@@ -58,7 +58,7 @@ def record(i: int) -> bytes:
 
 def fresh_state(tmp: Path) -> State:
     from taoflow.daemon.settings import load_settings
-    from taoflow.daemon.wiring import State
+    from taoflow.daemon.store.state import State
 
     return State(load_settings(None, storage={"state_dir": str(tmp / uuid.uuid4().hex)}))
 
@@ -67,9 +67,9 @@ def bench_kafka(records: int, tmp: Path, *, repeat: int) -> tuple[float, float]:
     from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
     from kafka.admin import NewTopic
 
-    from taoflow.connectors.kafka_source import KafkaConfig, KafkaSource
-    from taoflow.daemon.ingest import Ingestor
-    from taoflow.daemon.streaming import run_stream
+    from taoflow.connectors.sources.kafka import KafkaConfig, KafkaSource
+    from taoflow.daemon.ingest.ingestor import Ingestor
+    from taoflow.daemon.ingest.streaming import run_stream
     from tests.services import tansu_broker
 
     with tansu_broker() as bootstrap:
@@ -137,9 +137,9 @@ def bench_kafka(records: int, tmp: Path, *, repeat: int) -> tuple[float, float]:
 def bench_s3(objects: int, per_object: int, tmp: Path, *, repeat: int) -> tuple[float, float]:
     import boto3
 
-    from taoflow.connectors.s3_source import S3Config, S3Source
-    from taoflow.daemon.ingest import Ingestor
-    from taoflow.daemon.streaming import ingest_objects
+    from taoflow.connectors.sources.s3 import S3Config, S3Source
+    from taoflow.daemon.ingest.ingestor import Ingestor
+    from taoflow.daemon.ingest.streaming import ingest_objects
     from tests.services import moto_s3
 
     os.environ.update(

@@ -18,13 +18,13 @@ from pathlib import Path
 
 import torch
 
-from taoflow.connectors.formats import parse_payload
-from taoflow.connectors.generation_local import TransformersGenerator
+from taoflow.connectors.generation.local import TransformersGenerator
 from taoflow.connectors.protocols import SamplingConfig
-from taoflow.connectors.training import DistillExample, TrainingConfig, train_adapter
-from taoflow.daemon.demo import SAMPLES
+from taoflow.connectors.sources.formats import parse_payload
+from taoflow.connectors.training.lora import DistillExample, TrainingConfig, train_adapter
+from taoflow.daemon.cli.demo import SAMPLES
+from taoflow.daemon.round.parts import build_scorers, resolve_model
 from taoflow.daemon.settings import load_settings
-from taoflow.daemon.wiring import build_scorers, resolve_model
 
 
 def sample_prompts(count: int) -> list:

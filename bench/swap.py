@@ -70,7 +70,7 @@ def percentile(values: list[float], q: float) -> float:
 
 def train_adapters(root: Path, base: Path) -> dict[str, Path]:
     from taoflow.connectors.records import Message
-    from taoflow.connectors.training import DistillExample, TrainingConfig, train_adapter
+    from taoflow.connectors.training.lora import DistillExample, TrainingConfig, train_adapter
 
     question = (Message("user", "What is 12 + 30?"),)
     config = TrainingConfig(epochs=6, batch_size=4, learning_rate=3e-3, save_steps=1000)
@@ -87,13 +87,14 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=2, help="client threads per replica")
     args = parser.parse_args()
 
-    from taoflow.connectors.base_model import resolve_base_model
-    from taoflow.connectors.fleet import VllmReplica
+    from taoflow.connectors.generation.base_model import resolve_base_model
     from taoflow.connectors.records import Message, PromptRecord
-    from taoflow.daemon.deploy import Deployer
-    from taoflow.daemon.fleet import Fleet
+    from taoflow.connectors.serving.replica import VllmReplica
+    from taoflow.daemon.fleet.deploy import Deployer
+    from taoflow.daemon.fleet.replicas import Fleet
+    from taoflow.daemon.round.parts import build_scorers
     from taoflow.daemon.settings import load_settings
-    from taoflow.daemon.wiring import State, build_scorers
+    from taoflow.daemon.store.state import State
     from tests.services import VllmServer, hold_out, store_adapter
 
     root = Path(tempfile.mkdtemp(prefix="taoflow-bench-swap-"))

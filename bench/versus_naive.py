@@ -24,14 +24,14 @@ from peft import LoraConfig
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from trl import SFTConfig, SFTTrainer
 
-from taoflow.connectors.generation_local import TransformersGenerator
+from taoflow.connectors.generation.local import TransformersGenerator
 from taoflow.connectors.records import Message, PromptRecord
-from taoflow.daemon import wiring
-from taoflow.daemon.buffer import PromptBuffer
-from taoflow.daemon.evaluation import evaluate
-from taoflow.daemon.round import TaoRound
+from taoflow.daemon.round.evaluation import evaluate
+from taoflow.daemon.round.parts import build_scorers, resolve_model
+from taoflow.daemon.round.recipe import TaoRound
 from taoflow.daemon.settings import load_settings
-from taoflow.daemon.wiring import resolve_model
+from taoflow.daemon.store.buffer import PromptBuffer
+from taoflow.daemon.store.state import open_state
 
 BENCH = Path(__file__).resolve().parent
 
@@ -129,7 +129,7 @@ def taoflow_round(train, extra, heldout, work: Path) -> tuple[float, float, floa
     """The round as the daemon runs it; its buffer holds the training prompts plus prompts for its own gate."""
     started = time.perf_counter()
     settings = load_settings(BENCH / "arithmetic.yaml", storage={"state_dir": str(work)})
-    state = wiring.open_state(settings)
+    state = open_state(settings)
     # Its own held-out split comes from `extra` only: the training prompts go in with no hold-out.
     state.buffer.add_many([(record(i, a, b), None) for i, (a, b) in enumerate(train)], source="bench")
     all_heldout = PromptBuffer(state.db, heldout_fraction=1.0, heldout_max_per_task=len(extra))
@@ -140,7 +140,7 @@ def taoflow_round(train, extra, heldout, work: Path) -> tuple[float, float, floa
         generators["g"] = TransformersGenerator(path, batch_rows=settings.generate.batch_rows)
         return generators["g"]
 
-    done = TaoRound(settings, state, scorers=wiring.build_scorers(settings), generator_factory=factory).run()
+    done = TaoRound(settings, state, scorers=build_scorers(settings), generator_factory=factory).run()
     seconds = time.perf_counter() - started
     gate = done.summary["gate"]["slices"][0]
     print(
@@ -148,7 +148,7 @@ def taoflow_round(train, extra, heldout, work: Path) -> tuple[float, float, floa
         f"{gate['champion_mean']:.1%} -> {gate['candidate_mean']:.1%} on {gate['n']} prompts"
     )
     shared = [record(2000 + i, a, b) for i, (a, b) in enumerate(heldout)]
-    scorers = wiring.build_scorers(settings)
+    scorers = build_scorers(settings)
     tokens = settings.gate.max_new_tokens
     base = evaluate(generators["g"], shared, scorers, adapter=None, max_new_tokens=tokens)
     tuned = evaluate(generators["g"], shared, scorers, adapter=state.store.fetch(done.version), max_new_tokens=tokens)

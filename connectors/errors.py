@@ -5,11 +5,14 @@
     ├── RecordError             one log record could not be parsed (it goes to the dead letter)
     ├── PermanentError          an operation failed and retrying will not help
     │   ├── RegistryError       an adapter version or state transition that does not exist
+    │   │   └── UnknownVersion  no adapter has that version (or the alias points nowhere yet)
     │   ├── ArtifactError       an adapter directory that is missing, corrupt or unsafe to read
     │   ├── RoundError          a round that cannot run or continue (no data, nothing trained)
     │   └── DeployError         a rollout that must stop: a replica refused the adapter, smoke eval failed
+    │   └── InvalidRequest      an operator's request names something that does not exist (a task)
     └── TemporaryError          an operation failed and may succeed later (`delay` seconds)
-        └── ReplicaUnavailable  a serving replica did not answer (down, restarting, overloaded)
+        ├── ReplicaUnavailable  a serving replica did not answer (down, restarting, overloaded)
+        └── Busy                a one-at-a-time resource (a round, the fleet) is taken; try again later
 
 Every message says what happened and what to do about it.
 """
@@ -18,8 +21,10 @@ from __future__ import annotations
 
 __all__ = [
     "ArtifactError",
+    "Busy",
     "ConfigurationError",
     "DeployError",
+    "InvalidRequest",
     "PermanentError",
     "RecordError",
     "RegistryError",
@@ -27,6 +32,7 @@ __all__ = [
     "RoundError",
     "TaoflowError",
     "TemporaryError",
+    "UnknownVersion",
 ]
 
 
@@ -55,6 +61,10 @@ class RegistryError(PermanentError):
     """An unknown adapter version, alias or a forbidden state transition."""
 
 
+class UnknownVersion(RegistryError):
+    """No adapter has this version, or the alias asked for points to none yet."""
+
+
 class ArtifactError(PermanentError):
     """An adapter artifact is missing, unreadable or would escape its store."""
 
@@ -65,6 +75,10 @@ class RoundError(PermanentError):
 
 class DeployError(PermanentError):
     """A rollout step failed for a reason that waiting will not fix; the deploy reverts."""
+
+
+class InvalidRequest(PermanentError):
+    """An operator's request names something that does not exist; the message names what does."""
 
 
 class TemporaryError(TaoflowError):
@@ -81,3 +95,7 @@ class ReplicaUnavailable(TemporaryError):
     def __init__(self, replica: str, message: str, *, delay: float = 2.0) -> None:
         super().__init__(f"replica {replica}: {message}", delay=delay)
         self.replica = replica
+
+
+class Busy(TemporaryError):
+    """A one-at-a-time resource (the round, the fleet) is held by someone else; try again later."""

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from taoflow.connectors.errors import ConfigurationError
-from taoflow.connectors.redaction import REDACTION_KINDS
+from taoflow.connectors.sources.redaction import REDACTION_KINDS
 
 __all__ = ["FleetSettings", "ScorerSpec", "Settings", "load_settings", "reference_table"]
 

@@ -1,7 +1,7 @@
 """Rollout policy: which replicas get a new adapter in which order, and when a live one must go.
 
 Purely computational: replica lists, counters and scores in; frozen plans and decisions
-with a readable `reason` out. `taoflow.daemon.deploy` carries them out and records them.
+with a readable `reason` out. `taoflow.daemon.fleet.deploy` carries them out and records them.
 """
 
 from __future__ import annotations

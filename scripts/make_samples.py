@@ -1,4 +1,4 @@
-"""Writes the demo's sample inference logs (daemon/samples/*.jsonl), deterministically.
+"""Writes the demo's sample inference logs (daemon/cli/samples/*.jsonl), deterministically.
 
 The logs mimic production traffic of two endpoints in the shapes taoflow ingests:
 OpenAI chat-completion exchanges and Databricks inference-table rows (legacy and
@@ -12,7 +12,7 @@ import json
 import random
 from pathlib import Path
 
-OUT = Path(__file__).resolve().parent.parent / "daemon" / "samples"
+OUT = Path(__file__).resolve().parent.parent / "daemon" / "cli" / "samples"
 ARITHMETIC = [
     "What is {a} + {b}?",
     "Calculate {a} + {b}.",

@@ -1,7 +1,7 @@
 import pytest
 
 from taoflow.daemon.settings import Settings, load_settings
-from taoflow.daemon.wiring import State
+from taoflow.daemon.store.state import State
 
 
 @pytest.fixture

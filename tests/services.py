@@ -241,7 +241,7 @@ def store_adapter(state, model: str, name: str, directory, base, *, gated: bool)
 
 def hold_out(state, records, *, source: str = "test") -> None:  # type: ignore[no-untyped-def]
     """Buffer prompts as held-out ones (the gate's and the canary smoke's evaluation set)."""
-    from taoflow.daemon.buffer import buffer_row
+    from taoflow.daemon.store.buffer import buffer_row
 
     state.buffer.add_rows([buffer_row(r, None) for r in records], source=source)
     with state.db.transaction() as conn:

@@ -60,8 +60,9 @@ def test_ruff_lint_and_format():
 def test_daemon_core_and_cli_do_not_import_torch():
     code = (
         "import sys\n"
-        "import taoflow.daemon.cli, taoflow.daemon.round, taoflow.daemon.wiring, taoflow.daemon.demo\n"
-        "import taoflow.daemon.service, taoflow.daemon.admin, taoflow.daemon.flywheel, taoflow.daemon.sources\n"
+        "import taoflow.daemon.cli, taoflow.daemon.round.recipe, taoflow.daemon.wiring, taoflow.daemon.cli.demo\n"
+        "import taoflow.daemon.service.running, taoflow.daemon.service.admin, taoflow.daemon.service.flywheel\n"
+        "import taoflow.daemon.ingest.sources, taoflow.daemon.fleet.loop\n"
         "heavy = {'torch', 'transformers', 'trl', 'peft', 'vllm'} & set(sys.modules)\n"
         "assert not heavy, heavy\n"
     )

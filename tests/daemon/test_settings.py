@@ -57,8 +57,8 @@ def test_unreadable_files_are_clear(tmp_path):
 
 
 def test_shipped_demo_config_is_valid():
-    from taoflow.daemon.demo import SAMPLES
-    from taoflow.daemon.wiring import build_scorers
+    from taoflow.daemon.cli.demo import SAMPLES
+    from taoflow.daemon.round.parts import build_scorers
 
     settings = load_settings(SAMPLES / "demo.yaml")
     assert isinstance(settings, Settings)

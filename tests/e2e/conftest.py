@@ -1,6 +1,6 @@
 import pytest
 
-from taoflow.connectors.base_model import ResolvedModel, resolve_base_model
+from taoflow.connectors.generation.base_model import ResolvedModel, resolve_base_model
 from taoflow.daemon.settings import load_settings
 
 
@@ -12,7 +12,7 @@ def base_model() -> ResolvedModel:
 
 @pytest.fixture(scope="session")
 def generator(base_model):
-    from taoflow.connectors.generation_local import TransformersGenerator
+    from taoflow.connectors.generation.local import TransformersGenerator
 
     return TransformersGenerator(base_model.path, batch_rows=32)
 
@@ -42,7 +42,7 @@ def fleet_adapters(base_model, tmp_path_factory):
     import shutil
 
     from taoflow.connectors.records import Message
-    from taoflow.connectors.training import DistillExample, TrainingConfig, train_adapter
+    from taoflow.connectors.training.lora import DistillExample, TrainingConfig, train_adapter
 
     root = tmp_path_factory.mktemp("adapters")
     question = (Message("user", "What is 12 + 30?"),)
@@ -79,7 +79,7 @@ def train_on_other_base(root, question):
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    from taoflow.connectors.training import DistillExample, TrainingConfig, train_adapter
+    from taoflow.connectors.training.lora import DistillExample, TrainingConfig, train_adapter
 
     base = resolve_base_model("smollm2-135m-instruct", cache_dir=load_settings(None).model.cache_dir.expanduser())
     tokenizer = AutoTokenizer.from_pretrained(base.path)

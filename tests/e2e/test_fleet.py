@@ -12,17 +12,18 @@ import pytest
 import yaml
 
 from taoflow.connectors.errors import DeployError, ReplicaUnavailable
-from taoflow.connectors.fleet import VllmReplica
-from taoflow.connectors.generation_fleet import FleetGenerator
+from taoflow.connectors.generation.fleet import FleetGenerator
 from taoflow.connectors.protocols import SamplingConfig
 from taoflow.connectors.records import Message, PromptRecord
+from taoflow.connectors.serving.replica import VllmReplica
 from taoflow.daemon import cli
-from taoflow.daemon.buffer import buffer_row
-from taoflow.daemon.deploy import Deployer
-from taoflow.daemon.fleet import Fleet
-from taoflow.daemon.fleet_loop import FleetLoop
+from taoflow.daemon.fleet.deploy import Deployer
+from taoflow.daemon.fleet.loop import FleetLoop
+from taoflow.daemon.fleet.replicas import Fleet
+from taoflow.daemon.round.parts import build_scorers
 from taoflow.daemon.settings import load_settings
-from taoflow.daemon.wiring import State, build_scorers
+from taoflow.daemon.store.buffer import buffer_row
+from taoflow.daemon.store.state import State
 from tests.services import hold_out, poll_until, store_adapter
 
 pytestmark = pytest.mark.slow

@@ -4,12 +4,13 @@ import json
 
 import pytest
 
-from taoflow.connectors.artifacts import check_adapter_dir
+from taoflow.connectors.artifacts.local import check_adapter_dir
 from taoflow.connectors.records import Message, PromptRecord
-from taoflow.daemon import round as round_module
-from taoflow.daemon.round import TaoRound
+from taoflow.daemon.round import recipe as round_module
+from taoflow.daemon.round.parts import build_scorers
+from taoflow.daemon.round.recipe import TaoRound
 from taoflow.daemon.settings import load_settings
-from taoflow.daemon.wiring import State, build_scorers
+from taoflow.daemon.store.state import State
 
 pytestmark = pytest.mark.slow
 

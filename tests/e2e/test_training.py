@@ -4,9 +4,9 @@ import json
 
 import pytest
 
-from taoflow.connectors.artifacts import check_adapter_dir
+from taoflow.connectors.artifacts.local import check_adapter_dir
 from taoflow.connectors.records import Message
-from taoflow.connectors.training import DistillExample, PreferenceExample, TrainingConfig, train_adapter
+from taoflow.connectors.training.lora import DistillExample, PreferenceExample, TrainingConfig, train_adapter
 
 pytestmark = pytest.mark.slow
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from taoflow.connectors.records import Message
-from taoflow.connectors.training import DistillExample, TrainingConfig, train_adapter
+from taoflow.connectors.training.lora import DistillExample, TrainingConfig, train_adapter
 
 pytestmark = pytest.mark.slow
 

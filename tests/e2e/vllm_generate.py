@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from taoflow.connectors.generation_vllm import VllmGenerator
+from taoflow.connectors.generation.vllm import VllmGenerator
 from taoflow.connectors.protocols import SamplingConfig
 from taoflow.connectors.records import Message
 

@@ -1,0 +1,1 @@
+"""Adapter artifact stores: a local (or shared) directory, or S3."""

@@ -1,0 +1,1 @@
+"""Candidate generation backends (transformers, vLLM's engine, the serving fleet) and the base model."""

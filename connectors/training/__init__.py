@@ -1,0 +1,1 @@
+"""Adapter training: TRL (SFT, DPO) with PEFT LoRA."""

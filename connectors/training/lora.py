@@ -1,0 +1,223 @@
+"""LoRA training with TRL and PEFT: best-of-N distillation (SFT) and DPO.
+
+The round hands over plain examples; this module turns them into TRL datasets,
+trains a LoRA adapter on the base model and writes it in PEFT format (what vLLM's
+runtime LoRA API loads). Checkpoints go to `work_dir`, so a round interrupted in
+training resumes from the last one instead of starting over.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from taoflow.connectors.errors import RoundError
+from taoflow.connectors.protocols import Progress
+from taoflow.connectors.records import Message
+
+__all__ = ["DistillExample", "PreferenceExample", "TrainingConfig", "TrainingResult", "train_adapter"]
+
+Objective = Literal["sft", "dpo"]
+
+
+@dataclass(frozen=True)
+class DistillExample:
+    """A prompt and the answer to imitate (the best candidate)."""
+
+    messages: tuple[Message, ...]
+    completion: str
+
+
+@dataclass(frozen=True)
+class PreferenceExample:
+    """A prompt with a preferred and a dispreferred answer."""
+
+    messages: tuple[Message, ...]
+    chosen: str
+    rejected: str
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    """Hyper-parameters of one adapter training run (mirrors the `train` settings section)."""
+
+    objective: Objective = "sft"
+    lora_rank: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.0
+    target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+    learning_rate: float = 1e-3
+    epochs: float = 3.0
+    batch_size: int = 16
+    gradient_accumulation: int = 1
+    max_length: int = 256
+    dpo_beta: float = 0.1
+    seed: int = 0
+    save_steps: int = 20
+    bf16: bool = False
+
+
+@dataclass(frozen=True)
+class TrainingResult:
+    adapter_dir: Path
+    steps: int
+    samples_seen: int
+    seconds: float
+    final_loss: float | None
+    resumed_from: str | None = None
+    log: list[dict[str, float]] = field(default_factory=list)
+
+    @property
+    def samples_per_second(self) -> float:
+        return self.samples_seen / self.seconds if self.seconds > 0 else 0.0
+
+
+def train_adapter(
+    base_model_dir: Path,
+    examples: Sequence[DistillExample] | Sequence[PreferenceExample],
+    config: TrainingConfig,
+    *,
+    work_dir: Path,
+    progress: Progress | None = None,
+) -> TrainingResult:
+    """Train a LoRA adapter; the adapter lands in `work_dir / "adapter"`."""
+    if not examples:
+        raise RoundError("no training examples passed the score threshold; nothing to train")
+    import torch
+    from transformers import AutoModelForCausalLM, PrinterCallback, TrainerCallback
+
+    from taoflow.connectors.generation.local import load_tokenizer, quiet_libraries
+
+    quiet_libraries()
+
+    torch.manual_seed(config.seed)
+    tokenizer = load_tokenizer(base_model_dir)
+    tokenizer.padding_side = "right"
+    model = AutoModelForCausalLM.from_pretrained(base_model_dir, dtype=torch.float32)
+    checkpoints = work_dir / "checkpoints"
+    resume = _latest_checkpoint(checkpoints)
+    trainer = _build_trainer(model, tokenizer, examples, config, checkpoints)
+
+    class _Progress(TrainerCallback):  # type: ignore[misc]
+        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            if progress is not None:
+                progress(1)
+
+    trainer.remove_callback(PrinterCallback)  # it prints every log dict to stdout; we return the log instead
+    trainer.add_callback(_Progress())
+    started = time.perf_counter()
+    output = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    seconds = time.perf_counter() - started
+    adapter_dir = work_dir / "adapter"
+    trainer.model.save_pretrained(adapter_dir)
+    log = [{k: float(v) for k, v in entry.items() if isinstance(v, int | float)} for entry in trainer.state.log_history]
+    losses = [e["loss"] for e in log if "loss" in e]
+    done_before = _steps_of(resume)
+    steps = int(output.global_step)
+    per_step = config.batch_size * config.gradient_accumulation
+    return TrainingResult(
+        adapter_dir=adapter_dir,
+        steps=steps,
+        samples_seen=max(0, steps - done_before) * per_step,
+        seconds=seconds,
+        final_loss=losses[-1] if losses else None,
+        resumed_from=str(resume) if resume else None,
+        log=log,
+    )
+
+
+def _build_trainer(
+    model: Any,
+    tokenizer: Any,
+    examples: Sequence[DistillExample] | Sequence[PreferenceExample],
+    config: TrainingConfig,
+    output_dir: Path,
+) -> Any:
+    from datasets import Dataset
+    from peft import LoraConfig
+
+    lora = LoraConfig(
+        r=config.lora_rank,
+        lora_alpha=config.lora_alpha,
+        lora_dropout=config.lora_dropout,
+        target_modules=list(config.target_modules),
+        task_type="CAUSAL_LM",
+    )
+    common: dict[str, Any] = {
+        "output_dir": str(output_dir),
+        "learning_rate": config.learning_rate,
+        "num_train_epochs": config.epochs,
+        "per_device_train_batch_size": config.batch_size,
+        "gradient_accumulation_steps": config.gradient_accumulation,
+        "max_length": config.max_length,
+        "lr_scheduler_type": "cosine",
+        "warmup_steps": 2,
+        "logging_steps": 1,
+        "save_strategy": "steps",
+        "save_steps": config.save_steps,
+        "save_total_limit": 1,
+        "seed": config.seed,
+        "report_to": [],
+        # TRL defaults to bf16 autocast and activation checkpointing; on CPUs without bf16
+        # units that is ~100x slower, and a 135M model needs no checkpointing anywhere.
+        "bf16": config.bf16,
+        "gradient_checkpointing": False,
+        "disable_tqdm": True,
+        "dataloader_num_workers": 0,
+        "dataloader_pin_memory": False,
+    }
+    if config.objective == "sft":
+        from trl import SFTConfig, SFTTrainer
+
+        rows = [
+            {
+                "prompt": [m.as_dict() for m in e.messages],
+                "completion": [{"role": "assistant", "content": e.completion}],
+            }
+            for e in examples
+            if isinstance(e, DistillExample)
+        ]
+        return SFTTrainer(
+            model=model,
+            args=SFTConfig(**common, completion_only_loss=True),
+            train_dataset=Dataset.from_list(rows),
+            processing_class=tokenizer,
+            peft_config=lora,
+        )
+    from trl import DPOConfig, DPOTrainer
+
+    rows = [
+        {
+            "prompt": [m.as_dict() for m in e.messages],
+            "chosen": [{"role": "assistant", "content": e.chosen}],
+            "rejected": [{"role": "assistant", "content": e.rejected}],
+        }
+        for e in examples
+        if isinstance(e, PreferenceExample)
+    ]
+    return DPOTrainer(
+        model=model,
+        args=DPOConfig(**common, beta=config.dpo_beta),
+        train_dataset=Dataset.from_list(rows),
+        processing_class=tokenizer,
+        peft_config=lora,
+    )
+
+
+def _latest_checkpoint(directory: Path) -> Path | None:
+    if not directory.is_dir():
+        return None
+    found = [p for p in directory.glob("checkpoint-*") if (p / "trainer_state.json").is_file()]
+    return max(found, key=lambda p: _steps_of(p), default=None)
+
+
+def _steps_of(checkpoint: Path | None) -> int:
+    if checkpoint is None:
+        return 0
+    try:
+        return int(checkpoint.name.rsplit("-", 1)[1])
+    except (IndexError, ValueError):
+        return 0

@@ -1,0 +1,5 @@
+import sys
+
+from taoflow.daemon.cli.commands import main
+
+sys.exit(main())

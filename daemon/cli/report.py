@@ -1,0 +1,142 @@
+"""What the CLI prints: tables of rounds, adapters and the buffer, and progress bars."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from taoflow.connectors.protocols import Progress
+from taoflow.daemon.store.buffer import BufferStats
+from taoflow.daemon.store.registry import AdapterEvent, AdapterVersion, Registry
+from taoflow.daemon.store.rounds import RoundRecord
+
+if TYPE_CHECKING:
+    from taoflow.daemon.fleet.reconcile import ReconcileReport
+    from taoflow.daemon.store.deploys import DeployRecord
+
+__all__ = ["adapter_details", "adapters_table", "buffer_table", "fleet_table", "round_table", "table", "tqdm_progress"]
+
+
+def tqdm_progress(description: str, total: int) -> Progress:
+    """A progress bar on stderr that closes itself when it reaches `total`."""
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, desc=f"{description:>16}", unit="it", leave=True, file=sys.stderr, dynamic_ncols=True)
+    done = 0
+
+    def advance(units: int) -> None:
+        nonlocal done
+        done += units
+        bar.update(units)
+        if done >= total:
+            bar.close()
+
+    return advance
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    cells = [[str(h) for h in headers], *[[str(c) for c in row] for row in rows]]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def round_table(record: RoundRecord) -> str:
+    gate = record.summary.get("gate", {})
+    lines = [
+        f"round {record.id}: {record.status} at step {record.step}" + (f" ({record.reason})" if record.reason else "")
+    ]
+    if record.version:
+        lines.append(f"adapter: {record.version}")
+    if gate:
+        rows = [
+            [
+                s["task"],
+                s["n"],
+                f"{s['champion_mean']:.3f}",
+                f"{s['candidate_mean']:.3f}",
+                f"{s['candidate_mean'] - s['champion_mean']:+.3f}",
+            ]
+            for s in gate["slices"]
+        ]
+        lines += ["", table(["task", "held-out", f"before ({gate['against']})", "after", "change"], rows), ""]
+        verdict = "PASSED" if gate["passed"] else "REJECTED"
+        lines.append(f"gate {verdict}: {gate['reason']}" + ("; promoted to champion" if gate["promoted"] else ""))
+    timings = {step: s.get("seconds") for step, s in record.summary.items() if isinstance(s, dict)}
+    lines.append("step seconds: " + ", ".join(f"{k} {v}" for k, v in timings.items() if v is not None))
+    return "\n".join(lines)
+
+
+def adapters_table(versions: Sequence[AdapterVersion], registry: Registry, model: str) -> str:
+    aliases = {registry.alias(model, a): a for a in ("champion", "previous")}
+    rows = [
+        [
+            v.version,
+            v.state,
+            aliases.get(v.version, ""),
+            v.parent or "-",
+            time.strftime("%Y-%m-%d %H:%M", time.gmtime(v.created_at)),
+            v.reason[:60],
+        ]
+        for v in versions
+    ]
+    return (
+        table(["version", "state", "alias", "parent", "created (UTC)", "reason"], rows) if rows else "no adapters yet"
+    )
+
+
+def adapter_details(version: AdapterVersion, events: Sequence[AdapterEvent]) -> dict[str, Any]:
+    return {
+        "version": version.version,
+        "model": version.model,
+        "state": version.state,
+        "parent": version.parent,
+        "base_model": version.base_model,
+        "base_digest": version.base_digest,
+        "uri": version.uri,
+        "manifest": version.manifest,
+        "history": [
+            {
+                "from": e.from_state,
+                "to": e.to_state,
+                "reason": e.reason,
+                "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(e.at)),
+            }
+            for e in events
+        ],
+    }
+
+
+def buffer_table(stats: BufferStats) -> str:
+    rows = [[task, c.train, c.heldout, c.new] for task, c in stats.tasks.items()]
+    body = table(["task", "train", "held-out", "new"], rows) if rows else "buffer is empty"
+    return f"{body}\ndead letters: {stats.dead_letters}"
+
+
+def fleet_table(status: ReconcileReport, deploys: Sequence[DeployRecord], model: str) -> str:
+    """Each replica's adapters against the champion, the drift, then the recent deploys."""
+    rows = []
+    for url, adapters in sorted(status.replicas.items()):
+        if adapters is None:
+            rows.append([url, "unreachable", "-", "-"])
+            continue
+        served = adapters.get(model)
+        drifting = any(item.split(" ")[0] == url for items in status.drift.values() for item in items)
+        state = "drift" if drifting else "ok"
+        others = ", ".join(sorted(set(adapters) - {model})) or "-"
+        rows.append([url, state, Path(served).name if served else "(none)", others])
+    lines = [f"{model}: champion {status.champion or '(none)'}", table(["replica", "state", model, "other"], rows)]
+    drift = [f"{kind}: {', '.join(items)}" for kind, items in status.drift.items() if items]
+    lines.append("drift: " + ("; ".join(drift) if drift else "none"))
+    if deploys:
+        lines.append(
+            table(
+                ["deploy", "kind", "trigger", "version", "status", "step", "reason"],
+                [[d.id, d.kind, d.trigger, d.version, d.status, d.step, d.reason[:60]] for d in deploys],
+            )
+        )
+    return "\n".join(lines)

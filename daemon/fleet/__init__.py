@@ -1,0 +1,1 @@
+"""Changes to serving: replicas, recorded deploys (canary, smoke, waves, revert), reconcile, the watch."""

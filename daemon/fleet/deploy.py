@@ -1,0 +1,279 @@
+"""Rolling an adapter out to the fleet (or back), as the recorded state machine of deploys.py.
+
+Swap strategy, per replica: the stable served name (`model.served_name`, what clients
+call) is reloaded *in place* from the new version's own immutable directory. vLLM lets
+running requests finish on the old weights and answers new ones with the new weights, so
+no request fails (an unload-then-load leaves a window of 404s: bench/swap.py measures
+both). The stale prefix-cache hazard of in-place reloads does not arise: vLLM keys cached
+blocks by adapter name *and path*, and every version has its own path.
+
+Promote: preflight (files, rank, base model) → canary (the version under its own name on
+the first wave) → smoke (held-out prompts through the canary: new version vs live one,
+gate scorers) → rollout (stable name switched wave by wave) → registry promote → watch.
+Any failure → revert: every switched replica gets the previous adapter back.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from functools import partial
+from typing import Any, TypeVar
+
+from taoflow.connectors.errors import ArtifactError, DeployError, RegistryError, ReplicaUnavailable
+from taoflow.connectors.generation.fleet import FleetGenerator
+from taoflow.connectors.serving.adapter_check import base_shapes, preflight_adapter
+from taoflow.daemon.fleet.replicas import Fleet
+from taoflow.daemon.round.evaluation import evaluate, slices
+from taoflow.daemon.round.parts import TaskScorers, resolve_model
+from taoflow.daemon.settings import Settings
+from taoflow.daemon.store.deploys import DeployRecord, DeployStore
+from taoflow.daemon.store.state import State
+from taoflow.policies.gate import GatePolicy, decide_gate
+from taoflow.policies.rollout import plan_rollout
+
+__all__ = ["Deployer"]
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class Deployer:
+    """Starts, carries on and reverts the deploys of one served model."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        state: State,
+        fleet: Fleet,
+        *,
+        scorers: TaskScorers,
+        on_finished: Callable[[DeployRecord], None] = lambda record: None,
+    ) -> None:
+        self.settings = settings
+        self.f = settings.fleet
+        self.state = state
+        self.fleet = fleet
+        self.scorers = scorers
+        self.model = settings.model.served_name
+        self.deploys = DeployStore(state.db)
+        self._on_finished = on_finished
+
+    # ------------------------------------------------------------------ starting
+    def promote(self, version: str, *, trigger: str, reason: str) -> DeployRecord:
+        return self.run(self.start_promote(version, trigger=trigger, reason=reason))
+
+    def rollback(self, *, to: str | None = None, trigger: str, reason: str) -> DeployRecord:
+        return self.run(self.start_rollback(to=to, trigger=trigger, reason=reason))
+
+    def start_promote(self, version: str, *, trigger: str, reason: str) -> DeployRecord:
+        """Record a promote deploy (not yet carried out)."""
+        return self._start("promote", version, trigger=trigger, reason=reason)
+
+    def start_rollback(self, *, to: str | None = None, trigger: str, reason: str) -> DeployRecord:
+        """Record a rollback to `to` (default: the `previous` alias), not yet carried out."""
+        target = to or self.state.registry.alias(self.model, "previous")
+        if target is None:
+            raise RegistryError(f"{self.model} has no previous adapter to roll back to; pass --to VERSION")
+        self.state.registry.get(target)  # unknown versions fail here, before anything is recorded
+        return self._start("rollback", target, trigger=trigger, reason=reason)
+
+    def _start(self, kind: str, version: str, *, trigger: str, reason: str) -> DeployRecord:
+        running = self.deploys.open(self.model)
+        if running is not None:
+            raise DeployError(f"deploy {running.id} ({running.kind} {running.version}) is still {running.status}")
+        plan = plan_rollout(
+            self.fleet.urls(), canary=self.f.canary_replicas, batch_size=self.f.batch_size, smoke=kind == "promote"
+        )
+        log.info("deploy %s %s: %s", kind, version, plan.reason)
+        return self.deploys.start(
+            model=self.model,
+            kind=kind,
+            trigger=trigger,
+            version=version,
+            from_version=self.state.registry.alias(self.model, "champion"),
+            waves=[list(w) for w in plan.waves],
+            reason=reason,
+        )
+
+    # ------------------------------------------------------------------ the machine
+    def run(self, record: DeployRecord) -> DeployRecord:
+        """Carry a deploy on from its recorded step until it is watching, done or reverted."""
+        steps = {
+            "preflight": self._preflight,
+            "canary": self._canary,
+            "smoke": self._smoke,
+            "rollout": self._rollout,
+            "registry": self._registry,
+        }
+        while record.status == "running":
+            try:
+                record = steps[record.step](record)
+            except ArtifactError as exc:  # refused before any replica served it
+                record = self._refuse(record, str(exc))
+            except (DeployError, ReplicaUnavailable) as exc:
+                # DeployError: a replica refused the adapter or the smoke failed, the adapter's fault;
+                # ReplicaUnavailable: the fleet's, and the adapter stays gated for another try.
+                fault = "adapter" if isinstance(exc, DeployError) else "fleet"
+                log.error("deploy %d failed at %s: %s", record.id, record.step, exc)
+                record = self.deploys.get(record.id)  # the step may have recorded more before it failed
+                record = self.deploys.update(
+                    record.id,
+                    status="reverting",
+                    reason=f"{record.step}: {exc}",
+                    detail={**record.detail, "fault": fault},
+                )
+        if record.status == "reverting":
+            record = self._revert(record)
+        if record.status in ("watching", "done", "reverted", "failed"):
+            self._on_finished(record)
+        return record
+
+    def _preflight(self, record: DeployRecord) -> DeployRecord:
+        registry = self.state.registry
+        adapter = registry.get(record.version)
+        wanted = ("gated",) if record.kind == "promote" else ("retired", "gated")
+        if adapter.model != self.model or adapter.state not in wanted:
+            raise ArtifactError(
+                f"{record.version} is {adapter.state} ({adapter.model}); a {record.kind} needs "
+                f"{' or '.join(wanted)} of {self.model}"
+            )
+        base = resolve_model(self.settings)
+        if adapter.base_digest != base.digest:
+            raise ArtifactError(
+                f"{record.version} was trained on base {adapter.base_model} ({adapter.base_digest[:19]}), "
+                f"the fleet serves {base.reference} ({base.digest[:19]})"
+            )
+        preflight_adapter(
+            self.state.store.fetch(record.version), base=base_shapes(base.path), max_rank=self.f.max_lora_rank
+        )
+        if not record.waves:
+            return self.deploys.update(record.id, step="registry")
+        return self.deploys.update(record.id, step="canary" if record.kind == "promote" else "rollout")
+
+    def _canary(self, record: DeployRecord) -> DeployRecord:
+        path = self.fleet.server_path(record.version)
+        for url in record.waves[0]:
+            replica = self.fleet.replica(url)
+            if self._retry(replica.view).adapters.get(record.version) != path:
+                self._retry(partial(replica.load, record.version, path, inplace=False))
+        return self.deploys.update(record.id, step="smoke" if self.f.smoke_prompts else "rollout")
+
+    def _smoke(self, record: DeployRecord) -> DeployRecord:
+        """The gate's evaluation, served by the canary: the new version against what clients get now."""
+        canary = self.fleet.replica(record.waves[0][0])
+        heldout = [p.record for p in self.state.buffer.heldout()][: self.f.smoke_prompts]
+        if not heldout:
+            return self.deploys.update(record.id, step="rollout", detail={"smoke": "no held-out prompts: skipped"})
+        view = self._retry(canary.view)
+        live = self.model if self.model in view.adapters else view.base
+        results = {
+            side: evaluate(
+                FleetGenerator([canary], served_name=served),
+                heldout,
+                self.scorers,
+                adapter=None,
+                max_new_tokens=self.settings.gate.max_new_tokens,
+            )
+            for side, served in (("candidate", record.version), ("live", live))
+        }
+        tol = self.f.smoke_max_regression
+        policy = GatePolicy(min_mean_improvement=-tol, max_slice_regression=tol, min_samples=1, min_slice_samples=1)
+        decision = decide_gate(slices(results["candidate"], results["live"]), policy)
+        smoke = {"passed": decision.passed, "reason": decision.reason, "replica": canary.url, "against": live}
+        record = self.deploys.update(record.id, detail={**record.detail, "smoke": smoke})
+        if not decision.passed:
+            raise DeployError(f"smoke evaluation on the canary failed: {decision.reason}")
+        return self.deploys.update(record.id, step="rollout")
+
+    def _rollout(self, record: DeployRecord) -> DeployRecord:
+        path = self.fleet.server_path(record.version)
+        for wave in record.waves:
+            for url in wave:
+                if url in record.switched or url in record.skipped:
+                    continue
+                try:
+                    self._switch(url, self.model, path)
+                except ReplicaUnavailable as exc:
+                    if len(record.skipped) >= self.f.max_unavailable:
+                        raise
+                    log.warning("deploy %d skips %s (reconciled later): %s", record.id, url, exc)
+                    record = self.deploys.update(record.id, skipped=[*record.skipped, url])
+                    continue
+                record = self.deploys.update(record.id, switched=[*record.switched, url])
+        for url in record.waves[0] if record.kind == "promote" else ():
+            self._quietly(partial(self.fleet.replica(url).unload, record.version))
+        return self.deploys.update(record.id, step="registry")
+
+    def _registry(self, record: DeployRecord) -> DeployRecord:
+        registry = self.state.registry
+        if registry.alias(self.model, "champion") != record.version:
+            reason = f"deploy {record.id} ({record.trigger}): {record.reason}"
+            if record.kind == "promote":
+                registry.promote(record.version, reason=reason)
+            else:
+                registry.rollback(self.model, to=record.version, reason=reason)
+        self.deploys.supersede(self.model, by=record.id)
+        watched = record.kind == "promote" and self.settings.fleet.watch.window_seconds > 0 and record.waves
+        return self.deploys.update(
+            record.id, step="watch" if watched else "done", status="watching" if watched else "done"
+        )
+
+    def _refuse(self, record: DeployRecord, reason: str) -> DeployRecord:
+        log.error("deploy %d refused %s: %s", record.id, record.version, reason)
+        adapter = self.state.registry.get(record.version)
+        if record.kind == "promote" and adapter.state == "gated":
+            self.state.registry.transition(record.version, "rejected", reason=f"refused by the fleet: {reason}")
+        if record.switched or record.step != "preflight":
+            return self.deploys.update(
+                record.id, status="reverting", reason=reason, detail={**record.detail, "fault": "adapter"}
+            )
+        return self.deploys.update(record.id, status="failed", reason=reason)
+
+    # ------------------------------------------------------------------ reverting
+    def _revert(self, record: DeployRecord) -> DeployRecord:
+        """Give every switched replica the adapter it served before; drop the version's own name."""
+        previous = self.fleet.server_path(record.from_version) if record.from_version else None
+        unreverted = []
+        canary = set(record.waves[0]) if record.kind == "promote" and record.waves else set()
+        for url in sorted({*record.switched, *canary}):
+            try:
+                if url in record.switched:
+                    if previous is not None:
+                        self._switch(url, self.model, previous)
+                    else:
+                        self.fleet.replica(url).unload(self.model)
+                if url in canary:  # the version's own name, loaded for the smoke evaluation
+                    self.fleet.replica(url).unload(record.version)
+            except ReplicaUnavailable as exc:
+                log.error("deploy %d cannot revert %s now (the reconciler will): %s", record.id, url, exc)
+                unreverted.append(url)
+        adapter = self.state.registry.get(record.version)
+        if record.kind == "promote" and adapter.state == "gated" and record.detail.get("fault") == "adapter":
+            self.state.registry.transition(record.version, "rejected", reason=f"deploy {record.id}: {record.reason}")
+        detail = {**record.detail, "unreverted": unreverted}
+        return self.deploys.update(record.id, status="reverted", switched=[], detail=detail)
+
+    def _switch(self, url: str, name: str, path: str) -> None:
+        replica = self.fleet.replica(url)
+        served = self._retry(replica.view).adapters.get(name)
+        if served != path:
+            self._retry(lambda: replica.load(name, path, inplace=served is not None))
+
+    def _retry(self, call: Callable[[], T]) -> T:
+        for attempt in range(self.f.retries):
+            try:
+                return call()
+            except ReplicaUnavailable as exc:
+                if attempt + 1 == self.f.retries:
+                    raise
+                time.sleep(min(exc.delay, 1.0 * (attempt + 1)))
+        raise AssertionError("unreachable")
+
+    @staticmethod
+    def _quietly(call: Callable[[], Any]) -> None:
+        try:
+            call()
+        except ReplicaUnavailable as exc:
+            log.warning("%s (left for the reconciler)", exc)

@@ -1,0 +1,92 @@
+"""The reconciler: make every replica serve the registry's champion under the stable name.
+
+A restarted vLLM server has no adapters (they live in its memory), a scaled-out one has
+never had any: each pass loads the champion where it is missing or stale, reports
+adapters nobody registered, and marks replicas that keep failing to answer.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+from taoflow.connectors.errors import DeployError, ReplicaUnavailable
+from taoflow.daemon.fleet.metrics import FleetMetrics
+from taoflow.daemon.fleet.replicas import Fleet
+from taoflow.daemon.store.state import State
+from taoflow.policies.rollout import Repair, plan_repairs
+
+__all__ = ["ReconcileReport", "Reconciler"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ReconcileReport:
+    champion: str | None
+    replicas: dict[str, dict[str, str] | None]
+    drift: dict[str, list[str]]
+    repaired: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+    alerting: list[str] = field(default_factory=list)
+
+
+class Reconciler:
+    def __init__(self, state: State, fleet: Fleet, model: str, *, metrics: FleetMetrics | None = None) -> None:
+        self.state = state
+        self.fleet = fleet
+        self.model = model
+        self.metrics = metrics
+        self._misses: dict[str, int] = {}
+
+    def _compare(self) -> tuple[str | None, dict[str, dict[str, str] | None], list[Repair], dict[str, list[str]]]:
+        champion = self.state.registry.alias(self.model, "champion")
+        desired = {self.model: self.fleet.server_path(champion)} if champion else {}
+        known = frozenset(v.version for v in self.state.registry.versions(model=self.model))
+        observed = {url: (None if view is None else dict(view.adapters)) for url, view in self.fleet.observe().items()}
+        repairs, drift = plan_repairs(observed, desired, known_names=known)
+        return champion, observed, repairs, drift
+
+    def observe(self) -> ReconcileReport:
+        """What each replica serves and how it differs from the champion; changes nothing."""
+        champion, observed, _, drift = self._compare()
+        return ReconcileReport(champion, observed, drift)
+
+    def once(self) -> ReconcileReport:
+        """One pass: observe, repair, export (the fleet loop runs it after any deploy, under the fleet lease)."""
+        champion, observed, repairs, drift = self._compare()
+        repaired, failed = [], []
+        for fix in repairs:
+            try:
+                self.fleet.replica(fix.replica).load(fix.name, fix.path, inplace=fix.inplace)
+            except (ReplicaUnavailable, DeployError) as exc:
+                log.error("reconcile: could not repair %s (%s): %s", fix.replica, fix.reason, exc)
+                failed.append(fix.replica)
+                continue
+            log.warning("reconcile: %s: %s; loaded %s", fix.replica, fix.reason, champion)
+            repaired.append(fix.replica)
+        for url, adapters in observed.items():
+            self._misses[url] = self._misses.get(url, 0) + 1 if adapters is None else 0
+        for url in set(self._misses) - set(observed):
+            del self._misses[url]  # scaled in
+        alerting = sorted(url for url, n in self._misses.items() if n >= self.fleet.settings.unreachable_alert_after)
+        if drift["unknown"]:
+            log.warning("reconcile: adapters not in the registry: %s", ", ".join(drift["unknown"]))
+        report = ReconcileReport(champion, observed, drift, repaired, failed, alerting)
+        if self.metrics is not None:
+            self._export(report)
+        return report
+
+    def _export(self, report: ReconcileReport) -> None:
+        m = self.metrics
+        assert m is not None
+        up = sum(1 for a in report.replicas.values() if a is not None)
+        m.replicas.labels("up").set(up)
+        m.replicas.labels("down").set(len(report.replicas) - up)
+        for kind, items in report.drift.items():
+            m.drift.labels(kind).set(len(items))
+        m.repairs.labels("ok").inc(len(report.repaired))
+        m.repairs.labels("failed").inc(len(report.failed))
+        m.unreachable.set(len(report.alerting))
+        m.last_reconcile.set(time.time())

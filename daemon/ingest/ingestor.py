@@ -1,0 +1,146 @@
+"""From raw source items to buffered prompts: parse, filter, redact, store or dead-letter.
+
+Nothing read is ever dropped silently: a record is buffered, recognised as a
+duplicate, skipped by a configured filter (counted by reason), or written to the
+dead letter with its reason and the raw bytes. When `run` returns, all of that is
+committed to the database: a streaming source may then acknowledge the items.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from itertools import islice
+
+from taoflow.connectors.errors import RecordError
+from taoflow.connectors.protocols import SourceItem
+from taoflow.connectors.sources.formats import parse_payload
+from taoflow.connectors.sources.redaction import Redactor
+from taoflow.daemon.ingest.metrics import IngestMetrics
+from taoflow.daemon.store.buffer import BufferRow, DeadRow, IngestResult, PromptBuffer, buffer_row
+from taoflow.policies.ingest_filter import IngestFilter, decide_ingest
+
+__all__ = ["IngestReport", "Ingestor", "Prepared", "RecordPreparer"]
+
+
+@dataclass
+class IngestReport:
+    read: int = 0
+    added: int = 0
+    duplicates: int = 0
+    dead_lettered: Counter[str] = field(default_factory=Counter)
+    skipped: Counter[str] = field(default_factory=Counter)
+
+
+@dataclass
+class Prepared:
+    """Items of one batch turned into buffer rows, dead letters and skips: no database touched yet."""
+
+    read: int = 0
+    rows: list[BufferRow] = field(default_factory=list)
+    dead: list[DeadRow] = field(default_factory=list)
+    skipped: Counter[str] = field(default_factory=Counter)
+
+
+@dataclass(frozen=True)
+class RecordPreparer:
+    """The ingest settings as a pure function of items; picklable, so parsing can run in worker processes."""
+
+    default_task: str = "default"
+    redactor: Redactor = field(default_factory=lambda: Redactor([]))
+    rules: IngestFilter = field(default_factory=IngestFilter)
+    field_map: Mapping[str, str] = field(default_factory=dict)
+
+    def prepare(self, items: Iterable[SourceItem]) -> Prepared:
+        prepared = Prepared()
+        for item in items:
+            prepared.read += 1
+            self._prepare_one(item, prepared)
+        return prepared
+
+    def _prepare_one(self, item: SourceItem, prepared: Prepared) -> None:
+        try:
+            if item.error is not None:
+                reason, _, detail = item.error.partition(": ")
+                raise RecordError(reason, detail)
+            record = parse_payload(item.payload, default_task=self.default_task, field_map=self.field_map)
+        except RecordError as exc:
+            prepared.dead.append(DeadRow(item.origin, exc.reason, exc.detail[:2000], item.payload))
+            return
+        status = record.metadata.get("status_code")
+        decision = decide_ingest(
+            request_id=record.request_id,
+            task=record.task,
+            status_code=int(status) if isinstance(status, int | float | str) and str(status).isdigit() else None,
+            prompt_chars=sum(len(m.content) for m in record.messages),
+            rules=self.rules,
+        )
+        if not decision.keep:
+            prepared.skipped[decision.reason] += 1
+            return
+        if decision.task != record.task:
+            record = replace(record, task=decision.task)
+        prepared.rows.append(buffer_row(self.redactor.record(record), item.origin))
+
+
+class Ingestor:
+    """Applies the ingest settings to items of one source and writes the buffer in batches."""
+
+    def __init__(
+        self,
+        buffer: PromptBuffer,
+        *,
+        source: str,
+        default_task: str = "default",
+        redactor: Redactor | None = None,
+        rules: IngestFilter | None = None,
+        field_map: Mapping[str, str] | None = None,
+        metrics: IngestMetrics | None = None,
+        batch_size: int = 500,
+    ) -> None:
+        self._buffer = buffer
+        self._source = source
+        self.preparer = RecordPreparer(
+            default_task=default_task,
+            redactor=redactor or Redactor([]),
+            rules=rules or IngestFilter(),
+            field_map=dict(field_map or {}),
+        )
+        self._metrics = metrics
+        self._batch_size = batch_size
+
+    def run(self, items: Iterable[SourceItem]) -> IngestReport:
+        """Store everything, a batch per transaction."""
+        report = IngestReport()
+        iterator = iter(items)
+        while batch := list(islice(iterator, self._batch_size)):
+            self.store(self.preparer.prepare(batch), report)
+        return report
+
+    def store(
+        self,
+        prepared: Prepared,
+        report: IngestReport,
+        *,
+        also: Callable[[sqlite3.Connection], object] | None = None,
+    ) -> None:
+        """Commit one prepared batch (prompts, dead letters, `also`) and count it in `report` and the metrics."""
+        if prepared.rows or prepared.dead or also is not None:
+            result = self._buffer.add_rows(prepared.rows, source=self._source, dead=prepared.dead, also=also)
+        else:
+            result = IngestResult(added=0, duplicates=0)
+        report.read += prepared.read
+        report.added += result.added
+        report.duplicates += result.duplicates
+        report.skipped.update(prepared.skipped)
+        report.dead_lettered.update(d.reason for d in prepared.dead)
+        if self._metrics is None:
+            return
+        self._metrics.ingested.labels(self._source).inc(result.added)
+        self._metrics.duplicates.labels(self._source).inc(result.duplicates)
+        for reason, count in prepared.skipped.items():
+            self._metrics.skipped.labels(self._source, reason).inc(count)
+        for dead in prepared.dead:
+            self._metrics.dead_lettered.labels(self._source, dead.reason).inc()

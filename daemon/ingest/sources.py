@@ -1,0 +1,156 @@
+"""The configured source, built from the settings and run: JSONL files read once, Kafka consumed, or S3 polled."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+
+from taoflow.connectors.errors import ConfigurationError
+from taoflow.connectors.protocols import Source
+from taoflow.connectors.sources.jsonl import JsonlSource
+from taoflow.connectors.sources.redaction import Redactor
+from taoflow.daemon.ingest.ingestor import Ingestor, IngestReport
+from taoflow.daemon.ingest.metrics import IngestMetrics
+from taoflow.daemon.ingest.streaming import ObjectSource, StreamSource, ingest_objects, run_stream
+from taoflow.daemon.settings import Settings
+from taoflow.daemon.store.state import State
+from taoflow.policies.ingest_filter import IngestFilter
+
+__all__ = [
+    "build_ingestor",
+    "build_object_source",
+    "build_source",
+    "build_stream_source",
+    "follow_kafka",
+    "ingest_s3",
+    "run_source",
+]
+
+log = logging.getLogger(__name__)
+
+
+def run_source(
+    settings: Settings, state: State, *, stop: threading.Event, metrics: IngestMetrics | None = None
+) -> IngestReport:
+    """The daemon's source task: the configured streaming source, until `stop`."""
+    if settings.source.kind == "kafka":
+        return follow_kafka(settings, state, stop=stop, metrics=metrics)
+    if settings.source.kind == "s3":
+        return ingest_s3(settings, state, stop=stop, follow=True, metrics=metrics)
+    raise ConfigurationError("source.kind jsonl is read once by `taoflow ingest`; the daemon follows kafka or s3")
+
+
+def ingest_s3(
+    settings: Settings, state: State, *, stop: threading.Event, follow: bool, metrics: IngestMetrics | None = None
+) -> IngestReport:
+    source = build_object_source(settings)
+    s3 = settings.source.s3
+    ingestor = build_ingestor(settings, state, source.name, field_map=s3.field_map, metrics=metrics)
+    log.info("ingesting s3://%s/%s%s", s3.bucket, s3.prefix, " until stopped" if follow else "")
+    return ingest_objects(
+        source,
+        ingestor,
+        state.buffer,
+        state.db,
+        stop=stop,
+        buffer_cap=settings.ingest.buffer_cap,
+        follow=follow,
+        poll_interval_s=s3.poll_interval_seconds,
+        prefetch=s3.prefetch,
+        parse_processes=len(os.sched_getaffinity(0)) if s3.parse_processes is None else s3.parse_processes,
+        metrics=metrics,
+    )
+
+
+def follow_kafka(
+    settings: Settings, state: State, *, stop: threading.Event, metrics: IngestMetrics | None = None
+) -> IngestReport:
+    """Consume until `stop`, committing offsets after every stored batch."""
+    source = build_stream_source(settings)
+    kafka = settings.source.kafka
+    ingestor = build_ingestor(settings, state, source.name, field_map=kafka.field_map, metrics=metrics)
+    log.info("consuming %s until stopped", source.name)
+    return run_stream(
+        source,
+        ingestor,
+        state.buffer,
+        stop=stop,
+        buffer_cap=settings.ingest.buffer_cap,
+        poll_timeout_s=kafka.poll_timeout_seconds,
+        metrics=metrics,
+    )
+
+
+def build_stream_source(settings: Settings) -> StreamSource:
+    """The streaming source (Kafka); imports its client only when one is configured."""
+    from taoflow.connectors.sources.kafka import KafkaConfig, KafkaSource
+
+    k = settings.source.kafka
+    options: dict[str, object] = {"security_protocol": k.security_protocol}
+    optional = {
+        "sasl_mechanism": k.sasl_mechanism,
+        "sasl_plain_username": k.sasl_username,
+        "sasl_plain_password": k.sasl_password.get_secret_value() if k.sasl_password else None,
+        "ssl_cafile": str(k.ssl_cafile) if k.ssl_cafile else None,
+        "ssl_certfile": str(k.ssl_certfile) if k.ssl_certfile else None,
+        "ssl_keyfile": str(k.ssl_keyfile) if k.ssl_keyfile else None,
+    }
+    options.update({key: value for key, value in optional.items() if value is not None})
+    config = KafkaConfig(
+        bootstrap_servers=k.bootstrap_servers,
+        group_id=k.group_id,
+        topics=k.topics,
+        topic_pattern=k.topic_pattern,
+        max_poll_records=k.max_poll_records,
+        session_timeout_ms=k.session_timeout_ms,
+        heartbeat_interval_ms=k.heartbeat_interval_ms,
+        max_poll_interval_ms=k.max_poll_interval_ms,
+        client_options=options,
+    )
+    return KafkaSource(config)
+
+
+def build_object_source(settings: Settings) -> ObjectSource:
+    """The S3 inference-table source; imports boto3 only when one is configured."""
+    from taoflow.connectors.sources.s3 import S3Config, S3Source
+
+    s3 = settings.source.s3
+    if not s3.bucket:
+        raise ConfigurationError("source.kind is s3 but source.s3.bucket is empty")
+    return S3Source(
+        S3Config(bucket=s3.bucket, prefix=s3.prefix, endpoint_url=s3.endpoint_url, region=s3.region, order=s3.order)
+    )
+
+
+def build_source(settings: Settings) -> Source:
+    if settings.source.kind != "jsonl":
+        raise ConfigurationError(f"source.kind {settings.source.kind!r} is a streaming source: use `ingest --follow`")
+    if not settings.source.paths:
+        raise ConfigurationError("source.paths is empty: name JSONL files or directories to ingest")
+    return JsonlSource(settings.source.paths)
+
+
+def build_ingestor(
+    settings: Settings,
+    state: State,
+    source_name: str,
+    *,
+    field_map: dict[str, str] | None = None,
+    metrics: IngestMetrics | None = None,
+) -> Ingestor:
+    i = settings.ingest
+    return Ingestor(
+        state.buffer,
+        source=source_name,
+        default_task=i.default_task,
+        redactor=Redactor(i.redact),
+        rules=IngestFilter(
+            keep_status=frozenset(i.keep_status),
+            sample_rates=dict(i.sample_rates),
+            max_prompt_chars=i.max_prompt_chars,
+            task_map=dict(i.task_map),
+        ),
+        field_map=field_map,
+        metrics=metrics,
+    )

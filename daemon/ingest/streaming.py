@@ -1,0 +1,273 @@
+"""The ingest loop of a streaming source: poll, store durably, then acknowledge.
+
+One thread does all three in order, so an offset is committed only for records whose
+buffer transaction (prompts and dead letters) has already committed. At the buffer cap
+the source is paused rather than read and dropped; it resumes once rounds consume prompts.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import sqlite3
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Collection, Generator, Iterable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from contextlib import ExitStack, closing, contextmanager
+from typing import Protocol
+
+from taoflow.connectors.protocols import SourceItem
+from taoflow.connectors.sources.s3 import ObjectRef
+from taoflow.daemon.ingest.ingestor import Ingestor, IngestReport, Prepared, RecordPreparer
+from taoflow.daemon.ingest.metrics import IngestMetrics
+from taoflow.daemon.lifetime import exit_with
+from taoflow.daemon.store.buffer import PromptBuffer
+from taoflow.daemon.store.storage import Database
+
+__all__ = ["ObjectSource", "StreamSource", "ingest_objects", "ingested_objects", "run_stream"]
+
+log = logging.getLogger(__name__)
+
+
+class StreamSource(Protocol):
+    """A source whose items must be acknowledged after they are stored (Kafka)."""
+
+    name: str
+
+    def poll(self, *, timeout_s: float = 1.0) -> list[SourceItem]: ...
+
+    def commit(self) -> None: ...
+
+    def pause(self) -> None: ...
+
+    def resume(self) -> None: ...
+
+    def lag(self) -> dict[str, int]: ...
+
+    def close(self) -> None: ...
+
+
+def run_stream(
+    source: StreamSource,
+    ingestor: Ingestor,
+    buffer: PromptBuffer,
+    *,
+    stop: threading.Event,
+    buffer_cap: int,
+    poll_timeout_s: float = 1.0,
+    refresh_s: float = 5.0,
+    metrics: IngestMetrics | None = None,
+) -> IngestReport:
+    """Run until `stop` is set; return the totals. The source is committed and closed on the way out.
+
+    The buffer's pending count and the consumer lag (a broker round trip) are read every
+    `refresh_s` and on stopping, not on every poll; between reads the pending count grows by
+    what was stored.
+    """
+    totals = IngestReport()
+    pending, refreshed = 0, float("-inf")
+    try:
+        while not stop.is_set():
+            if time.monotonic() - refreshed >= refresh_s:
+                pending, refreshed = buffer.pending(), time.monotonic()
+                _report_lag(source, metrics)
+            if pending >= buffer_cap:
+                source.pause()
+            else:
+                source.resume()
+            items = source.poll(timeout_s=poll_timeout_s)
+            if items:
+                added = totals.added
+                _merge(totals, ingestor.run(items))
+                source.commit()
+                pending += totals.added - added
+            if metrics is not None:
+                metrics.last_poll.labels(source.name).set(time.time())
+        _report_lag(source, metrics)  # as it is when stopped
+    finally:
+        source.close()
+    return totals
+
+
+def _report_lag(source: StreamSource, metrics: IngestMetrics | None) -> None:
+    if metrics is not None:
+        for partition, lag in source.lag().items():
+            metrics.consumer_lag.labels(source.name, partition).set(lag)
+
+
+def _merge(totals: IngestReport, report: IngestReport) -> None:
+    totals.read += report.read
+    totals.added += report.added
+    totals.duplicates += report.duplicates
+    totals.dead_lettered.update(report.dead_lettered)
+    totals.skipped.update(report.skipped)
+
+
+class ObjectSource(Protocol):
+    """A source of whole objects, each read once (S3)."""
+
+    name: str
+
+    def pending(self, done: Collection[tuple[str, str]]) -> list[ObjectRef]: ...
+
+    def fetch(self, ref: ObjectRef) -> bytes | None: ...
+
+    def records(self, ref: ObjectRef, body: bytes) -> Iterator[SourceItem]: ...
+
+    @property
+    def factory(self) -> Callable[[], ObjectSource]:
+        """Builds an equal source in a worker process; picklable."""
+        ...
+
+    @property
+    def worker_modules(self) -> Sequence[str]:
+        """Modules a worker process needs (imported once, before workers start)."""
+        ...
+
+
+def ingested_objects(db: Database, source: str) -> set[tuple[str, str]]:
+    return {(r[0], r[1]) for r in db.query("SELECT key, etag FROM ingested_objects WHERE source=?", (source,))}
+
+
+def ingest_objects(
+    source: ObjectSource,
+    ingestor: Ingestor,
+    buffer: PromptBuffer,
+    db: Database,
+    *,
+    stop: threading.Event,
+    buffer_cap: int,
+    follow: bool,
+    poll_interval_s: float = 30.0,
+    prefetch: int = 8,
+    parse_processes: int = 0,
+    metrics: IngestMetrics | None = None,
+) -> IngestReport:
+    """Ingest every new object; its checkpoint (key + ETag) commits in the same transaction as its records.
+
+    Up to `prefetch` objects are downloaded and parsed ahead (in `parse_processes` worker
+    processes, each with its own client, or on threads here when 0) while this thread stores them in
+    listing order: the store is the only step that touches the database. Objects that are
+    ready together are stored in one transaction. The buffer cap is checked between
+    transactions, so it can be passed by the objects of one transaction.
+    """
+    totals = IngestReport()
+    with ExitStack() as stack:
+        threads = stack.enter_context(ThreadPoolExecutor(max_workers=prefetch, thread_name_prefix="s3-fetch"))
+        workers = stack.enter_context(
+            _loader_pool(parse_processes, source.factory, ingestor.preparer, source.worker_modules)
+        )
+
+        def load(ref: ObjectRef) -> Prepared | None:
+            if workers is None:
+                return _load(source, ingestor.preparer, ref)
+            return workers.submit(_load_in_worker, ref).result()
+
+        while not stop.is_set():
+            pending = source.pending(ingested_objects(db, source.name))
+            if metrics is not None:
+                metrics.objects_pending.labels(source.name).set(len(pending))
+                metrics.last_poll.labels(source.name).set(time.time())
+            room = buffer_cap - buffer.pending()
+            group: list[tuple[ObjectRef, Prepared]] = []
+            with closing(_in_order(threads, load, pending if room > 0 else [], ahead=prefetch)) as loaded:
+                for ref, prepared, next_ready in loaded:
+                    if prepared is not None:
+                        group.append((ref, prepared))
+                    if next_ready:
+                        continue  # everything already loaded commits together: one fsync for several objects
+                    added = totals.added
+                    refs = [r for r, _ in group]
+                    ingestor.store(_joined(p for _, p in group), totals, also=_checkpoints(source.name, refs))
+                    room -= totals.added - added
+                    if metrics is not None:
+                        metrics.objects_pending.labels(source.name).dec(len(group))
+                    group = []
+                    if stop.is_set() or room <= 0:
+                        break  # at the cap nothing more is stored: the rest stays pending until rounds make room
+            if not follow:
+                break
+            stop.wait(poll_interval_s)
+    return totals
+
+
+@contextmanager
+def _loader_pool(
+    processes: int, factory: Callable[[], ObjectSource], preparer: RecordPreparer, preload: Sequence[str] = ()
+) -> Iterator[ProcessPoolExecutor | None]:
+    if processes <= 0:
+        yield None
+        return
+    # Not fork: the daemon has threads (sources, scheduler, admin server) that a fork would copy mid-flight.
+    # A fork server is one clean process that imports the loaders' modules once; workers fork from it.
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload([__name__, *preload])
+    with ProcessPoolExecutor(
+        max_workers=processes,
+        mp_context=context,
+        initializer=_init_loader,
+        initargs=(factory, preparer, os.getpid()),
+    ) as pool:
+        yield pool
+
+
+def _load(source: ObjectSource, preparer: RecordPreparer, ref: ObjectRef) -> Prepared | None:
+    body = source.fetch(ref)
+    if body is None:
+        return None  # replaced or deleted since listing: the next listing has its new version
+    return preparer.prepare(source.records(ref, body))
+
+
+_loader: tuple[ObjectSource, RecordPreparer] | None = None
+
+
+def _init_loader(factory: Callable[[], ObjectSource], preparer: RecordPreparer, owner: int) -> None:
+    global _loader
+    _loader = (factory(), preparer)
+    exit_with(owner)
+
+
+def _load_in_worker(ref: ObjectRef) -> Prepared | None:
+    assert _loader is not None, "the loader pool's initializer builds the worker's source"
+    return _load(*_loader, ref)
+
+
+def _in_order(
+    threads: ThreadPoolExecutor, load: Callable[[ObjectRef], Prepared | None], refs: Sequence[ObjectRef], *, ahead: int
+) -> Generator[tuple[ObjectRef, Prepared | None, bool], None, None]:
+    """Each object loaded, in listing order, with up to `ahead` loading meanwhile; the flag says the
+    next one is already loaded. Loads not yet started are cancelled when the caller stops early."""
+    loads = deque(threads.submit(load, ref) for ref in refs[:ahead])
+    try:
+        for index, ref in enumerate(refs):
+            prepared = loads.popleft().result()
+            if index + ahead < len(refs):
+                loads.append(threads.submit(load, refs[index + ahead]))
+            yield ref, prepared, bool(loads) and loads[0].done()
+    finally:
+        for future in loads:
+            future.cancel()
+
+
+def _joined(parts: Iterable[Prepared]) -> Prepared:
+    joined = Prepared()
+    for part in parts:
+        joined.read += part.read
+        joined.rows += part.rows
+        joined.dead += part.dead
+        joined.skipped.update(part.skipped)
+    return joined
+
+
+def _checkpoints(source: str, refs: Sequence[ObjectRef]) -> Callable[[sqlite3.Connection], object]:
+    def record(conn: sqlite3.Connection) -> object:
+        now = time.time()
+        return conn.executemany(
+            "INSERT OR IGNORE INTO ingested_objects (source, key, etag, completed_at) VALUES (?, ?, ?, ?)",
+            [(source, ref.key, ref.etag, now) for ref in refs],
+        )
+
+    return record

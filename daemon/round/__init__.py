@@ -1,0 +1,1 @@
+"""One TAO round: the recipe (prepare, generate, score, train, register, gate), its parts and its process."""

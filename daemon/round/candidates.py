@@ -1,0 +1,157 @@
+"""Candidates on disk between steps, their scores, the training examples and the manifest."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import statistics
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from taoflow.connectors.generation.base_model import ResolvedModel
+from taoflow.connectors.protocols import Completion, Progress
+from taoflow.connectors.records import PromptRecord
+from taoflow.connectors.training.lora import DistillExample, PreferenceExample, TrainingConfig
+from taoflow.daemon.round.parts import TaskScorers
+from taoflow.daemon.settings import Settings
+from taoflow.policies.selection import ScoredCandidate, select_distill_targets, select_preference_pair
+
+__all__ = [
+    "ScoredPrompt",
+    "manifest",
+    "planned_steps",
+    "read_candidates",
+    "read_scored",
+    "score_all",
+    "score_statistics",
+    "training_examples",
+    "write_candidates",
+    "write_scored",
+]
+
+ScoredPrompt = tuple[PromptRecord, list[ScoredCandidate]]
+
+
+def write_candidates(path: Path, prompts: Sequence[PromptRecord], outputs: Sequence[Sequence[Completion]]) -> None:
+    lines = [
+        json.dumps({"request_id": p.request_id, "candidates": [asdict(c) for c in row]})
+        for p, row in zip(prompts, outputs, strict=True)
+    ]
+    _atomic_write(path, "\n".join(lines) + "\n")
+
+
+def read_candidates(path: Path) -> dict[str, list[Completion]]:
+    rows = {}
+    for line in path.read_text().splitlines():
+        data = json.loads(line)
+        rows[data["request_id"]] = [Completion(**c) for c in data["candidates"]]
+    return rows
+
+
+def score_all(
+    prompts: Sequence[PromptRecord],
+    candidates: dict[str, list[Completion]],
+    scorers: TaskScorers,
+    *,
+    progress: Progress | None = None,
+) -> list[ScoredPrompt]:
+    scored: list[ScoredPrompt] = []
+    for record in prompts:
+        row = candidates[record.request_id]
+        values = scorers.for_task(record.task).score(record, [c.text for c in row])
+        scored.append(
+            (record, [ScoredCandidate(c.text, v, c.num_tokens, c.finished) for c, v in zip(row, values, strict=True)])
+        )
+        if progress is not None:
+            progress(1)
+    return scored
+
+
+def write_scored(path: Path, scored: Sequence[ScoredPrompt]) -> None:
+    lines = [json.dumps({"record": json.loads(r.to_json()), "candidates": [asdict(c) for c in cs]}) for r, cs in scored]
+    _atomic_write(path, "\n".join(lines) + "\n")
+
+
+def read_scored(path: Path) -> list[ScoredPrompt]:
+    out: list[ScoredPrompt] = []
+    for line in path.read_text().splitlines():
+        data = json.loads(line)
+        record = PromptRecord.from_json(json.dumps(data["record"]))
+        out.append((record, [ScoredCandidate(**c) for c in data["candidates"]]))
+    return out
+
+
+def training_examples(
+    scored: Sequence[ScoredPrompt], *, objective: str, threshold: float, per_prompt: int, margin: float
+) -> list[DistillExample] | list[PreferenceExample]:
+    if objective == "dpo":
+        pairs = []
+        for record, cands in scored:
+            pair = select_preference_pair(cands, margin=margin, threshold=threshold)
+            if pair is not None:
+                pairs.append(PreferenceExample(record.messages, pair[0].text, pair[1].text))
+        return pairs
+    return [
+        DistillExample(record.messages, c.text)
+        for record, cands in scored
+        for c in select_distill_targets(cands, threshold=threshold, per_prompt=per_prompt)
+    ]
+
+
+def score_statistics(scored: Sequence[ScoredPrompt], *, threshold: float) -> dict[str, dict[str, Any]]:
+    by_task: dict[str, list[list[ScoredCandidate]]] = {}
+    for record, cands in scored:
+        by_task.setdefault(record.task, []).append(cands)
+    stats: dict[str, dict[str, Any]] = {}
+    for task, groups in sorted(by_task.items()):
+        values = [c.score for g in groups for c in g if c.score is not None]
+        stats[task] = {
+            "prompts": len(groups),
+            "candidates": sum(len(g) for g in groups),
+            "unscored": sum(c.score is None for g in groups for c in g),
+            "mean": round(statistics.fmean(values), 4) if values else None,
+            "pass_rate": round(sum(v >= threshold for v in values) / len(values), 4) if values else None,
+            "prompts_with_target": sum(any((c.score or 0) >= threshold and c.finished for c in g) for g in groups),
+        }
+    return stats
+
+
+def planned_steps(num_examples: int, config: TrainingConfig) -> int:
+    per_epoch = -(-num_examples // config.batch_size)
+    return max(1, int(per_epoch * config.epochs + 0.999))
+
+
+def manifest(
+    *,
+    version: str,
+    base: ResolvedModel,
+    parent: str | None,
+    prompts: Sequence[PromptRecord],
+    settings: Settings,
+    summary: dict[str, Any],
+) -> dict[str, Any]:
+    """What an adapter was made from: enough to audit or reproduce it."""
+    prompt_hashes = sorted(p.prompt_hash for p in prompts)
+    data_hash = hashlib.sha256("\n".join(prompt_hashes).encode()).hexdigest()
+    return {
+        "version": version,
+        "base_model": {"reference": base.reference, "digest": base.digest},
+        "parent": parent,
+        "data": {"prompts": len(prompts), "prompt_set_sha256": data_hash},
+        "config": {
+            "generate": settings.generate.model_dump(mode="json"),
+            "score": settings.score.model_dump(mode="json"),
+            "train": settings.train.model_dump(mode="json"),
+        },
+        "timings_seconds": {step: s.get("seconds") for step, s in summary.items() if isinstance(s, dict)},
+        "scores": summary.get("score", {}).get("tasks", {}),
+        "training": {k: v for k, v in summary.get("train", {}).items() if k != "seconds"},
+    }
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)

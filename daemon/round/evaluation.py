@@ -1,0 +1,108 @@
+"""Greedy evaluation of a model (base, champion or candidate adapter) on held-out prompts.
+
+Both sides of the gate go through this same function with the same scorers and the
+same prompts, so their numbers differ only by the adapter.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from taoflow.connectors.errors import ConfigurationError
+from taoflow.connectors.protocols import Generator, Progress, SamplingConfig
+from taoflow.connectors.records import PromptRecord
+from taoflow.connectors.scoring.verifiers import last_number
+from taoflow.connectors.sources.formats import parse_record
+from taoflow.daemon.round.parts import TaskScorers
+from taoflow.policies.gate import SliceScores
+
+__all__ = ["Evaluation", "evaluate", "load_golden", "slices"]
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """Per-task greedy scores (unscored answers count as 0.0) and the answers themselves."""
+
+    scores: dict[str, list[float]]
+    answers: list[str] = field(default_factory=list)
+    unscored: int = 0
+
+    def mean(self, task: str) -> float:
+        values = self.scores.get(task, [])
+        return sum(values) / len(values) if values else 0.0
+
+
+def evaluate(
+    generator: Generator,
+    records: Sequence[PromptRecord],
+    scorers: TaskScorers,
+    *,
+    adapter: Path | None,
+    max_new_tokens: int,
+    progress: Progress | None = None,
+) -> Evaluation:
+    sampling = SamplingConfig(n=1, temperature=0.0, max_new_tokens=max_new_tokens)
+    outputs = generator.generate([r.messages for r in records], sampling, adapter=adapter, progress=progress)
+    scores: dict[str, list[float]] = {}
+    answers: list[str] = []
+    unscored = 0
+    for record, (completion,) in zip(records, outputs, strict=True):
+        value = _golden_score(record, completion.text)
+        if value is None:
+            (value,) = scorers.for_task(record.task).score(record, [completion.text])
+        if value is None:
+            unscored += 1
+        scores.setdefault(record.task, []).append(value or 0.0)
+        answers.append(completion.text)
+    return Evaluation(scores=scores, answers=answers, unscored=unscored)
+
+
+def slices(candidate: Evaluation, champion: Evaluation) -> list[SliceScores]:
+    return [
+        SliceScores(
+            task=t, n=len(candidate.scores[t]), candidate_mean=candidate.mean(t), champion_mean=champion.mean(t)
+        )
+        for t in sorted(candidate.scores)
+    ]
+
+
+def _golden_score(record: PromptRecord, answer: str) -> float | None:
+    expected = record.metadata.get("expected")
+    if expected is None:
+        return None
+    if isinstance(expected, int | float):
+        got = last_number(answer)
+        return 1.0 if got is not None and math.isclose(got, float(expected), abs_tol=1e-6) else 0.0
+    return 1.0 if " ".join(str(expected).casefold().split()) == " ".join(answer.casefold().split()) else 0.0
+
+
+def load_golden(path: Path) -> list[PromptRecord]:
+    """A labelled set: JSONL of any supported record shape, with `expected` beside or in metadata."""
+    records = []
+    try:
+        lines = path.read_text().splitlines()
+    except OSError as exc:
+        raise ConfigurationError(f"cannot read golden set {path}: {exc}") from None
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            data = json.loads(line)
+            record = parse_record(data, default_task=str(data.get("task", "default")))
+        except Exception as exc:
+            raise ConfigurationError(f"golden set {path}:{number} is not a valid record: {exc}") from None
+        if "expected" in data:
+            record = PromptRecord(
+                record.request_id,
+                record.task,
+                record.messages,
+                record.timestamp,
+                record.response,
+                {**record.metadata, "expected": data["expected"]},
+            )
+        records.append(record)
+    return records

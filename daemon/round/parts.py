@@ -1,0 +1,71 @@
+"""The round's parts named by the settings: scorers per task, the base model, the training and gate configurations."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from taoflow.connectors.generation.base_model import ResolvedModel, resolve_base_model
+from taoflow.connectors.scoring.composite import CompositeScorer, build_scorer
+from taoflow.connectors.training.lora import TrainingConfig
+from taoflow.daemon.settings import ScorerSpec, Settings
+from taoflow.policies.gate import GatePolicy
+
+__all__ = ["TaskScorers", "build_scorers", "gate_policy", "resolve_model", "training_config"]
+
+
+class TaskScorers:
+    """A composite scorer per task, built lazily from the `score` settings."""
+
+    def __init__(self, tasks: Mapping[str, list[ScorerSpec]], default: list[ScorerSpec]) -> None:
+        self._specs = dict(tasks)
+        self._default = default
+        self._built: dict[str, CompositeScorer] = {}
+        for specs in [*self._specs.values(), default]:
+            self._build(specs)  # construct once now: a bad scorer config fails at start-up
+
+    def for_task(self, task: str) -> CompositeScorer:
+        if task not in self._built:
+            self._built[task] = self._build(self._specs.get(task, self._default))
+        return self._built[task]
+
+    def all(self) -> dict[str, CompositeScorer]:
+        return dict(self._built)
+
+    @staticmethod
+    def _build(specs: list[ScorerSpec]) -> CompositeScorer:
+        return CompositeScorer([(build_scorer(s.type, dict(s.params)), s.weight) for s in specs])
+
+
+def build_scorers(settings: Settings) -> TaskScorers:
+    return TaskScorers(settings.score.tasks, settings.score.default)
+
+
+def resolve_model(settings: Settings) -> ResolvedModel:
+    return resolve_base_model(settings.model.base, cache_dir=settings.model.cache_dir.expanduser())
+
+
+def training_config(settings: Settings) -> TrainingConfig:
+    t = settings.train
+    return TrainingConfig(
+        objective=t.objective,
+        lora_rank=t.lora_rank,
+        lora_alpha=t.lora_alpha,
+        lora_dropout=t.lora_dropout,
+        learning_rate=t.learning_rate,
+        epochs=t.epochs,
+        batch_size=t.batch_size,
+        max_length=t.max_length,
+        dpo_beta=t.dpo_beta,
+        seed=t.seed,
+        save_steps=t.save_steps,
+    )
+
+
+def gate_policy(settings: Settings) -> GatePolicy:
+    g = settings.gate
+    return GatePolicy(
+        min_mean_improvement=g.min_mean_improvement,
+        max_slice_regression=g.max_slice_regression,
+        min_samples=g.min_samples,
+        min_slice_samples=g.min_slice_samples,
+    )

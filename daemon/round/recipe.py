@@ -1,0 +1,272 @@
+"""One TAO round, read top to bottom: prepare → generate → score → train → register → gate.
+
+Each step reads what the step before it left in the round's work directory and
+records its completion (see `rounds.py`); `TaoRound.run` resumes an unfinished round
+at its next step, so an interrupted round is neither forgotten nor redone.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from taoflow.connectors.errors import RoundError
+from taoflow.connectors.protocols import Generator, Progress, SamplingConfig
+from taoflow.connectors.records import PromptRecord
+from taoflow.connectors.training.lora import train_adapter
+from taoflow.daemon.round import candidates as cand
+from taoflow.daemon.round.evaluation import evaluate, load_golden, slices
+from taoflow.daemon.round.parts import TaskScorers, gate_policy, resolve_model, training_config
+from taoflow.daemon.settings import Settings
+from taoflow.daemon.store.rounds import RoundRecord, RoundStore
+from taoflow.daemon.store.state import State
+from taoflow.policies.gate import decide_gate
+
+__all__ = ["ProgressFactory", "TaoRound", "no_progress"]
+
+log = logging.getLogger(__name__)
+
+#: (description, total units) -> a callback that advances a progress display.
+ProgressFactory = Callable[[str, int], Progress]
+
+
+def no_progress(description: str, total: int) -> Progress:
+    return lambda done: None
+
+
+class TaoRound:
+    """Runs (or resumes) the round of one served model."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        state: State,
+        *,
+        scorers: TaskScorers,
+        generator_factory: Callable[[Path], Generator],
+        progress: ProgressFactory = no_progress,
+        auto_promote: bool = True,
+        tasks: Sequence[str] = (),
+        max_prompts: int | None = None,
+    ) -> None:
+        self.settings = settings
+        self.tasks = tuple(tasks)  # empty: every task
+        self.max_prompts = max_prompts
+        self.state = state
+        self.scorers = scorers
+        self.rounds = RoundStore(state.db, state.rounds_dir)
+        self.model_name = settings.model.served_name
+        self.progress = progress
+        self.auto_promote = auto_promote
+        self._generator_factory = generator_factory
+        self._generator: Generator | None = None
+        self._base = resolve_model(settings)
+
+    # ------------------------------------------------------------------ recipe
+    def run(self) -> RoundRecord:
+        record = self.rounds.unfinished(self.model_name) or self.rounds.start(self.model_name)
+        if record.step != "pending":
+            log.info("resuming round %d after step %s", record.id, record.step)
+        steps: dict[str, Callable[[RoundRecord], tuple[dict[str, Any], str | None]]] = {
+            "prepare": self.prepare,
+            "generate": self.generate,
+            "score": self.score,
+            "train": self.train,
+            "register": self.register,
+            "gate": self.gate,
+            "done": lambda r: ({}, None),
+        }
+        while record.status == "running":
+            step = record.next_step()
+            started = time.perf_counter()
+            try:
+                summary, version = steps[step](record)
+            except Exception as exc:
+                reason = f"{step} failed: {type(exc).__name__}: {exc}"
+                log.error("round %d %s", record.id, reason)
+                self.rounds.fail(record.id, reason)
+                raise
+            summary["seconds"] = round(time.perf_counter() - started, 2)
+            record = self.rounds.complete_step(record.id, step, summary, version=version)
+        return record
+
+    def prepare(self, record: RoundRecord) -> tuple[dict[str, Any], str | None]:
+        limit = min(self.settings.generate.max_prompts, self.max_prompts or self.settings.generate.max_prompts)
+        prompts = self.state.buffer.training_prompts(limit, tasks=self.tasks or None)
+        if not prompts:
+            raise RoundError("the buffer holds no new training prompts; ingest some first")
+        champion = self.state.registry.alias(self.model_name, "champion")
+        _write_json(record.work_dir / "prompts.json", {"ids": [p.id for p in prompts], "champion": champion})
+        tasks: dict[str, int] = {}
+        for p in prompts:
+            tasks[p.record.task] = tasks.get(p.record.task, 0) + 1
+        return {"prompts": len(prompts), "tasks": tasks, "champion": champion}, None
+
+    def generate(self, record: RoundRecord) -> tuple[dict[str, Any], str | None]:
+        prompts, champion = self._prompts(record)
+        g = self.settings.generate
+        sampling = SamplingConfig(
+            n=g.n, temperature=g.temperature, top_p=g.top_p, max_new_tokens=g.max_new_tokens, seed=g.seed + record.id
+        )
+        started = time.perf_counter()
+        outputs = self.generator().generate(
+            [p.messages for p in prompts],
+            sampling,
+            adapter=self._adapter_path(champion),
+            progress=self.progress("generate", len(prompts)),
+        )
+        seconds = time.perf_counter() - started
+        cand.write_candidates(record.work_dir / "candidates.jsonl", prompts, outputs)
+        tokens = sum(c.num_tokens for row in outputs for c in row)
+        return {
+            "candidates": sum(len(row) for row in outputs),
+            "tokens": tokens,
+            "tokens_per_second": round(tokens / seconds, 1) if seconds else 0.0,
+            "sampling": asdict(sampling),
+        }, None
+
+    def score(self, record: RoundRecord) -> tuple[dict[str, Any], str | None]:
+        prompts, _ = self._prompts(record)
+        rows = cand.read_candidates(record.work_dir / "candidates.jsonl")
+        scored = cand.score_all(prompts, rows, self.scorers, progress=self.progress("score", len(prompts)))
+        cand.write_scored(record.work_dir / "scored.jsonl", scored)
+        threshold = self.settings.train.score_threshold
+        stats = cand.score_statistics(scored, threshold=threshold)
+        return {"tasks": stats, "examples": len(self._examples(scored))}, None
+
+    def train(self, record: RoundRecord) -> tuple[dict[str, Any], str | None]:
+        examples = self._examples(cand.read_scored(record.work_dir / "scored.jsonl"))
+        config = training_config(self.settings)
+        result = train_adapter(
+            self._base.path,
+            examples,
+            config,
+            work_dir=record.work_dir / "train",
+            progress=self.progress("train", cand.planned_steps(len(examples), config)),
+        )
+        return {
+            "examples": len(examples),
+            "steps": result.steps,
+            "final_loss": result.final_loss,
+            "samples_per_second": round(result.samples_per_second, 2),
+            "train_seconds": round(result.seconds, 2),
+            "resumed_from": result.resumed_from,
+        }, None
+
+    def register(self, record: RoundRecord) -> tuple[dict[str, Any], str | None]:
+        # Idempotent: a round interrupted after storing or registering resumes here without duplicates.
+        adapter_dir = record.work_dir / "train" / "adapter"
+        prompts, champion = self._prompts(record)
+        started = time.strftime("%Y%m%d%H%M%S", time.gmtime(record.started_at))
+        version = f"{self.model_name}-r{record.id:04d}-{started}"
+        store, registry = self.state.store, self.state.registry
+        if not store.exists(version):
+            manifest = cand.manifest(
+                version=version,
+                base=self._base,
+                parent=champion,
+                prompts=prompts,
+                settings=self.settings,
+                summary=record.summary,
+            )
+            _write_json(adapter_dir / "taoflow-manifest.json", manifest)
+            store.put(version, adapter_dir)
+        uri = store.uri(version)
+        if version not in {v.version for v in registry.versions(model=self.model_name)}:
+            manifest = json.loads((store.fetch(version) / "taoflow-manifest.json").read_text())
+            registry.register(
+                version=version,
+                model=self.model_name,
+                parent=champion,
+                base_model=self._base.reference,
+                base_digest=self._base.digest,
+                uri=uri,
+                manifest=manifest,
+            )
+        self.state.buffer.mark_consumed(_ids(record), record.id)
+        return {"version": version, "uri": uri}, version
+
+    def gate(self, record: RoundRecord) -> tuple[dict[str, Any], str | None]:
+        version = record.version
+        if version is None:
+            raise RoundError(f"round {record.id} reached the gate without a registered adapter")
+        heldout = [p.record for p in self.state.buffer.heldout()]
+        champion = self.state.registry.alias(self.model_name, "champion")
+        g = self.settings.gate
+        baseline = self._evaluate(heldout, champion, "eval champion" if champion else "eval base")
+        candidate = self._evaluate(heldout, version, "eval candidate")
+        golden_slices = []
+        if g.golden_file is not None:
+            golden = load_golden(g.golden_file)
+            golden_slices = slices(
+                self._evaluate(golden, version, "golden candidate"), self._evaluate(golden, champion, "golden champion")
+            )
+        decision = decide_gate(slices(candidate, baseline), gate_policy(self.settings), golden=golden_slices)
+        registry = self.state.registry
+        if registry.get(version).state == "candidate":  # not yet judged (a resumed gate may find it judged)
+            registry.transition(version, "gated" if decision.passed else "rejected", reason=decision.reason)
+        promoted = decision.passed and self.auto_promote
+        if promoted and registry.get(version).state == "gated":
+            registry.promote(version, reason=f"gate passed: {decision.reason}")
+        return {
+            "passed": decision.passed,
+            "outcome": decision.outcome,
+            "reason": decision.reason,
+            "promoted": promoted,
+            "against": champion or "base",
+            "slices": [asdict(s) for s in decision.slices],
+            "golden": [asdict(s) for s in decision.golden],
+            "unscored": {"baseline": baseline.unscored, "candidate": candidate.unscored},
+        }, None
+
+    # ------------------------------------------------------------------ helpers
+    def _examples(self, scored: list[cand.ScoredPrompt]) -> list[Any]:
+        t = self.settings.train
+        return list(
+            cand.training_examples(
+                scored,
+                objective=t.objective,
+                threshold=t.score_threshold,
+                per_prompt=t.targets_per_prompt,
+                margin=t.dpo_margin,
+            )
+        )
+
+    def generator(self) -> Generator:
+        if self._generator is None:
+            self._generator = self._generator_factory(self._base.path)
+        return self._generator
+
+    def _evaluate(self, records: list[PromptRecord], version: str | None, label: str) -> Any:
+        return evaluate(
+            self.generator(),
+            records,
+            self.scorers,
+            adapter=self._adapter_path(version),
+            max_new_tokens=self.settings.gate.max_new_tokens,
+            progress=self.progress(label, len(records)),
+        )
+
+    def _adapter_path(self, version: str | None) -> Path | None:
+        return self.state.store.fetch(version) if version else None
+
+    def _prompts(self, record: RoundRecord) -> tuple[list[PromptRecord], str | None]:
+        data = json.loads((record.work_dir / "prompts.json").read_text())
+        stored = self.state.buffer.get(data["ids"])
+        return [p.record for p in stored], data["champion"]
+
+
+def _ids(record: RoundRecord) -> list[int]:
+    return list(json.loads((record.work_dir / "prompts.json").read_text())["ids"])
+
+
+def _write_json(path: Path, data: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str))
+    tmp.replace(path)

@@ -1,0 +1,1 @@
+"""`taoflow run`: the supervisor, the flywheel scheduler, the admin API and the daemon's metrics."""

@@ -1,0 +1,49 @@
+"""The durable state of one installation, opened from the settings: database, buffer, registry, artifacts."""
+
+from __future__ import annotations
+
+from taoflow.connectors.artifacts.local import LocalArtifactStore
+from taoflow.connectors.protocols import ArtifactStore
+from taoflow.daemon.settings import Settings
+from taoflow.daemon.store.buffer import PromptBuffer
+from taoflow.daemon.store.registry import Registry
+from taoflow.daemon.store.storage import Database
+
+__all__ = ["State", "build_artifact_store", "open_state"]
+
+
+class State:
+    """The durable state of one taoflow installation: database, buffer, registry, artifacts."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        root = settings.storage.state_dir
+        self.db = Database(root / settings.storage.database)
+        self.buffer = PromptBuffer(
+            self.db,
+            heldout_fraction=settings.ingest.heldout_fraction,
+            heldout_max_per_task=settings.ingest.heldout_max_per_task,
+        )
+        self.registry = Registry(self.db)
+        self.store = build_artifact_store(settings)
+        self.rounds_dir = root / "rounds"
+
+    def close(self) -> None:
+        self.db.close()
+
+
+def build_artifact_store(settings: Settings) -> ArtifactStore:
+    """Adapters on local disk (or a shared volume) by default, in S3 when storage.artifacts_uri says so."""
+    s = settings.storage
+    if s.artifacts_uri is None:
+        return LocalArtifactStore(s.state_dir / "adapters")
+    from taoflow.connectors.artifacts.s3 import S3ArtifactStore
+
+    bucket, _, prefix = s.artifacts_uri.removeprefix("s3://").partition("/")
+    return S3ArtifactStore(
+        bucket, prefix, s.state_dir / "adapter-cache", endpoint_url=s.artifacts_endpoint_url, region=s.artifacts_region
+    )
+
+
+def open_state(settings: Settings) -> State:
+    return State(settings)
