@@ -8,6 +8,7 @@
     │   │   └── UnknownVersion  no adapter has that version (or the alias points nowhere yet)
     │   ├── ArtifactError       an adapter directory that is missing, corrupt or unsafe to read
     │   ├── RoundError          a round that cannot run or continue (no data, nothing trained)
+    │   │   └── NothingToTrain  no new training prompts: no round was started, none is recorded
     │   └── DeployError         a rollout that must stop: a replica refused the adapter, smoke eval failed
     │   └── InvalidRequest      an operator's request names something that does not exist (a task)
     └── TemporaryError          an operation failed and may succeed later (`delay` seconds)
@@ -25,6 +26,7 @@ __all__ = [
     "ConfigurationError",
     "DeployError",
     "InvalidRequest",
+    "NothingToTrain",
     "PermanentError",
     "RecordError",
     "RegistryError",
@@ -71,6 +73,10 @@ class ArtifactError(PermanentError):
 
 class RoundError(PermanentError):
     """A round cannot run or continue."""
+
+
+class NothingToTrain(RoundError):
+    """The buffer holds no new training prompts (for the tasks asked for): no round was started."""
 
 
 class DeployError(PermanentError):

@@ -7,6 +7,7 @@ the environment; everything else receives the values it needs as arguments.
 
 from __future__ import annotations
 
+from datetime import UTC
 from pathlib import Path
 from typing import Any, Literal
 
@@ -256,8 +257,17 @@ class RetrainSettings(_Section):
     @field_validator("cron")
     @classmethod
     def _crontab(cls, value: str | None) -> str | None:
-        if value is not None and len(value.split()) != 5:
+        """Parsed by the scheduler's own cron parser, so what loads is what the scheduler runs."""
+        if value is None:
+            return value
+        if len(value.split()) != 5:
             raise ValueError("cron must have 5 fields: minute hour day month weekday (UTC)")
+        from apscheduler.triggers.cron import CronTrigger
+
+        try:
+            CronTrigger.from_crontab(value, timezone=UTC)
+        except ValueError as exc:
+            raise ValueError(f"{value!r} is not a valid crontab (minute hour day month weekday, UTC): {exc}") from None
         return value
 
 

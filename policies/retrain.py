@@ -18,8 +18,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
-__all__ = ["RetrainDecision", "RetrainPolicy", "RetrainState", "decide_retrain"]
+__all__ = ["RetrainDecision", "RetrainPolicy", "RetrainState", "decide_retrain", "when"]
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,7 @@ class RetrainState:
     next_cron_at: float | None = None
     samples_per_prompt: int = 1
     paused: bool = False
+    paused_by: str = "an operator"  # who paused: "an operator: <reason>", "the config (retrain.paused)"
     running: bool = False
 
 
@@ -67,7 +69,7 @@ class RetrainDecision:
 
 def decide_retrain(policy: RetrainPolicy, state: RetrainState) -> RetrainDecision:
     if state.paused:
-        return RetrainDecision(False, "paused", "paused by an operator (resume to continue)")
+        return RetrainDecision(False, "paused", f"paused by {state.paused_by} (`taoflow resume` to continue)")
     if state.running:
         return RetrainDecision(False, "running", "a round is running")
     alert = _backoff_alert(policy, state)
@@ -76,7 +78,7 @@ def decide_retrain(policy: RetrainPolicy, state: RetrainState) -> RetrainDecisio
         ends = state.last_finished_at + cooldown
         what = "backing off" if alert else "cooldown"
         return RetrainDecision(
-            False, "backoff" if alert else "cooldown", f"{what} until {ends:.0f}", (), None, ends, alert
+            False, "backoff" if alert else "cooldown", f"{what} until {when(ends, state.now)}", (), None, ends, alert
         )
     budget = policy.budget_samples // max(1, state.samples_per_prompt) if policy.budget_samples else None
     waiting = {task: n for task, n in sorted(state.new_prompts.items()) if n > 0}
@@ -129,7 +131,7 @@ def _schedule(policy: RetrainPolicy, state: RetrainState) -> tuple[bool, str, fl
     if policy.interval_seconds is None and not policy.scheduled_by_cron:
         return True, "enough new prompts", None
     if policy.scheduled_by_cron and state.cron_opened_at is not None:
-        return True, f"cron window opened at {state.cron_opened_at:.0f}", None
+        return True, f"cron window opened at {when(state.cron_opened_at, state.now)}", None
     interval_at = None
     if policy.interval_seconds is not None:
         if state.last_started_at is None:
@@ -139,5 +141,22 @@ def _schedule(policy: RetrainPolicy, state: RetrainState) -> tuple[bool, str, fl
             return True, f"{policy.interval_seconds:.0f} s since the last round", None
     candidates = [t for t in (interval_at, state.next_cron_at) if t is not None]
     next_at = min(candidates) if candidates else None
-    when = f"{next_at:.0f}" if next_at is not None else "the next cron window"
-    return False, f"enough new prompts; next scheduled at {when}", next_at
+    at = when(next_at, state.now) if next_at is not None else "the next cron window"
+    return False, f"enough new prompts; next scheduled at {at}", next_at
+
+
+def when(at: float, now: float) -> str:
+    """A moment as people read it: UTC time and how far from `now` (`2026-11-29 10:15 UTC, in 58 min`)."""
+    stamp = datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    delta = at - now
+    return f"{stamp}, {'in ' if delta >= 0 else ''}{_duration(abs(delta))}{'' if delta >= 0 else ' ago'}"
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 172800:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} days"

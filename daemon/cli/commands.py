@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from taoflow.connectors.errors import ConfigurationError, TaoflowError
+from taoflow.connectors.errors import ConfigurationError, NothingToTrain, TaoflowError
 from taoflow.daemon.settings import Settings, load_settings
 
 __all__ = ["main"]
@@ -68,6 +68,7 @@ class Interrupted(BaseException):
 def cmd_round(args: argparse.Namespace) -> int:
     from taoflow.daemon.cli import report
     from taoflow.daemon.lifetime import exit_with
+    from taoflow.daemon.round.launcher import NOTHING_TO_TRAIN
     from taoflow.daemon.round.recipe import no_progress
     from taoflow.daemon.store.lease import Lease
     from taoflow.daemon.store.state import open_state
@@ -102,6 +103,9 @@ def cmd_round(args: argparse.Namespace) -> int:
     except Interrupted as exc:
         log.warning("round interrupted by %s: it resumes at its next step on the next run", exc)
         return 130
+    except NothingToTrain as exc:
+        print(f"taoflow: {exc}", file=sys.stderr)
+        return NOTHING_TO_TRAIN
     finally:
         lease.release()
     print(report.round_table(record))
@@ -156,7 +160,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
 
 def cmd_trigger(args: argparse.Namespace) -> int:
     body: dict[str, Any] = {"reason": args.reason, "tasks": [t for t in (args.tasks or "").split(",") if t]}
-    if args.max_prompts:
+    if args.max_prompts is not None:
         body["max_prompts"] = args.max_prompts
     return _admin_call(args, "POST", "/v1/trigger", body)
 

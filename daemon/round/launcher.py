@@ -9,15 +9,19 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 
-__all__ = ["EXIT_OUTCOMES", "RoundLauncher"]
+__all__ = ["EXIT_OUTCOMES", "NOTHING_TO_TRAIN", "RoundLauncher"]
 
 log = logging.getLogger(__name__)
+
+#: `taoflow round`'s exit status when the buffer held nothing new to train on (no round was recorded).
+NOTHING_TO_TRAIN = 5
 
 #: `taoflow round` exit statuses, as metric labels (anything else: error).
 EXIT_OUTCOMES = {
     0: "passed",
     3: "rejected",
     4: "busy",
+    NOTHING_TO_TRAIN: "nothing_to_train",
     130: "interrupted",
     -signal.SIGTERM: "interrupted",
     -signal.SIGKILL: "killed",
@@ -47,7 +51,7 @@ class RoundLauncher:
             command = [*self._command]
             if tasks:
                 command += ["--tasks", ",".join(tasks)]
-            if max_prompts:
+            if max_prompts is not None:
                 command += ["--max-prompts", str(max_prompts)]
             log.info("starting a round: %s", " ".join(command[-6:]))
             process = subprocess.Popen(command)
@@ -58,7 +62,8 @@ class RoundLauncher:
 
     def _wait(self, process: subprocess.Popen[bytes]) -> None:
         code = process.wait()
-        self.last_exit_at = time.time()
+        if code != NOTHING_TO_TRAIN:  # a round that never started costs no cooldown
+            self.last_exit_at = time.time()
         log.info("round process %d exited with %d", process.pid, code)
         self._on_exit(code)
 

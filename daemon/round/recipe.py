@@ -12,10 +12,12 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from taoflow.connectors.errors import RoundError
+from taoflow.connectors.errors import NothingToTrain, RoundError
+from taoflow.connectors.generation.base_model import ResolvedModel
 from taoflow.connectors.protocols import Generator, Progress, SamplingConfig
 from taoflow.connectors.records import PromptRecord
 from taoflow.connectors.training.lora import train_adapter
@@ -65,11 +67,13 @@ class TaoRound:
         self.auto_promote = auto_promote
         self._generator_factory = generator_factory
         self._generator: Generator | None = None
-        self._base = resolve_model(settings)
 
     # ------------------------------------------------------------------ recipe
     def run(self) -> RoundRecord:
-        record = self.rounds.unfinished(self.model_name) or self.rounds.start(self.model_name)
+        record = self.rounds.unfinished(self.model_name)
+        if record is None:
+            self._check_new_prompts()  # a round with nothing to train is never recorded (and costs no cooldown)
+            record = self.rounds.start(self.model_name)
         if record.step != "pending":
             log.info("resuming round %d after step %s", record.id, record.step)
         steps: dict[str, Callable[[RoundRecord], tuple[dict[str, Any], str | None]]] = {
@@ -92,11 +96,14 @@ class TaoRound:
                 self.rounds.fail(record.id, reason)
                 raise
             summary["seconds"] = round(time.perf_counter() - started, 2)
-            record = self.rounds.complete_step(record.id, step, summary, version=version)
+            verdict = _verdict(summary) if step == "gate" else None
+            record = self.rounds.complete_step(record.id, step, summary, version=version, reason=verdict)
         return record
 
     def prepare(self, record: RoundRecord) -> tuple[dict[str, Any], str | None]:
-        limit = min(self.settings.generate.max_prompts, self.max_prompts or self.settings.generate.max_prompts)
+        limit = self.settings.generate.max_prompts
+        if self.max_prompts is not None:
+            limit = min(limit, self.max_prompts)
         prompts = self.state.buffer.training_prompts(limit, tasks=self.tasks or None)
         if not prompts:
             raise RoundError("the buffer holds no new training prompts; ingest some first")
@@ -143,7 +150,7 @@ class TaoRound:
         examples = self._examples(cand.read_scored(record.work_dir / "scored.jsonl"))
         config = training_config(self.settings)
         result = train_adapter(
-            self._base.path,
+            self.base.path,
             examples,
             config,
             work_dir=record.work_dir / "train",
@@ -168,7 +175,7 @@ class TaoRound:
         if not store.exists(version):
             manifest = cand.manifest(
                 version=version,
-                base=self._base,
+                base=self.base,
                 parent=champion,
                 prompts=prompts,
                 settings=self.settings,
@@ -183,8 +190,8 @@ class TaoRound:
                 version=version,
                 model=self.model_name,
                 parent=champion,
-                base_model=self._base.reference,
-                base_digest=self._base.digest,
+                base_model=self.base.reference,
+                base_digest=self.base.digest,
                 uri=uri,
                 manifest=manifest,
             )
@@ -225,6 +232,21 @@ class TaoRound:
         }, None
 
     # ------------------------------------------------------------------ helpers
+    @cached_property
+    def base(self) -> ResolvedModel:
+        """The base model, converted and cached on first use (a round with nothing to train never loads it)."""
+        return resolve_model(self.settings)
+
+    def _check_new_prompts(self) -> None:
+        counts = {task: c.new for task, c in self.state.buffer.stats().tasks.items()}
+        wanted = self.tasks or tuple(counts)
+        if not any(counts.get(task, 0) for task in wanted):
+            held = ", ".join(f"{task}: {n}" for task, n in counts.items()) or "none"
+            raise NothingToTrain(
+                f"the buffer holds no new training prompts for {', '.join(wanted) or 'any task'} "
+                f"(new prompts per task: {held}); ingest some first"
+            )
+
     def _examples(self, scored: list[cand.ScoredPrompt]) -> list[Any]:
         t = self.settings.train
         return list(
@@ -239,7 +261,7 @@ class TaoRound:
 
     def generator(self) -> Generator:
         if self._generator is None:
-            self._generator = self._generator_factory(self._base.path)
+            self._generator = self._generator_factory(self.base.path)
         return self._generator
 
     def _evaluate(self, records: list[PromptRecord], version: str | None, label: str) -> Any:
@@ -259,6 +281,12 @@ class TaoRound:
         data = json.loads((record.work_dir / "prompts.json").read_text())
         stored = self.state.buffer.get(data["ids"])
         return [p.record for p in stored], data["champion"]
+
+
+def _verdict(gate: dict[str, Any]) -> str:
+    """The round's reason once the gate has judged it: what the gate decided and why."""
+    verdict = "gate passed" if gate["passed"] else "gate rejected the adapter"
+    return f"{verdict}: {gate['reason']}" + ("; promoted to champion" if gate["promoted"] else "")
 
 
 def _ids(record: RoundRecord) -> list[int]:

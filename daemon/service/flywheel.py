@@ -122,12 +122,20 @@ class Flywheel:
             next_cron_at=upcoming,
             samples_per_prompt=self.settings.generate.n,
             paused=self.paused(),
+            paused_by=self.paused_by(),
             running=self.launcher.running or self.lease.holder() is not None,
         )
 
     def paused(self) -> bool:
         """Paused by an operator, or (never told either way) by the `retrain.paused` setting."""
         return self.controls.paused(default=self.settings.retrain.paused)
+
+    def paused_by(self) -> str:
+        """Who paused automatic rounds, as the status and the policy's reason say it."""
+        reason = self.controls.pause_reason()
+        if reason is None:
+            return "the config (retrain.paused: true)"
+        return f"an operator: {reason}" if reason else "an operator"
 
     def dry_run(self, now: float | None = None) -> RetrainDecision:
         """What the policy would decide now, without acting or counting it."""

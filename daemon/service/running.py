@@ -22,7 +22,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
-from taoflow.connectors.errors import Busy, ConfigurationError
+from taoflow.connectors.errors import Busy, ConfigurationError, InvalidRequest, NothingToTrain
 from taoflow.daemon.fleet.loop import FleetLoop
 from taoflow.daemon.fleet.metrics import FleetMetrics
 from taoflow.daemon.ingest.metrics import IngestMetrics
@@ -166,6 +166,14 @@ class Service:
         self.flywheel.controls.reset_rejections()
 
     def trigger(self, *, tasks: Sequence[str], max_prompts: int | None, reason: str) -> None:
+        """Refused up front when nothing could be trained: an unknown task, or no new prompts."""
+        counts = {task: c.new for task, c in self.state.buffer.stats().tasks.items()}
+        held = ", ".join(f"{task} ({n} new)" for task, n in counts.items()) or "no task yet"
+        unknown = [task for task in tasks if task not in counts]
+        if unknown:
+            raise InvalidRequest(f"unknown task {', '.join(map(repr, unknown))}; the buffer holds {held}")
+        if not any(counts[task] for task in tasks or counts):
+            raise NothingToTrain(f"no new training prompts in {', '.join(tasks) or 'any task'} ({held})")
         if not self.flywheel.trigger(tasks=tasks, max_prompts=max_prompts, reason=reason):
             raise Busy("a round is already running")
 
@@ -220,12 +228,14 @@ class Service:
             (self.model,),
         )
         lease = flywheel.lease.holder()
-        decision = flywheel.last_decision or flywheel.dry_run()
+        decision = flywheel.dry_run()  # as of now: a resume or a new prompt shows at once
+        paused, reason = flywheel.paused(), flywheel.controls.pause_reason()
         return {
             "model": self.model,
             "time": time.time(),
-            "paused": flywheel.paused(),
-            "pause_reason": flywheel.controls.pause_reason(),
+            "paused": paused,
+            "paused_by": None if not paused else "config" if reason is None else "operator",
+            "pause_reason": reason,
             "buffer": {
                 "tasks": {t: {"train": c.train, "heldout": c.heldout, "new": c.new} for t, c in stats.tasks.items()},
                 "total": stats.total,

@@ -75,7 +75,13 @@ class RoundStore:
         return _record(rows[0]) if rows else None
 
     def complete_step(
-        self, round_id: int, step: str, summary: dict[str, Any], *, version: str | None = None
+        self,
+        round_id: int,
+        step: str,
+        summary: dict[str, Any],
+        *,
+        version: str | None = None,
+        reason: str | None = None,
     ) -> RoundRecord:
         current = self.get(round_id)
         if current.next_step() != step:
@@ -84,8 +90,9 @@ class RoundStore:
         status = "done" if step == "done" else "running"
         with self._db.transaction() as conn:
             conn.execute(
-                "UPDATE rounds SET step=?, status=?, summary=?, version=COALESCE(?, version), updated_at=? WHERE id=?",
-                (step, status, json.dumps(merged), version, time.time(), round_id),
+                "UPDATE rounds SET step=?, status=?, summary=?, version=COALESCE(?, version),"
+                " reason=COALESCE(?, reason), updated_at=? WHERE id=?",
+                (step, status, json.dumps(merged), version, reason, time.time(), round_id),
             )
         return self.get(round_id)
 

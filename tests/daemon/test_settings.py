@@ -39,6 +39,9 @@ def test_yaml_file_then_environment(tmp_path, monkeypatch):
         ("score:\n  tasks:\n    math:\n      - type: vibes\n", "score.tasks.math.0.type"),
         ("model:\n  served_name: ../etc\n", "model.served_name"),
         ("surprise: 1\n", "surprise"),
+        ("retrain:\n  cron: '0 25 * * *'\n", "retrain.cron"),
+        ("retrain:\n  cron: '61 * * * *'\n", "retrain.cron"),
+        ("retrain:\n  cron: '* * * * * *'\n", "retrain.cron"),
     ],
 )
 def test_errors_name_the_bad_key(tmp_path, yaml_text, key):

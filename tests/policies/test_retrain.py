@@ -1,6 +1,6 @@
 import pytest
 
-from taoflow.policies.retrain import RetrainPolicy, RetrainState, decide_retrain
+from taoflow.policies.retrain import RetrainPolicy, RetrainState, decide_retrain, when
 
 NOW = 1_800_000_000.0
 HOUR = 3600.0
@@ -158,3 +158,23 @@ def test_waiting_decisions_say_when_to_look_again_and_back_off_alerts():
     )
     assert backing.next_check_at == NOW + 8 * HOUR
     assert backing.alert is not None and "4 consecutive gate rejections" in backing.alert
+
+
+@pytest.mark.parametrize(
+    ("at", "now", "shown"),
+    [
+        (1_795_379_775, 1_795_376_175, "2026-11-22 20:36:15 UTC, in 60 min"),
+        (1_795_379_775, 1_795_379_745, "2026-11-22 20:36:15 UTC, in 30 s"),
+        (1_795_379_775, 1_795_379_775 + 7200, "2026-11-22 20:36:15 UTC, 2.0 h ago"),
+        (1_795_379_775, 1_795_379_775 - 3 * 86400, "2026-11-22 20:36:15 UTC, in 3.0 days"),
+    ],
+)
+def test_times_in_reasons_read_as_utc_and_a_distance(at, now, shown):
+    assert when(at, now) == shown
+
+
+def test_a_cooldown_reason_names_its_end_as_people_read_it():
+    state = RetrainState(now=1_795_376_175, new_prompts={"a": 500}, last_finished_at=1_795_376_175 - 10)
+    decision = decide_retrain(RetrainPolicy(cooldown_seconds=3600), state)
+    assert decision.rule == "cooldown"
+    assert decision.reason == "cooldown until 2026-11-22 20:36:05 UTC, in 60 min"

@@ -86,17 +86,52 @@ def test_pause_dry_run_trigger_and_adapters(client, service):
     assert client.get("/v1/policy/dry-run", headers=AUTH).json()["rule"] == "paused"
     status = client.get("/v1/status", headers=AUTH).json()
     assert status["paused"] is True and status["pause_reason"] == "maintenance"
+    assert status["paused_by"] == "operator" and status["next_trigger"]["reason"].startswith("paused by an operator")
     assert status["buffer"]["total"] == 6
+    # A round that could not start is refused up front, naming what the buffer holds; none is started.
+    unknown = client.post("/v1/trigger", json={"tasks": ["nope"]}, headers=AUTH)
+    assert (
+        unknown.status_code == 422 and unknown.json()["detail"] == "unknown task 'nope'; the buffer holds math (4 new)"
+    )
+    assert client.post("/v1/trigger", json={"max_prompts": 0}, headers=AUTH).status_code == 422
+    assert not service.flywheel.launcher.running
     # An operator's trigger runs even while paused, but never beside a running round.
     assert client.post("/v1/trigger", json={}, headers=AUTH).status_code == 202
     assert client.post("/v1/trigger", json={}, headers=AUTH).status_code == 409
     assert client.post("/v1/resume", headers=AUTH).json()["ok"] is True
+    assert client.get("/v1/status", headers=AUTH).json()["next_trigger"]["rule"] != "paused"  # not stale
     assert client.post("/v1/adapters/promote", json={"version": "nope-1"}, headers=AUTH).status_code == 404
     assert client.post("/v1/adapters/rollback", json={}, headers=AUTH).status_code == 409
     assert client.get("/v1/adapters", headers=AUTH).json() == []
     metrics = client.get("/metrics", headers=AUTH).text
     assert 'taoflow_buffer_prompts{split="train",task="math"}' in metrics
     assert TOKEN not in metrics and TOKEN not in str(status)
+
+
+def test_a_trigger_with_nothing_new_to_train_is_refused(client, service):
+    assert client.post("/v1/trigger", json={}, headers=AUTH).json()["detail"].startswith("no new training prompts")
+    record = PromptRecord("r1", "math", (Message("user", "What is 1+1?"),))
+    service.state.buffer.add_many([(record, None)], source="test")
+    service.state.buffer.mark_consumed([p.id for p in service.state.buffer.training_prompts(10)], round_id=1)
+    refused = client.post("/v1/trigger", json={"tasks": ["math"]}, headers=AUTH)
+    assert refused.status_code == 409 and refused.json()["detail"] == "no new training prompts in math (math (0 new))"
+    assert not service.flywheel.launcher.running
+
+
+def test_a_config_pause_is_not_called_an_operators(tmp_path):
+    settings = load_settings(
+        None, storage={"state_dir": str(tmp_path / "state")}, daemon={"admin_token": TOKEN}, retrain={"paused": True}
+    )
+    svc = Service(settings)
+    try:
+        status = TestClient(create_app(svc, token=TOKEN, metrics=svc.registry)).get("/v1/status", headers=AUTH).json()
+        assert status["paused"] and status["paused_by"] == "config" and status["pause_reason"] is None
+        assert (
+            status["next_trigger"]["reason"]
+            == "paused by the config (retrain.paused: true) (`taoflow resume` to continue)"
+        )
+    finally:
+        svc.state.close()
 
 
 def test_fuzzed_requests_never_get_a_server_error(service):

@@ -59,6 +59,18 @@ def test_a_policy_change_in_the_file_applies_without_restart_and_a_bad_one_is_re
     assert service.registry.get_sample_value("taoflow_config_reload_errors_total") == 1
 
 
+def test_a_reload_with_an_impossible_cron_keeps_the_running_policy(service, tmp_path):
+    config = tmp_path / "taoflow.yaml"
+    data = yaml.safe_load(config.read_text())
+    data["retrain"]["cron"] = "0 25 * * *"  # hour 25: five fields, but no such time
+    config.write_text(yaml.safe_dump(data))
+    bump_mtime(config)
+    for _ in range(8):  # more evaluations than the scheduler tolerates failing in a row
+        service.flywheel.evaluate()
+    assert service.flywheel.settings.retrain.cron is None
+    assert service.registry.get_sample_value("taoflow_config_reload_errors_total") == 1
+
+
 def bump_mtime(path):
     later = time.time() + 5
     os.utime(path, (later, later))
@@ -104,3 +116,22 @@ def test_a_round_process_that_dies_before_recording_anything_still_starts_the_co
         lambda: service.registry.get_sample_value("taoflow_round_process_exits_total", {"outcome": "error"}) == 1,
         deadline_s=5,
     )
+
+
+def test_a_round_that_found_nothing_to_train_costs_no_cooldown(service, tmp_path):
+    config = tmp_path / "taoflow.yaml"
+    data = yaml.safe_load(config.read_text())
+    data["retrain"]["cooldown_seconds"] = 600
+    config.write_text(yaml.safe_dump(data))
+    bump_mtime(config)
+    add_prompts(service, 5)
+    service.flywheel.launcher._command = [sys.executable, "-c", "raise SystemExit(5)"]  # `taoflow round`'s "nothing"
+    assert service.flywheel.evaluate().rule == "ready"
+    poll_until(
+        lambda: (
+            service.registry.get_sample_value("taoflow_round_process_exits_total", {"outcome": "nothing_to_train"}) == 1
+        ),
+        deadline_s=10,
+    )
+    assert service.flywheel.launcher.last_exit_at is None
+    assert service.flywheel.dry_run().rule == "ready"
