@@ -25,7 +25,7 @@ import yaml
 
 from tests.services import free_port, tansu_broker
 
-TOKEN = "bench-token"
+TOKEN = "bench-token-0123456789abcdef"
 TICK = os.sysconf("SC_CLK_TCK")
 
 

@@ -6,8 +6,12 @@ The reference: best-of-8 rejection-sampling SFT on 96 addition prompts, LoRA r16
 with plain `model.generate` and a plain TRL SFTTrainer (no taoflow code on its path).
 Then `TaoRound` with the same base model, the same 96 training prompts, 8 candidates per
 prompt, LoRA r16 and 3 epochs (settings: bench/arithmetic.yaml), including its own gate.
-Both adapters are finally scored greedily on the same 32 held-out prompts that neither
-saw. It prints each side's lift and wall time, and the ratios.
+
+One evaluator judges every side: the base model, the naive adapter and taoflow's adapter are
+each scored by the same greedy `evaluate` (same generator, same arithmetic scorer, same token
+budget) on the same 32 held-out prompts that no side trained on, so the "before" is one
+number for both. It prints each side's lift and wall time, the ratios, and what differs
+between the two recipes.
 """
 
 from __future__ import annotations
@@ -28,10 +32,10 @@ from taoflow.connectors.generation.local import TransformersGenerator
 from taoflow.connectors.records import Message, PromptRecord
 from taoflow.daemon.round.evaluation import evaluate
 from taoflow.daemon.round.parts import build_scorers, resolve_model
-from taoflow.daemon.round.recipe import TaoRound
-from taoflow.daemon.settings import load_settings
+from taoflow.daemon.settings import Settings, load_settings
 from taoflow.daemon.store.buffer import PromptBuffer
 from taoflow.daemon.store.state import open_state
+from taoflow.daemon.wiring import build_round
 
 BENCH = Path(__file__).resolve().parent
 
@@ -45,7 +49,11 @@ def correct(a: int, b: int, text: str) -> bool:
     return bool(numbers) and int(numbers[-1]) == a + b
 
 
-def generate(model, tokenizer, pairs, *, n: int, sample: bool) -> list[list[str]]:
+#: What the naive recipe does, as the printout says it (taoflow's side comes from bench/arithmetic.yaml).
+NAIVE = {"learning_rate": 2e-4, "targets_per_prompt": 1, "temperature": 1.0, "max_new_tokens": 64, "batch_size": 8}
+
+
+def sample(model, tokenizer, pairs, *, n: int) -> list[list[str]]:
     prompts = [
         tokenizer.apply_chat_template(
             [{"role": "user", "content": f"What is {a} + {b}?"}], tokenize=False, add_generation_prompt=True
@@ -58,11 +66,11 @@ def generate(model, tokenizer, pairs, *, n: int, sample: bool) -> list[list[str]
         with torch.inference_mode():
             ids = model.generate(
                 **enc,
-                do_sample=sample,
-                temperature=1.0 if sample else None,
+                do_sample=True,
+                temperature=NAIVE["temperature"],
                 top_p=None,
                 top_k=None,
-                max_new_tokens=64,
+                max_new_tokens=NAIVE["max_new_tokens"],
                 num_return_sequences=n,
                 pad_token_id=tokenizer.pad_token_id,
             )
@@ -71,20 +79,15 @@ def generate(model, tokenizer, pairs, *, n: int, sample: bool) -> list[list[str]
     return out
 
 
-def accuracy(model, tokenizer, pairs) -> float:
-    answers = generate(model, tokenizer, pairs, n=1, sample=False)
-    return sum(correct(a, b, row[0]) for (a, b), row in zip(pairs, answers, strict=True)) / len(pairs)
-
-
-def naive_round(path, train, heldout) -> tuple[float, float, float]:
+def naive_round(path: Path, train: list[tuple[int, int]], adapter_dir: Path) -> float:
+    """Sample, keep the first correct answer per prompt, SFT a LoRA; the adapter is saved to `adapter_dir`."""
     started = time.perf_counter()
     tokenizer = AutoTokenizer.from_pretrained(path)
     tokenizer.padding_side = "left"
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
-    before = accuracy(model, tokenizer, heldout)
     rows = []
     torch.manual_seed(0)
-    for (a, b), candidates in zip(train, generate(model, tokenizer, train, n=8, sample=True), strict=True):
+    for (a, b), candidates in zip(train, sample(model, tokenizer, train, n=8), strict=True):
         good = [c for c in candidates if correct(a, b, c)]
         if good:
             rows.append(
@@ -98,8 +101,8 @@ def naive_round(path, train, heldout) -> tuple[float, float, float]:
         args = SFTConfig(
             output_dir=out,
             num_train_epochs=3,
-            per_device_train_batch_size=8,
-            learning_rate=2e-4,
+            per_device_train_batch_size=NAIVE["batch_size"],
+            learning_rate=NAIVE["learning_rate"],
             bf16=False,
             gradient_checkpointing=False,
             report_to=[],
@@ -115,59 +118,80 @@ def naive_round(path, train, heldout) -> tuple[float, float, float]:
             peft_config=LoraConfig(r=16, lora_alpha=32, task_type="CAUSAL_LM"),
         )
         trainer.train()
-    tokenizer.padding_side = "left"
-    after = accuracy(trainer.model.eval(), tokenizer, heldout)
+    trainer.model.save_pretrained(adapter_dir)
     print(f"naive round: {len(rows)} training examples from {len(train)} prompts x 8 samples")
-    return before, after, time.perf_counter() - started
+    return time.perf_counter() - started
 
 
 def record(i: int, a: int, b: int) -> PromptRecord:
     return PromptRecord(f"bench-{i}", "arithmetic", (Message("user", f"What is {a} + {b}?"),))
 
 
-def taoflow_round(train, extra, heldout, work: Path) -> tuple[float, float, float]:
+def taoflow_round(settings: Settings, train, extra, work: Path) -> tuple[Path, float]:
     """The round as the daemon runs it; its buffer holds the training prompts plus prompts for its own gate."""
     started = time.perf_counter()
-    settings = load_settings(BENCH / "arithmetic.yaml", storage={"state_dir": str(work)})
     state = open_state(settings)
     # Its own held-out split comes from `extra` only: the training prompts go in with no hold-out.
     state.buffer.add_many([(record(i, a, b), None) for i, (a, b) in enumerate(train)], source="bench")
     all_heldout = PromptBuffer(state.db, heldout_fraction=1.0, heldout_max_per_task=len(extra))
     all_heldout.add_many([(record(1000 + i, a, b), None) for i, (a, b) in enumerate(extra)], source="bench")
-    generators = {}
-
-    def factory(path: Path) -> TransformersGenerator:
-        generators["g"] = TransformersGenerator(path, batch_rows=settings.generate.batch_rows)
-        return generators["g"]
-
-    done = TaoRound(settings, state, scorers=build_scorers(settings), generator_factory=factory).run()
+    done = build_round(settings, state).run()
     seconds = time.perf_counter() - started
     gate = done.summary["gate"]["slices"][0]
     print(
         f"taoflow round: {done.summary['train']['examples']} training examples; its own gate "
         f"{gate['champion_mean']:.1%} -> {gate['candidate_mean']:.1%} on {gate['n']} prompts"
     )
+    assert done.version is not None
+    return state.store.fetch(done.version), seconds
+
+
+def judge(
+    path: Path, heldout, adapters: dict[str, Path | None], *, settings: Settings, tokens: int
+) -> dict[str, float]:
+    """Every side through one evaluator: the same generator, scorer, prompts and token budget (`tokens`: the
+    longer of the two recipes' answers, so a verbose but correct answer is not cut off before its number)."""
+    generator = TransformersGenerator(path, batch_rows=settings.generate.batch_rows)
     shared = [record(2000 + i, a, b) for i, (a, b) in enumerate(heldout)]
     scorers = build_scorers(settings)
-    tokens = settings.gate.max_new_tokens
-    base = evaluate(generators["g"], shared, scorers, adapter=None, max_new_tokens=tokens)
-    tuned = evaluate(generators["g"], shared, scorers, adapter=state.store.fetch(done.version), max_new_tokens=tokens)
-    return base.mean("arithmetic"), tuned.mean("arithmetic"), seconds
+    return {
+        name: evaluate(generator, shared, scorers, adapter=adapter, max_new_tokens=tokens).mean("arithmetic")
+        for name, adapter in adapters.items()
+    }
 
 
 def main() -> None:
-    path = resolve_model(load_settings(BENCH / "arithmetic.yaml")).path
+    work = Path(tempfile.mkdtemp(prefix="taoflow-bench-"))
+    settings = load_settings(BENCH / "arithmetic.yaml", storage={"state_dir": str(work / "state")})
+    path = resolve_model(settings).path
     rng = random.Random(7)
     pairs = list(dict.fromkeys(problems(rng, 400)))
     train, heldout, extra = pairs[:96], pairs[96:128], pairs[128:160]
-    rows = [("naive", *naive_round(path, train, heldout))]
-    work = Path(tempfile.mkdtemp(prefix="taoflow-bench-"))
-    rows.append(("taoflow", *taoflow_round(train, extra, heldout, work)))
-    print(f"\n{'round':8} {'before':>7} {'after':>7} {'lift':>8} {'wall s':>7}   (same 32 held-out prompts, greedy)")
-    for name, before, after, seconds in rows:
+    naive_s = naive_round(path, train, work / "naive-adapter")
+    taoflow_adapter, taoflow_s = taoflow_round(settings, train, extra, work)
+    tokens = max(NAIVE["max_new_tokens"], settings.generate.max_new_tokens, settings.gate.max_new_tokens)
+    sides = {"base": None, "naive": work / "naive-adapter", "taoflow": taoflow_adapter}
+    scores = judge(path, heldout, sides, settings=settings, tokens=tokens)
+    before = scores["base"]
+    print(
+        f"\n{'round':8} {'before':>7} {'after':>7} {'lift':>8} {'wall s':>7}   (one evaluator: greedy, {tokens} tokens)"
+    )
+    for name, seconds in (("naive", naive_s), ("taoflow", taoflow_s)):
+        after = scores[name]
         print(f"{name:8} {before:7.1%} {after:7.1%} {(after - before) * 100:+7.1f}p {seconds:7.0f}")
-    (_, nb, na, ns), (_, tb, ta, ts) = rows
-    print(f"taoflow / naive: lift x{(ta - tb) / max(na - nb, 1e-9):.2f}, wall time x{ts / ns:.2f}")
+    naive_lift, taoflow_lift = scores["naive"] - before, scores["taoflow"] - before
+    ratio = f"x{taoflow_lift / naive_lift:.2f}" if naive_lift > 0 else "n/a (the naive round lifted nothing)"
+    print(f"taoflow / naive on the same 32 held-out prompts: lift {ratio}, wall time x{taoflow_s / naive_s:.2f}")
+    t, g = settings.train, settings.generate
+    print(
+        "what differs: naive "
+        f"lr {NAIVE['learning_rate']:g}, {NAIVE['targets_per_prompt']} target per prompt (the first correct), "
+        f"temperature {NAIVE['temperature']}, {NAIVE['max_new_tokens']} new tokens, batch {NAIVE['batch_size']}, "
+        "plain model.generate; taoflow "
+        f"lr {t.learning_rate:g}, up to {t.targets_per_prompt} distinct targets per prompt (shorter first), "
+        f"temperature {g.temperature}, {g.max_new_tokens} new tokens, batch {t.batch_size}, "
+        "candidates sharing their prompt's KV cache"
+    )
 
 
 if __name__ == "__main__":

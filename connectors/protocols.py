@@ -84,12 +84,15 @@ class SourceItem:
     """One raw record as read from a source, with where it came from (for the dead letter).
 
     `error` is set when the source itself could not read this part of its input (a truncated
-    gzip stream, an unreadable file): the item goes straight to the dead letter.
+    gzip stream, an unreadable file): the item goes straight to the dead letter. `skip` is set
+    for input that holds no records by design (an object of another type): counted as skipped
+    with that reason.
     """
 
     payload: bytes
     origin: str
     error: str | None = None
+    skip: str | None = None
 
 
 class Source(Protocol):

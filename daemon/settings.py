@@ -7,18 +7,42 @@ the environment; everything else receives the values it needs as arguments.
 
 from __future__ import annotations
 
+import difflib
+import logging
+import os
+from collections.abc import Mapping
 from datetime import UTC
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    SettingsError,
+)
 
 from taoflow.connectors.errors import ConfigurationError
 from taoflow.connectors.sources.redaction import REDACTION_KINDS
 
-__all__ = ["FleetSettings", "ScorerSpec", "Settings", "load_settings", "reference_table"]
+__all__ = [
+    "MIN_TOKEN_LENGTH",
+    "FleetSettings",
+    "ScorerSpec",
+    "Settings",
+    "admin_token",
+    "load_settings",
+    "reference_table",
+]
+
+
+ENV_PREFIX = "TAOFLOW_"
+
+log = logging.getLogger(__name__)
 
 
 class _Section(BaseModel):
@@ -73,6 +97,8 @@ class KafkaSettings(_Section):
     """Group heartbeat interval."""
     max_poll_interval_ms: int = Field(300_000, ge=1000)
     """Longest gap between polls before the group evicts this member (also the JoinGroup timeout)."""
+    bootstrap_timeout_ms: int = Field(10_000, ge=100)
+    """How long connecting to the brokers may take before the attempt counts as an outage (retried with backoff)."""
 
 
 class S3Settings(_Section):
@@ -100,7 +126,7 @@ class SourceSettings(_Section):
     kind: Literal["jsonl", "kafka", "s3"] = "jsonl"
     """Where prompts come from: `jsonl` files, a `kafka` consumer group, or `s3` inference-table objects."""
     paths: list[Path] = Field(default_factory=list)
-    """jsonl: files or directories (every *.jsonl and *.jsonl.gz inside) to ingest."""
+    """jsonl: files or directories (every *.jsonl and *.jsonl.gz inside) to ingest; relative to the config file."""
     kafka: KafkaSettings = KafkaSettings()
     """kafka: the consumer group."""
     s3: S3Settings = S3Settings()
@@ -223,7 +249,7 @@ class GateSettings(_Section):
     max_new_tokens: int = Field(96, ge=1)
     """Longest greedy answer during evaluation."""
     golden_file: Path | None = None
-    """Optional labelled JSONL (`messages`, `task`, `expected`) checked the same way."""
+    """Optional labelled JSONL (`messages`, `task`, `expected`) checked the same way; relative to the config file."""
 
 
 class RetrainSettings(_Section):
@@ -294,6 +320,8 @@ class DaemonSettings(_Section):
     """Window for max_restarts."""
     restart_backoff_seconds: float = Field(1.0, ge=0)
     """First wait before restarting a failed task; doubles with each failure in the window."""
+    max_retry_seconds: float = Field(60.0, gt=0)
+    """Longest wait between attempts while a broker or bucket is unreachable (outages are retried until they end)."""
 
 
 class WatchSettings(_Section):
@@ -365,7 +393,7 @@ class Settings(BaseSettings):
     """Everything taoflow can be told, one section per stage."""
 
     model_config = SettingsConfigDict(
-        env_prefix="TAOFLOW_", env_nested_delimiter="__", extra="forbid", use_attribute_docstrings=True
+        env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", use_attribute_docstrings=True
     )
 
     storage: StorageSettings = StorageSettings()
@@ -402,7 +430,26 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         # Environment beats the YAML file (passed in as init values): operators override a
         # baked-in config with one variable, as they expect.
-        return env_settings, init_settings
+        return _Environment(settings_cls), init_settings
+
+
+class _Environment(EnvSettingsSource):
+    """`TAOFLOW_` variables; a list may also be written comma-separated (`a:9092,b:9092`) and a mapping as
+    `key=value,key=value`, as people write them in a shell or a manifest, besides JSON."""
+
+    def decode_complex_value(self, field_name: str, field: FieldInfo | None, value: Any) -> Any:
+        try:
+            return super().decode_complex_value(field_name, field, value)  # type: ignore[arg-type]
+        except ValueError:
+            origin = get_origin(field.annotation) if field is not None else None
+            if not isinstance(value, str) or origin not in (list, dict):
+                raise
+            items = [item.strip() for item in value.split(",") if item.strip()]
+            if origin is list:
+                return items
+            if all("=" in item for item in items):
+                return dict(item.split("=", 1) for item in items)
+            raise
 
 
 def load_settings(path: Path | None = None, **overrides: Any) -> Settings:
@@ -415,14 +462,104 @@ def load_settings(path: Path | None = None, **overrides: Any) -> Settings:
             raise ConfigurationError(f"cannot read config file {path}: {exc}") from None
         if not isinstance(loaded, dict):
             raise ConfigurationError(f"config file {path} must hold a mapping of sections")
-        data = loaded
+        data = _inputs_beside(loaded, Path(path).parent)
     for section, values in overrides.items():
         data[section] = {**data.get(section, {}), **values}
+    for warning in unknown_environment(os.environ):
+        log.warning("%s", warning)
     try:
         return Settings(**data)
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors())
+        problems = "; ".join(_problem(err) for err in exc.errors())
         raise ConfigurationError(f"invalid settings ({path or 'defaults'}): {problems}") from None
+    except SettingsError as exc:  # an environment variable that could not be decoded
+        cause = f": {exc.__cause__}" if exc.__cause__ else ""
+        raise ConfigurationError(f"invalid {ENV_PREFIX} environment variable: {exc}{cause}") from None
+
+
+def _inputs_beside(data: dict[str, Any], folder: Path) -> dict[str, Any]:
+    """Input files a config file names (source.paths, gate.golden_file) are relative to that file."""
+    source, gate = data.get("source"), data.get("gate")
+    if isinstance(source, dict) and isinstance(source.get("paths"), list):
+        source["paths"] = [str(folder / p) if isinstance(p, str) else p for p in source["paths"]]
+    if isinstance(gate, dict) and isinstance(gate.get("golden_file"), str):
+        gate["golden_file"] = str(folder / gate["golden_file"])
+    return data
+
+
+def _problem(error: Any) -> str:
+    where = ".".join(str(p) for p in error["loc"])
+    hint = ""
+    if error["type"] == "extra_forbidden" and error["loc"]:
+        close = difflib.get_close_matches(str(error["loc"][-1]), sorted(_field_names()), n=1, cutoff=0.6)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return f"{where}: {error['msg']}{hint}"
+
+
+def _field_names() -> set[str]:
+    """Every field name of every section (what a misspelt key is compared with)."""
+    sections: list[type[BaseModel]] = [Settings, *_Section.__subclasses__()]
+    return {name for section in sections for name in section.model_fields}
+
+
+def unknown_environment(environ: Mapping[str, str]) -> list[str]:
+    """A warning for each `TAOFLOW_` variable that names no setting (a misspelling is otherwise ignored)."""
+    known = _setting_paths()
+    warnings = []
+    for name in sorted(environ):
+        if not name.upper().startswith(ENV_PREFIX):
+            continue
+        path = name[len(ENV_PREFIX) :].lower()
+        if path in known or any(path.startswith(p + "__") for p, is_map in known.items() if is_map):
+            continue
+        close = difflib.get_close_matches(path, list(known), n=1, cutoff=0.7)
+        hint = f"; did you mean {ENV_PREFIX}{close[0].upper()}?" if close else ""
+        warnings.append(f"environment variable {name} names no setting and is ignored{hint}")
+    return warnings
+
+
+def _setting_paths(model: type[BaseModel] | None = None, prefix: str = "") -> dict[str, bool]:
+    """Every settable path in environment form (`source__kafka__topics`), and whether keys may follow it."""
+    paths: dict[str, bool] = {}
+    for name, field in (model or Settings).model_fields.items():
+        path = f"{prefix}{name}"
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, _Section):
+            paths[path] = False
+            paths.update(_setting_paths(annotation, f"{path}__"))
+        else:
+            paths[path] = get_origin(annotation) is dict
+    return paths
+
+
+#: The shortest admin token accepted: a guessable token guards promote, rollback and trigger.
+MIN_TOKEN_LENGTH = 16
+
+
+def admin_token(settings: Settings) -> str:
+    """The admin API's bearer token, from daemon.admin_token or the file daemon.admin_token_file names."""
+    d = settings.daemon
+    token, where = "", "daemon.admin_token"
+    if d.admin_token is not None and d.admin_token.get_secret_value():
+        token = d.admin_token.get_secret_value()
+    elif d.admin_token_file is not None:
+        where = f"daemon.admin_token_file ({d.admin_token_file})"
+        try:
+            token = d.admin_token_file.read_text().strip()
+        except OSError as exc:
+            raise ConfigurationError(f"cannot read daemon.admin_token_file: {exc}") from None
+        if not token:
+            raise ConfigurationError(f"{where} is empty: write the token into it (openssl rand -hex 32)")
+    if not token:
+        raise ConfigurationError(
+            "the admin API needs a token: set TAOFLOW_DAEMON__ADMIN_TOKEN or daemon.admin_token_file (a mounted secret)"
+        )
+    if len(token) < MIN_TOKEN_LENGTH:
+        raise ConfigurationError(
+            f"the admin token in {where} has {len(token)} characters; use at least {MIN_TOKEN_LENGTH} "
+            "(openssl rand -hex 32)"
+        )
+    return token
 
 
 def reference_table() -> str:

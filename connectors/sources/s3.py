@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any, Literal
 
-from taoflow.connectors.errors import TemporaryError
+from taoflow.connectors.errors import ConfigurationError, TaoflowError, TemporaryError
 from taoflow.connectors.protocols import SourceItem
 
 __all__ = ["ObjectRef", "S3Config", "S3Source", "object_records"]
@@ -71,10 +71,10 @@ class S3Source:
                         size=int(item["Size"]),
                         last_modified=item["LastModified"].timestamp(),
                     )
-                    if ref.key.endswith(_SUFFIXES) and (ref.key, ref.etag) not in done:
-                        found.append(ref)
+                    if (ref.key, ref.etag) not in done:
+                        found.append(ref)  # other types too: each is counted as skipped, once
         except (BotoCoreError, ClientError) as exc:
-            raise TemporaryError(f"cannot list s3://{self.config.bucket}/{self.config.prefix}: {exc}") from None
+            raise _listing_error(f"s3://{self.config.bucket}/{self.config.prefix}", exc) from None
         if self.config.order == "last_modified":
             return sorted(found, key=lambda r: (r.last_modified, r.key))
         return sorted(found, key=lambda r: r.key)
@@ -83,6 +83,8 @@ class S3Source:
         """The object's bytes; None when it was replaced or deleted since listing (the next listing has it)."""
         from botocore.exceptions import BotoCoreError, ClientError
 
+        if not ref.key.endswith(_SUFFIXES):
+            return b""  # not downloaded: it is counted as skipped (see object_records)
         where = f"s3://{self.config.bucket}/{ref.key}#{ref.etag}"
         try:
             body: bytes = self._s3.get_object(Bucket=self.config.bucket, Key=ref.key, IfMatch=ref.etag)["Body"].read()
@@ -106,10 +108,38 @@ class S3Source:
         return partial(S3Source, self.config, name=self.name)
 
 
+#: Client errors that waiting will not fix: the message says what to change.
+_PERMANENT = {
+    "NoSuchBucket": "the bucket does not exist: check source.s3.bucket (and source.s3.endpoint_url)",
+    "AccessDenied": "access denied: the credentials in use may not list this bucket and prefix",
+    "AllAccessDisabled": "access denied: all access to this bucket is disabled",
+    "InvalidAccessKeyId": "the access key id is unknown to this endpoint: check the credentials",
+    "SignatureDoesNotMatch": "the secret key does not match the access key id: check the credentials",
+}
+
+
+def _listing_error(where: str, exc: Exception) -> TaoflowError:
+    """A permanent ConfigurationError when settings or credentials are wrong, else a TemporaryError (an outage)."""
+    from botocore.exceptions import ClientError, NoCredentialsError
+
+    if isinstance(exc, NoCredentialsError):
+        return ConfigurationError(
+            f"cannot list {where}: no AWS credentials found; set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY "
+            "(from a secret), AWS_PROFILE, or give the pod an IAM role (IRSA / workload identity)"
+        )
+    if isinstance(exc, ClientError):
+        code = str(exc.response.get("Error", {}).get("Code", ""))
+        if code in _PERMANENT:
+            return ConfigurationError(f"cannot list {where}: {_PERMANENT[code]} ({code})")
+    return TemporaryError(f"cannot list {where}: {exc}")
+
+
 def object_records(bucket: str, ref: ObjectRef, body: bytes) -> Iterator[SourceItem]:
-    """The records of one object of `bucket`, by its key's suffix."""
+    """The records of one object of `bucket`, by its key's suffix; another type is one skipped item."""
     where = f"s3://{bucket}/{ref.key}#{ref.etag}"
-    if not body:
+    if not ref.key.endswith(_SUFFIXES):
+        yield SourceItem(payload=b"", origin=where, skip="unsupported_object")
+    elif not body:
         yield SourceItem(payload=b"", origin=f"{where}:0", error="empty_object: the object has no bytes")
     elif ref.key.endswith(".parquet"):
         yield from _parquet_rows(body, where)

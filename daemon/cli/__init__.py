@@ -1,5 +1,5 @@
 """The `taoflow` command line: commands, what they print, and the demo with its sample logs."""
 
-from taoflow.daemon.cli.commands import main
+from taoflow.daemon.cli.main import main
 
 __all__ = ["main"]

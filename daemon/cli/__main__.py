@@ -1,5 +1,5 @@
 import sys
 
-from taoflow.daemon.cli.commands import main
+from taoflow.daemon.cli.main import main
 
 sys.exit(main())

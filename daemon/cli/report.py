@@ -17,7 +17,16 @@ if TYPE_CHECKING:
     from taoflow.daemon.fleet.reconcile import ReconcileReport
     from taoflow.daemon.store.deploys import DeployRecord
 
-__all__ = ["adapter_details", "adapters_table", "buffer_table", "fleet_table", "round_table", "table", "tqdm_progress"]
+__all__ = [
+    "adapter_details",
+    "adapters_table",
+    "buffer_table",
+    "fleet_table",
+    "round_table",
+    "status_text",
+    "table",
+    "tqdm_progress",
+]
 
 
 def tqdm_progress(description: str, total: int) -> Progress:
@@ -139,4 +148,48 @@ def fleet_table(status: ReconcileReport, deploys: Sequence[DeployRecord], model:
                 [[d.id, d.kind, d.trigger, d.version, d.status, d.step, d.reason[:60]] for d in deploys],
             )
         )
+    return "\n".join(lines)
+
+
+def _utc(at: float | None) -> str:
+    return "-" if at is None else time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(at))
+
+
+def status_text(status: dict[str, Any]) -> str:
+    """The daemon's `/v1/status` as an operator reads it."""
+    paused = "no"
+    if status["paused"]:
+        who = status.get("paused_by") or "operator"
+        paused = (
+            "yes, by the config (retrain.paused)"
+            if who == "config"
+            else f"yes, by an operator: {status['pause_reason']}"
+        )
+    lock = status.get("round_lock")
+    running = "no"
+    if status["round_running"]:
+        running = f"yes, held by {lock['owner']} since {_utc(lock['since'])}" if lock else "yes"
+    decision = status["next_trigger"]
+    next_round = f"{'now' if decision['trigger'] else 'not yet'} ({decision['rule']}): {decision['reason']}"
+    lines = [
+        f"model:          {status['model']}",
+        f"champion:       {status['champion'] or '(none: the base model serves)'}",
+        f"previous:       {status['previous'] or '-'}",
+        f"paused:         {paused}",
+        f"round running:  {running}",
+        f"next round:     {next_round}",
+        "tasks:          " + ", ".join(f"{n} {'up' if up else 'DOWN'}" for n, up in status["tasks"].items()),
+    ]
+    if decision.get("alert"):
+        lines.append(f"ALERT:          {decision['alert']}")
+    buffer = status["buffer"]
+    rows = [[task, c["train"], c["heldout"], c["new"]] for task, c in buffer["tasks"].items()]
+    lines += ["", table(["task", "train", "held-out", "new"], rows) if rows else "buffer is empty"]
+    lines.append(f"dead letters: {buffer['dead_letters']}")
+    if status["rounds"]:
+        recent = [
+            [r["id"], r["status"], r["step"], r["version"] or "-", _utc(r["started_at"]), (r["reason"] or "")[:70]]
+            for r in status["rounds"]
+        ]
+        lines += ["", table(["round", "status", "step", "version", "started", "reason"], recent)]
     return "\n".join(lines)

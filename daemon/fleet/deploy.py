@@ -21,7 +21,7 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any, TypeVar
 
-from taoflow.connectors.errors import ArtifactError, DeployError, RegistryError, ReplicaUnavailable
+from taoflow.connectors.errors import ArtifactError, DeployError, ReplicaUnavailable
 from taoflow.connectors.generation.fleet import FleetGenerator
 from taoflow.connectors.serving.adapter_check import base_shapes, preflight_adapter
 from taoflow.daemon.fleet.replicas import Fleet
@@ -73,9 +73,7 @@ class Deployer:
 
     def start_rollback(self, *, to: str | None = None, trigger: str, reason: str) -> DeployRecord:
         """Record a rollback to `to` (default: the `previous` alias), not yet carried out."""
-        target = to or self.state.registry.alias(self.model, "previous")
-        if target is None:
-            raise RegistryError(f"{self.model} has no previous adapter to roll back to; pass --to VERSION")
+        target = to or self.state.registry.rollback_target(self.model)
         self.state.registry.get(target)  # unknown versions fail here, before anything is recorded
         return self._start("rollback", target, trigger=trigger, reason=reason)
 

@@ -61,6 +61,9 @@ class RecordPreparer:
         return prepared
 
     def _prepare_one(self, item: SourceItem, prepared: Prepared) -> None:
+        if item.skip is not None:
+            prepared.skipped[item.skip] += 1
+            return
         try:
             if item.error is not None:
                 reason, _, detail = item.error.partition(": ")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from collections.abc import Callable
 
 from taoflow.connectors.errors import ConfigurationError
 from taoflow.connectors.protocols import Source
@@ -31,18 +32,30 @@ log = logging.getLogger(__name__)
 
 
 def run_source(
-    settings: Settings, state: State, *, stop: threading.Event, metrics: IngestMetrics | None = None
+    settings: Settings,
+    state: State,
+    *,
+    stop: threading.Event,
+    metrics: IngestMetrics | None = None,
+    on_healthy: Callable[[], None] | None = None,
 ) -> IngestReport:
-    """The daemon's source task: the configured streaming source, until `stop`."""
+    """The daemon's source task: the configured streaming source, until `stop`. `on_healthy` is called
+    whenever the broker or bucket has just answered."""
     if settings.source.kind == "kafka":
-        return follow_kafka(settings, state, stop=stop, metrics=metrics)
+        return follow_kafka(settings, state, stop=stop, metrics=metrics, on_healthy=on_healthy)
     if settings.source.kind == "s3":
-        return ingest_s3(settings, state, stop=stop, follow=True, metrics=metrics)
+        return ingest_s3(settings, state, stop=stop, follow=True, metrics=metrics, on_healthy=on_healthy)
     raise ConfigurationError("source.kind jsonl is read once by `taoflow ingest`; the daemon follows kafka or s3")
 
 
 def ingest_s3(
-    settings: Settings, state: State, *, stop: threading.Event, follow: bool, metrics: IngestMetrics | None = None
+    settings: Settings,
+    state: State,
+    *,
+    stop: threading.Event,
+    follow: bool,
+    metrics: IngestMetrics | None = None,
+    on_healthy: Callable[[], None] | None = None,
 ) -> IngestReport:
     source = build_object_source(settings)
     s3 = settings.source.s3
@@ -60,11 +73,17 @@ def ingest_s3(
         prefetch=s3.prefetch,
         parse_processes=len(os.sched_getaffinity(0)) if s3.parse_processes is None else s3.parse_processes,
         metrics=metrics,
+        on_healthy=on_healthy,
     )
 
 
 def follow_kafka(
-    settings: Settings, state: State, *, stop: threading.Event, metrics: IngestMetrics | None = None
+    settings: Settings,
+    state: State,
+    *,
+    stop: threading.Event,
+    metrics: IngestMetrics | None = None,
+    on_healthy: Callable[[], None] | None = None,
 ) -> IngestReport:
     """Consume until `stop`, committing offsets after every stored batch."""
     source = build_stream_source(settings)
@@ -79,6 +98,7 @@ def follow_kafka(
         buffer_cap=settings.ingest.buffer_cap,
         poll_timeout_s=kafka.poll_timeout_seconds,
         metrics=metrics,
+        on_healthy=on_healthy,
     )
 
 
@@ -106,6 +126,7 @@ def build_stream_source(settings: Settings) -> StreamSource:
         session_timeout_ms=k.session_timeout_ms,
         heartbeat_interval_ms=k.heartbeat_interval_ms,
         max_poll_interval_ms=k.max_poll_interval_ms,
+        bootstrap_timeout_ms=k.bootstrap_timeout_ms,
         client_options=options,
     )
     return KafkaSource(config)

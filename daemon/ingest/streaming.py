@@ -27,7 +27,7 @@ from taoflow.daemon.lifetime import exit_with
 from taoflow.daemon.store.buffer import PromptBuffer
 from taoflow.daemon.store.storage import Database
 
-__all__ = ["ObjectSource", "StreamSource", "ingest_objects", "ingested_objects", "run_stream"]
+__all__ = ["IngestProgress", "ObjectSource", "StreamSource", "ingest_objects", "ingested_objects", "run_stream"]
 
 log = logging.getLogger(__name__)
 
@@ -60,20 +60,26 @@ def run_stream(
     poll_timeout_s: float = 1.0,
     refresh_s: float = 5.0,
     metrics: IngestMetrics | None = None,
+    on_healthy: Callable[[], None] | None = None,
+    progress_every_s: float = 60.0,
 ) -> IngestReport:
     """Run until `stop` is set; return the totals. The source is committed and closed on the way out.
 
-    The buffer's pending count and the consumer lag (a broker round trip) are read every
-    `refresh_s` and on stopping, not on every poll; between reads the pending count grows by
-    what was stored.
+    The buffer's pending count and the consumer lag (a broker round trip, which also tells
+    that the broker answers: then `on_healthy` is called) are read every `refresh_s` and on
+    stopping, not on every poll; between reads the pending count grows by what was stored.
     """
     totals = IngestReport()
+    progress = IngestProgress(source.name, every_s=progress_every_s)
     pending, refreshed = 0, float("-inf")
     try:
         while not stop.is_set():
             if time.monotonic() - refreshed >= refresh_s:
                 pending, refreshed = buffer.pending(), time.monotonic()
-                _report_lag(source, metrics)
+                lag = _report_lag(source, metrics)
+                if on_healthy is not None:
+                    on_healthy()
+                progress.report(totals, f"lag {sum(lag.values())} records")
             if pending >= buffer_cap:
                 source.pause()
             else:
@@ -92,10 +98,44 @@ def run_stream(
     return totals
 
 
-def _report_lag(source: StreamSource, metrics: IngestMetrics | None) -> None:
+def _report_lag(source: StreamSource, metrics: IngestMetrics | None) -> dict[str, int]:
+    lags = source.lag()
     if metrics is not None:
-        for partition, lag in source.lag().items():
+        for partition, lag in lags.items():
             metrics.consumer_lag.labels(source.name, partition).set(lag)
+    return lags
+
+
+class IngestProgress:
+    """One log line per `every_s` with what a source read since the last line; quiet while nothing arrives."""
+
+    def __init__(self, source: str, *, every_s: float) -> None:
+        self._source = source
+        self._every_s = every_s
+        self._last = time.monotonic()
+        self._seen = IngestReport()
+
+    def report(self, totals: IngestReport, backlog: str) -> None:
+        now = time.monotonic()
+        if now - self._last < self._every_s:
+            return
+        read = totals.read - self._seen.read
+        if read:
+            log.info(
+                "%s: read %d records in %.0f s (added %d, duplicates %d, skipped %d, dead-lettered %d); %s",
+                self._source,
+                read,
+                now - self._last,
+                totals.added - self._seen.added,
+                totals.duplicates - self._seen.duplicates,
+                (totals.skipped - self._seen.skipped).total(),
+                (totals.dead_lettered - self._seen.dead_lettered).total(),
+                backlog,
+            )
+        self._last = now
+        self._seen = IngestReport(
+            totals.read, totals.added, totals.duplicates, totals.dead_lettered.copy(), totals.skipped.copy()
+        )
 
 
 def _merge(totals: IngestReport, report: IngestReport) -> None:
@@ -145,6 +185,8 @@ def ingest_objects(
     prefetch: int = 8,
     parse_processes: int = 0,
     metrics: IngestMetrics | None = None,
+    on_healthy: Callable[[], None] | None = None,
+    progress_every_s: float = 60.0,
 ) -> IngestReport:
     """Ingest every new object; its checkpoint (key + ETag) commits in the same transaction as its records.
 
@@ -155,6 +197,7 @@ def ingest_objects(
     transactions, so it can be passed by the objects of one transaction.
     """
     totals = IngestReport()
+    progress = IngestProgress(source.name, every_s=progress_every_s)
     with ExitStack() as stack:
         threads = stack.enter_context(ThreadPoolExecutor(max_workers=prefetch, thread_name_prefix="s3-fetch"))
         workers = stack.enter_context(
@@ -168,6 +211,9 @@ def ingest_objects(
 
         while not stop.is_set():
             pending = source.pending(ingested_objects(db, source.name))
+            if on_healthy is not None:
+                on_healthy()  # the bucket answered
+            progress.report(totals, f"{len(pending)} objects pending")
             if metrics is not None:
                 metrics.objects_pending.labels(source.name).set(len(pending))
                 metrics.last_poll.labels(source.name).set(time.time())

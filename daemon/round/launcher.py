@@ -5,9 +5,11 @@ from __future__ import annotations
 import logging
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
+from typing import IO
 
 __all__ = ["EXIT_OUTCOMES", "NOTHING_TO_TRAIN", "RoundLauncher"]
 
@@ -31,11 +33,21 @@ EXIT_OUTCOMES = {
 class RoundLauncher:
     """Runs one `taoflow round` child process at a time."""
 
-    def __init__(self, command: Sequence[str], *, drain_s: float, on_exit: Callable[[int], None]) -> None:
+    def __init__(
+        self,
+        command: Sequence[str],
+        *,
+        drain_s: float,
+        on_exit: Callable[[int], None],
+        relay: Callable[[str, str], str] | None = None,
+    ) -> None:
+        """`relay(line, tag)` turns each line the round writes into a line of the daemon's stream; None lets
+        the round write to the daemon's own stdout and stderr."""
         self._command = list(command)
+        self._relay = relay
         self._drain_s = drain_s
         self._on_exit = on_exit
-        self._process: subprocess.Popen[bytes] | None = None
+        self._process: subprocess.Popen[str] | None = None
         self._waiter: threading.Thread | None = None
         self.last_exit_at: float | None = None
         self._lock = threading.Lock()
@@ -54,13 +66,25 @@ class RoundLauncher:
             if max_prompts is not None:
                 command += ["--max-prompts", str(max_prompts)]
             log.info("starting a round: %s", " ".join(command[-6:]))
-            process = subprocess.Popen(command)
+            piped = subprocess.PIPE if self._relay is not None else None
+            process = subprocess.Popen(
+                command,
+                stdout=piped,
+                stderr=subprocess.STDOUT if piped else None,
+                text=True,
+                errors="replace",
+            )
+            if process.stdout is not None and self._relay is not None:
+                tag = f"round {process.pid}"
+                threading.Thread(
+                    target=_relay, args=(process.stdout, tag, self._relay), name="round-output", daemon=True
+                ).start()
             self._process = process
             self._waiter = threading.Thread(target=self._wait, args=(process,), name="round-wait", daemon=True)
             self._waiter.start()
         return True
 
-    def _wait(self, process: subprocess.Popen[bytes]) -> None:
+    def _wait(self, process: subprocess.Popen[str]) -> None:
         code = process.wait()
         if code != NOTHING_TO_TRAIN:  # a round that never started costs no cooldown
             self.last_exit_at = time.time()
@@ -75,7 +99,7 @@ class RoundLauncher:
         if self._waiter is not None:
             self._waiter.join()  # its exit is accounted for before the state closes
 
-    def _terminate(self, process: subprocess.Popen[bytes]) -> None:
+    def _terminate(self, process: subprocess.Popen[str]) -> None:
         log.info("stopping the running round (up to %.0f s to reach a checkpoint)", self._drain_s)
         process.send_signal(signal.SIGTERM)
         try:
@@ -86,3 +110,10 @@ class RoundLauncher:
             )
             process.kill()
             process.wait()
+
+
+def _relay(stream: IO[str], tag: str, relay: Callable[[str, str], str]) -> None:
+    """Each line the round writes, tagged, into the daemon's stderr; a line is read at most 64 KiB at a time."""
+    for line in iter(lambda: stream.readline(65536), ""):
+        sys.stderr.write(relay(line, tag) + "\n")
+    stream.close()

@@ -15,7 +15,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 from taoflow.connectors.errors import TaoflowError
 from taoflow.daemon.round import candidates as cand
 from taoflow.daemon.round.launcher import EXIT_OUTCOMES, RoundLauncher
+from taoflow.daemon.round.parts import build_scorers
 from taoflow.daemon.service.metrics import DaemonMetrics
 from taoflow.daemon.settings import Settings, load_settings
 from taoflow.daemon.store.controls import Controls
@@ -78,6 +79,7 @@ class Flywheel:
         *,
         round_command: Sequence[str],
         config_path: Path | None = None,
+        relay: Callable[[str, str], str] | None = None,
     ) -> None:
         self.settings = settings
         self.state = state
@@ -86,7 +88,9 @@ class Flywheel:
         self.controls = Controls(state.db)
         self.rounds = RoundStore(state.db, state.rounds_dir)
         self.lease = Lease(state.db, "round", stale_after_s=settings.daemon.lock_stale_seconds)
-        self.launcher = RoundLauncher(round_command, drain_s=settings.daemon.drain_seconds, on_exit=self._round_exited)
+        self.launcher = RoundLauncher(
+            round_command, drain_s=settings.daemon.drain_seconds, on_exit=self._round_exited, relay=relay
+        )
         self.last_decision: RetrainDecision | None = None
         self._config_path = config_path
         self._config_mtime = config_path.stat().st_mtime if config_path else None
@@ -196,6 +200,7 @@ class Flywheel:
         self._config_mtime = mtime
         try:
             fresh = load_settings(self._config_path)
+            build_scorers(fresh)  # a scorer that cannot be built (a python module that does not import) is refused
         except TaoflowError as exc:
             log.error("the changed config is invalid, keeping the settings in use: %s", exc)
             self.metrics.config_reload_errors.inc()

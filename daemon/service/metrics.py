@@ -73,7 +73,16 @@ class DaemonMetrics:
             registry=registry,
         )
         self.task_restarts = Counter(
-            "taoflow_task_restarts_total", "Supervised tasks restarted after a failure.", ["task"], registry=registry
+            "taoflow_task_restarts_total",
+            "Supervised tasks restarted after a failure or an outage.",
+            ["task"],
+            registry=registry,
+        )
+        self.task_up = Gauge(
+            "taoflow_task_up",
+            "1 while a supervised task runs and works; 0 while it restarts or its broker or bucket is unreachable.",
+            ["task"],
+            registry=registry,
         )
         self.config_reload_errors = Counter(
             "taoflow_config_reload_errors_total",

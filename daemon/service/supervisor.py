@@ -4,8 +4,14 @@ backoff, and stops all of them together.
 A task is a function of a stop event that runs until the event is set. If it raises (or
 returns while the daemon is not stopping), it is restarted after `backoff_s`, doubled for
 each failure within `window_s`; more than `max_restarts` failures in that window stop the
-daemon with a clear reason and exit status 1. `stop()` (SIGTERM) sets the event and waits
-for every task to return: sources stop fetching and commit, the scheduler stops.
+daemon with a clear reason and exit status 1.
+
+A `TemporaryError` (a broker or a bucket that does not answer) is an outage, not a failure:
+the task is retried after the error's `delay`, doubled per attempt up to `max_retry_s`, for as
+long as it takes, with one log line per attempt and no traceback. Until the task reports
+itself `recovered` it counts as not running, so /readyz says not ready. `stop()` (SIGTERM)
+sets the event and waits for every task to return: sources stop fetching and commit, the
+scheduler stops.
 """
 
 from __future__ import annotations
@@ -15,6 +21,8 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+
+from taoflow.connectors.errors import TemporaryError
 
 __all__ = ["Supervisor", "TaskFailed"]
 
@@ -34,6 +42,7 @@ class _Running:
     thread: threading.Thread | None = None
     error: BaseException | None = None
     failures: list[float] = field(default_factory=list)
+    outage_attempts: int = 0  # consecutive temporary errors; 0 once the task reports it works
     restart_at: float | None = None
 
 
@@ -44,26 +53,40 @@ class Supervisor:
         max_restarts: int = 5,
         window_s: float = 300.0,
         backoff_s: float = 1.0,
+        max_retry_s: float = 60.0,
         on_restart: Callable[[str], None] | None = None,
     ) -> None:
         self.stopping = threading.Event()
         self._tasks: dict[str, _Running] = {}
         self._changed = threading.Condition()
+        self._dirty = False  # a task ended (or stop was asked) since the watcher last looked
         self._max_restarts = max_restarts
         self._window_s = window_s
         self._backoff_s = backoff_s
+        self._max_retry_s = max_retry_s
         self._on_restart = on_restart
 
     def add(self, name: str, target: Task) -> None:
         self._tasks[name] = _Running(name, target)
 
     def running(self) -> dict[str, bool]:
-        """Each task's name and whether its thread is alive (what /readyz reports)."""
-        return {name: t.thread is not None and t.thread.is_alive() for name, t in self._tasks.items()}
+        """Each task's name and whether it is up: its thread alive and not in an outage (what /readyz reports)."""
+        return {
+            name: t.thread is not None and t.thread.is_alive() and t.outage_attempts == 0
+            for name, t in self._tasks.items()
+        }
+
+    def recovered(self, name: str) -> None:
+        """Called by a task once it works again after a temporary error (a broker answered)."""
+        task = self._tasks[name]
+        if task.outage_attempts:
+            log.info("task %s recovered after %d attempts", name, task.outage_attempts)
+            task.outage_attempts = 0
 
     def stop(self) -> None:
         self.stopping.set()
         with self._changed:
+            self._dirty = True
             self._changed.notify_all()
 
     def run(self, *, join_timeout_s: float = 60.0) -> None:
@@ -86,8 +109,11 @@ class Supervisor:
 
     def _watch(self) -> TaskFailed | None:
         while not self.stopping.is_set():
+            due = [t.restart_at for t in self._tasks.values() if t.restart_at is not None]
             with self._changed:
-                self._changed.wait(timeout=0.5)
+                if not self._dirty:  # a task that ended before this wait still counts
+                    self._changed.wait(timeout=min([0.5, *(at - time.monotonic() for at in due)]))
+                self._dirty = False
             now = time.monotonic()
             for task in self._tasks.values():
                 if task.restart_at is not None:
@@ -98,6 +124,9 @@ class Supervisor:
                         self._start(task)
                     continue
                 if task.thread is None or task.thread.is_alive() or self.stopping.is_set():
+                    continue
+                if isinstance(task.error, TemporaryError):
+                    task.restart_at = now + self._retry_delay(task, task.error)
                     continue
                 reason = f"{type(task.error).__name__}: {task.error}" if task.error else "returned unexpectedly"
                 task.failures = [t for t in task.failures if now - t < self._window_s] + [now]
@@ -111,17 +140,26 @@ class Supervisor:
                 task.restart_at = now + delay
         return None
 
+    def _retry_delay(self, task: _Running, error: TemporaryError) -> float:
+        task.outage_attempts += 1
+        delay = min(self._max_retry_s, max(self._backoff_s, float(error.delay)) * 2.0 ** (task.outage_attempts - 1))
+        log.warning("task %s: %s; retrying in %.0f s (attempt %d)", task.name, error, delay, task.outage_attempts)
+        return delay
+
     def _start(self, task: _Running) -> None:
         task.error = None
 
         def body() -> None:
             try:
                 task.target(self.stopping)
+            except TemporaryError as exc:  # an outage: the watcher logs one line, no traceback
+                task.error = exc
             except BaseException as exc:  # reported by the watcher, with the task's name
                 task.error = exc
                 log.exception("task %s raised", task.name)
             finally:
                 with self._changed:
+                    self._dirty = True
                     self._changed.notify_all()
 
         task.thread = threading.Thread(target=body, name=f"task-{task.name}", daemon=True)

@@ -139,9 +139,7 @@ class Registry:
     def rollback(self, model: str, *, to: str | None = None, reason: str, now: float | None = None) -> AdapterVersion:
         """Reinstate `to` (default: the `previous` alias) as champion, retiring the current one."""
         now = time.time() if now is None else now
-        version = to or self.alias(model, "previous")
-        if version is None:
-            raise RegistryError(f"{model} has no previous adapter to roll back to; pass --to VERSION")
+        version = to or self.rollback_target(model)
         target = self.get(version)
         if target.model != model:
             raise RegistryError(f"{version} belongs to {target.model}, not {model}")
@@ -150,6 +148,17 @@ class Registry:
         with self._db.transaction() as conn:
             self._swap_champion(conn, model, version, reason, now)
         return self.get(version)
+
+    def rollback_target(self, model: str) -> str:
+        """The `previous` alias, or an error that says what there is to roll back to instead."""
+        previous = self.alias(model, "previous")
+        if previous is not None:
+            return previous
+        if not self.versions(model=model):
+            raise RegistryError(f"model {model!r} has no adapters yet: there is nothing to roll back")
+        raise RegistryError(
+            f"model {model!r} has no previous adapter; pick a version with --to VERSION (`taoflow adapters list`)"
+        )
 
     def _swap_champion(self, conn: Any, model: str, version: str, reason: str, now: float) -> None:
         current = conn.execute("SELECT version FROM aliases WHERE model=? AND alias='champion'", (model,)).fetchone()

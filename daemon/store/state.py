@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from taoflow.connectors.artifacts.local import LocalArtifactStore
+from taoflow.connectors.errors import ConfigurationError
 from taoflow.connectors.protocols import ArtifactStore
 from taoflow.daemon.settings import Settings
 from taoflow.daemon.store.buffer import PromptBuffer
 from taoflow.daemon.store.registry import Registry
 from taoflow.daemon.store.storage import Database
 
-__all__ = ["State", "build_artifact_store", "open_state"]
+__all__ = ["State", "build_artifact_store", "open_existing_state", "open_state"]
 
 
 class State:
@@ -46,4 +47,15 @@ def build_artifact_store(settings: Settings) -> ArtifactStore:
 
 
 def open_state(settings: Settings) -> State:
+    return State(settings)
+
+
+def open_existing_state(settings: Settings) -> State:
+    """The state a command reads: refused (not created empty) where there is none, naming where it looked."""
+    path = settings.storage.state_dir / settings.storage.database
+    if not path.exists():
+        raise ConfigurationError(
+            f"no taoflow state at {path}: pass the --config of the installation (or --state-dir), "
+            "or run from the directory that holds its taoflow.yaml"
+        )
     return State(settings)

@@ -28,8 +28,8 @@ from tests.services import descendants, free_port, poll_until, start_until_logge
 
 pytestmark = pytest.mark.slow
 
-TOKEN = "soak-token"
-READY = "taoflow started, ready"
+TOKEN = "soak-test-token-0123456789abcdef"
+READY = "taoflow started"
 MIN_NEW = 16
 RATE = 4  # records per second
 N = 480  # two minutes of traffic

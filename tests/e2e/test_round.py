@@ -77,6 +77,8 @@ def test_round_end_to_end_on_the_real_model(tmp_path, generator, base_model):
     assert [(g["task"], g["n"]) for g in gate["golden"]] == [("gold", 3)]
     version = state.registry.get(record.version)
     assert version.state == ("champion" if gate["passed"] else "rejected")
+    verdict = "gate passed: " if gate["passed"] else "gate rejected the adapter: "
+    assert record.reason == verdict + gate["reason"] + ("; promoted to champion" if gate["promoted"] else "")
     adapter = state.store.fetch(record.version)
     assert check_adapter_dir(adapter)["r"] == 16
     manifest = json.loads((adapter / "taoflow-manifest.json").read_text())

@@ -14,6 +14,7 @@ import helm_python as helm
 import pytest
 import yaml
 
+from taoflow.daemon.cli.main import build_parser
 from taoflow.daemon.settings import load_settings
 from tests.services import free_port, poll_until
 
@@ -75,7 +76,9 @@ def test_rendered_manifests_are_safe_and_consistent(values, tmp_path):
     assert mounts[str(settings.storage.state_dir)] == "data"
     assert [t["metadata"]["name"] for t in sts["spec"]["volumeClaimTemplates"]] == ["data"]
     assert mounts["/etc/taoflow"] == "config" and mounts["/tmp"] == "tmp"
-    assert container["args"] == ["run", "--config", "/etc/taoflow/taoflow.yaml"]
+    args = build_parser().parse_args(container["args"])  # what the pod runs is a command the CLI accepts
+    expected = (values or {}).get("logFormat", "text")
+    assert (args.command, str(args.config), args.log_format) == ("run", "/etc/taoflow/taoflow.yaml", expected)
     assert settings.daemon.admin_port == container["ports"][0]["containerPort"]
 
     # Selectors select the pod.
@@ -123,6 +126,7 @@ def test_production_values_reach_the_pod():
     ("values", "message"),
     [
         ({"settings": {"daemon": {"admin_token": "hunter2"}}}, "never an inline token"),
+        ({"logFormat": "xml"}, "logFormat"),
         ({"settings": {"source": {"kafka": {"sasl_password": "x"}}}}, "never an inline password"),
         ({"secrets": {"adminToken": {"value": "hunter2"}}}, "value"),
         ({"podSecurityContext": {"runAsNonRoot": False}}, "runAsNonRoot"),
@@ -223,7 +227,7 @@ def scrape_daemon(tmp_path) -> str:
             }
         )
     )
-    env = {**os.environ, "TAOFLOW_DAEMON__ADMIN_TOKEN": "t0ken"}
+    env = {**os.environ, "TAOFLOW_DAEMON__ADMIN_TOKEN": "t0ken-0123456789abcdef"}
     process = subprocess.Popen(
         [sys.executable, "-m", "taoflow.daemon.cli", "run", "--config", str(config)],
         env=env,
@@ -235,7 +239,9 @@ def scrape_daemon(tmp_path) -> str:
 
         def scraped():
             try:
-                response = httpx.get(f"http://127.0.0.1:{port}/metrics", headers={"Authorization": "Bearer t0ken"})
+                response = httpx.get(
+                    f"http://127.0.0.1:{port}/metrics", headers={"Authorization": "Bearer t0ken-0123456789abcdef"}
+                )
             except httpx.HTTPError:
                 return None
             return response.text if "taoflow_fleet_replicas{" in response.text else None

@@ -160,3 +160,32 @@ def test_missing_topics_are_a_configuration_error():
 
     with pytest.raises(ConfigurationError, match="topics"):
         KafkaSource(KafkaConfig(bootstrap_servers=["127.0.0.1:1"], group_id="g"))
+
+
+def test_a_topic_that_does_not_exist_is_named_at_start(kafka_bootstrap, caplog):
+    existing = topic(kafka_bootstrap)
+    with caplog.at_level("WARNING", logger="taoflow.connectors.sources.kafka"):
+        src = KafkaSource(
+            KafkaConfig(
+                bootstrap_servers=[kafka_bootstrap],
+                group_id="g-missing",
+                topics=[existing, "no-such-topic"],
+                **FAST_GROUP,
+            )
+        )
+        src.close()
+    (warning,) = [r.getMessage() for r in caplog.records]
+    assert warning.startswith("Kafka topic(s) no-such-topic do not exist: nothing is consumed from them")
+    assert existing in warning
+
+
+def test_an_unreachable_broker_is_a_temporary_error():
+    from taoflow.connectors.errors import TemporaryError
+    from tests.services import free_port
+
+    with pytest.raises(TemporaryError, match="cannot reach Kafka at"):
+        KafkaSource(
+            KafkaConfig(
+                bootstrap_servers=[f"127.0.0.1:{free_port()}"], group_id="g", topics=["t"], bootstrap_timeout_ms=500
+            )
+        )

@@ -13,6 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 from prometheus_client import CollectorRegistry
 
+from taoflow.connectors.errors import ConfigurationError, TemporaryError
 from taoflow.connectors.sources.s3 import S3Config, S3Source
 from taoflow.daemon.ingest.ingestor import Ingestor
 from taoflow.daemon.ingest.metrics import IngestMetrics
@@ -78,7 +79,7 @@ def test_jsonl_gzip_parquet_and_malformed_objects(s3_endpoint, state, parse_proc
     put("t/2026/e.jsonl", b"")
     put("t/2026/f.parquet", b"PAR1 not really parquet")
     put("t/2026/g.jsonl", "caf\xe9".encode("latin-1") + b"\n")
-    put("t/2026/notes.txt", "ignored: not a log file")
+    put("t/2026/notes.txt", "not a log file: counted as skipped, never downloaded")
     put("other/x.jsonl", chat_line(999))
     source = S3Source(S3Config(bucket=name, prefix="t/", endpoint_url=s3_endpoint))
     registry = CollectorRegistry()
@@ -93,8 +94,9 @@ def test_jsonl_gzip_parquet_and_malformed_objects(s3_endpoint, state, parse_proc
         "invalid_parquet": 1,
         "invalid_encoding": 1,
     }
-    assert report.skipped == {"status_code": 4}
-    assert len(ingested_objects(state.db, "s3")) == 7
+    assert report.skipped == {"status_code": 4, "unsupported_object": 1}
+    assert len(ingested_objects(state.db, "s3")) == 8  # notes.txt too: counted once, not on every listing
+    assert run_once(source, state, IngestMetrics(CollectorRegistry()), parse_processes=parse_processes).read == 0
     assert registry.get_sample_value("taoflow_source_objects_pending", {"source": "s3"}) == 0
     assert registry.get_sample_value("taoflow_records_skipped_total", {"source": "s3", "reason": "status_code"}) == 4
     assert "req-999" not in {p.record.request_id for p in state.buffer.training_prompts(1000)}
@@ -112,6 +114,24 @@ def test_restart_neither_skips_nor_duplicates_and_sees_new_objects(s3_endpoint, 
     assert (second.added, second.duplicates) == (4, 6)  # req-5 is in both new versions
     assert run_once(source, state).read == 0
     assert state.buffer.stats().total == 9
+
+
+def test_settings_and_credential_errors_are_permanent_and_say_what_to_fix(s3_endpoint, monkeypatch):
+    source = S3Source(S3Config(bucket="no-such-bucket", endpoint_url=s3_endpoint))
+    with pytest.raises(ConfigurationError, match=r"the bucket does not exist: check source\.s3\.bucket"):
+        source.pending(set())
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_PROFILE", "AWS_SHARED_CREDENTIALS_FILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent")
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    fresh = boto3.session.Session().client("s3", endpoint_url=s3_endpoint)  # the default session cached the keys
+    anonymous = S3Source(S3Config(bucket="logs", endpoint_url=s3_endpoint), client=fresh)
+    with pytest.raises(ConfigurationError, match="no AWS credentials found; set AWS_ACCESS_KEY_ID"):
+        anonymous.pending(set())
+    down = S3Source(S3Config(bucket="logs", endpoint_url="http://127.0.0.1:9"))
+    with pytest.raises(TemporaryError, match="cannot list s3://logs/"):
+        down.pending(set())
 
 
 def test_last_modified_order(s3_endpoint):

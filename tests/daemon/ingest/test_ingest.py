@@ -113,3 +113,21 @@ def test_filters_task_map_field_map_and_metrics(tmp_path, state):
     assert sample("taoflow_records_ingested_total", {"source": "custom"}) == report.added
     assert sample("taoflow_records_skipped_total", {"source": "custom", "reason": "status_code"}) == 10
     assert sample("taoflow_records_dead_lettered_total", {"source": "custom", "reason": "no_messages"}) == 1
+
+
+def test_ingest_progress_is_one_line_per_interval_and_quiet_when_idle(caplog):
+    from collections import Counter
+
+    from taoflow.daemon.ingest.ingestor import IngestReport
+    from taoflow.daemon.ingest.streaming import IngestProgress
+
+    progress = IngestProgress("kafka", every_s=0.0)
+    with caplog.at_level("INFO", logger="taoflow.daemon.ingest.streaming"):
+        progress.report(IngestReport(read=10, added=7, duplicates=1, dead_lettered=Counter(bad=2)), "lag 5 records")
+        progress.report(IngestReport(read=10, added=7, duplicates=1, dead_lettered=Counter(bad=2)), "lag 0 records")
+        progress.report(IngestReport(read=12, added=9, duplicates=1, dead_lettered=Counter(bad=2)), "lag 0 records")
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 2  # nothing read between the first two reports: no line
+    assert lines[0].startswith("kafka: read 10 records in ")
+    assert lines[0].endswith("(added 7, duplicates 1, skipped 0, dead-lettered 2); lag 5 records")
+    assert "read 2 records" in lines[1] and "added 2," in lines[1]

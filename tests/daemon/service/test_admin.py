@@ -36,7 +36,7 @@ def service(tmp_path):
 
 @pytest.fixture
 def client(service):
-    return TestClient(create_app(service, token=TOKEN, metrics=service.registry))
+    return TestClient(create_app(service.answers, token=TOKEN, metrics=service.registry))
 
 
 def protected_routes(app):
@@ -124,7 +124,11 @@ def test_a_config_pause_is_not_called_an_operators(tmp_path):
     )
     svc = Service(settings)
     try:
-        status = TestClient(create_app(svc, token=TOKEN, metrics=svc.registry)).get("/v1/status", headers=AUTH).json()
+        status = (
+            TestClient(create_app(svc.answers, token=TOKEN, metrics=svc.registry))
+            .get("/v1/status", headers=AUTH)
+            .json()
+        )
         assert status["paused"] and status["paused_by"] == "config" and status["pause_reason"] is None
         assert (
             status["next_trigger"]["reason"]
@@ -137,7 +141,7 @@ def test_a_config_pause_is_not_called_an_operators(tmp_path):
 def test_fuzzed_requests_never_get_a_server_error(service):
     """Requests generated from the served OpenAPI schema (valid and invalid bodies), with the token."""
     schema = schemathesis.openapi.from_asgi(
-        "/openapi.json", create_app(service, token=TOKEN, metrics=service.registry), headers=AUTH
+        "/openapi.json", create_app(service.answers, token=TOKEN, metrics=service.registry), headers=AUTH
     )
     operations = [result.ok() for result in schema.get_all_operations()]
     assert len(operations) >= 9
@@ -168,7 +172,7 @@ def test_with_a_fleet_promote_and_rollback_become_recorded_deploys(tmp_path):
     try:
         assert svc.fleet_loop is not None
         assert "--no-promote" in svc.flywheel.launcher._command  # the gate passes, the deploy promotes
-        client = TestClient(create_app(svc, token=TOKEN, metrics=svc.registry))
+        client = TestClient(create_app(svc.answers, token=TOKEN, metrics=svc.registry))
         registry = svc.state.registry
         registry.register(
             version="v1", model="taoflow", parent=None, base_model="b", base_digest="d", uri="file:///x", manifest={}

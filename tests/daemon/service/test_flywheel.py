@@ -23,7 +23,7 @@ def service(tmp_path):
         yaml.safe_dump(
             {
                 "storage": {"state_dir": str(tmp_path / "state")},
-                "daemon": {"admin_token": "t"},
+                "daemon": {"admin_token": "flywheel-test-token-0123456789"},
                 "retrain": {"min_new_prompts": 3, "cooldown_seconds": 0},
             }
         )
@@ -68,6 +68,17 @@ def test_a_reload_with_an_impossible_cron_keeps_the_running_policy(service, tmp_
     for _ in range(8):  # more evaluations than the scheduler tolerates failing in a row
         service.flywheel.evaluate()
     assert service.flywheel.settings.retrain.cron is None
+    assert service.registry.get_sample_value("taoflow_config_reload_errors_total") == 1
+
+
+def test_a_reload_with_a_scorer_that_cannot_be_built_keeps_the_running_settings(service, tmp_path):
+    config = tmp_path / "taoflow.yaml"
+    data = yaml.safe_load(config.read_text())
+    data["score"] = {"tasks": {"math": [{"type": "python", "params": {"callable": "no_such_module_here:check"}}]}}
+    config.write_text(yaml.safe_dump(data))
+    bump_mtime(config)
+    service.flywheel.evaluate()
+    assert service.flywheel.settings.score.tasks == {}
     assert service.registry.get_sample_value("taoflow_config_reload_errors_total") == 1
 
 
