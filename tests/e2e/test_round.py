@@ -5,6 +5,7 @@ import json
 import pytest
 
 from taoflow.connectors.artifacts.local import check_adapter_dir
+from taoflow.connectors.errors import NothingToTrain
 from taoflow.connectors.records import Message, PromptRecord
 from taoflow.daemon.round import recipe as round_module
 from taoflow.daemon.round.parts import build_scorers
@@ -136,10 +137,22 @@ def test_an_interrupted_round_resumes_at_its_next_step(tmp_path, generator, monk
 
 def test_a_failing_step_is_recorded_with_its_reason(tmp_path, generator):
     state = seeded_state(tmp_path)
+
+    def broken(path):
+        raise RuntimeError("CUDA out of memory (a generator that cannot start)")
+
+    with pytest.raises(RuntimeError, match="CUDA out of memory"):
+        TaoRound(state.settings, state, scorers=build_scorers(state.settings), generator_factory=broken).run()
+    (row,) = state.db.query("SELECT status, step, reason FROM rounds")
+    assert (row["status"], row["step"]) == ("failed", "prepare")
+    assert row["reason"] == "generate failed: RuntimeError: CUDA out of memory (a generator that cannot start)"
+
+
+def test_a_round_with_nothing_new_to_train_is_never_recorded(tmp_path, generator):
+    state = seeded_state(tmp_path)
     state.buffer.mark_consumed([p.id for p in state.buffer.training_prompts(100)], round_id=0)
-    with pytest.raises(Exception, match="no new training prompts"):
+    with pytest.raises(NothingToTrain, match="no new training prompts"):
         TaoRound(
             state.settings, state, scorers=build_scorers(state.settings), generator_factory=lambda p: generator
         ).run()
-    (row,) = state.db.query("SELECT status, reason FROM rounds")
-    assert row["status"] == "failed" and "prepare failed" in row["reason"]
+    assert state.db.query("SELECT count(*) FROM rounds")[0][0] == 0
