@@ -246,3 +246,79 @@ def hold_out(state, records, *, source: str = "test") -> None:  # type: ignore[n
     state.buffer.add_rows([buffer_row(r, None) for r in records], source=source)
     with state.db.transaction() as conn:
         conn.executemany("UPDATE prompts SET split='heldout' WHERE request_id=?", [(r.request_id,) for r in records])
+
+
+class PrometheusServer:
+    """A real Prometheus (Debian's package) with a scrape config and rule files of the test's own."""
+
+    def __init__(self, workdir, *, scrape_configs: list, rules: dict, interval: str = "1s") -> None:  # type: ignore[no-untyped-def]
+        from pathlib import Path
+
+        import yaml
+
+        self.workdir = Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        (self.workdir / "rules.yaml").write_text(yaml.safe_dump(rules))
+        config = {
+            "global": {"scrape_interval": interval, "evaluation_interval": interval},
+            "rule_files": [str(self.workdir / "rules.yaml")],
+            "scrape_configs": scrape_configs,
+        }
+        (self.workdir / "prometheus.yml").write_text(yaml.safe_dump(config))
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> PrometheusServer:
+        import shutil
+
+        binary = shutil.which("prometheus")
+        assert binary, "prometheus is not installed: apt-get install -y prometheus (.ci/run does)"
+        command = [binary, f"--config.file={self.workdir / 'prometheus.yml'}"]
+        command += [f"--storage.tsdb.path={self.workdir / 'data'}", f"--web.listen-address=127.0.0.1:{self.port}"]
+        log = (self.workdir / "prometheus.log").open("ab")
+        self.process = subprocess.Popen(command, stdout=log, stderr=log)
+        poll_until(self._ready, deadline_s=30, message="Prometheus to be ready")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def _ready(self) -> bool:
+        import urllib.request
+
+        assert self.process is not None and self.process.poll() is None, "Prometheus exited: see prometheus.log"
+        try:
+            with urllib.request.urlopen(self.url + "/-/ready", timeout=2) as response:
+                return bool(response.status == 200)
+        except OSError:
+            return False
+
+    def get(self, path: str, **params: str):  # type: ignore[no-untyped-def]
+        import json
+        import urllib.parse
+        import urllib.request
+
+        query = f"?{urllib.parse.urlencode(params)}" if params else ""
+        with urllib.request.urlopen(f"{self.url}{path}{query}", timeout=10) as response:
+            body = json.loads(response.read())
+        assert body["status"] == "success", body
+        return body["data"]
+
+    def query(self, expr: str) -> list:  # type: ignore[type-arg]
+        """The instant vector of `expr` now (a list of {metric, value})."""
+        return list(self.get("/api/v1/query", query=expr)["result"])
+
+    def alert_states(self) -> dict[str, str]:
+        """Each alert's state now: firing or pending (an inactive alert is not listed)."""
+        states: dict[str, str] = {}
+        for alert in self.get("/api/v1/alerts")["alerts"]:
+            name = alert["labels"]["alertname"]
+            states[name] = "firing" if "firing" in (states.get(name), alert["state"]) else alert["state"]
+        return states

@@ -35,6 +35,8 @@ class FleetMetrics:
             ["result"],
             registry=registry,
         )
+        for result in ("ok", "failed"):
+            self.repairs.labels(result)  # from zero: the first repair is an increase
         self.unreachable = Gauge(
             "taoflow_fleet_replicas_unreachable",
             "Replicas that failed fleet.unreachable_alert_after reconciles in a row.",
@@ -52,6 +54,9 @@ class FleetMetrics:
             buckets=DEPLOY_BUCKETS,
             registry=registry,
         )
+        for kind in ("promote", "rollback"):  # from zero, so the first deploy's duration is a rate
+            for status in ("done", "reverted", "failed"):
+                self.deploy_seconds.labels(kind, status)
         self.watch = Gauge(
             "taoflow_watch_value",
             "Post-deploy watch readings since the last deploy: error_rate, p99_latency_seconds, live_score.",

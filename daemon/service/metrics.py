@@ -23,6 +23,8 @@ if TYPE_CHECKING:
 __all__ = ["DaemonMetrics", "StateCollector"]
 
 
+#: The post-deploy watch's rollback rules (policies/rollout.py).
+WATCH_RULES = ("error_rate", "latency", "live_score")
 SCORE_BUCKETS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 STEP_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1200, 3600, 7200, 14400)
 
@@ -163,7 +165,7 @@ class StateCollector(Collector):
         watch_rollbacks = CounterMetricFamily(
             "taoflow_watch_rollbacks", "Deploys the post-deploy watch rolled back, by rule.", labels=["rule"]
         )
-        rules: dict[str, int] = {}
+        rules = dict.fromkeys(WATCH_RULES, 0)  # every rule from zero: the first rollback by a rule is an increase
         for (detail,) in self._db.query(
             "SELECT detail FROM deploys WHERE model=? AND reason LIKE 'rolled back by the watch%'", (self._model,)
         ):
@@ -195,6 +197,17 @@ class StateCollector(Collector):
                     mean = sum(s[f"{side}_mean"] * s["n"] for s in slices) / total
                     last_gate.add_metric([side], mean)
         yield last_gate
+        rolled_back = self._db.query(
+            "SELECT max(e.at) FROM adapter_events e JOIN adapters a ON a.version = e.version"
+            " WHERE a.model=? AND e.to_state='champion' AND e.from_state='retired'",
+            (self._model,),
+        )
+        if rolled_back[0][0] is not None:
+            yield GaugeMetricFamily(
+                "taoflow_last_rollback_timestamp_seconds",
+                "Unix time of the last rollback that made an earlier adapter champion again (by the watch or by hand).",
+                value=float(rolled_back[0][0]),
+            )
         champion = GaugeMetricFamily(
             "taoflow_champion_info", "The champion adapter (value 1).", labels=["model", "version"]
         )

@@ -36,6 +36,7 @@ from taoflow.daemon.service.metrics import DaemonMetrics, StateCollector
 from taoflow.daemon.service.supervisor import Supervisor, TaskFailed
 from taoflow.daemon.settings import Settings, admin_token
 from taoflow.daemon.store.lease import Lease
+from taoflow.daemon.store.rounds import STEPS
 from taoflow.daemon.store.state import open_state
 
 __all__ = ["Service"]
@@ -128,6 +129,10 @@ class Service:
             self.metrics.task_up.labels(name).set_function(partial(self._task_up, name))
         for outcome in {*EXIT_OUTCOMES.values(), "error"}:
             self.metrics.round_exits.labels(outcome)
+        for step in STEPS[1:]:
+            self.metrics.step_seconds.labels(step)
+        for task in {*self.settings.score.tasks, *self.state.buffer.stats().tasks}:
+            self.metrics.candidate_scores.labels(task)
         if self.settings.source.kind != "jsonl":
             self.ingest_metrics.ingested.labels(self.settings.source.kind)
             self.ingest_metrics.duplicates.labels(self.settings.source.kind)
