@@ -60,11 +60,7 @@ def test_a_policy_change_in_the_file_applies_without_restart_and_a_bad_one_is_re
 
 
 def test_a_reload_with_an_impossible_cron_keeps_the_running_policy(service, tmp_path):
-    config = tmp_path / "taoflow.yaml"
-    data = yaml.safe_load(config.read_text())
-    data["retrain"]["cron"] = "0 25 * * *"  # hour 25: five fields, but no such time
-    config.write_text(yaml.safe_dump(data))
-    bump_mtime(config)
+    rewrite(tmp_path, retrain={"cron": "0 25 * * *"})  # hour 25: five fields, but no such time
     for _ in range(8):  # more evaluations than the scheduler tolerates failing in a row
         service.flywheel.evaluate()
     assert service.flywheel.settings.retrain.cron is None
@@ -72,14 +68,20 @@ def test_a_reload_with_an_impossible_cron_keeps_the_running_policy(service, tmp_
 
 
 def test_a_reload_with_a_scorer_that_cannot_be_built_keeps_the_running_settings(service, tmp_path):
-    config = tmp_path / "taoflow.yaml"
-    data = yaml.safe_load(config.read_text())
-    data["score"] = {"tasks": {"math": [{"type": "python", "params": {"callable": "no_such_module_here:check"}}]}}
-    config.write_text(yaml.safe_dump(data))
-    bump_mtime(config)
+    rewrite(tmp_path, score={"tasks": {"math": [{"type": "python", "params": {"callable": "no_such_module_here:x"}}]}})
     service.flywheel.evaluate()
     assert service.flywheel.settings.score.tasks == {}
     assert service.registry.get_sample_value("taoflow_config_reload_errors_total") == 1
+
+
+def rewrite(tmp_path, **sections):
+    """Change sections of the daemon's config file, as an operator edits it (the daemon reloads it)."""
+    config = tmp_path / "taoflow.yaml"
+    data = yaml.safe_load(config.read_text())
+    for section, values in sections.items():
+        data[section] = {**data.get(section, {}), **values}
+    config.write_text(yaml.safe_dump(data))
+    bump_mtime(config)
 
 
 def bump_mtime(path):
@@ -113,11 +115,7 @@ def test_cron_windows_in_utc():
 
 
 def test_a_round_process_that_dies_before_recording_anything_still_starts_the_cooldown(service, tmp_path):
-    config = tmp_path / "taoflow.yaml"
-    data = yaml.safe_load(config.read_text())
-    data["retrain"]["cooldown_seconds"] = 600
-    config.write_text(yaml.safe_dump(data))
-    bump_mtime(config)
+    rewrite(tmp_path, retrain={"cooldown_seconds": 600})
     add_prompts(service, 5)
     service.flywheel.launcher._command = [sys.executable, "-c", "raise SystemExit(1)"]
     assert service.flywheel.evaluate().rule == "ready"
@@ -130,11 +128,7 @@ def test_a_round_process_that_dies_before_recording_anything_still_starts_the_co
 
 
 def test_a_round_that_found_nothing_to_train_costs_no_cooldown(service, tmp_path):
-    config = tmp_path / "taoflow.yaml"
-    data = yaml.safe_load(config.read_text())
-    data["retrain"]["cooldown_seconds"] = 600
-    config.write_text(yaml.safe_dump(data))
-    bump_mtime(config)
+    rewrite(tmp_path, retrain={"cooldown_seconds": 600})
     add_prompts(service, 5)
     service.flywheel.launcher._command = [sys.executable, "-c", "raise SystemExit(5)"]  # `taoflow round`'s "nothing"
     assert service.flywheel.evaluate().rule == "ready"
