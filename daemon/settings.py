@@ -36,6 +36,7 @@ __all__ = [
     "Settings",
     "admin_token",
     "load_settings",
+    "metrics_token",
     "reference_table",
 ]
 
@@ -308,6 +309,10 @@ class DaemonSettings(_Section):
     """Bearer token for the admin API (set TAOFLOW_DAEMON__ADMIN_TOKEN or admin_token_file); required by `run`."""
     admin_token_file: Path | None = None
     """File holding the admin token (a mounted secret); used when admin_token is unset."""
+    metrics_token: SecretStr | None = None
+    """A read-only token that may only GET /metrics (for the scraper; TAOFLOW_DAEMON__METRICS_TOKEN)."""
+    metrics_token_file: Path | None = None
+    """File holding the metrics token (a mounted secret); used when metrics_token is unset."""
     admin_url: str | None = None
     """Where `taoflow status|pause|resume|trigger` reach the daemon; default http://admin_host:admin_port."""
     drain_seconds: float = Field(60.0, ge=0)
@@ -539,24 +544,37 @@ MIN_TOKEN_LENGTH = 16
 def admin_token(settings: Settings) -> str:
     """The admin API's bearer token, from daemon.admin_token or the file daemon.admin_token_file names."""
     d = settings.daemon
-    token, where = "", "daemon.admin_token"
-    if d.admin_token is not None and d.admin_token.get_secret_value():
-        token = d.admin_token.get_secret_value()
-    elif d.admin_token_file is not None:
-        where = f"daemon.admin_token_file ({d.admin_token_file})"
-        try:
-            token = d.admin_token_file.read_text().strip()
-        except OSError as exc:
-            raise ConfigurationError(f"cannot read daemon.admin_token_file: {exc}") from None
-        if not token:
-            raise ConfigurationError(f"{where} is empty: write the token into it (openssl rand -hex 32)")
-    if not token:
+    token = _secret(d.admin_token, d.admin_token_file, "admin")
+    if token is None:
         raise ConfigurationError(
             "the admin API needs a token: set TAOFLOW_DAEMON__ADMIN_TOKEN or daemon.admin_token_file (a mounted secret)"
         )
+    return token
+
+
+def metrics_token(settings: Settings) -> str | None:
+    """The read-only token that may only GET /metrics (what a scraper holds), if one is set."""
+    d = settings.daemon
+    return _secret(d.metrics_token, d.metrics_token_file, "metrics")
+
+
+def _secret(value: SecretStr | None, file: Path | None, name: str) -> str | None:
+    token, where = "", f"daemon.{name}_token"
+    if value is not None and value.get_secret_value():
+        token = value.get_secret_value()
+    elif file is not None:
+        where = f"daemon.{name}_token_file ({file})"
+        try:
+            token = file.read_text().strip()
+        except OSError as exc:
+            raise ConfigurationError(f"cannot read daemon.{name}_token_file: {exc}") from None
+        if not token:
+            raise ConfigurationError(f"{where} is empty: write the token into it (openssl rand -hex 32)")
+    if not token:
+        return None
     if len(token) < MIN_TOKEN_LENGTH:
         raise ConfigurationError(
-            f"the admin token in {where} has {len(token)} characters; use at least {MIN_TOKEN_LENGTH} "
+            f"the {name} token in {where} has {len(token)} characters; use at least {MIN_TOKEN_LENGTH} "
             "(openssl rand -hex 32)"
         )
     return token

@@ -322,3 +322,31 @@ class PrometheusServer:
             name = alert["labels"]["alertname"]
             states[name] = "firing" if "firing" in (states.get(name), alert["state"]) else alert["state"]
         return states
+
+
+def rss_mib(pid: int) -> float:
+    """A process's resident memory now, in MiB (from /proc)."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmRSS for process {pid}")
+
+
+def flood(port: int, path: str, size: int, *, token: str | None = None, chunked: bool = False) -> int:
+    """POST `size` bytes to 127.0.0.1:`port` the way an attacker would: headers first, then the body as fast as the
+    server takes it, until it answers or stops reading (5 s). Returns the status the server answered."""
+    head = [f"POST {path} HTTP/1.1", f"Host: 127.0.0.1:{port}", "Content-Type: application/json"]
+    head += [f"Authorization: Bearer {token}"] if token else []
+    head += ["Transfer-Encoding: chunked"] if chunked else [f"Content-Length: {size}"]
+    block = b"x" * (1 << 20)
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(("\r\n".join(head) + "\r\n\r\n").encode())
+        sent = 0
+        with suppress(OSError):  # the server answered and closed, or stopped reading: both end the flood
+            while sent < size:
+                sock.sendall(b"%x\r\n%s\r\n" % (len(block), block) if chunked else block)
+                sent += len(block)
+        sock.settimeout(10)
+        answer = sock.recv(4096)
+    return int(answer.split(b" ", 2)[1])

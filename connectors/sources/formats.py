@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
@@ -58,12 +59,20 @@ def _loads(text: str | bytes, reason: str) -> Any:
     try:
         return orjson.loads(text)
     except orjson.JSONDecodeError:
-        try:  # json accepts what orjson refuses (NaN, integers past 64 bits) and names the place of a real error
-            return json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise RecordError(reason, str(exc)) from None
-        except UnicodeDecodeError as exc:
-            raise RecordError("invalid_encoding", str(exc)) from None
+        pass
+    # json accepts what orjson refuses (NaN, integers past 64 bits) and names the place of a real error; it also
+    # accepts what must not pass: nesting deep enough to exhaust the stack, integers of thousands of digits,
+    # lone surrogates (text that cannot be stored as UTF-8).
+    try:
+        data = json.loads(text)
+        json.dumps(data, ensure_ascii=False).encode("utf-8")
+    except RecursionError:
+        raise RecordError("too_deep", "JSON nested deeper than the parser allows") from None
+    except UnicodeError as exc:  # before ValueError, of which it is one
+        raise RecordError("invalid_encoding", f"text that is not valid Unicode: {str(exc)[:200]}") from None
+    except ValueError as exc:  # a JSONDecodeError, or an integer past the digit limit
+        raise RecordError(reason, str(exc)[:200]) from None
+    return data
 
 
 def remap(data: Any, field_map: Mapping[str, str]) -> dict[str, Any]:
@@ -176,8 +185,16 @@ def _from_export(data: Mapping[str, Any]) -> PromptRecord:
         messages=_messages(data),
         timestamp=_timestamp(data.get("timestamp")),
         response=data.get("response") if isinstance(data.get("response"), str) else None,
-        metadata=dict(data.get("metadata") or {}),
+        metadata=_mapping(data.get("metadata"), "metadata"),
     )
+
+
+def _mapping(value: Any, key: str) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise RecordError(f"bad_{key}", f"{key} must be a JSON object, got {type(value).__name__}")
+    return dict(value)
 
 
 def _json_field(data: Mapping[str, Any], key: str) -> Mapping[str, Any]:
@@ -256,6 +273,8 @@ def _timestamp(value: Any) -> float:
     if isinstance(value, bool) or value is None:
         return 0.0
     if isinstance(value, int | float):
+        if not math.isfinite(value) or abs(value) > 1e16:
+            raise RecordError("bad_timestamp", f"timestamp {str(value)[:40]} is not a time")
         # Milliseconds since the epoch are common in logs; seconds would be before 1973.
         return float(value) / 1000.0 if value > 1e11 else float(value)
     if isinstance(value, str):

@@ -61,6 +61,7 @@ class RecordPreparer:
         return prepared
 
     def _prepare_one(self, item: SourceItem, prepared: Prepared) -> None:
+        """Buffered, skipped or dead-lettered with a reason, whatever the bytes: a parser bug costs this record."""
         if item.skip is not None:
             prepared.skipped[item.skip] += 1
             return
@@ -69,23 +70,48 @@ class RecordPreparer:
                 reason, _, detail = item.error.partition(": ")
                 raise RecordError(reason, detail)
             record = parse_payload(item.payload, default_task=self.default_task, field_map=self.field_map)
+            decision = decide_ingest(
+                request_id=record.request_id,
+                task=record.task,
+                status_code=status_code(record.metadata.get("status_code")),
+                prompt_chars=sum(len(m.content) for m in record.messages),
+                rules=self.rules,
+            )
+            if not decision.keep:
+                prepared.skipped[decision.reason] += 1
+                return
+            if decision.task != record.task:
+                record = replace(record, task=decision.task)
+            prepared.rows.append(buffer_row(self.redactor.record(record), item.origin))
         except RecordError as exc:
-            prepared.dead.append(DeadRow(item.origin, exc.reason, exc.detail[:2000], item.payload))
-            return
-        status = record.metadata.get("status_code")
-        decision = decide_ingest(
-            request_id=record.request_id,
-            task=record.task,
-            status_code=int(status) if isinstance(status, int | float | str) and str(status).isdigit() else None,
-            prompt_chars=sum(len(m.content) for m in record.messages),
-            rules=self.rules,
-        )
-        if not decision.keep:
-            prepared.skipped[decision.reason] += 1
-            return
-        if decision.task != record.task:
-            record = replace(record, task=decision.task)
-        prepared.rows.append(buffer_row(self.redactor.record(record), item.origin))
+            prepared.dead.append(dead_row(item, exc.reason, exc.detail))
+        except Exception as exc:  # anything else is a bug of ours: it costs one record, never the stream
+            prepared.dead.append(dead_row(item, "parser_error", f"{type(exc).__name__}: {exc}"))
+
+
+#: The most bytes of a record a dead letter keeps (its full size is in the detail): a 100 MB line is not stored.
+MAX_DEAD_PAYLOAD = 64 << 10
+
+
+def dead_row(item: SourceItem, reason: str, detail: str) -> DeadRow:
+    payload = item.payload
+    if len(payload) > MAX_DEAD_PAYLOAD:
+        detail = f"{detail} [record of {len(payload)} bytes; the first {MAX_DEAD_PAYLOAD} kept]"
+        payload = payload[:MAX_DEAD_PAYLOAD]
+    return DeadRow(item.origin, reason, detail[:2000], payload)
+
+
+def status_code(value: object) -> int | None:
+    """A logged HTTP status as a number, or None for anything that is not one ("²" is a digit, not a status)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str) and value.strip().isascii() and value.strip().isdigit() and len(value.strip()) <= 3:
+        return int(value.strip())
+    return None
 
 
 class Ingestor:

@@ -29,6 +29,7 @@ from taoflow.connectors.errors import (
     TaoflowError,
     UnknownVersion,
 )
+from taoflow.daemon.service.guard import TokenGuard
 from taoflow.policies.retrain import RetrainDecision
 
 __all__ = ["AdminBackend", "Change", "create_app"]
@@ -127,7 +128,10 @@ _bearer = HTTPBearer(auto_error=False, description="The daemon's admin token (da
 Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 
 
-def create_app(backend: AdminBackend, *, token: str, metrics: CollectorRegistry) -> FastAPI:
+def create_app(
+    backend: AdminBackend, *, token: str, metrics: CollectorRegistry, metrics_token: str | None = None
+) -> FastAPI:
+    """The API behind a `TokenGuard` (the token is checked before any body is read; bodies are capped)."""
     app = FastAPI(
         title="taoflow admin API",
         version="1",
@@ -137,11 +141,13 @@ def create_app(backend: AdminBackend, *, token: str, metrics: CollectorRegistry)
         redoc_url=None,
     )
 
+    app.add_middleware(TokenGuard, token=token, metrics_token=metrics_token)
+
     def authorized(credentials: Credentials) -> None:
-        if credentials is None or credentials.scheme.lower() != "bearer":
-            raise HTTPException(401, "missing bearer token", headers={"WWW-Authenticate": "Bearer"})
-        if not secrets.compare_digest(credentials.credentials.encode(), token.encode()):
-            raise HTTPException(403, "wrong token")
+        _check(credentials, (token,))
+
+    def reader(credentials: Credentials) -> None:
+        _check(credentials, (token, metrics_token) if metrics_token else (token,))
 
     guard = [Depends(authorized)]
     refused = {"model": Outcome}
@@ -159,7 +165,7 @@ def create_app(backend: AdminBackend, *, token: str, metrics: CollectorRegistry)
     def openapi() -> dict[str, Any]:
         return app.openapi()
 
-    @app.get("/metrics", dependencies=guard, tags=["observability"], response_class=Response)
+    @app.get("/metrics", dependencies=[Depends(reader)], tags=["observability"], response_class=Response)
     def metrics_text() -> Response:
         return Response(generate_latest(metrics), media_type=CONTENT_TYPE_LATEST)
 
@@ -214,6 +220,13 @@ def create_app(backend: AdminBackend, *, token: str, metrics: CollectorRegistry)
         return JSONResponse({"ok": False, "detail": f"internal error at {time.time():.0f}; see the daemon log"}, 500)
 
     return app
+
+
+def _check(credentials: HTTPAuthorizationCredentials | None, allowed: Sequence[str]) -> None:
+    if credentials is None or credentials.scheme.lower() != "bearer":
+        raise HTTPException(401, "missing bearer token", headers={"WWW-Authenticate": "Bearer"})
+    if not any(secrets.compare_digest(credentials.credentials.encode(), t.encode()) for t in allowed):
+        raise HTTPException(403, "wrong token")
 
 
 def _refusal(code: int) -> Any:

@@ -34,7 +34,7 @@ from taoflow.daemon.service.answers import Answers
 from taoflow.daemon.service.flywheel import Flywheel
 from taoflow.daemon.service.metrics import DaemonMetrics, StateCollector
 from taoflow.daemon.service.supervisor import Supervisor, TaskFailed
-from taoflow.daemon.settings import Settings, admin_token
+from taoflow.daemon.settings import Settings, admin_token, metrics_token
 from taoflow.daemon.store.lease import Lease
 from taoflow.daemon.store.rounds import STEPS
 from taoflow.daemon.store.state import open_state
@@ -49,6 +49,9 @@ class Service:
         self.settings = settings
         self.model = settings.model.served_name
         self.token = admin_token(settings)
+        self.metrics_token = metrics_token(settings)
+        if self.metrics_token == self.token:
+            raise ConfigurationError("daemon.metrics_token must differ from the admin token (it is the read-only one)")
         build_scorers(settings)  # every scorer is built once now: a bad one stops the start, not a round hours later
         self.state = open_state(settings)
         self.registry = CollectorRegistry()
@@ -188,7 +191,7 @@ class Service:
 
         d = self.settings.daemon
         config = uvicorn.Config(
-            create_app(self.answers, token=self.token, metrics=self.registry),
+            create_app(self.answers, token=self.token, metrics=self.registry, metrics_token=self.metrics_token),
             host=d.admin_host,
             port=d.admin_port,
             log_level="warning",

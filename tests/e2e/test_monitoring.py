@@ -28,6 +28,7 @@ from tests.services import PrometheusServer, free_port, hold_out, poll_until, st
 pytestmark = pytest.mark.slow
 
 TOKEN = "monitoring-test-token-0123456789abcdef"
+SCRAPER = "scraper-read-only-token-0123456789"  # what Prometheus holds: /metrics only
 MODEL = "monitored-bot"
 JOB = "taoflow"
 VLLM_NAMESPACE = "test"
@@ -111,7 +112,7 @@ def test_every_panel_shows_data_and_the_alerts_fire_and_resolve(
         "train": {"score_threshold": 0.0, "epochs": 1, "batch_size": 4},
         "gate": {"min_samples": 2, "min_slice_samples": 2, "min_mean_improvement": -1.0, "max_slice_regression": 1.0},
         "retrain": {"min_new_prompts": 8, "cooldown_seconds": 3600, "evaluate_interval_seconds": 2},
-        "daemon": {"admin_port": port, "admin_token": TOKEN},
+        "daemon": {"admin_port": port, "admin_token": TOKEN, "metrics_token": SCRAPER},
         "fleet": {
             "replicas": [server.url for server in vllm_fleet],
             "smoke_prompts": 2,
@@ -137,7 +138,7 @@ def test_every_panel_shows_data_and_the_alerts_fire_and_resolve(
     scrape = [
         {
             "job_name": JOB,
-            "authorization": {"type": "Bearer", "credentials": TOKEN},
+            "authorization": {"type": "Bearer", "credentials": SCRAPER},
             "static_configs": [{"targets": [f"127.0.0.1:{port}"]}],
         },
         {

@@ -88,6 +88,12 @@ def test_production_values_reach_the_pod():
     (container,) = spec["containers"]
     env = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in container["env"] if "valueFrom" in e}
     assert env["TAOFLOW_DAEMON__ADMIN_TOKEN"] == {"name": "taoflow-admin", "key": "token"}
+    assert env["TAOFLOW_DAEMON__METRICS_TOKEN"] == {"name": "taoflow-metrics", "key": "token"}
+    (monitor,) = by_kind(docs, "ServiceMonitor")  # the scraper holds the read-only token, never the admin one
+    assert monitor["spec"]["endpoints"][0]["authorization"]["credentials"] == {
+        "name": "taoflow-metrics",
+        "key": "token",
+    }
     assert env["TAOFLOW_SOURCE__KAFKA__SASL_PASSWORD"] == {"name": "taoflow-kafka", "key": "password"}
     assert env["TAOFLOW_FLEET__API_KEY"] == {"name": "vllm-api", "key": "api-key"}
     assert "AWS_SECRET_ACCESS_KEY" not in env  # the pod's IRSA role reaches S3
@@ -111,6 +117,7 @@ def test_production_values_reach_the_pod():
     [
         ({"settings": {"daemon": {"admin_token": "hunter2"}}}, "never an inline token"),
         ({"logFormat": "xml"}, "logFormat"),
+        ({"metrics": {"serviceMonitor": {"enabled": True}}}, "needs secrets.metricsToken.existingSecret"),
         ({"settings": {"source": {"kafka": {"sasl_password": "x"}}}}, "never an inline password"),
         ({"secrets": {"adminToken": {"value": "hunter2"}}}, "value"),
         ({"podSecurityContext": {"runAsNonRoot": False}}, "runAsNonRoot"),

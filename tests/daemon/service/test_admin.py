@@ -10,6 +10,7 @@ from hypothesis import settings as hypothesis_settings
 
 from taoflow.connectors.records import Message, PromptRecord
 from taoflow.daemon.service.admin import create_app
+from taoflow.daemon.service.guard import MAX_BODY_BYTES
 from taoflow.daemon.service.running import Service
 from taoflow.daemon.settings import load_settings
 
@@ -196,3 +197,40 @@ def test_with_a_fleet_promote_and_rollback_become_recorded_deploys(tmp_path):
         assert 'taoflow_fleet_replicas{state="down"} 1.0' in metrics
     finally:
         svc.state.close()
+
+
+METRICS_TOKEN = "metrics-only-token-0123456789"
+
+
+@pytest.fixture
+def guarded(service):
+    return TestClient(create_app(service.answers, token=TOKEN, metrics=service.registry, metrics_token=METRICS_TOKEN))
+
+
+def test_the_token_is_checked_before_the_body_is_read(guarded):
+    assert guarded.post("/v1/trigger", content=b"{not json").status_code == 401  # not a 422 with parser detail
+    assert guarded.post("/v1/trigger", content=b"{not json", headers={"Authorization": "Bearer x"}).status_code == 403
+    forged = guarded.post("/v1/pause", content=b"x" * (1 << 20), headers={"Content-Length": str(10**9)})
+    assert forged.status_code == 401
+
+
+def test_bodies_are_capped_declared_or_chunked(guarded):
+    too_big = guarded.post("/v1/pause", content=b"x" * (MAX_BODY_BYTES + 1), headers=AUTH)
+    assert too_big.status_code == 413 and "limited to" in too_big.json()["detail"]
+
+    def chunks():
+        for _ in range(3):
+            yield b" " * (MAX_BODY_BYTES // 2)
+
+    assert guarded.post("/v1/pause", content=chunks(), headers=AUTH).status_code == 413
+    fine = guarded.post("/v1/pause", json={"reason": "r" * 400}, headers=AUTH)
+    assert fine.status_code == 200
+
+
+def test_the_metrics_token_reads_metrics_and_nothing_else(guarded):
+    reader = {"Authorization": f"Bearer {METRICS_TOKEN}"}
+    assert guarded.get("/metrics", headers=reader).status_code == 200
+    assert guarded.get("/metrics", headers=AUTH).status_code == 200
+    assert guarded.get("/v1/status", headers=reader).status_code == 403
+    assert guarded.post("/v1/trigger", json={}, headers=reader).status_code == 403
+    assert guarded.post("/v1/adapters/rollback", json={}, headers=reader).status_code == 403
