@@ -11,6 +11,7 @@ import difflib
 import logging
 import os
 from collections.abc import Mapping
+from contextvars import ContextVar
 from datetime import UTC
 from pathlib import Path
 from typing import Any, Literal, get_origin
@@ -200,11 +201,24 @@ class ScorerSpec(_Section):
     """Scorer parameters, e.g. `schema` for json_schema, `pattern` for regex, `callable` for python."""
 
 
+class SandboxSettings(_Section):
+    """Where scorers run: a worker process with a deadline and a memory cap, no writes, no network."""
+
+    enabled: bool = True
+    """Score in a confined, killable worker (off: in the round's own process, only for trusted output)."""
+    seconds_per_candidate: float = Field(2.0, gt=0)
+    """Seconds per answer to score a prompt's answers; past that the worker is killed and they stay unscored."""
+    memory_mb: int = Field(1024, ge=64)
+    """Address-space cap of a scoring worker (an allocation past it fails inside the worker)."""
+
+
 class ScoreSettings(_Section):
     tasks: dict[str, list[ScorerSpec]] = Field(default_factory=dict)
     """Scorers per task name."""
     default: list[ScorerSpec] = Field(default_factory=lambda: [ScorerSpec(type="self_consistency")])
     """Scorers for tasks not listed in `tasks`."""
+    sandbox: SandboxSettings = SandboxSettings()
+    """Limits on scoring model output (time, memory, side effects)."""
 
 
 class TrainSettings(_Section):
@@ -315,6 +329,8 @@ class DaemonSettings(_Section):
     """File holding the metrics token (a mounted secret); used when metrics_token is unset."""
     admin_url: str | None = None
     """Where `taoflow status|pause|resume|trigger` reach the daemon; default http://admin_host:admin_port."""
+    round_timeout_seconds: float | None = Field(43200.0, gt=0)
+    """A round still running after this long is stopped at its next checkpoint (resumed, then failed if it keeps on)."""
     drain_seconds: float = Field(60.0, ge=0)
     """On SIGTERM: how long a running round may take to stop at its next checkpoint before it is killed."""
     lock_stale_seconds: float = Field(120.0, gt=0)
@@ -433,9 +449,22 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        # Environment beats the YAML file (passed in as init values): operators override a
-        # baked-in config with one variable, as they expect.
-        return _Environment(settings_cls), init_settings
+        # Explicit overrides (command-line flags, passed as init values) beat the environment, which beats
+        # the YAML file: an operator overrides a baked-in config with one variable, and a flag on the command
+        # line is the last word.
+        return init_settings, _Environment(settings_cls), _FileSections(settings_cls)
+
+
+#: The YAML file's sections while load_settings builds a Settings (the lowest source but the defaults).
+_FILE_SECTIONS: ContextVar[dict[str, Any] | None] = ContextVar("taoflow_file_sections", default=None)
+
+
+class _FileSections(PydanticBaseSettingsSource):
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return (_FILE_SECTIONS.get() or {}).get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return dict(_FILE_SECTIONS.get() or {})
 
 
 class _Environment(EnvSettingsSource):
@@ -468,18 +497,19 @@ def load_settings(path: Path | None = None, **overrides: Any) -> Settings:
         if not isinstance(loaded, dict):
             raise ConfigurationError(f"config file {path} must hold a mapping of sections")
         data = _inputs_beside(loaded, Path(path).parent)
-    for section, values in overrides.items():
-        data[section] = {**data.get(section, {}), **values}
     for warning in unknown_environment(os.environ):
         log.warning("%s", warning)
+    file_sections = _FILE_SECTIONS.set(data)
     try:
-        return Settings(**data)
+        return Settings(**overrides)
     except ValidationError as exc:
         problems = "; ".join(_problem(err) for err in exc.errors())
         raise ConfigurationError(f"invalid settings ({path or 'defaults'}): {problems}") from None
     except SettingsError as exc:  # an environment variable that could not be decoded
         cause = f": {exc.__cause__}" if exc.__cause__ else ""
         raise ConfigurationError(f"invalid {ENV_PREFIX} environment variable: {exc}{cause}") from None
+    finally:
+        _FILE_SECTIONS.reset(file_sections)
 
 
 def _inputs_beside(data: dict[str, Any], folder: Path) -> dict[str, Any]:

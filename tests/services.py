@@ -93,7 +93,7 @@ def kill_at_random_progress(command, db, writer, rng, *, total: int, step: tuple
     `writer` is producing and at least three times; return how many kills there were."""
     import signal
 
-    from taoflow.daemon.lifetime import process_alive
+    from taoflow.connectors.lifetime import process_alive
 
     kills = 0
     while writer.is_alive() or kills < 3:

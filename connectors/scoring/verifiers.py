@@ -20,6 +20,8 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jsonschema
+import referencing
+import referencing.exceptions
 
 from taoflow.connectors.errors import ConfigurationError
 from taoflow.connectors.records import PromptRecord
@@ -122,25 +124,27 @@ class ArithmeticScorer:
 class JsonSchemaScorer:
     """1.0 for an answer that is JSON and valid against the schema; `partial` if JSON only.
 
-    params: `schema` (inline) or none, in which case `metadata.json_schema` of the record is used;
-    `allow_fence` (accept a ```json fenced block, default true).
+    params: `schema` (inline, from the configuration only: a schema in a log record is input from outside),
+    `allow_fence` (accept a ```json fenced block, default true). A `$ref` resolves inside the schema only: nothing
+    is ever fetched from the network or the disk.
     """
 
     name = "json_schema"
 
     def __init__(self, *, schema: Mapping[str, Any] | None = None, partial: float = 0.0, allow_fence: bool = True):
-        if schema is not None:
+        if schema is None:
+            raise ConfigurationError("the json_schema scorer needs params.schema (schemas are never read from logs)")
+        try:
             jsonschema.Draft202012Validator.check_schema(schema)
-        self.schema = schema
+        except jsonschema.SchemaError as exc:
+            raise ConfigurationError(f"json_schema scorer: invalid schema: {exc.message}") from None
+        registry = referencing.Registry(retrieve=_no_retrieval)  # type: ignore[call-arg]  # attrs-made __init__
+        self.validator = jsonschema.Draft202012Validator(schema, registry=registry)
         self.partial = partial
         self.allow_fence = allow_fence
 
     def score(self, record: PromptRecord, responses: Sequence[str]) -> list[float | None]:
-        schema = self.schema or record.metadata.get("json_schema")
-        if schema is None:
-            return [None] * len(responses)
-        validator = jsonschema.Draft202012Validator(schema)
-        return [self._one(validator, r) for r in responses]
+        return [self._one(self.validator, r) for r in responses]
 
     def _one(self, validator: jsonschema.Draft202012Validator, response: str) -> float:
         try:
@@ -183,19 +187,29 @@ class LengthScorer:
 class SqlScorer:
     """SQL answers that parse and run against a given SQLite schema.
 
-    1.0 when the statement runs read-only and returns at least one row, `empty_score` when it
-    runs but returns none, 0.0 when it does not parse or fails. params: `schema` (DDL and seed
-    INSERTs, run once per answer in a fresh in-memory database), `max_steps` (VM step budget).
+    1.0 when the statement runs read-only, reads at least one table of the schema and returns at least one
+    row; `empty_score` when it runs but returns none; 0.0 when it does not parse, fails, or reads no table
+    (`SELECT 1` answers no question). params: `schema` (DDL and seed INSERTs, run once per answer in a fresh
+    in-memory database), `max_steps` (VM step budget), `require_table` (default true).
+
+    An answer may only read: attaching databases (so `ATTACH` and `VACUUM INTO`, which write files) is
+    impossible, every action but reading is refused by an authorizer, and strings and blobs are capped at
+    1 MB (`randomblob(4e8)` fails instead of allocating).
     """
 
     name = "sql"
 
-    def __init__(self, *, schema: str, empty_score: float = 0.5, max_steps: int = 200_000) -> None:
+    def __init__(
+        self, *, schema: str, empty_score: float = 0.5, max_steps: int = 200_000, require_table: bool = True
+    ) -> None:
         self.schema = schema
         self.empty_score = empty_score
         self.max_steps = max_steps
+        self.require_table = require_table
         try:
-            self._database()
+            conn = self._database()
+            self.tables = {str(r[0]).lower() for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+            conn.close()
         except sqlite3.Error as exc:
             raise ConfigurationError(f"sql scorer schema does not run: {exc}") from None
 
@@ -206,6 +220,8 @@ class SqlScorer:
         conn = sqlite3.connect(":memory:")
         conn.executescript(self.schema)
         conn.execute("PRAGMA query_only=ON")  # an answer can read, never change or drop
+        for limit, value in _SQL_LIMITS.items():
+            conn.setlimit(limit, value)
         return conn
 
     def _one(self, response: str) -> float:
@@ -215,20 +231,48 @@ class SqlScorer:
             return 0.0
         conn = self._database()
         steps = 0
+        read: set[str] = set()
 
         def budget() -> int:
             nonlocal steps
             steps += 1
             return 1 if steps > self.max_steps // 1000 else 0
 
+        def authorize(action: int, first: str | None, second: str | None, db: str | None, trigger: str | None) -> int:
+            if action == sqlite3.SQLITE_READ and first is not None:
+                read.add(first.lower())
+            return sqlite3.SQLITE_OK if action in _SQL_READING else sqlite3.SQLITE_DENY
+
         conn.set_progress_handler(budget, 1000)
+        conn.set_authorizer(authorize)
         try:
             rows = conn.execute(sql).fetchmany(1)
-        except (sqlite3.Error, sqlite3.Warning, ValueError):
+        except (sqlite3.Error, sqlite3.Warning, ValueError, MemoryError):
             return 0.0
         finally:
             conn.close()
+        if self.require_table and not read & self.tables:
+            return 0.0
         return 1.0 if rows else self.empty_score
+
+
+#: What an answer's SQL may do: read (selects, functions, recursive queries), nothing else.
+_SQL_READING = frozenset(
+    {sqlite3.SQLITE_SELECT, sqlite3.SQLITE_READ, sqlite3.SQLITE_FUNCTION, sqlite3.SQLITE_RECURSIVE}
+)
+#: Caps on what one answer's SQL may build: no attached databases (ATTACH, VACUUM INTO), 1 MB strings and blobs.
+_SQL_LIMITS = {
+    sqlite3.SQLITE_LIMIT_ATTACHED: 0,
+    sqlite3.SQLITE_LIMIT_LENGTH: 1_000_000,
+    sqlite3.SQLITE_LIMIT_SQL_LENGTH: 100_000,
+    sqlite3.SQLITE_LIMIT_EXPR_DEPTH: 200,
+    sqlite3.SQLITE_LIMIT_COMPOUND_SELECT: 64,
+}
+
+
+def _no_retrieval(uri: str) -> Any:
+    # Never fetched: not from the network, not from the disk.
+    raise referencing.exceptions.NoSuchResource(ref=uri)  # type: ignore[call-arg]  # attrs-made __init__
 
 
 # ---------------------------------------------------------------------------- python

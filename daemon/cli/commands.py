@@ -104,8 +104,8 @@ class Interrupted(BaseException):
 
 
 def cmd_round(args: argparse.Namespace) -> int:
+    from taoflow.connectors.lifetime import exit_with
     from taoflow.daemon.cli import report
-    from taoflow.daemon.lifetime import exit_with
     from taoflow.daemon.round.launcher import NOTHING_TO_TRAIN
     from taoflow.daemon.round.recipe import no_progress
     from taoflow.daemon.store.lease import Lease

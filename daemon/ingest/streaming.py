@@ -19,11 +19,11 @@ from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from contextlib import ExitStack, closing, contextmanager
 from typing import Protocol
 
+from taoflow.connectors.lifetime import exit_with
 from taoflow.connectors.protocols import SourceItem
 from taoflow.connectors.sources.s3 import ObjectRef
 from taoflow.daemon.ingest.ingestor import Ingestor, IngestReport, Prepared, RecordPreparer
 from taoflow.daemon.ingest.metrics import IngestMetrics
-from taoflow.daemon.lifetime import exit_with
 from taoflow.daemon.store.buffer import PromptBuffer
 from taoflow.daemon.store.storage import Database
 

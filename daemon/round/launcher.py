@@ -40,10 +40,14 @@ class RoundLauncher:
         drain_s: float,
         on_exit: Callable[[int], None],
         relay: Callable[[str, str], str] | None = None,
+        timeout_s: float | None = None,
     ) -> None:
         """`relay(line, tag)` turns each line the round writes into a line of the daemon's stream; None lets
-        the round write to the daemon's own stdout and stderr."""
+        the round write to the daemon's own stdout and stderr. A round still running after `timeout_s` is
+        stopped at its next checkpoint (killed after `drain_s`); the next evaluation resumes it, and one that
+        keeps running out of time is failed after the flywheel's resumptions."""
         self._command = list(command)
+        self._timeout_s = timeout_s
         self._relay = relay
         self._drain_s = drain_s
         self._on_exit = on_exit
@@ -85,7 +89,12 @@ class RoundLauncher:
         return True
 
     def _wait(self, process: subprocess.Popen[str]) -> None:
-        code = process.wait()
+        try:
+            code = process.wait(timeout=self._timeout_s)
+        except subprocess.TimeoutExpired:
+            log.error("the round ran past daemon.round_timeout_seconds (%.0f s): stopping it", self._timeout_s)
+            self._terminate(process)
+            code = process.wait()
         if code != NOTHING_TO_TRAIN:  # a round that never started costs no cooldown
             self.last_exit_at = time.time()
         log.info("round process %d exited with %d", process.pid, code)

@@ -6,38 +6,63 @@ from collections.abc import Mapping
 
 from taoflow.connectors.generation.base_model import ResolvedModel, resolve_base_model
 from taoflow.connectors.scoring.composite import CompositeScorer, build_scorer
+from taoflow.connectors.scoring.sandbox import SandboxedScorer, SandboxLimits
 from taoflow.connectors.training.lora import TrainingConfig
-from taoflow.daemon.settings import ScorerSpec, Settings
+from taoflow.daemon.settings import SandboxSettings, ScorerSpec, Settings
 from taoflow.policies.gate import GatePolicy
 
 __all__ = ["TaskScorers", "build_scorers", "gate_policy", "resolve_model", "training_config"]
 
 
 class TaskScorers:
-    """A composite scorer per task, built lazily from the `score` settings."""
+    """A scorer per task, built lazily from the `score` settings: confined in a worker process (the default) or
+    in this process when `score.sandbox.enabled` is off."""
 
-    def __init__(self, tasks: Mapping[str, list[ScorerSpec]], default: list[ScorerSpec]) -> None:
+    def __init__(
+        self,
+        tasks: Mapping[str, list[ScorerSpec]],
+        default: list[ScorerSpec],
+        *,
+        sandbox: SandboxSettings | None = None,
+    ) -> None:
         self._specs = dict(tasks)
         self._default = default
-        self._built: dict[str, CompositeScorer] = {}
+        self._sandbox = sandbox if sandbox is not None else SandboxSettings()
+        self._built: dict[str, TaskScorer] = {}
         for specs in [*self._specs.values(), default]:
-            self._build(specs)  # construct once now: a bad scorer config fails at start-up
+            _composite(specs)  # construct once now: a bad scorer config fails at start-up
 
-    def for_task(self, task: str) -> CompositeScorer:
+    def for_task(self, task: str) -> TaskScorer:
         if task not in self._built:
             self._built[task] = self._build(self._specs.get(task, self._default))
         return self._built[task]
 
-    def all(self) -> dict[str, CompositeScorer]:
+    def all(self) -> dict[str, TaskScorer]:
         return dict(self._built)
 
-    @staticmethod
-    def _build(specs: list[ScorerSpec]) -> CompositeScorer:
-        return CompositeScorer([(build_scorer(s.type, dict(s.params)), s.weight) for s in specs])
+    def close(self) -> None:
+        for scorer in self._built.values():
+            if isinstance(scorer, SandboxedScorer):
+                scorer.close()
+
+    def _build(self, specs: list[ScorerSpec]) -> TaskScorer:
+        if not self._sandbox.enabled:
+            return _composite(specs)
+        limits = SandboxLimits(
+            seconds_per_candidate=self._sandbox.seconds_per_candidate, memory_mb=self._sandbox.memory_mb
+        )
+        return SandboxedScorer([(s.type, dict(s.params), s.weight) for s in specs], limits)
+
+
+TaskScorer = CompositeScorer | SandboxedScorer
+
+
+def _composite(specs: list[ScorerSpec]) -> CompositeScorer:
+    return CompositeScorer([(build_scorer(s.type, dict(s.params)), s.weight) for s in specs])
 
 
 def build_scorers(settings: Settings) -> TaskScorers:
-    return TaskScorers(settings.score.tasks, settings.score.default)
+    return TaskScorers(settings.score.tasks, settings.score.default, sandbox=settings.score.sandbox)
 
 
 def resolve_model(settings: Settings) -> ResolvedModel:

@@ -89,7 +89,11 @@ class Flywheel:
         self.rounds = RoundStore(state.db, state.rounds_dir)
         self.lease = Lease(state.db, "round", stale_after_s=settings.daemon.lock_stale_seconds)
         self.launcher = RoundLauncher(
-            round_command, drain_s=settings.daemon.drain_seconds, on_exit=self._round_exited, relay=relay
+            round_command,
+            drain_s=settings.daemon.drain_seconds,
+            on_exit=self._round_exited,
+            relay=relay,
+            timeout_s=settings.daemon.round_timeout_seconds,
         )
         self.last_decision: RetrainDecision | None = None
         self._config_path = config_path

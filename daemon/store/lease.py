@@ -15,7 +15,7 @@ import threading
 import time
 from dataclasses import dataclass
 
-from taoflow.daemon.lifetime import process_alive
+from taoflow.connectors.lifetime import process_alive
 from taoflow.daemon.store.storage import Database
 
 __all__ = ["Lease", "LeaseHolder"]

@@ -23,7 +23,7 @@ import yaml
 from kafka import KafkaAdminClient, KafkaProducer
 from kafka.admin import NewTopic
 
-from taoflow.daemon.lifetime import process_alive
+from taoflow.connectors.lifetime import process_alive
 from tests.services import descendants, free_port, poll_until, start_until_logged
 
 pytestmark = pytest.mark.slow

@@ -1,3 +1,5 @@
+import re
+
 import pytest
 
 from taoflow.connectors.errors import ConfigurationError
@@ -56,12 +58,18 @@ def test_json_schema_scorer():
     scorer = JsonSchemaScorer(schema=SCHEMA, partial=0.25)
     answers = ['{"name": "Ann"}', '```json\n{"name": "Ann"}\n```', '{"name": 3}', "not json", '{"name": "A"} trailing']
     assert scorer.score(rec("x"), answers) == [1.0, 1.0, 0.25, 0.0, 0.0]
-    assert JsonSchemaScorer(allow_fence=False).score(rec("x", json_schema=SCHEMA), ['```json\n{"name": "A"}\n```']) == [
-        0.0
-    ]
-    assert JsonSchemaScorer().score(rec("x"), ["{}"]) == [None]
-    with pytest.raises(Exception, match="is not valid"):
+    assert JsonSchemaScorer(schema=SCHEMA, allow_fence=False).score(rec("x"), ['```json\n{"name": "A"}\n```']) == [0.0]
+    with pytest.raises(ConfigurationError, match="invalid schema"):
         JsonSchemaScorer(schema={"type": "no-such-type"})
+
+
+def test_a_schema_comes_from_the_configuration_only_and_never_reaches_out():
+    with pytest.raises(ConfigurationError, match=r"needs params\.schema"):
+        JsonSchemaScorer()  # a schema in a log record's metadata is input from outside: never used
+    remote = {"$ref": "http://127.0.0.1:9/schema.json"}  # nothing listens there: a fetch would fail loudly
+    scorer = JsonSchemaScorer(schema=remote)
+    with pytest.raises(Exception, match=re.escape("127.0.0.1:9/schema.json")):
+        scorer.score(rec("x"), ["{}"])  # unresolvable, not fetched: the composite leaves the answers unscored
 
 
 def test_regex_and_length_scorers():
