@@ -21,13 +21,15 @@ RUN pip wheel --no-deps --wheel-dir /wheels .
 FROM base AS daemon
 COPY --from=build /wheels /wheels
 RUN pip install "$(ls /wheels/taoflow-*.whl)[ingest]" && rm -rf /wheels
+# The image's defaults are a config file, not environment variables: a config mounted over it (the chart
+# mounts its ConfigMap at /etc/taoflow) replaces them, and a TAOFLOW_ variable or a flag still overrides.
+RUN mkdir -p /etc/taoflow /var/lib/taoflow && chown 10001 /var/lib/taoflow \
+ && printf 'storage:\n  state_dir: /var/lib/taoflow\ndaemon:\n  admin_host: 0.0.0.0\n' > /etc/taoflow/taoflow.yaml
 USER 10001
-ENV TAOFLOW_STORAGE__STATE_DIR=/var/lib/taoflow
 VOLUME ["/var/lib/taoflow"]
-ENV TAOFLOW_DAEMON__ADMIN_HOST=0.0.0.0
 EXPOSE 8470
 ENTRYPOINT ["taoflow"]
-CMD ["run"]
+CMD ["run", "--config", "/etc/taoflow/taoflow.yaml"]
 
 FROM daemon AS train
 # vLLM's offline engine for generate.backend: vllm; set to "" to leave it out (generate.backend: fleet

@@ -66,10 +66,7 @@ class S3ArtifactStore:
         target = self.cache_dir / validate_version(version)
         if target.is_dir():
             return target
-        listing = self._call(
-            "list", lambda: self._s3.list_objects_v2(Bucket=self.bucket, Prefix=self._key(version, ""))
-        )
-        keys = [item["Key"] for item in listing.get("Contents", [])]
+        keys = self._call("list", lambda: self._keys(self._key(version, "")))
         if self._key(version, _MARKER) not in keys:
             raise ArtifactError(f"adapter version {version} is not in s3://{self.bucket}/{self.prefix}")
         staging = Path(tempfile.mkdtemp(prefix=f".{version}-", dir=self.cache_dir))
@@ -86,10 +83,23 @@ class S3ArtifactStore:
         return target
 
     def exists(self, version: str) -> bool:
-        listing = self._call(
-            "list", lambda: self._s3.list_objects_v2(Bucket=self.bucket, Prefix=self._key(version, _MARKER))
-        )
-        return bool(listing.get("KeyCount", 0))
+        """Whether the version's marker object is there: that exact key (not every key it is a prefix of)."""
+        from botocore.exceptions import ClientError
+
+        try:
+            self._s3.head_object(Bucket=self.bucket, Key=self._key(version, _MARKER))
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return False
+            raise TemporaryError(
+                f"S3 artifact store lookup in s3://{self.bucket}/{self.prefix} failed: {exc}"
+            ) from None
+        return True
+
+    def _keys(self, prefix: str) -> list[str]:
+        """Every key under `prefix`, page after page (a listing returns at most 1000)."""
+        pages = self._s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix)
+        return [item["Key"] for page in pages for item in page.get("Contents", [])]
 
     def _call(self, what: str, call: Any) -> Any:
         from botocore.exceptions import BotoCoreError, ClientError

@@ -84,21 +84,21 @@ class RecordPreparer:
                 record = replace(record, task=decision.task)
             prepared.rows.append(buffer_row(self.redactor.record(record), item.origin))
         except RecordError as exc:
-            prepared.dead.append(dead_row(item, exc.reason, exc.detail))
+            prepared.dead.append(self._dead(item, exc.reason, exc.detail))
         except Exception as exc:  # anything else is a bug of ours: it costs one record, never the stream
-            prepared.dead.append(dead_row(item, "parser_error", f"{type(exc).__name__}: {exc}"))
+            prepared.dead.append(self._dead(item, "parser_error", f"{type(exc).__name__}: {exc}"))
+
+    def _dead(self, item: SourceItem, reason: str, detail: str) -> DeadRow:
+        """A dead letter as it may be stored: bounded in size, and redacted like a prompt would be."""
+        payload = item.payload
+        if len(payload) > MAX_DEAD_PAYLOAD:
+            detail = f"{detail} [record of {len(payload)} bytes; the first {MAX_DEAD_PAYLOAD} kept]"
+            payload = payload[:MAX_DEAD_PAYLOAD]
+        return DeadRow(item.origin, reason, self.redactor.text(detail[:2000]), self.redactor.payload(payload))
 
 
 #: The most bytes of a record a dead letter keeps (its full size is in the detail): a 100 MB line is not stored.
 MAX_DEAD_PAYLOAD = 64 << 10
-
-
-def dead_row(item: SourceItem, reason: str, detail: str) -> DeadRow:
-    payload = item.payload
-    if len(payload) > MAX_DEAD_PAYLOAD:
-        detail = f"{detail} [record of {len(payload)} bytes; the first {MAX_DEAD_PAYLOAD} kept]"
-        payload = payload[:MAX_DEAD_PAYLOAD]
-    return DeadRow(item.origin, reason, detail[:2000], payload)
 
 
 def status_code(value: object) -> int | None:

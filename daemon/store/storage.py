@@ -8,6 +8,7 @@ crash leaves either the old state or the new one, never half of each.
 from __future__ import annotations
 
 import logging
+import os
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -151,6 +152,10 @@ class Database:
 
     def __init__(self, path: Path, *, checkpoint_interval_s: float = 0.5) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
+        if not path.exists():
+            # Prompts, dead letters and the registry are this installation's alone: owner-only (0600);
+            # SQLite gives its -wal and -shm files the database file's permissions.
+            os.close(os.open(path, os.O_CREAT | os.O_WRONLY | os.O_EXCL, 0o600))
         self.path = path
         self._lock = threading.RLock()
         self._conn = self._connect()

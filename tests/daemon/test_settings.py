@@ -19,6 +19,17 @@ def test_defaults_are_valid_and_every_field_is_documented():
     assert list(undocumented(settings)) == []
 
 
+def test_a_command_line_override_beats_the_environment_which_beats_the_file(tmp_path, monkeypatch):
+    path = tmp_path / "c.yaml"
+    path.write_text("storage:\n  state_dir: /from/file\n  database: file.db\ndaemon:\n  admin_host: 10.0.0.1\n")
+    monkeypatch.setenv("TAOFLOW_STORAGE__STATE_DIR", "/from/env")  # as the image sets it
+    monkeypatch.setenv("TAOFLOW_DAEMON__ADMIN_HOST", "0.0.0.0")
+    settings = load_settings(path, storage={"state_dir": "/from/flag"})  # what --state-dir passes
+    assert str(settings.storage.state_dir) == "/from/flag"
+    assert settings.storage.database == "file.db"  # the rest of the section still comes from the file
+    assert settings.daemon.admin_host == "0.0.0.0"
+
+
 def test_yaml_file_then_environment(tmp_path, monkeypatch):
     path = tmp_path / "c.yaml"
     path.write_text("generate:\n  n: 4\n  temperature: 0.5\ntrain:\n  objective: dpo\n")

@@ -39,3 +39,16 @@ def test_a_half_uploaded_version_does_not_exist(store, tmp_path):
         store.fetch("bot-r0003")
     store.put("bot-r0003", adapter(tmp_path))  # the retry of the crashed put completes it
     assert store.fetch("bot-r0003").is_dir()
+
+
+def test_exists_means_that_key_and_fetch_reads_past_a_thousand_keys(store, tmp_path):
+    s3 = boto3.client("s3", endpoint_url=store._s3.meta.endpoint_url)
+    # A key the marker's name is a prefix of is not the marker.
+    s3.put_object(Bucket=store.bucket, Key="taoflow/adapters/bot-r0004/adapter_config.json.bak", Body=b"{}")
+    assert not store.exists("bot-r0004")
+    # 1100 stray keys sort before the marker: a single listing (1000 keys) would not see it.
+    for i in range(1100):
+        s3.put_object(Bucket=store.bucket, Key=f"taoflow/adapters/bot-r0005/.a-{i:04d}", Body=b"")
+    for path in sorted(adapter(tmp_path).iterdir()):
+        s3.put_object(Bucket=store.bucket, Key=f"taoflow/adapters/bot-r0005/{path.name}", Body=path.read_bytes())
+    assert store.exists("bot-r0005") and (store.fetch("bot-r0005") / "adapter_config.json").is_file()

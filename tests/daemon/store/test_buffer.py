@@ -100,3 +100,14 @@ def test_a_version_1_state_file_keeps_deduplicating_after_the_upgrade(tmp_path):
     )
     assert (again.added, again.duplicates) == (0, 1)
     db.close()
+
+
+def test_the_state_files_are_the_owners_alone(tmp_path):
+    import stat
+
+    db = Database(tmp_path / "state" / "taoflow.db")
+    buffer = PromptBuffer(db, heldout_fraction=0.0, heldout_max_per_task=0)
+    buffer.add_many([(PromptRecord("r", "t", (Message("user", "hi?"),)), None)], source="test")
+    names = {p.name: stat.S_IMODE(p.stat().st_mode) for p in (tmp_path / "state").iterdir()}
+    db.close()
+    assert names["taoflow.db"] == 0o600 and set(names.values()) == {0o600}, names
