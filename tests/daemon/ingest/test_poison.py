@@ -183,3 +183,66 @@ def test_any_bytes_end_buffered_skipped_or_dead_lettered(payload):
     assert outcomes == 1
     for dead in prepared.dead:
         assert dead.reason and dead.reason != "parser_error", dead  # every shape has a reason of its own
+
+
+def test_the_daemon_reads_past_poison_and_stays_up(kafka_bootstrap, tmp_path):
+    import signal
+    import sqlite3
+    import sys
+    import urllib.request
+
+    import yaml
+
+    from tests.services import free_port, start_until_logged
+
+    topic = f"poison-daemon-{uuid.uuid4().hex[:6]}"
+    KafkaAdminClient(bootstrap_servers=kafka_bootstrap).create_topics([NewTopic(topic, 1, 1)])
+    producer = KafkaProducer(bootstrap_servers=kafka_bootstrap)
+    for payload in interleaved():
+        producer.send(topic, payload)
+    producer.flush()
+    producer.close()
+    port, token = free_port(), "poison-daemon-token-0123456789"
+    kafka = {
+        "bootstrap_servers": [kafka_bootstrap],
+        "topics": [topic],
+        "max_poll_interval_ms": 5000,
+        "session_timeout_ms": 6000,
+        "heartbeat_interval_ms": 1000,
+    }
+    config = tmp_path / "taoflow.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "storage": {"state_dir": str(tmp_path / "state")},
+                "source": {"kind": "kafka", "kafka": kafka},
+                "daemon": {
+                    "admin_port": port,
+                    "admin_token": token,
+                    "max_restarts": 0,
+                },  # one source failure would stop it
+            }
+        )
+    )
+    daemon, log = start_until_logged(
+        [sys.executable, "-m", "taoflow.daemon.cli", "run", "--config", str(config)], "taoflow started"
+    )
+    db = tmp_path / "state" / "taoflow.db"
+
+    def counts():
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10) as conn:
+            return conn.execute("SELECT count(*) FROM prompts").fetchone()[0], conn.execute(
+                "SELECT count(*) FROM dead_letters"
+            ).fetchone()[0]
+
+    try:
+        buffered, _, dead = expected()
+        poll_until(
+            lambda: counts() == (buffered, sum(dead.values())), deadline_s=60, message="every record accounted for"
+        )
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5) as ready:
+            assert ready.status == 200 and daemon.poll() is None
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        assert daemon.wait(timeout=60) == 0, "".join(log)[-3000:]
+    assert "Traceback" not in "".join(log)
