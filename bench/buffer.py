@@ -1,21 +1,30 @@
-"""The buffer's own costs: the prompt hash's ASCII fast path, and the database page size.
+"""The buffer's own costs: the prompt hash's ASCII fast path, the database page size, and what a round and a
+scrape cost as the buffer grows.
 
-    .venv/bin/python bench/buffer.py [--records 60000]
+    .venv/bin/python bench/buffer.py [--records 60000] [--held 10000,100000,1000000]
 
 1. Folding a prompt for its hash: the ASCII fast path (`folded_text`) against the reference
    `" ".join(NFKC(text).casefold().split())`, on the same 1 KB prompts, in the same run.
 2. Buffering 2.2 KB records through `PromptBuffer.add_rows` in batches of 1500: CPU seconds
    with 16 KiB pages (what new state files use) against 4 KiB pages (SQLite's default).
+3. With `--held`: for each size, a buffer holding that many untrained 2.2 KB prompts over four tasks; the
+   database size, `stats()` (every policy tick and scrape; median of 5), `training_prompts(256)` (every round;
+   median of 3) and the peak RSS growth while it runs. The smallest size is the reference for the ratios.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import statistics
 import sys
 import tempfile
+import threading
 import time
 import timeit
 import unicodedata
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -45,10 +54,70 @@ def buffering_cpu(rows: list, page_size: int) -> float:  # type: ignore[type-arg
     return used
 
 
+def synthetic_rows(start: int, count: int, template: str) -> list:  # type: ignore[type-arg]
+    """2.2 KB records like bench/ingest.py's, made without parsing (a million parses would dominate the bench)."""
+    rows = []
+    for i in range(start, start + count):
+        digest = hashlib.sha256(str(i).encode()).hexdigest()
+        rows.append((f"req-{i}", digest, f"bench:{i}", f"task-{i % 4}", template.replace("@ID@", str(i))))
+    return rows
+
+
+def rss_mib() -> float:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) / 1024 for line in f if line.startswith("VmRSS:"))
+
+
+def peak_growth(call: Callable[[], object]) -> tuple[float, float]:
+    """(seconds, peak RSS growth in MiB) of one call, RSS sampled every 5 ms from a thread."""
+    before, peak, done = rss_mib(), [0.0], threading.Event()
+
+    def sample() -> None:
+        while not done.wait(0.005):
+            peak[0] = max(peak[0], rss_mib() - before)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    started = time.perf_counter()
+    call()
+    seconds = time.perf_counter() - started
+    done.set()
+    sampler.join()
+    return seconds, max(peak[0], rss_mib() - before)
+
+
+def scale(sizes: list[int]) -> None:
+    base = parse_payload(record(0))
+    template = base.to_json().replace(base.request_id, "req-@ID@", 1).replace("ticket", "ticket @ID@", 1)
+    print(f"{'held':>9} {'DB MiB':>8} {'stats() ms':>11} {'training_prompts(256) s':>24} {'its peak RSS MiB':>17}")
+    reference: tuple[float, float] | None = None
+    for size in sizes:
+        with tempfile.TemporaryDirectory() as tmp:
+            db = storage.Database(Path(tmp) / "held.db")
+            buffer = PromptBuffer(db, heldout_fraction=0.0, heldout_max_per_task=0)
+            for start in range(0, size, 5000):
+                buffer.add_rows(synthetic_rows(start, min(5000, size - start), template), source="bench")
+            db.query("PRAGMA wal_checkpoint(TRUNCATE)")
+            megabytes = (Path(tmp) / "held.db").stat().st_size / 2**20
+            stats_s = statistics.median(timeit.repeat(buffer.stats, number=1, repeat=5))
+            runs = [peak_growth(partial(buffer.training_prompts, 256)) for _ in range(3)]
+            select_s, growth = statistics.median(r[0] for r in runs), max(r[1] for r in runs)
+            db.close()
+        reference = reference or (stats_s, select_s)
+        print(
+            f"{size:9d} {megabytes:8.0f} {stats_s * 1e3:7.1f} (x{stats_s / reference[0]:4.1f})"
+            f" {select_s:12.3f} (x{select_s / reference[1]:6.1f}) {growth:15.0f}"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--records", type=int, default=60_000)
+    parser.add_argument("--held", help="comma-separated buffer sizes for the per-round and per-scrape costs")
     args = parser.parse_args()
+    if args.held:
+        scale([int(n) for n in args.held.split(",")])
+        return
     records = [parse_payload(record(i)) for i in range(args.records)]
     prompts = [r.messages[0].content for r in records[:2000]]
     fast = min(timeit.repeat(lambda: [folded_text(p) for p in prompts], number=5, repeat=3)) / (5 * len(prompts))
