@@ -1,7 +1,7 @@
 """The buffer's own costs: the prompt hash's ASCII fast path, the database page size, and what a round and a
 scrape cost as the buffer grows.
 
-    .venv/bin/python bench/buffer.py [--records 60000] [--held 10000,100000,1000000]
+    .venv/bin/python bench/buffer.py [--records 60000] [--held 10000,100000,1000000] [--steady 200]
 
 1. Folding a prompt for its hash: the ASCII fast path (`folded_text`) against the reference
    `" ".join(NFKC(text).casefold().split())`, on the same 1 KB prompts, in the same run.
@@ -10,6 +10,10 @@ scrape cost as the buffer grows.
 3. With `--held`: for each size, a buffer holding that many untrained 2.2 KB prompts over four tasks; the
    database size, `stats()` (every policy tick and scrape; median of 5), `training_prompts(256)` (every round;
    median of 3) and the peak RSS growth while it runs. The smallest size is the reference for the ratios.
+4. With `--steady`: a steady stream (2000 new 2.2 KB prompts per cycle into a buffer capped at 10000 with
+   evict_oldest, a round consuming 500 each cycle, 100 dead letters per cycle) for that many cycles, with
+   retention on (consumed prompts retired after 1 s, dead letters capped at 5000; applied every cycle) against
+   the same stream with it off: the database file's size at the end.
 """
 
 from __future__ import annotations
@@ -33,7 +37,9 @@ from bench.ingest import record  # a realistic 2.2 KB inference-log line
 from taoflow.connectors.records import folded_text
 from taoflow.connectors.sources.formats import parse_payload
 from taoflow.daemon.store import storage
-from taoflow.daemon.store.buffer import PromptBuffer, buffer_row
+from taoflow.daemon.store.buffer import DeadRow, PromptBuffer, buffer_row
+from taoflow.daemon.store.retention import RetentionPolicy, apply_retention
+from taoflow.daemon.store.rounds import RoundStore
 
 
 def reference(text: str) -> bytes:
@@ -110,13 +116,44 @@ def scale(sizes: list[int]) -> None:
         )
 
 
+def steady(cycles: int, *, retention: bool) -> tuple[float, int]:
+    """(database MiB at the end, prompt rows held) after `cycles` of a steady stream."""
+    base = parse_payload(record(0))
+    template = base.to_json().replace(base.request_id, "req-@ID@", 1).replace("ticket", "ticket @ID@", 1)
+    policy = RetentionPolicy(consumed_text_days=1 / 86400, dead_letter_days=None, dead_letter_max=5000)
+    with tempfile.TemporaryDirectory() as tmp:
+        db = storage.Database(Path(tmp) / "steady.db")
+        buffer = PromptBuffer(db, heldout_fraction=0.0, heldout_max_per_task=0, cap=10_000, overflow="evict_oldest")
+        rounds = RoundStore(db, Path(tmp) / "rounds")
+        for cycle in range(cycles):
+            dead = [DeadRow(f"c{cycle}-{i}", "invalid_json", "", b"{" * 512) for i in range(100)]
+            buffer.add_rows(synthetic_rows(cycle * 2000, 2000, template), source="bench", dead=dead)
+            done = rounds.fail(rounds.start("bench").id, "a round's worth consumed")
+            buffer.mark_consumed([p.id for p in buffer.training_prompts(500)], done.id)
+            if retention:
+                time.sleep(0.01)
+                apply_retention(db, policy, now=time.time() + 1.0)
+        db.query("PRAGMA wal_checkpoint(TRUNCATE)")
+        size = db.size() / 2**20
+        rows = int(db.query("SELECT count(*) FROM prompts")[0][0])
+        db.close()
+    return size, rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--records", type=int, default=60_000)
     parser.add_argument("--held", help="comma-separated buffer sizes for the per-round and per-scrape costs")
+    parser.add_argument("--steady", type=int, help="cycles of a steady stream, retention on against off")
     args = parser.parse_args()
     if args.held:
         scale([int(n) for n in args.held.split(",")])
+        return
+    if args.steady:
+        (off, off_rows), (on, on_rows) = steady(args.steady, retention=False), steady(args.steady, retention=True)
+        print(f"steady stream of {args.steady} cycles ({args.steady * 2000} prompts in, {args.steady * 500} consumed):")
+        print(f"  retention off: {off:.0f} MiB ({off_rows} prompt rows)")
+        print(f"  retention on:  {on:.0f} MiB ({on_rows} prompt rows), x{on / off:.2f}")
         return
     records = [parse_payload(record(i)) for i in range(args.records)]
     prompts = [r.messages[0].content for r in records[:2000]]

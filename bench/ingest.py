@@ -115,9 +115,7 @@ def bench_kafka(records: int, tmp: Path, *, repeat: int) -> tuple[float, float]:
                 return items
 
             source.poll = timed_poll  # type: ignore[method-assign]
-            thread = threading.Thread(
-                target=run_stream, args=(source, ingestor, state.buffer), kwargs={"stop": stop, "buffer_cap": 10**9}
-            )
+            thread = threading.Thread(target=run_stream, args=(source, ingestor, state.buffer), kwargs={"stop": stop})
             thread.start()
             # max(id) is the row count here (rows are only added) and, unlike count(*), costs the loop nothing.
             while (state.db.query("SELECT max(id) FROM prompts")[0][0] or 0) < records:
@@ -173,7 +171,6 @@ def bench_s3(objects: int, per_object: int, tmp: Path, *, repeat: int) -> tuple[
                 state.buffer,
                 state.db,
                 stop=threading.Event(),
-                buffer_cap=10**9,
                 follow=False,
                 parse_processes=len(os.sched_getaffinity(0)),
             )

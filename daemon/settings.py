@@ -51,6 +51,19 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True, frozen=True)
 
 
+class RetentionSettings(_Section):
+    """What the state database lets go of (store/retention.py), so its file stays bounded under a steady stream."""
+
+    consumed_days: float | None = Field(30.0, gt=0)
+    """Prompts rounds consumed longer ago lose their text (request id, hash, task and round stay); unset: kept."""
+    dead_letter_days: float | None = Field(30.0, gt=0)
+    """Dead letters older than this are deleted; unset: kept."""
+    dead_letter_max: int | None = Field(100_000, ge=0)
+    """Most dead letters kept (the oldest go first); unset: no cap."""
+    interval_seconds: float = Field(600.0, gt=0)
+    """How often the daemon applies retention (and gives freed pages back to the file system)."""
+
+
 class StorageSettings(_Section):
     state_dir: Path = Path(".taoflow")
     """Directory for the buffer/registry database, adapters and round work files."""
@@ -62,6 +75,8 @@ class StorageSettings(_Section):
     """S3-compatible endpoint of artifacts_uri (MinIO, Ceph, ...); unset for AWS. Credentials: the AWS chain."""
     artifacts_region: str | None = None
     """AWS region of the artifacts bucket."""
+    retention: RetentionSettings = RetentionSettings()
+    """What the database lets go of over time."""
 
 
 class KafkaSettings(_Section):
@@ -153,7 +168,11 @@ class IngestSettings(_Section):
     task_map: dict[str, str] = Field(default_factory=dict)
     """Rename tasks: served entity / endpoint / model name -> task name."""
     buffer_cap: int = Field(100_000, ge=1)
-    """Most untrained prompts to hold; at the cap, streaming sources pause (nothing is dropped)."""
+    """Most untrained prompts to hold (held-out ones aside); past it, `overflow` decides."""
+    overflow: Literal["evict_oldest", "reservoir", "pause"] = "evict_oldest"
+    """At the cap: keep each task's newest prompts (evict_oldest), a uniform sample of them (reservoir), or pause."""
+    task_quotas: dict[str, int] = Field(default_factory=dict)
+    """Most untrained prompts per task, below its equal share of buffer_cap (a loud task cannot crowd others out)."""
 
     @field_validator("redact")
     @classmethod

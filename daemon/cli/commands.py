@@ -85,7 +85,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     else:
         report = sources.follow_kafka(settings, state, stop=stop)
     print(
-        f"read {report.read}, added {report.added}, duplicates {report.duplicates}, "
+        f"read {report.read}, added {report.added}, duplicates {report.duplicates}, evicted {report.evicted}, "
         f"skipped {sum(report.skipped.values())}, dead-lettered {sum(report.dead_lettered.values())}"
     )
     return 0
@@ -230,12 +230,13 @@ def cmd_buffer(args: argparse.Namespace) -> int:
     from taoflow.daemon.cli import report
 
     _, state = existing_state(args)
-    stats = state.buffer.stats()
+    stats, evicted, freshness = state.buffer.stats(), state.buffer.evictions(), state.buffer.freshness()
     if args.output == "json":
         tasks = {t: {"train": c.train, "heldout": c.heldout, "new": c.new} for t, c in stats.tasks.items()}
-        print(json.dumps({"tasks": tasks, "dead_letters": stats.dead_letters}, indent=2))
+        gone = [{"task": t, "reason": r, "count": n} for (t, r), n in sorted(evicted.items())]
+        print(json.dumps({"tasks": tasks, "dead_letters": stats.dead_letters, "evicted": gone}, indent=2))
         return 0
-    print(report.buffer_table(stats))
+    print(report.buffer_table(stats, evicted, freshness))
     for dead in state.buffer.dead_letters(limit=args.dead_letters):
         print(f"  dead letter #{dead.id} {dead.origin}: {dead.reason} {dead.detail[:100]}")
     return 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -120,10 +120,38 @@ def adapter_details(version: AdapterVersion, events: Sequence[AdapterEvent]) -> 
     }
 
 
-def buffer_table(stats: BufferStats) -> str:
-    rows = [[task, c.train, c.heldout, c.new] for task, c in stats.tasks.items()]
-    body = table(["task", "train", "held-out", "new"], rows) if rows else "buffer is empty"
+def buffer_table(
+    stats: BufferStats,
+    evicted: Mapping[tuple[str, str], int] | None = None,
+    freshness: Mapping[str, tuple[float, float, float]] | None = None,
+    *,
+    now: float | None = None,
+) -> str:
+    """Per task: prompts by split, untrained ones, how many the cap let go, and how old the untrained ones are."""
+    now = time.time() if now is None else now
+    gone: dict[str, int] = {}
+    for (task, _), count in (evicted or {}).items():
+        gone[task] = gone.get(task, 0) + count
+    ages = freshness or {}
+
+    def age(task: str, which: int) -> str:
+        return _duration(now - ages[task][which]) if task in ages else "-"
+
+    rows = [
+        [task, c.train, c.heldout, c.new, gone.get(task, 0), age(task, 0), age(task, 2)]
+        for task, c in stats.tasks.items()
+    ]
+    headers = ["task", "train", "held-out", "new", "evicted", "newest new", "oldest new"]
+    body = table(headers, rows) if rows else "buffer is empty"
     return f"{body}\ndead letters: {stats.dead_letters}"
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h" if seconds < 172800 else f"{seconds / 86400:.1f} days"
 
 
 def fleet_table(status: ReconcileReport, deploys: Sequence[DeployRecord], model: str) -> str:

@@ -30,6 +30,7 @@ class IngestReport:
     read: int = 0
     added: int = 0
     duplicates: int = 0
+    evicted: int = 0  # older (or unsampled) prompts let go to keep the buffer within its cap
     dead_lettered: Counter[str] = field(default_factory=Counter)
     skipped: Counter[str] = field(default_factory=Counter)
 
@@ -163,6 +164,7 @@ class Ingestor:
         report.read += prepared.read
         report.added += result.added
         report.duplicates += result.duplicates
+        report.evicted += result.evicted
         report.skipped.update(prepared.skipped)
         report.dead_lettered.update(d.reason for d in prepared.dead)
         if self._metrics is None:

@@ -1,8 +1,10 @@
 """The ingest loop of a streaming source: poll, store durably, then acknowledge.
 
 One thread does all three in order, so an offset is committed only for records whose
-buffer transaction (prompts and dead letters) has already committed. At the buffer cap
-the source is paused rather than read and dropped; it resumes once rounds consume prompts.
+buffer transaction (prompts and dead letters) has already committed. At the buffer's cap
+its overflow policy decides: an evicting buffer keeps the stream flowing and lets older
+(or unsampled) prompts go, counted; a `pause` buffer makes the source wait until rounds
+consume prompts.
 """
 
 from __future__ import annotations
@@ -56,7 +58,6 @@ def run_stream(
     buffer: PromptBuffer,
     *,
     stop: threading.Event,
-    buffer_cap: int,
     poll_timeout_s: float = 1.0,
     refresh_s: float = 5.0,
     metrics: IngestMetrics | None = None,
@@ -65,31 +66,28 @@ def run_stream(
 ) -> IngestReport:
     """Run until `stop` is set; return the totals. The source is committed and closed on the way out.
 
-    The buffer's pending count and the consumer lag (a broker round trip, which also tells
-    that the broker answers: then `on_healthy` is called) are read every `refresh_s` and on
-    stopping, not on every poll; between reads the pending count grows by what was stored.
+    The consumer lag (a broker round trip, which also tells that the broker answers: then
+    `on_healthy` is called) is read every `refresh_s` and on stopping, not on every poll.
     """
     totals = IngestReport()
     progress = IngestProgress(source.name, every_s=progress_every_s)
-    pending, refreshed = 0, float("-inf")
+    refreshed = float("-inf")
     try:
         while not stop.is_set():
             if time.monotonic() - refreshed >= refresh_s:
-                pending, refreshed = buffer.pending(), time.monotonic()
+                refreshed = time.monotonic()
                 lag = _report_lag(source, metrics)
                 if on_healthy is not None:
                     on_healthy()
                 progress.report(totals, f"lag {sum(lag.values())} records")
-            if pending >= buffer_cap:
+            if buffer.full():  # only a `pause` buffer is ever full: an evicting one makes room itself
                 source.pause()
             else:
                 source.resume()
             items = source.poll(timeout_s=poll_timeout_s)
             if items:
-                added = totals.added
                 _merge(totals, ingestor.run(items))
                 source.commit()
-                pending += totals.added - added
             if metrics is not None:
                 metrics.last_poll.labels(source.name).set(time.time())
         _report_lag(source, metrics)  # as it is when stopped
@@ -122,19 +120,25 @@ class IngestProgress:
         read = totals.read - self._seen.read
         if read:
             log.info(
-                "%s: read %d records in %.0f s (added %d, duplicates %d, skipped %d, dead-lettered %d); %s",
+                "%s: read %d records in %.0f s (added %d, duplicates %d, evicted %d, skipped %d, dead-lettered %d); %s",
                 self._source,
                 read,
                 now - self._last,
                 totals.added - self._seen.added,
                 totals.duplicates - self._seen.duplicates,
+                totals.evicted - self._seen.evicted,
                 (totals.skipped - self._seen.skipped).total(),
                 (totals.dead_lettered - self._seen.dead_lettered).total(),
                 backlog,
             )
         self._last = now
         self._seen = IngestReport(
-            totals.read, totals.added, totals.duplicates, totals.dead_lettered.copy(), totals.skipped.copy()
+            read=totals.read,
+            added=totals.added,
+            duplicates=totals.duplicates,
+            evicted=totals.evicted,
+            dead_lettered=totals.dead_lettered.copy(),
+            skipped=totals.skipped.copy(),
         )
 
 
@@ -142,6 +146,7 @@ def _merge(totals: IngestReport, report: IngestReport) -> None:
     totals.read += report.read
     totals.added += report.added
     totals.duplicates += report.duplicates
+    totals.evicted += report.evicted
     totals.dead_lettered.update(report.dead_lettered)
     totals.skipped.update(report.skipped)
 
@@ -179,7 +184,6 @@ def ingest_objects(
     db: Database,
     *,
     stop: threading.Event,
-    buffer_cap: int,
     follow: bool,
     poll_interval_s: float = 30.0,
     prefetch: int = 8,
@@ -193,8 +197,8 @@ def ingest_objects(
     Up to `prefetch` objects are downloaded and parsed ahead (in `parse_processes` worker
     processes, each with its own client, or on threads here when 0) while this thread stores them in
     listing order: the store is the only step that touches the database. Objects that are
-    ready together are stored in one transaction. The buffer cap is checked between
-    transactions, so it can be passed by the objects of one transaction.
+    ready together are stored in one transaction. A `pause` buffer at its cap leaves the rest
+    pending (checked between transactions); an evicting buffer makes room itself.
     """
     totals = IngestReport()
     progress = IngestProgress(source.name, every_s=progress_every_s)
@@ -217,23 +221,20 @@ def ingest_objects(
             if metrics is not None:
                 metrics.objects_pending.labels(source.name).set(len(pending))
                 metrics.last_poll.labels(source.name).set(time.time())
-            room = buffer_cap - buffer.pending()
             group: list[tuple[ObjectRef, Prepared]] = []
-            with closing(_in_order(threads, load, pending if room > 0 else [], ahead=prefetch)) as loaded:
+            with closing(_in_order(threads, load, [] if buffer.full() else pending, ahead=prefetch)) as loaded:
                 for ref, prepared, next_ready in loaded:
                     if prepared is not None:
                         group.append((ref, prepared))
                     if next_ready:
                         continue  # everything already loaded commits together: one fsync for several objects
-                    added = totals.added
                     refs = [r for r, _ in group]
                     ingestor.store(_joined(p for _, p in group), totals, also=_checkpoints(source.name, refs))
-                    room -= totals.added - added
                     if metrics is not None:
                         metrics.objects_pending.labels(source.name).dec(len(group))
                     group = []
-                    if stop.is_set() or room <= 0:
-                        break  # at the cap nothing more is stored: the rest stays pending until rounds make room
+                    if stop.is_set() or buffer.full():
+                        break  # a `pause` buffer at its cap: the rest stays pending until rounds make room
             if not follow:
                 break
             stop.wait(poll_interval_s)

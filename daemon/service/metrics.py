@@ -7,6 +7,7 @@ partition number. Never a prompt, a request id or a free-form error.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
@@ -86,6 +87,14 @@ class DaemonMetrics:
             ["task"],
             registry=registry,
         )
+        self.retention_removed = Counter(
+            "taoflow_retention_removed_total",
+            "What retention let go: consumed prompts' text (prompt_text), dead letters (dead_letter).",
+            ["kind"],
+            registry=registry,
+        )
+        for kind in ("prompt_text", "dead_letter"):
+            self.retention_removed.labels(kind)
         self.config_reload_errors = Counter(
             "taoflow_config_reload_errors_total",
             "Config file changes that failed validation (kept the old).",
@@ -117,9 +126,30 @@ class StateCollector(Collector):
         yield buffered
         yield new
         dead = GaugeMetricFamily("taoflow_dead_letters", "Records in the dead-letter table.", labels=["source"])
-        for source, count in self._db.query("SELECT source, count(*) FROM dead_letters GROUP BY source"):
+        for source, count in self._buffer.dead_letter_counts().items():
             dead.add_metric([source], count)
         yield dead
+        evicted = CounterMetricFamily(
+            "taoflow_buffer_evicted",
+            "Untrained prompts let go to keep the buffer within its cap, by task and overflow policy.",
+            labels=["task", "reason"],
+        )
+        counted = self._buffer.evictions()
+        for task in self._buffer.stats().tasks:  # from zero: a task's first eviction is an increase
+            counted.setdefault((task, self._buffer.overflow), 0)
+        for (task, reason), count in sorted(counted.items()):
+            evicted.add_metric([task, reason], count)
+        yield evicted
+        age = GaugeMetricFamily(
+            "taoflow_buffer_prompt_age_seconds",
+            "Age of the untrained prompts per task: the newest, about the median, the oldest.",
+            labels=["task", "which"],
+        )
+        now = time.time()
+        for task, moments in sorted(self._buffer.freshness().items()):
+            for which, at in zip(("newest", "median", "oldest"), moments, strict=True):
+                age.add_metric([task, which], max(0.0, now - at))
+        yield age
         rounds = CounterMetricFamily("taoflow_rounds", "Rounds by result.", labels=["result"])
         gates = CounterMetricFamily(
             "taoflow_gate_decisions", "Gate decisions by result and reason.", labels=["result", "reason"]
@@ -208,6 +238,9 @@ class StateCollector(Collector):
                 "Unix time of the last rollback that made an earlier adapter champion again (by the watch or by hand).",
                 value=float(rolled_back[0][0]),
             )
+        yield GaugeMetricFamily(
+            "taoflow_database_size_bytes", "Size of the state database file (its WAL aside).", value=self._db.size()
+        )
         champion = GaugeMetricFamily(
             "taoflow_champion_info", "The champion adapter (value 1).", labels=["model", "version"]
         )

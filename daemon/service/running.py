@@ -36,6 +36,7 @@ from taoflow.daemon.service.metrics import DaemonMetrics, StateCollector
 from taoflow.daemon.service.supervisor import Supervisor, TaskFailed
 from taoflow.daemon.settings import Settings, admin_token, metrics_token
 from taoflow.daemon.store.lease import Lease
+from taoflow.daemon.store.retention import RetentionPolicy, apply_retention
 from taoflow.daemon.store.rounds import STEPS
 from taoflow.daemon.store.state import open_state
 
@@ -111,6 +112,7 @@ class Service:
         if self.fleet_loop is not None:
             self.supervisor.add("fleet", self.fleet_loop.run)
         self.supervisor.add("admin", self._admin)
+        self.supervisor.add("retention", self._retention)
         self._seed_metrics()
         code = 0
         try:
@@ -185,6 +187,24 @@ class Service:
         )
         if not stop.is_set():
             raise RuntimeError("the source stopped by itself")
+
+    def _retention(self, stop: threading.Event) -> None:
+        """Every storage.retention.interval_seconds: consumed prompts lose their text, old dead letters go."""
+        r = self.settings.storage.retention
+        policy = RetentionPolicy(
+            consumed_text_days=r.consumed_days, dead_letter_days=r.dead_letter_days, dead_letter_max=r.dead_letter_max
+        )
+        while not stop.wait(r.interval_seconds):
+            report = apply_retention(self.state.db, policy)
+            self.metrics.retention_removed.labels("prompt_text").inc(report.texts_dropped)
+            self.metrics.retention_removed.labels("dead_letter").inc(report.dead_letters_deleted)
+            if report.texts_dropped or report.dead_letters_deleted:
+                log.info(
+                    "retention: %d consumed prompts lost their text, %d dead letters deleted, %d pages given back",
+                    report.texts_dropped,
+                    report.dead_letters_deleted,
+                    report.pages_freed,
+                )
 
     def _admin(self, stop: threading.Event) -> None:
         import uvicorn

@@ -12,12 +12,13 @@ from __future__ import annotations
 import sqlite3
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 
 from taoflow.connectors.records import PromptRecord
 from taoflow.daemon.store.storage import Database, prompt_hash_key
+from taoflow.policies.admission import plan_evictions
 from taoflow.policies.split import assign_split
 
 __all__ = [
@@ -26,6 +27,7 @@ __all__ = [
     "DeadLetter",
     "DeadRow",
     "IngestResult",
+    "Overflow",
     "PromptBuffer",
     "StoredPrompt",
     "TaskCounts",
@@ -100,15 +102,50 @@ _DEAD_LETTER_SQL = (
 class IngestResult:
     added: int = 0
     duplicates: int = 0
+    evicted: int = 0
+
+
+#: What a full buffer does with new prompts: keeps the newest window per task (`evict_oldest`), keeps a uniform
+#: sample of each task's prompts (`reservoir`, by prompt hash), or makes the source wait (`pause`).
+Overflow = Literal["evict_oldest", "reservoir", "pause"]
+_EVICTION_ORDER = {"evict_oldest": "id", "reservoir": "prompt_hash DESC"}
 
 
 class PromptBuffer:
     """Prompts waiting for (or held out from) training rounds."""
 
-    def __init__(self, db: Database, *, heldout_fraction: float, heldout_max_per_task: int) -> None:
+    def __init__(
+        self,
+        db: Database,
+        *,
+        heldout_fraction: float,
+        heldout_max_per_task: int,
+        cap: int | None = None,
+        overflow: Overflow = "pause",
+        quotas: Mapping[str, int] | None = None,
+    ) -> None:
+        """`cap` bounds the untrained prompts; past it `overflow` decides (see Overflow), with `quotas` per task
+        on top of the equal shares (policies/admission.py). Held-out prompts are never evicted."""
         self._db = db
         self._heldout_fraction = heldout_fraction
         self._heldout_max = heldout_max_per_task
+        self.cap = cap
+        self.overflow = overflow
+        self._quotas = dict(quotas or {})
+        if overflow == "reservoir":  # the sample's order: the prompt hash, uniform and the same on every replay
+            with db.transaction() as conn:
+                conn.execute(
+                    "CREATE INDEX IF NOT EXISTS prompts_sample ON prompts (task, prompt_hash)"
+                    " WHERE split = 'train' AND consumed_by IS NULL"
+                )
+
+    def full(self) -> bool:
+        """Whether a source should wait: only when the overflow policy is `pause` and the cap is reached."""
+        return self.overflow == "pause" and self.cap is not None and self.untrained() >= self.cap
+
+    def untrained(self) -> int:
+        """Training prompts no round has consumed yet (what the cap bounds)."""
+        return int(self._db.query("SELECT coalesce(sum(new), 0) FROM task_counts")[0][0])
 
     def add_many(
         self,
@@ -140,12 +177,7 @@ class PromptBuffer:
         """
         now = time.time() if now is None else now
         with self._db.transaction() as conn:
-            heldout = Counter(
-                {
-                    row[0]: row[1]
-                    for row in conn.execute("SELECT task, count(*) FROM prompts WHERE split='heldout' GROUP BY task")
-                }
-            )
+            heldout = Counter({row[0]: row[1] for row in conn.execute("SELECT task, heldout FROM task_counts")})
             values = []
             for request_id, prompt_hash, origin, task, record in rows:
                 split = assign_split(
@@ -156,47 +188,101 @@ class PromptBuffer:
                 )
                 heldout[task] += split == "heldout"
                 values.append((request_id, prompt_hash_key(prompt_hash), origin, task, split, record, source, now))
-            before = conn.total_changes
-            conn.executemany(
+            inserted = conn.executemany(
                 "INSERT OR IGNORE INTO prompts (request_id, prompt_hash, origin, task, split, record, source,"
                 " ingested_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 values,
             )
-            added = conn.total_changes - before
+            added = max(0, inserted.rowcount)  # rows of this statement only (total_changes counts triggers too)
             conn.executemany(_DEAD_LETTER_SQL, [(source, *d, now) for d in dead])
+            evicted = self._evict(conn) if added else 0
             if also is not None:
                 also(conn)
-        return IngestResult(added=added, duplicates=len(values) - added)
+        return IngestResult(added=added, duplicates=len(values) - added, evicted=evicted)
+
+    def _evict(self, conn: sqlite3.Connection) -> int:
+        """Over the cap (with an evicting policy): let the planned prompts of each task go, counted."""
+        if self.cap is None or self.overflow not in _EVICTION_ORDER:
+            return 0
+        new = {row[0]: row[1] for row in conn.execute("SELECT task, new FROM task_counts WHERE new > 0")}
+        plan = plan_evictions(new, cap=self.cap, quotas=self._quotas)
+        for task, count in plan.per_task.items():
+            conn.execute(
+                "DELETE FROM prompts WHERE id IN (SELECT id FROM prompts WHERE task = ? AND split = 'train'"
+                f" AND consumed_by IS NULL ORDER BY {_EVICTION_ORDER[self.overflow]} LIMIT ?)",
+                (task, count),
+            )
+            conn.execute(
+                "INSERT INTO evictions (task, reason, count) VALUES (?, ?, ?)"
+                " ON CONFLICT (task, reason) DO UPDATE SET count = count + excluded.count",
+                (task, self.overflow, count),
+            )
+        return plan.total
 
     def stats(self) -> BufferStats:
-        tasks: dict[str, TaskCounts] = {}
-        for row in self._db.query(
-            "SELECT task, sum(split='train'), sum(split='heldout'),"
-            " sum(split='train' AND consumed_by IS NULL) FROM prompts GROUP BY task ORDER BY task"
-        ):
-            tasks[row[0]] = TaskCounts(train=row[1], heldout=row[2], new=row[3])
-        dead = self._db.query("SELECT count(*) FROM dead_letters")[0][0]
-        return BufferStats(tasks=tasks, dead_letters=dead)
+        tasks = {
+            row[0]: TaskCounts(train=row[1], heldout=row[2], new=row[3])
+            for row in self._db.query(
+                "SELECT task, train, heldout, new FROM task_counts WHERE train + heldout > 0 ORDER BY task"
+            )
+        }
+        return BufferStats(tasks=tasks, dead_letters=sum(self.dead_letter_counts().values()))
+
+    def dead_letter_counts(self) -> dict[str, int]:
+        """Dead letters per source (kept by triggers, as the task counts are)."""
+        rows = self._db.query("SELECT name, value FROM counters WHERE name LIKE 'dead_letters:%'")
+        return {str(r[0]).removeprefix("dead_letters:"): int(r[1]) for r in rows}
+
+    def freshness(self) -> dict[str, tuple[float, float, float]]:
+        """Per task, when its untrained prompts were ingested: (newest, about the median, oldest). Three index
+        lookups a task, whatever the buffer holds; the median is the prompt halfway between the oldest and the
+        newest id, which ingestion order makes close to the median time."""
+        found: dict[str, tuple[float, float, float]] = {}
+        where = "task = ? AND split = 'train' AND consumed_by IS NULL"
+        for (task,) in self._db.query("SELECT task FROM task_counts WHERE new > 0"):
+            newest = self._db.query(
+                f"SELECT id, ingested_at FROM prompts WHERE {where} ORDER BY id DESC LIMIT 1", (task,)
+            )
+            oldest = self._db.query(f"SELECT id, ingested_at FROM prompts WHERE {where} ORDER BY id LIMIT 1", (task,))
+            if not newest or not oldest:
+                continue
+            middle = self._db.query(
+                f"SELECT ingested_at FROM prompts WHERE {where} AND id >= ? ORDER BY id LIMIT 1",
+                (task, (newest[0][0] + oldest[0][0]) // 2),
+            )
+            found[task] = (float(newest[0][1]), float(middle[0][0]), float(oldest[0][1]))
+        return found
 
     def pending(self) -> int:
-        """Prompts not yet consumed by a round (what the buffer cap limits)."""
-        return int(self._db.query("SELECT count(*) FROM prompts WHERE consumed_by IS NULL")[0][0])
+        """Prompts not yet consumed by a round: untrained ones and the held-out set."""
+        return int(self._db.query("SELECT coalesce(sum(new + heldout), 0) FROM task_counts")[0][0])
+
+    def evictions(self) -> dict[tuple[str, str], int]:
+        """Prompts let go to make room, by (task, overflow policy)."""
+        return {(r[0], r[1]): int(r[2]) for r in self._db.query("SELECT task, reason, count FROM evictions")}
 
     def training_prompts(self, limit: int, *, tasks: Sequence[str] | None = None) -> list[StoredPrompt]:
-        """Up to `limit` unconsumed training prompts, newest first, taken round-robin across tasks."""
-        per_task: dict[str, list[StoredPrompt]] = {}
-        for row in self._db.query(
-            "SELECT id, record, split, task FROM prompts WHERE split='train' AND consumed_by IS NULL ORDER BY id DESC"
-        ):
-            if tasks is None or row[3] in tasks:
-                per_task.setdefault(row[3], []).append(StoredPrompt(row[0], PromptRecord.from_json(row[1]), row[2]))
-        chosen: list[StoredPrompt] = []
-        queues = [per_task[t] for t in sorted(per_task)]
+        """Up to `limit` untrained prompts, newest first, taken round-robin across tasks. Reads only the rows it
+        returns (each task's newest ids through an index, then those records)."""
+        counts = {row[0]: row[1] for row in self._db.query("SELECT task, new FROM task_counts WHERE new > 0")}
+        queues = [
+            [
+                r[0]
+                for r in self._db.query(
+                    "SELECT id FROM prompts WHERE task = ? AND split = 'train' AND consumed_by IS NULL"
+                    " ORDER BY id DESC LIMIT ?",
+                    (task, limit),
+                )
+            ]
+            for task in sorted(counts)
+            if tasks is None or task in tasks
+        ]
+        chosen: list[int] = []
         depth = 0
         while len(chosen) < limit and any(depth < len(q) for q in queues):
             chosen.extend(q[depth] for q in queues if depth < len(q))
             depth += 1
-        return sorted(chosen[:limit], key=lambda p: p.id)
+        return self.get(chosen[:limit])
 
     def heldout(self, *, tasks: Sequence[str] | None = None) -> list[StoredPrompt]:
         rows = self._db.query("SELECT id, record, split, task FROM prompts WHERE split='heldout' ORDER BY id")

@@ -20,10 +20,14 @@ class State:
         self.settings = settings
         root = settings.storage.state_dir
         self.db = Database(root / settings.storage.database)
+        i = settings.ingest
         self.buffer = PromptBuffer(
             self.db,
-            heldout_fraction=settings.ingest.heldout_fraction,
-            heldout_max_per_task=settings.ingest.heldout_max_per_task,
+            heldout_fraction=i.heldout_fraction,
+            heldout_max_per_task=i.heldout_max_per_task,
+            cap=i.buffer_cap,
+            overflow=i.overflow,
+            quotas=i.task_quotas,
         )
         self.registry = Registry(self.db)
         self.store = build_artifact_store(settings)

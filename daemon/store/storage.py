@@ -17,7 +17,7 @@ from pathlib import Path
 
 __all__ = ["SCHEMA_VERSION", "Database", "prompt_hash_key"]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 _PAGE_SIZE = 16384
 # About 64 MiB of WAL: reached only if the background checkpointer falls far behind.
 _WRITER_CHECKPOINT_PAGES = 4096
@@ -38,10 +38,63 @@ CREATE TABLE IF NOT EXISTS prompts (
     ingested_at REAL NOT NULL,
     consumed_by INTEGER
 );
--- Small and cheap: what the buffer cap counts, read before every poll.
-CREATE INDEX IF NOT EXISTS prompts_pending ON prompts (task) WHERE consumed_by IS NULL;
--- The held-out counts read on every buffered batch: a scan of held-out rows only.
+-- The untrained prompts of a task, newest or oldest first: a round's selection and eviction read only the rows
+-- they take.
+CREATE INDEX IF NOT EXISTS prompts_new ON prompts (task, id) WHERE split = 'train' AND consumed_by IS NULL;
+-- The gate's held-out set, in order.
 CREATE INDEX IF NOT EXISTS prompts_heldout ON prompts (task) WHERE split = 'heldout';
+-- Consumed prompts: what retention looks at (new prompts are not in it).
+CREATE INDEX IF NOT EXISTS prompts_consumed ON prompts (consumed_by) WHERE consumed_by IS NOT NULL;
+-- Prompts trained on long ago, without their text: enough for dedup, erasure and lineage (store/retention.py).
+CREATE TABLE IF NOT EXISTS retired_prompts (
+    request_id TEXT NOT NULL UNIQUE,
+    prompt_hash BLOB NOT NULL UNIQUE,
+    task TEXT NOT NULL,
+    consumed_by INTEGER,
+    ingested_at REAL NOT NULL,
+    retired_at REAL NOT NULL
+);
+-- A retired prompt seen again is a duplicate, as it was while it was held.
+CREATE TRIGGER IF NOT EXISTS prompts_not_again BEFORE INSERT ON prompts
+WHEN EXISTS (SELECT 1 FROM retired_prompts WHERE prompt_hash = NEW.prompt_hash OR request_id = NEW.request_id)
+BEGIN
+    SELECT RAISE(IGNORE);
+END;
+-- Counts per task kept by triggers in the same transactions as the rows: what policies, the cap and /metrics
+-- read costs the same at ten thousand prompts and at ten million.
+CREATE TABLE IF NOT EXISTS task_counts (
+    task TEXT PRIMARY KEY,
+    train INTEGER NOT NULL DEFAULT 0,
+    heldout INTEGER NOT NULL DEFAULT 0,
+    new INTEGER NOT NULL DEFAULT 0
+);
+CREATE TRIGGER IF NOT EXISTS prompts_counted AFTER INSERT ON prompts BEGIN
+    INSERT INTO task_counts (task, train, heldout, new)
+    VALUES (NEW.task, NEW.split = 'train', NEW.split = 'heldout', NEW.split = 'train' AND NEW.consumed_by IS NULL)
+    ON CONFLICT (task) DO UPDATE SET
+        train = train + excluded.train, heldout = heldout + excluded.heldout, new = new + excluded.new;
+END;
+CREATE TRIGGER IF NOT EXISTS prompts_uncounted AFTER DELETE ON prompts BEGIN
+    UPDATE task_counts SET train = train - (OLD.split = 'train'), heldout = heldout - (OLD.split = 'heldout'),
+        new = new - (OLD.split = 'train' AND OLD.consumed_by IS NULL)
+    WHERE task = OLD.task;
+END;
+CREATE TRIGGER IF NOT EXISTS prompts_recounted AFTER UPDATE OF task, split, consumed_by ON prompts BEGIN
+    UPDATE task_counts SET train = train - (OLD.split = 'train'), heldout = heldout - (OLD.split = 'heldout'),
+        new = new - (OLD.split = 'train' AND OLD.consumed_by IS NULL)
+    WHERE task = OLD.task;
+    INSERT INTO task_counts (task, train, heldout, new)
+    VALUES (NEW.task, NEW.split = 'train', NEW.split = 'heldout', NEW.split = 'train' AND NEW.consumed_by IS NULL)
+    ON CONFLICT (task) DO UPDATE SET
+        train = train + excluded.train, heldout = heldout + excluded.heldout, new = new + excluded.new;
+END;
+-- Prompts the buffer let go to keep room for fresher ones, by task and policy (never silent).
+CREATE TABLE IF NOT EXISTS evictions (
+    task TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    count INTEGER NOT NULL,
+    PRIMARY KEY (task, reason)
+);
 CREATE TABLE IF NOT EXISTS dead_letters (
     id INTEGER PRIMARY KEY,
     source TEXT NOT NULL,
@@ -52,6 +105,14 @@ CREATE TABLE IF NOT EXISTS dead_letters (
     created_at REAL NOT NULL
 );
 CREATE UNIQUE INDEX IF NOT EXISTS dead_letters_origin ON dead_letters (source, origin);
+CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TRIGGER IF NOT EXISTS dead_letters_counted AFTER INSERT ON dead_letters BEGIN
+    INSERT INTO counters (name, value) VALUES ('dead_letters:' || NEW.source, 1)
+    ON CONFLICT (name) DO UPDATE SET value = value + 1;
+END;
+CREATE TRIGGER IF NOT EXISTS dead_letters_uncounted AFTER DELETE ON dead_letters BEGIN
+    UPDATE counters SET value = value - 1 WHERE name = 'dead_letters:' || OLD.source;
+END;
 CREATE TABLE IF NOT EXISTS ingested_objects (
     source TEXT NOT NULL,
     key TEXT NOT NULL,
@@ -177,6 +238,17 @@ class Database:
                 conn.execute(
                     "UPDATE prompts SET prompt_hash = hash_key(prompt_hash) WHERE typeof(prompt_hash) = 'text'"
                 )
+            if version < 3:  # 2 counted prompts with a scan on every read: count them once, then keep counting
+                conn.execute("DROP INDEX IF EXISTS prompts_pending")
+                conn.execute("DELETE FROM task_counts")
+                conn.execute(
+                    "INSERT INTO task_counts (task, train, heldout, new) SELECT task, sum(split = 'train'),"
+                    " sum(split = 'heldout'), sum(split = 'train' AND consumed_by IS NULL) FROM prompts GROUP BY task"
+                )
+                conn.execute(
+                    "INSERT OR REPLACE INTO counters (name, value)"
+                    " SELECT 'dead_letters:' || source, count(*) FROM dead_letters GROUP BY source"
+                )
             conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
     def _connect(self) -> sqlite3.Connection:
@@ -185,6 +257,8 @@ class Database:
         # Takes effect only when the file is created (before WAL): a stored record is about 1-4 KB, and
         # 4 KiB pages held one each (bench/buffer.py compares the two).
         conn.execute(f"PRAGMA page_size={_PAGE_SIZE}")
+        # Also only for a new file: retention's deletes can then give pages back to the file system.
+        conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
         conn.execute("PRAGMA journal_mode=WAL")
         # FULL: a transaction acknowledged to a source (and so to Kafka) survives power loss.
         conn.execute("PRAGMA synchronous=FULL")
@@ -214,6 +288,20 @@ class Database:
                 self._conn.execute("ROLLBACK")
                 raise
             self._conn.execute("COMMIT")
+
+    def size(self) -> int:
+        """Bytes of the database file (its WAL aside)."""
+        try:
+            return self.path.stat().st_size
+        except OSError:
+            return 0
+
+    def vacuum_step(self, pages: int) -> None:
+        """Give up to `pages` free pages back to the file system (a file with incremental auto-vacuum). The
+        pragma frees one page per step of its statement: executescript steps it to the end, in its own
+        transaction."""
+        with self._lock:
+            self._conn.executescript(f"PRAGMA incremental_vacuum({int(pages)});")
 
     def query(self, sql: str, params: tuple[object, ...] = ()) -> list[sqlite3.Row]:
         with self._lock:

@@ -13,6 +13,7 @@ from taoflow.connectors.sources.kafka import KafkaConfig, KafkaSource
 from taoflow.daemon.ingest.ingestor import Ingestor
 from taoflow.daemon.ingest.metrics import IngestMetrics
 from taoflow.daemon.ingest.streaming import run_stream
+from taoflow.daemon.store.buffer import PromptBuffer
 from tests.services import poll_until
 
 # tansu answers JoinGroup only after the rebalance timeout, which follows max_poll_interval_ms.
@@ -54,15 +55,13 @@ def committed(bootstrap: str, name: str, group: str) -> dict[int, int | None]:
     return result
 
 
-def stream_in_thread(src, state, *, cap: int = 10_000, metrics=None):
+def stream_in_thread(src, state, *, metrics=None):
     stop = threading.Event()
     ingestor = Ingestor(state.buffer, source="kafka", metrics=metrics)
     result = {}
     thread = threading.Thread(
         target=lambda: result.update(
-            report=run_stream(
-                src, ingestor, state.buffer, stop=stop, buffer_cap=cap, poll_timeout_s=0.2, metrics=metrics
-            )
+            report=run_stream(src, ingestor, state.buffer, stop=stop, poll_timeout_s=0.2, metrics=metrics)
         )
     )
     thread.start()
@@ -137,10 +136,11 @@ def test_backpressure_pauses_at_the_cap_and_loses_nothing(kafka_bootstrap, state
     name, group = topic(kafka_bootstrap), f"g-{uuid.uuid4().hex[:6]}"
     produce(kafka_bootstrap, name, [chat(i) for i in range(40)])
     src = source(kafka_bootstrap, name, group, max_poll_records=5)  # small polls: the cap falls between them
-    stop, thread, _ = stream_in_thread(src, state, cap=10)
+    state.buffer.cap, state.buffer.overflow = 10, "pause"  # ingest.overflow: pause
+    stop, thread, _ = stream_in_thread(src, state)
     try:
         poll_until(lambda: src.paused, deadline_s=60, message="the source to pause at the cap")
-        held = state.buffer.pending()
+        held = state.buffer.untrained()
         assert 10 <= held < 40
 
         def rounds_consume_until_all_arrived() -> bool:
@@ -153,6 +153,35 @@ def test_backpressure_pauses_at_the_cap_and_loses_nothing(kafka_bootstrap, state
         stop.set()
         thread.join(timeout=30)
     assert state.buffer.stats().total == 40
+
+
+def test_an_evicting_buffer_keeps_the_stream_flowing_and_the_newest_prompts(kafka_bootstrap, state):
+    name, group = topic(kafka_bootstrap, partitions=1), f"g-{uuid.uuid4().hex[:6]}"
+    produce_one = [chat(i) for i in range(40)]
+    producer = KafkaProducer(bootstrap_servers=kafka_bootstrap)
+    for payload in produce_one:
+        producer.send(name, payload)
+    producer.flush()
+    producer.close()
+    src = KafkaSource(
+        KafkaConfig(
+            bootstrap_servers=[kafka_bootstrap], group_id=group, topics=[name], max_poll_records=5, **FAST_GROUP
+        )
+    )
+    # ingest.overflow: evict_oldest (the default), no held-out split here so every prompt counts against the cap
+    state.buffer = PromptBuffer(state.db, heldout_fraction=0.0, heldout_max_per_task=0, cap=10)
+    state.buffer.overflow = "evict_oldest"
+    stop, thread, result = stream_in_thread(src, state)
+    try:
+        poll_until(lambda: state.buffer.evictions() == {("math", "evict_oldest"): 30}, deadline_s=60)
+        assert not src.paused
+    finally:
+        stop.set()
+        thread.join(timeout=30)
+    report = result["report"]
+    assert (report.read, report.added, report.evicted) == (40, 40, 30)
+    kept = sorted(int(p.record.request_id.split("-")[1]) for p in state.buffer.training_prompts(100))
+    assert kept == list(range(30, 40))  # the newest window of the traffic
 
 
 def test_missing_topics_are_a_configuration_error():

@@ -60,7 +60,6 @@ def run_once(source, state, metrics=None, *, parse_processes=0):
         state.buffer,
         state.db,
         stop=threading.Event(),
-        buffer_cap=10**6,
         follow=False,
         metrics=metrics,
         parse_processes=parse_processes,

@@ -129,5 +129,5 @@ def test_ingest_progress_is_one_line_per_interval_and_quiet_when_idle(caplog):
     lines = [r.getMessage() for r in caplog.records]
     assert len(lines) == 2  # nothing read between the first two reports: no line
     assert lines[0].startswith("kafka: read 10 records in ")
-    assert lines[0].endswith("(added 7, duplicates 1, skipped 0, dead-lettered 2); lag 5 records")
+    assert lines[0].endswith("(added 7, duplicates 1, evicted 0, skipped 0, dead-lettered 2); lag 5 records")
     assert "read 2 records" in lines[1] and "added 2," in lines[1]

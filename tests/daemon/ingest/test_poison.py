@@ -110,9 +110,7 @@ def test_poison_messages_on_kafka_are_committed_past(kafka_bootstrap, state):
     )
     stop, result = threading.Event(), {}
     thread = threading.Thread(
-        target=lambda: result.update(
-            r=run_stream(KafkaSource(config), ingestor(state), state.buffer, stop=stop, buffer_cap=10**6)
-        )
+        target=lambda: result.update(r=run_stream(KafkaSource(config), ingestor(state), state.buffer, stop=stop))
     )
     thread.start()
     poll_until(lambda: state.buffer.stats().total == expected()[0], deadline_s=60, message="every good record")
@@ -140,7 +138,6 @@ def test_poison_lines_in_an_s3_object_parsed_by_worker_processes(s3_endpoint, st
         state.buffer,
         state.db,
         stop=threading.Event(),
-        buffer_cap=10**6,
         follow=False,
         parse_processes=1,
     )

@@ -67,7 +67,7 @@ def test_status_pause_resume_and_trigger_through_the_cli(tmp_path):
         assert "math" in table.stdout and "dead letters: 0" in table.stdout
         answer = json.loads(taoflow("status", "--config", str(config), "-o", "json").stdout)
         assert answer["paused"] is True and answer["pause_reason"] == "deploy freeze"
-        assert answer["tasks"] == {"scheduler": True, "admin": True}
+        assert answer["tasks"] == {"scheduler": True, "admin": True, "retention": True}
         assert taoflow("resume", "--config", str(config)).returncode == 0
         resumed = json.loads(taoflow("status", "-o", "json", "--config", str(config)).stdout)
         assert resumed["next_trigger"]["rule"] != "paused"  # decided now, not at the last scheduler tick

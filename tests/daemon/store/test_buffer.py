@@ -111,3 +111,76 @@ def test_the_state_files_are_the_owners_alone(tmp_path):
     names = {p.name: stat.S_IMODE(p.stat().st_mode) for p in (tmp_path / "state").iterdir()}
     db.close()
     assert names["taoflow.db"] == 0o600 and set(names.values()) == {0o600}, names
+
+
+def prompts(task, start, count):
+    return [
+        (PromptRecord(f"{task}-{i}", task, (Message("user", f"{task} question {i}?"),)), None)
+        for i in range(start, start + count)
+    ]
+
+
+def recount(db):
+    """The counts the triggers keep, counted the slow way."""
+    return {
+        r[0]: (r[1], r[2], r[3])
+        for r in db.query(
+            "SELECT task, sum(split='train'), sum(split='heldout'), sum(split='train' AND consumed_by IS NULL)"
+            " FROM prompts GROUP BY task"
+        )
+    }
+
+
+def test_evict_oldest_keeps_each_tasks_newest_window_and_counts_what_went(tmp_path):
+    db = Database(tmp_path / "b.db")
+    buffer = PromptBuffer(db, heldout_fraction=0.0, heldout_max_per_task=0, cap=10, overflow="evict_oldest")
+    result = buffer.add_many(prompts("loud", 0, 30) + prompts("quiet", 0, 3), source="t")
+    assert (result.added, result.evicted) == (33, 23)
+    kept = {p.record.request_id for p in buffer.training_prompts(100)}
+    assert kept == {f"loud-{i}" for i in range(23, 30)} | {"quiet-0", "quiet-1", "quiet-2"}
+    assert buffer.evictions() == {("loud", "evict_oldest"): 23}
+    assert not buffer.full()  # an evicting buffer never makes a source wait
+    buffer.add_many(prompts("loud", 30, 5), source="t")  # a steady stream: still the newest window
+    assert {p.record.request_id for p in buffer.training_prompts(100) if p.record.task == "loud"} == {
+        f"loud-{i}" for i in range(28, 35)
+    }
+    assert buffer.stats().tasks["loud"].new == 7 and buffer.evictions() == {("loud", "evict_oldest"): 28}
+    db.close()
+
+
+def test_reservoir_keeps_a_uniform_sample_not_the_newest(tmp_path):
+    db = Database(tmp_path / "b.db")
+    buffer = PromptBuffer(db, heldout_fraction=0.0, heldout_max_per_task=0, cap=100, overflow="reservoir")
+    for start in range(0, 2000, 250):
+        buffer.add_many(prompts("t", start, 250), source="t")
+    kept = sorted(int(p.record.request_id.split("-")[1]) for p in buffer.training_prompts(1000))
+    assert len(kept) == 100 and buffer.evictions() == {("t", "reservoir"): 1900}
+    # Spread over the whole stream (a newest window would be 1900..1999): each quarter holds about a quarter.
+    quarters = [sum(q * 500 <= i < (q + 1) * 500 for i in kept) for q in range(4)]
+    assert all(10 <= n <= 40 for n in quarters), quarters
+    db.close()
+
+
+def test_held_out_prompts_are_never_evicted_and_counts_stay_exact(tmp_path):
+    db = Database(tmp_path / "b.db")
+    buffer = PromptBuffer(db, heldout_fraction=0.5, heldout_max_per_task=5, cap=4, overflow="evict_oldest")
+    buffer.add_many(prompts("a", 0, 40) + prompts("b", 0, 40), source="t")
+    heldout = {p.record.request_id for p in buffer.heldout()}
+    assert len(heldout) == 10
+    buffer.mark_consumed([p.id for p in buffer.training_prompts(3)], round_id=1)
+    buffer.add_many(prompts("a", 40, 10), source="t")
+    assert {p.record.request_id for p in buffer.heldout()} == heldout  # the gate's set is stable
+    counts = buffer.stats()
+    assert {t: (c.train, c.heldout, c.new) for t, c in counts.tasks.items()} == recount(db)
+    assert counts.new == buffer.untrained() == 4
+    db.close()
+
+
+def test_freshness_reads_the_newest_and_oldest_untrained_prompt(tmp_path):
+    db = Database(tmp_path / "b.db")
+    buffer = PromptBuffer(db, heldout_fraction=0.0, heldout_max_per_task=0)
+    buffer.add_many(prompts("t", 0, 5), source="t", now=1000.0)
+    buffer.add_many(prompts("t", 5, 5), source="t", now=2000.0)
+    newest, median, oldest = buffer.freshness()["t"]
+    assert (newest, oldest) == (2000.0, 1000.0) and median in (1000.0, 2000.0)
+    db.close()
