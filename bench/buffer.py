@@ -111,8 +111,8 @@ def scale(sizes: list[int]) -> None:
             db.close()
         reference = reference or (stats_s, select_s)
         print(
-            f"{size:9d} {megabytes:8.0f} {stats_s * 1e3:7.1f} (x{stats_s / reference[0]:4.1f})"
-            f" {select_s:12.3f} (x{select_s / reference[1]:6.1f}) {growth:15.0f}"
+            f"{size:9d} {megabytes:8.0f} {stats_s * 1e3:7.3f} (x{stats_s / reference[0]:4.1f})"
+            f" {select_s:12.4f} (x{select_s / reference[1]:6.1f}) {growth:15.0f}"
         )
 
 

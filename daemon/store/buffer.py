@@ -111,6 +111,18 @@ Overflow = Literal["evict_oldest", "reservoir", "pause"]
 _EVICTION_ORDER = {"evict_oldest": "id", "reservoir": "prompt_hash DESC"}
 
 
+def _count_inserted(conn: sqlite3.Connection, *, after: int) -> None:
+    """Add the rows inserted past id `after` to the per-task counts: one grouped read of just those rows."""
+    for task, train, heldout in conn.execute(
+        "SELECT task, sum(split = 'train'), sum(split = 'heldout') FROM prompts WHERE id > ? GROUP BY task", (after,)
+    ).fetchall():
+        conn.execute(
+            "INSERT INTO task_counts (task, train, heldout, new) VALUES (?, ?, ?, ?) ON CONFLICT (task) DO UPDATE"
+            " SET train = train + excluded.train, heldout = heldout + excluded.heldout, new = new + excluded.new",
+            (task, train, heldout, train),
+        )
+
+
 class PromptBuffer:
     """Prompts waiting for (or held out from) training rounds."""
 
@@ -188,12 +200,15 @@ class PromptBuffer:
                 )
                 heldout[task] += split == "heldout"
                 values.append((request_id, prompt_hash_key(prompt_hash), origin, task, split, record, source, now))
+            last = conn.execute("SELECT coalesce(max(id), 0) FROM prompts").fetchone()[0]
             inserted = conn.executemany(
                 "INSERT OR IGNORE INTO prompts (request_id, prompt_hash, origin, task, split, record, source,"
                 " ingested_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 values,
             )
             added = max(0, inserted.rowcount)  # rows of this statement only (total_changes counts triggers too)
+            if added:
+                _count_inserted(conn, after=last)
             conn.executemany(_DEAD_LETTER_SQL, [(source, *d, now) for d in dead])
             evicted = self._evict(conn) if added else 0
             if also is not None:
