@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-__all__ = ["RetrainDecision", "RetrainPolicy", "RetrainState", "decide_retrain", "when"]
+__all__ = ["RetrainDecision", "RetrainPolicy", "RetrainState", "decide_retrain", "duration", "when"]
 
 
 @dataclass(frozen=True)
@@ -149,10 +149,11 @@ def when(at: float, now: float) -> str:
     """A moment as people read it: UTC time and how far from `now` (`2026-11-29 10:15 UTC, in 58 min`)."""
     stamp = datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
     delta = at - now
-    return f"{stamp}, {'in ' if delta >= 0 else ''}{_duration(abs(delta))}{'' if delta >= 0 else ' ago'}"
+    return f"{stamp}, {'in ' if delta >= 0 else ''}{duration(abs(delta))}{'' if delta >= 0 else ' ago'}"
 
 
-def _duration(seconds: float) -> str:
+def duration(seconds: float) -> str:
+    """A length of time as people say it: 45 s, 12 min, 3.5 h, 2.0 days."""
     if seconds < 90:
         return f"{seconds:.0f} s"
     if seconds < 5400:

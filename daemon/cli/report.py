@@ -12,6 +12,7 @@ from taoflow.connectors.protocols import Progress
 from taoflow.daemon.store.buffer import BufferStats
 from taoflow.daemon.store.registry import AdapterEvent, AdapterVersion, Registry
 from taoflow.daemon.store.rounds import RoundRecord
+from taoflow.policies.retrain import duration
 
 if TYPE_CHECKING:
     from taoflow.daemon.fleet.reconcile import ReconcileReport
@@ -135,7 +136,7 @@ def buffer_table(
     ages = freshness or {}
 
     def age(task: str, which: int) -> str:
-        return _duration(now - ages[task][which]) if task in ages else "-"
+        return duration(now - ages[task][which]) if task in ages else "-"
 
     rows = [
         [task, c.train, c.heldout, c.new, gone.get(task, 0), age(task, 0), age(task, 2)]
@@ -144,14 +145,6 @@ def buffer_table(
     headers = ["task", "train", "held-out", "new", "evicted", "newest new", "oldest new"]
     body = table(headers, rows) if rows else "buffer is empty"
     return f"{body}\ndead letters: {stats.dead_letters}"
-
-
-def _duration(seconds: float) -> str:
-    if seconds < 120:
-        return f"{seconds:.0f} s"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h" if seconds < 172800 else f"{seconds / 86400:.1f} days"
 
 
 def fleet_table(status: ReconcileReport, deploys: Sequence[DeployRecord], model: str) -> str:

@@ -67,6 +67,18 @@ def expected() -> tuple[int, int, dict[str, int]]:
     return buffered, sum(o == "skipped" for _, o in POISON), dead
 
 
+def publish(bootstrap: str, payloads: list[bytes]) -> str:
+    """A new one-partition topic holding `payloads`, in order."""
+    topic = f"poison-{uuid.uuid4().hex[:6]}"
+    KafkaAdminClient(bootstrap_servers=bootstrap).create_topics([NewTopic(topic, 1, 1)])
+    producer = KafkaProducer(bootstrap_servers=bootstrap)
+    for payload in payloads:
+        producer.send(topic, payload)
+    producer.flush()
+    producer.close()
+    return topic
+
+
 def ingestor(state) -> Ingestor:
     return Ingestor(state.buffer, source="test", rules=IngestFilter(keep_status=frozenset({200})))
 
@@ -93,13 +105,7 @@ def test_poison_lines_in_a_file_and_a_line_of_many_megabytes(tmp_path, state):
 
 
 def test_poison_messages_on_kafka_are_committed_past(kafka_bootstrap, state):
-    topic = f"poison-{uuid.uuid4().hex[:6]}"
-    KafkaAdminClient(bootstrap_servers=kafka_bootstrap).create_topics([NewTopic(topic, 1, 1)])
-    producer = KafkaProducer(bootstrap_servers=kafka_bootstrap)
-    for payload in interleaved():
-        producer.send(topic, payload)
-    producer.flush()
-    producer.close()
+    topic = publish(kafka_bootstrap, interleaved())
     config = KafkaConfig(
         bootstrap_servers=[kafka_bootstrap],
         group_id=f"g-{topic}",
@@ -192,13 +198,7 @@ def test_the_daemon_reads_past_poison_and_stays_up(kafka_bootstrap, tmp_path):
 
     from tests.services import free_port, start_until_logged
 
-    topic = f"poison-daemon-{uuid.uuid4().hex[:6]}"
-    KafkaAdminClient(bootstrap_servers=kafka_bootstrap).create_topics([NewTopic(topic, 1, 1)])
-    producer = KafkaProducer(bootstrap_servers=kafka_bootstrap)
-    for payload in interleaved():
-        producer.send(topic, payload)
-    producer.flush()
-    producer.close()
+    topic = publish(kafka_bootstrap, interleaved())
     port, token = free_port(), "poison-daemon-token-0123456789"
     kafka = {
         "bootstrap_servers": [kafka_bootstrap],
