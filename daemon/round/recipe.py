@@ -25,6 +25,7 @@ from taoflow.daemon.round import candidates as cand
 from taoflow.daemon.round.evaluation import evaluate, load_golden, slices
 from taoflow.daemon.round.parts import TaskScorers, gate_policy, resolve_model, training_config
 from taoflow.daemon.settings import Settings
+from taoflow.daemon.store.erasure import erased_request_ids
 from taoflow.daemon.store.rounds import RoundRecord, RoundStore
 from taoflow.daemon.store.state import State
 from taoflow.policies.gate import decide_gate
@@ -147,7 +148,15 @@ class TaoRound:
         return {"tasks": stats, "examples": len(self._examples(scored))}, None
 
     def train(self, record: RoundRecord) -> tuple[dict[str, Any], str | None]:
-        examples = self._examples(cand.read_scored(record.work_dir / "scored.jsonl"))
+        scored = cand.read_scored(record.work_dir / "scored.jsonl")
+        # Prompts erased since the round took them are not trained on (those erased from here on are recorded
+        # against this round when it registers its adapter).
+        gone = erased_request_ids(self.state.db, [prompt.request_id for prompt, _ in scored])
+        if gone:
+            log.info("round %d: %d of its prompts were erased since it took them; not trained on", record.id, len(gone))
+            scored = [(prompt, candidates) for prompt, candidates in scored if prompt.request_id not in gone]
+        _write_json(record.work_dir / "erased-before-training.json", sorted(gone))
+        examples = self._examples(scored)
         config = training_config(self.settings)
         result = train_adapter(
             self.base.path,
@@ -195,7 +204,10 @@ class TaoRound:
                 uri=uri,
                 manifest=manifest,
             )
-        self.state.buffer.mark_consumed(_ids(record), record.id)
+        skipped = record.work_dir / "erased-before-training.json"
+        self.state.buffer.mark_consumed(
+            _ids(record), record.id, not_trained=json.loads(skipped.read_text()) if skipped.exists() else ()
+        )
         return {"version": version, "uri": uri}, version
 
     def gate(self, record: RoundRecord) -> tuple[dict[str, Any], str | None]:

@@ -12,11 +12,12 @@ from __future__ import annotations
 import sqlite3
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal, NamedTuple
 
 from taoflow.connectors.records import PromptRecord
+from taoflow.daemon.store.erasure import record_trained
 from taoflow.daemon.store.storage import Database, prompt_hash_key
 from taoflow.policies.admission import plan_evictions
 from taoflow.policies.split import assign_split
@@ -321,11 +322,14 @@ class PromptBuffer:
         rows = self._db.query(f"SELECT id, record, split FROM prompts WHERE id IN ({marks}) ORDER BY id", tuple(ids))
         return [StoredPrompt(r[0], PromptRecord.from_json(r[1]), r[2]) for r in rows]
 
-    def mark_consumed(self, ids: Sequence[int], round_id: int) -> None:
+    def mark_consumed(self, ids: Sequence[int], round_id: int, *, not_trained: Collection[str] = ()) -> None:
+        """The round trained on these prompts. Those erased meanwhile (but after the round's training began: not
+        among the request ids `not_trained`) become tombstones of this round."""
         with self._db.transaction() as conn:
             conn.executemany(
                 "UPDATE prompts SET consumed_by=? WHERE id=? AND split='train'", [(round_id, i) for i in ids]
             )
+            record_trained(conn, ids, round_id, not_trained=not_trained)
 
     def dead_letters(self, *, limit: int = 100) -> list[DeadLetter]:
         rows = self._db.query(

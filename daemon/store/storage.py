@@ -17,12 +17,22 @@ from pathlib import Path
 
 __all__ = ["SCHEMA_VERSION", "Database", "prompt_hash_key"]
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 _PAGE_SIZE = 16384
 # About 64 MiB of WAL: reached only if the background checkpointer falls far behind.
 _WRITER_CHECKPOINT_PAGES = 4096
 
 log = logging.getLogger(__name__)
+
+_NOT_AGAIN = """
+CREATE TRIGGER IF NOT EXISTS prompts_not_again BEFORE INSERT ON prompts
+WHEN EXISTS (SELECT 1 FROM retired_prompts WHERE prompt_hash = NEW.prompt_hash OR request_id = NEW.request_id)
+    OR EXISTS (SELECT 1 FROM erasures WHERE request_id = NEW.request_id)
+    OR EXISTS (SELECT 1 FROM erasures WHERE prompt_hash = NEW.prompt_hash)
+BEGIN
+    SELECT RAISE(IGNORE);
+END;
+"""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS prompts (
@@ -54,13 +64,24 @@ CREATE TABLE IF NOT EXISTS retired_prompts (
     ingested_at REAL NOT NULL,
     retired_at REAL NOT NULL
 );
--- A retired prompt seen again is a duplicate, as it was while it was held.
-CREATE TRIGGER IF NOT EXISTS prompts_not_again BEFORE INSERT ON prompts
-WHEN EXISTS (SELECT 1 FROM retired_prompts WHERE prompt_hash = NEW.prompt_hash OR request_id = NEW.request_id)
-BEGIN
-    SELECT RAISE(IGNORE);
-END;
--- Counts per task kept in the same transactions as the rows (inserts are counted per batch by the buffer; a
+-- Prompts erased at their source's request (a Delta DELETE, `taoflow forget`): the row is gone; what stays is
+-- enough to keep it out for good and, where a round had trained on it, which round (and so which adapter).
+CREATE TABLE IF NOT EXISTS erasures (
+    id INTEGER PRIMARY KEY,
+    request_id TEXT,
+    prompt_hash BLOB,
+    task TEXT,
+    prompt_id INTEGER,
+    consumed_by INTEGER,
+    reason TEXT NOT NULL,
+    erased_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS erasures_request ON erasures (request_id);
+CREATE INDEX IF NOT EXISTS erasures_hash ON erasures (prompt_hash);
+CREATE INDEX IF NOT EXISTS erasures_prompt ON erasures (prompt_id);
+CREATE INDEX IF NOT EXISTS erasures_trained ON erasures (consumed_by) WHERE consumed_by IS NOT NULL;
+-- A retired prompt seen again is a duplicate, as it was while it was held; an erased one never comes back.
+{not_again}-- Counts per task kept in the same transactions as the rows (inserts are counted per batch by the buffer; a
 -- trigger per inserted row would cost more than the insert; deletes and updates by triggers): what policies,
 -- the cap and /metrics read costs the same at ten thousand prompts and at ten million.
 CREATE TABLE IF NOT EXISTS task_counts (
@@ -114,6 +135,16 @@ CREATE TABLE IF NOT EXISTS ingested_objects (
     etag TEXT NOT NULL,
     completed_at REAL NOT NULL,
     PRIMARY KEY (source, key, etag)
+);
+-- A table source's checkpoint (Delta): every version up to `version` is ingested and its deletes erased;
+-- `snapshot` is 1 while the first start's snapshot of `version` is still being read.
+CREATE TABLE IF NOT EXISTS table_versions (
+    source TEXT NOT NULL,
+    table_uri TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    snapshot INTEGER NOT NULL DEFAULT 0,
+    updated_at REAL NOT NULL,
+    PRIMARY KEY (source, table_uri)
 );
 CREATE TABLE IF NOT EXISTS adapters (
     version TEXT PRIMARY KEY,
@@ -189,7 +220,7 @@ CREATE TABLE IF NOT EXISTS daemon_state (
     value TEXT NOT NULL,
     updated_at REAL NOT NULL
 );
-"""
+""".replace("{not_again}", _NOT_AGAIN)
 
 
 def prompt_hash_key(prompt_hash: str) -> bytes:
@@ -244,6 +275,9 @@ class Database:
                     "INSERT OR REPLACE INTO counters (name, value)"
                     " SELECT 'dead_letters:' || source, count(*) FROM dead_letters GROUP BY source"
                 )
+            if version < 4:  # 3 had no erasures: its trigger let an erased prompt back in
+                conn.execute("DROP TRIGGER IF EXISTS prompts_not_again")
+                conn.execute(_NOT_AGAIN)
             conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
     def _connect(self) -> sqlite3.Connection:

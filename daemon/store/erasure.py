@@ -1,0 +1,303 @@
+"""Erasures: prompts removed at their source's request, and what had already been trained on them.
+
+An erasure comes from the source (a Delta commit that deletes rows: DELETE, MERGE, an erasure request) or from
+an operator (`taoflow forget`, the admin API), by request id or prompt hash. It removes every copy taoflow
+holds: the prompt's row (untrained, held out or consumed), its retired row (text already gone), and its dead
+letters. What stays is a row of `erasures` — request id, prompt hash, task, and the round that had trained on
+it, if one had — which keeps the prompt out for good (the buffer's insert trigger refuses it) and tells an
+operator which adapter versions hold it (`taoflow buffer --erased`, a metric, an alert).
+
+A prompt a round trained on is a *tombstone*: its text is gone, its round stays; the operator decides whether
+to retrain or roll back. Rounds never take an erased prompt again (the row is gone), and a round already under
+way drops the ones erased before it trains (daemon/round/recipe.py) and records the ones erased after.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Collection, Iterable, Sequence
+from dataclasses import dataclass
+from typing import TypeVar
+
+from taoflow.connectors.errors import ConfigurationError
+from taoflow.connectors.records import PromptRecord
+from taoflow.daemon.store.storage import Database, prompt_hash_key
+
+__all__ = [
+    "ErasedPrompt",
+    "ErasureKey",
+    "ErasureReport",
+    "erase",
+    "erased",
+    "erased_request_ids",
+    "erasure_counts",
+    "forget",
+    "record_trained",
+    "trained_by_version",
+]
+
+T = TypeVar("T")
+
+#: The fewest characters a `forget` text match may have: a short one would erase half the buffer.
+MIN_MATCH_CHARS = 8
+
+
+@dataclass(frozen=True)
+class ErasureKey:
+    """What identifies an erased prompt: its request id, its prompt hash (hex), or both."""
+
+    request_id: str | None = None
+    prompt_hash: str | None = None
+    #: The prompt's text is still live in the source under other requests: the request goes, the text may stay.
+    text_live: bool = False
+
+
+@dataclass
+class ErasureReport:
+    deleted: int = 0  # prompts no round had trained on (training or held out): gone
+    tombstoned: int = 0  # prompts a round had trained on: gone, their round kept
+    dead_letters: int = 0  # dead letters of the erased records: gone
+    blocked: int = 0  # requests taoflow did not hold: recorded, so they never come in
+
+    @property
+    def total(self) -> int:
+        return self.deleted + self.tombstoned + self.dead_letters + self.blocked
+
+    def add(self, other: ErasureReport) -> None:
+        self.deleted += other.deleted
+        self.tombstoned += other.tombstoned
+        self.dead_letters += other.dead_letters
+        self.blocked += other.blocked
+
+
+@dataclass(frozen=True)
+class ErasedPrompt:
+    """An erased prompt that a round had trained on, with the adapter that round made (if it got that far)."""
+
+    request_id: str | None
+    task: str | None
+    reason: str
+    erased_at: float
+    round_id: int
+    version: str | None
+    state: str | None  # the adapter's registry state: champion means it serves
+
+
+def erase(
+    conn: sqlite3.Connection,
+    keys: Iterable[ErasureKey],
+    *,
+    reason: str,
+    dead_origins: Sequence[tuple[str, str]] = (),
+    dead_payloads: Sequence[bytes] = (),
+    now: float | None = None,
+) -> ErasureReport:
+    """Erase in the caller's transaction (a source erases in the one that moves its checkpoint).
+
+    `dead_origins` ((source, origin) pairs) and `dead_payloads` name dead letters of erased records that never
+    parsed into a prompt."""
+    now = time.time() if now is None else now
+    report = ErasureReport()
+    for key in keys:
+        _erase_one(conn, key, reason=reason, now=now, report=report)
+    for source, origin in dead_origins:
+        report.dead_letters += conn.execute(
+            "DELETE FROM dead_letters WHERE source = ? AND origin = ?", (source, origin)
+        ).rowcount
+    for chunk in _chunks(list(dead_payloads), 200):
+        marks = ",".join("?" * len(chunk))
+        report.dead_letters += conn.execute(f"DELETE FROM dead_letters WHERE payload IN ({marks})", chunk).rowcount
+    return report
+
+
+def _erase_one(conn: sqlite3.Connection, key: ErasureKey, *, reason: str, now: float, report: ErasureReport) -> None:
+    """Every held copy that the key names goes. What is recorded keeps out what the key names, no more: a request
+    and its text; a request alone (its text live elsewhere in the source); a text alone (a row whose text was
+    replaced keeps its request id)."""
+    hashed = prompt_hash_key(key.prompt_hash) if key.prompt_hash else None
+    held = conn.execute(
+        "SELECT id, request_id, prompt_hash, task, consumed_by FROM prompts WHERE request_id = ?"
+        " UNION SELECT id, request_id, prompt_hash, task, consumed_by FROM prompts WHERE prompt_hash = ?",
+        (key.request_id, hashed),
+    ).fetchall()
+    retired = conn.execute(
+        "SELECT rowid, request_id, prompt_hash, task, consumed_by FROM retired_prompts WHERE request_id = ?"
+        " UNION SELECT rowid, request_id, prompt_hash, task, consumed_by FROM retired_prompts WHERE prompt_hash = ?",
+        (key.request_id, hashed),
+    ).fetchall()
+    for table, rows in (("prompts", held), ("retired_prompts", retired)):
+        for row_id, request_id, prompt_hash, task, consumed_by in rows:
+            _record(
+                conn,
+                request_id if key.request_id is not None else None,
+                None if key.text_live else prompt_hash,
+                task,
+                row_id if table == "prompts" else None,
+                consumed_by,
+                reason,
+                now,
+            )
+            conn.execute(f"DELETE FROM {table} WHERE {'id' if table == 'prompts' else 'rowid'} = ?", (row_id,))
+            if consumed_by is None:
+                report.deleted += 1
+            else:
+                report.tombstoned += 1
+    if key.request_id is not None and key.request_id not in {row[1] for row in [*held, *retired]}:
+        # Not held under this request id (or not held at all): recorded, so that it never comes in.
+        if not _known(conn, key.request_id, None):
+            _record(conn, key.request_id, hashed, None, None, None, reason, now)
+            report.blocked += not held and not retired
+    elif key.request_id is None and not held and not retired and not _known(conn, None, hashed):
+        _record(conn, None, hashed, None, None, None, reason, now)
+        report.blocked += 1
+
+
+def _known(conn: sqlite3.Connection, request_id: str | None, prompt_hash: bytes | None) -> bool:
+    if request_id is not None:
+        return conn.execute("SELECT 1 FROM erasures WHERE request_id = ?", (request_id,)).fetchone() is not None
+    return conn.execute("SELECT 1 FROM erasures WHERE prompt_hash = ?", (prompt_hash,)).fetchone() is not None
+
+
+def _record(
+    conn: sqlite3.Connection,
+    request_id: str | None,
+    prompt_hash: bytes | None,
+    task: str | None,
+    prompt_id: int | None,
+    consumed_by: int | None,
+    reason: str,
+    now: float,
+) -> None:
+    conn.execute(
+        "INSERT INTO erasures (request_id, prompt_hash, task, prompt_id, consumed_by, reason, erased_at)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (request_id, prompt_hash, task, prompt_id, consumed_by, reason[:200], now),
+    )
+
+
+def forget(
+    db: Database,
+    *,
+    request_ids: Sequence[str] = (),
+    texts: Sequence[str] = (),
+    reason: str,
+    limit: int = 1000,
+    dry_run: bool = False,
+) -> ErasureReport:
+    """An erasure request from outside the source: by request id, or every prompt whose messages contain one of
+    `texts` (case-sensitive; at least MIN_MATCH_CHARS characters). Refused when the texts match more than
+    `limit` prompts (a match too broad to be meant); `dry_run` reports what would go and changes nothing."""
+    for text in texts:
+        if len(text.strip()) < MIN_MATCH_CHARS:
+            raise ConfigurationError(
+                f"a text to forget needs at least {MIN_MATCH_CHARS} characters: {len(text.strip())} would match "
+                "too much; forget by request id instead"
+            )
+    with db.transaction() as conn:
+        keys = [ErasureKey(request_id=r) for r in request_ids]
+        matched = [key for text in texts for key in _text_matches(conn, text)]
+        if len(matched) > limit:
+            raise ConfigurationError(
+                f"the texts match {len(matched)} prompts, more than the limit of {limit}: check the text, "
+                "or raise --limit if all of them are meant"
+            )
+        payloads = [_dead_payloads(conn, request_id=r) for r in request_ids]
+        payloads += [_dead_payloads(conn, text=t) for t in texts]
+        report = erase(
+            conn,
+            [*keys, *matched],
+            reason=reason,
+            dead_payloads=[p for found in payloads for p in found],
+        )
+        if dry_run:
+            conn.execute("ROLLBACK")
+            conn.execute("BEGIN")  # the transaction's own COMMIT then ends an empty one
+    return report
+
+
+def _text_matches(conn: sqlite3.Connection, text: str) -> list[ErasureKey]:
+    """The prompts whose messages contain `text`: a scan of the stored records (JSON-escaped as stored), then a
+    check of the messages themselves (a match in a response or metadata is not a match)."""
+    escaped = json.dumps(text, ensure_ascii=False)[1:-1]
+    found = []
+    for request_id, record in conn.execute("SELECT request_id, record FROM prompts WHERE instr(record, ?)", (escaped,)):
+        parsed = PromptRecord.from_json(record)
+        if any(text in m.content for m in parsed.messages):
+            found.append(ErasureKey(request_id=request_id, prompt_hash=parsed.prompt_hash))
+    return found
+
+
+def _dead_payloads(conn: sqlite3.Connection, *, request_id: str | None = None, text: str | None = None) -> list[bytes]:
+    """Dead letters that hold a request id (as a JSON string) or a text (raw or JSON-escaped)."""
+    needles: list[bytes] = []
+    if request_id is not None:
+        needles.append(json.dumps(request_id).encode())
+    if text is not None:
+        needles += [text.encode(), json.dumps(text)[1:-1].encode(), json.dumps(text, ensure_ascii=False)[1:-1].encode()]
+    found: list[bytes] = []
+    for needle in dict.fromkeys(needles):
+        found += [
+            bytes(r[0]) for r in conn.execute("SELECT payload FROM dead_letters WHERE instr(payload, ?)", (needle,))
+        ]
+    return found
+
+
+def record_trained(
+    conn: sqlite3.Connection, prompt_ids: Sequence[int], round_id: int, *, not_trained: Collection[str] = ()
+) -> int:
+    """Prompts of a round erased while it ran, that its training still saw (their request ids are not among
+    `not_trained`): tombstones of that round. Returns how many."""
+    changed = 0
+    for chunk in _chunks(list(prompt_ids), 500):
+        marks = ",".join("?" * len(chunk))
+        for erasure_id, request_id in conn.execute(
+            f"SELECT id, request_id FROM erasures WHERE consumed_by IS NULL AND prompt_id IN ({marks})", chunk
+        ).fetchall():
+            if request_id not in not_trained:
+                conn.execute("UPDATE erasures SET consumed_by = ? WHERE id = ?", (round_id, erasure_id))
+                changed += 1
+    return changed
+
+
+def erased_request_ids(db: Database, request_ids: Sequence[str]) -> set[str]:
+    """Which of `request_ids` have been erased."""
+    found: set[str] = set()
+    for chunk in _chunks(list(request_ids), 500):
+        marks = ",".join("?" * len(chunk))
+        found |= {
+            r[0] for r in db.query(f"SELECT request_id FROM erasures WHERE request_id IN ({marks})", tuple(chunk))
+        }
+    return found
+
+
+def erased(db: Database, *, limit: int = 100) -> list[ErasedPrompt]:
+    """The newest tombstones: erased prompts a round had trained on, with that round's adapter."""
+    rows = db.query(
+        "SELECT e.request_id, e.task, e.reason, e.erased_at, e.consumed_by, r.version, a.state FROM erasures e"
+        " LEFT JOIN rounds r ON r.id = e.consumed_by LEFT JOIN adapters a ON a.version = r.version"
+        " WHERE e.consumed_by IS NOT NULL ORDER BY e.id DESC LIMIT ?",
+        (limit,),
+    )
+    return [ErasedPrompt(*tuple(r)) for r in rows]
+
+
+def erasure_counts(db: Database) -> dict[str, int]:
+    """Erasures recorded: of prompts a round had trained on (`trained`), and the rest (`untrained`)."""
+    row = db.query("SELECT count(consumed_by), count(*) - count(consumed_by) FROM erasures")[0]
+    return {"trained": int(row[0]), "untrained": int(row[1])}
+
+
+def trained_by_version(db: Database) -> dict[tuple[str, str], int]:
+    """Erased prompts per adapter that was trained on them, as (version, registry state) -> count."""
+    rows = db.query(
+        "SELECT r.version, a.state, count(*) FROM erasures e JOIN rounds r ON r.id = e.consumed_by"
+        " JOIN adapters a ON a.version = r.version GROUP BY r.version, a.state"
+    )
+    return {(str(r[0]), str(r[1])): int(r[2]) for r in rows}
+
+
+def _chunks(items: list[T], size: int) -> Iterable[list[T]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]

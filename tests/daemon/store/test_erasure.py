@@ -1,0 +1,127 @@
+"""Erasures on a real state database: every copy goes, what a round trained on is kept as a tombstone with its
+adapter, and an erased prompt never comes back."""
+
+import pytest
+
+from taoflow.connectors.errors import ConfigurationError
+from taoflow.connectors.records import Message, PromptRecord
+from taoflow.daemon.store.buffer import DeadRow, PromptBuffer
+from taoflow.daemon.store.erasure import (
+    ErasureKey,
+    erase,
+    erased,
+    erasure_counts,
+    forget,
+    trained_by_version,
+)
+from taoflow.daemon.store.registry import Registry
+from taoflow.daemon.store.retention import RetentionPolicy, apply_retention
+from taoflow.daemon.store.rounds import RoundStore
+from taoflow.daemon.store.storage import Database
+
+
+def record(i, text=None):
+    return PromptRecord(f"r{i}", "t", (Message("user", text or f"question number {i}"),))
+
+
+@pytest.fixture
+def db(tmp_path):
+    database = Database(tmp_path / "state.db")
+    yield database
+    database.close()
+
+
+def trained_round(db, tmp_path, buffer, ids, version="m-r0001"):
+    """A round that trained on `ids` and registered `version` (as a round's register step does)."""
+    rounds = RoundStore(db, tmp_path / "rounds")
+    started = rounds.start("m")
+    rounds.complete_step(started.id, "prepare", {})
+    Registry(db).register(
+        version=version, model="m", parent=None, base_model="b", base_digest="d", uri="file:///a", manifest={}
+    )
+    db.query("UPDATE rounds SET version = ? WHERE id = ?", (version, started.id))
+    buffer.mark_consumed(ids, started.id)
+    return started.id
+
+
+def test_untrained_heldout_and_trained_prompts_go_and_never_come_back(db, tmp_path):
+    buffer = PromptBuffer(db, heldout_fraction=0.5, heldout_max_per_task=3)
+    buffer.add_many([(record(i), f"origin-{i}") for i in range(20)], source="s")
+    heldout = [p.record.request_id for p in buffer.heldout()]
+    assert len(heldout) == 3
+    train = buffer.training_prompts(100)
+    round_id = trained_round(db, tmp_path, buffer, [p.id for p in train[:5]])
+    trained = [p.record.request_id for p in train[:5]]
+    untrained = [p.record.request_id for p in train[5:7]]
+    with db.transaction() as conn:
+        report = erase(conn, [ErasureKey(r) for r in [*trained[:2], *untrained, heldout[0], "never-seen"]], reason="t")
+    assert (report.deleted, report.tombstoned, report.blocked) == (3, 2, 1)
+    stats = buffer.stats().tasks["t"]
+    assert (stats.train, stats.heldout, stats.new) == (20 - 3 - 4, 2, 20 - 3 - 5 - 2)
+    left = {p.record.request_id for p in buffer.training_prompts(100)} | {p.record.request_id for p in buffer.heldout()}
+    assert not left & {*trained[:2], *untrained, heldout[0]}
+    listed = erased(db)
+    assert {e.request_id for e in listed} == set(trained[:2])
+    assert {(e.round_id, e.version, e.state) for e in listed} == {(round_id, "m-r0001", "candidate")}
+    assert trained_by_version(db) == {("m-r0001", "candidate"): 2}
+    assert erasure_counts(db) == {"trained": 2, "untrained": 4}
+    # Seen again — the same request, or the same prompt under another id, or the never-seen one: kept out.
+    again = [(record(int(r[1:])), None) for r in [*trained[:2], *untrained]]
+    again += [
+        (record(900, text=f"question number {untrained[0][1:]}"), None),
+        (PromptRecord("never-seen", "t", (Message("user", "new text"),)), None),
+    ]
+    result = buffer.add_many(again, source="s")
+    assert (result.added, result.duplicates) == (0, 6)
+    with db.transaction() as conn:  # erasing again changes nothing and records nothing twice
+        repeat = erase(conn, [ErasureKey(r) for r in [*trained[:2], "never-seen"]], reason="t")
+    assert repeat.total == 0 and erasure_counts(db) == {"trained": 2, "untrained": 4}
+
+
+def test_retired_prompts_and_dead_letters_are_erased_too(db, tmp_path):
+    buffer = PromptBuffer(db, heldout_fraction=0.0, heldout_max_per_task=0)
+    buffer.add_many([(record(i), None) for i in range(10)], source="s")
+    round_id = trained_round(db, tmp_path, buffer, [p.id for p in buffer.training_prompts(4)])
+    db.query("UPDATE rounds SET status = 'done', updated_at = 0 WHERE id = ?", (round_id,))
+    assert apply_retention(db, RetentionPolicy(consumed_text_days=1)).texts_dropped == 4
+    retired = [r[0] for r in db.query("SELECT request_id FROM retired_prompts")]
+    buffer.add_rows([], source="kafka", dead=[DeadRow("t/0/5", "invalid_json", "", b'{"id": "r77", "x": ')])
+    with db.transaction() as conn:
+        report = erase(conn, [ErasureKey(retired[0])], reason="t", dead_origins=[("kafka", "t/0/5")])
+    assert (report.tombstoned, report.dead_letters) == (1, 1)
+    assert [e.request_id for e in erased(db)] == [retired[0]]
+    assert buffer.stats().dead_letters == 0
+
+
+def test_a_replaced_text_goes_but_its_request_id_stays_free(db):
+    """A row updated in its source with new text (same request id): the old prompt goes, the new one may come."""
+    buffer = PromptBuffer(db, heldout_fraction=0.0, heldout_max_per_task=0)
+    old = record(1, text="my card number is 4111 1111 1111 1111, why was it declined?")
+    buffer.add_many([(old, None)], source="s")
+    with db.transaction() as conn:
+        report = erase(conn, [ErasureKey(prompt_hash=old.prompt_hash)], reason="row updated")
+    assert report.deleted == 1
+    new = record(1, text="why was my card declined?")
+    assert buffer.add_many([(new, None), (old, None)], source="s").added == 1
+    assert [p.record.messages[0].content for p in buffer.training_prompts(10)] == ["why was my card declined?"]
+
+
+def test_forget_by_request_id_and_by_text(db, tmp_path):
+    buffer = PromptBuffer(db, heldout_fraction=0.0, heldout_max_per_task=0)
+    texts = ["Hello, I am Jane Roe and my order is late", "Please cancel order 17 for Jane Roe", "A third question"]
+    buffer.add_many([(record(i, t), None) for i, t in enumerate(texts)], source="s")
+    buffer.add_rows([], source="kafka", dead=[DeadRow("t/0/9", "bad_message", "", b'{"content": "Jane Roe \\u00e9"')])
+    # A response or metadata that holds the text is not a match: only what the model is asked.
+    with_answer = PromptRecord("r9", "t", (Message("user", "unrelated question"),), response="Jane Roe asked this")
+    buffer.add_many([(with_answer, None)], source="s")
+    with pytest.raises(ConfigurationError, match="at least"):
+        forget(db, texts=["Jane"], reason="too short")
+    with pytest.raises(ConfigurationError, match="more than the limit of 1"):
+        forget(db, texts=["Jane Roe"], reason="t", limit=1)
+    dry = forget(db, texts=["Jane Roe"], reason="t", dry_run=True)
+    assert (dry.deleted, dry.dead_letters) == (2, 1)
+    assert buffer.stats().tasks["t"].train == 4 and buffer.stats().dead_letters == 1  # a dry run changes nothing
+    report = forget(db, texts=["Jane Roe"], request_ids=["r2", "r404"], reason="ticket 12")
+    assert (report.deleted, report.dead_letters, report.blocked) == (3, 1, 1)
+    assert [p.record.request_id for p in buffer.training_prompts(10)] == ["r9"]
+    assert buffer.add_many([(record(0, texts[0]), None), (record(404), None)], source="s").added == 0
