@@ -1,5 +1,3 @@
-import sys
+from taoflow.daemon.cli.main import run
 
-from taoflow.daemon.cli.main import main
-
-sys.exit(main())
+run()

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from taoflow.connectors.errors import TaoflowError
 from taoflow.daemon import logs
@@ -125,6 +127,24 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--dead-letters", type=int, default=5, help="how many recent dead letters to show")
     _output(b)
     return parser
+
+
+def run() -> NoReturn:
+    """The `taoflow` executable: `main()`, then exit with its code."""
+    exit_now(main())
+
+
+def exit_now(code: int) -> NoReturn:
+    """Exit with `code`. A process that loaded deltalake leaves without the interpreter's finalisation (output
+    flushed, then `os._exit`): deltalake's runtime threads (1.6.6) abort it there — "terminate called without an
+    active exception", or a crash — after all its work is done, which would turn a success into a failure."""
+    if "deltalake" not in sys.modules:
+        sys.exit(code)
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):
+            stream.flush()
+    os._exit(code)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,0 +1,39 @@
+"""deltalake 1.6.6 crashes a process at interpreter exit, after its work is done, while its runtime threads
+still run (here: a thread still reading a table over S3): taoflow's processes leave without that finalisation."""
+
+import subprocess
+import sys
+import uuid
+
+import boto3
+
+from tests.delta_tables import append, inference_rows
+
+
+def reader_at_exit(uri: str, options: dict[str, str], *, guarded: bool) -> str:
+    code = f"""
+import threading, time
+from deltalake import DeltaTable
+def read():
+    while True:
+        DeltaTable({uri!r}, storage_options={options!r}).to_pyarrow_table()
+threading.Thread(target=read, daemon=True).start()
+time.sleep(1.0)
+print("work done", flush=True)
+"""
+    if guarded:
+        code += "from taoflow.daemon.cli.main import exit_now\nexit_now(3)\n"
+    return code
+
+
+def test_a_process_that_loaded_deltalake_exits_with_its_own_code(s3_endpoint):
+    bucket = f"tables-{uuid.uuid4().hex[:8]}"
+    boto3.client("s3", endpoint_url=s3_endpoint).create_bucket(Bucket=bucket)
+    options = {"AWS_ENDPOINT_URL": s3_endpoint, "AWS_ALLOW_HTTP": "true", "AWS_REGION": "us-east-1"}
+    uri = f"s3://{bucket}/inference"
+    append(uri, inference_rows(0, 200), options)
+    bare = subprocess.run([sys.executable, "-c", reader_at_exit(uri, options, guarded=False)], capture_output=True)
+    assert b"work done" in bare.stdout and bare.returncode < 0  # the failure itself: killed by a signal at exit
+    for _ in range(3):
+        ours = subprocess.run([sys.executable, "-c", reader_at_exit(uri, options, guarded=True)], capture_output=True)
+        assert b"work done" in ours.stdout and ours.returncode == 3, ours.stderr[-500:]
