@@ -139,15 +139,45 @@ class S3Settings(_Section):
     """Worker processes parsing downloaded objects; 0 parses on the download threads; unset: one per usable CPU."""
 
 
+class DeltaSettings(_Section):
+    table_uri: str = ""
+    """The Delta table (a Databricks inference table): `s3://bucket/path`, a local directory, or a Unity Catalog
+    name `uc://catalog.schema.table` (with its workspace URL and token in storage_options)."""
+    endpoint_url: str | None = None
+    """S3-compatible endpoint (MinIO, Ceph, ...); unset for AWS. Credentials come from the AWS chain."""
+    region: str | None = None
+    """AWS region of the table's bucket."""
+    storage_options: dict[str, SecretStr] = Field(default_factory=dict)
+    """More options for deltalake's storage (e.g. DATABRICKS_WORKSPACE_URL, DATABRICKS_ACCESS_TOKEN), kept
+    secret: set them through TAOFLOW_SOURCE__DELTA__STORAGE_OPTIONS__<NAME> from a secret, never in a file."""
+    start_version: int | None = Field(None, ge=0)
+    """First start: read the table's versions from this one on, instead of the current snapshot."""
+    start_timestamp: str | None = None
+    """First start: read the versions committed at or after this ISO 8601 time, instead of the snapshot."""
+    poll_interval_seconds: float = Field(30.0, gt=0)
+    """Pause between reads of the table's log when caught up."""
+    max_versions_per_poll: int = Field(100, ge=1)
+    """Most versions one poll reads (a long backlog is read in steps, each checkpointed)."""
+    field_map: dict[str, str] = Field(default_factory=dict)
+    """Dotted paths for other row shapes, as for Kafka (column names are the first part)."""
+    prefetch: int = Field(4, ge=1)
+    """Data files downloaded and parsed ahead of the one being stored."""
+    parse_processes: int | None = Field(None, ge=0)
+    """Worker processes parsing data files; 0 parses on the download threads; unset: one per usable CPU."""
+
+
 class SourceSettings(_Section):
-    kind: Literal["jsonl", "kafka", "s3"] = "jsonl"
-    """Where prompts come from: `jsonl` files, a `kafka` consumer group, or `s3` inference-table objects."""
+    kind: Literal["jsonl", "kafka", "s3", "delta"] = "jsonl"
+    """Where prompts come from: `jsonl` files, a `kafka` consumer group, `s3` objects, or a `delta` table (a
+    Databricks inference table, read through its log: versions, compaction and deletes as the table says)."""
     paths: list[Path] = Field(default_factory=list)
     """jsonl: files or directories (every *.jsonl and *.jsonl.gz inside) to ingest; relative to the config file."""
     kafka: KafkaSettings = KafkaSettings()
     """kafka: the consumer group."""
     s3: S3Settings = S3Settings()
     """s3: the bucket and prefix."""
+    delta: DeltaSettings = DeltaSettings()
+    """delta: the table."""
 
 
 class IngestSettings(_Section):

@@ -21,16 +21,16 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from datetime import datetime
 from typing import Any
 
 import orjson
 
-from taoflow.connectors.errors import RecordError
+from taoflow.connectors.errors import ConfigurationError, RecordError
 from taoflow.connectors.records import ROLES, Message, PromptRecord
 
-__all__ = ["MAX_RECORD_BYTES", "parse_payload", "parse_record", "remap"]
+__all__ = ["MAX_RECORD_BYTES", "check_columns", "parse_payload", "parse_record", "remap"]
 
 MAX_RECORD_BYTES = 1 << 20
 _DATABRICKS_KEYS = {"databricks_request_id", "request_metadata", "served_entity_id", "timestamp_ms"}
@@ -73,6 +73,28 @@ def _loads(text: str | bytes, reason: str) -> Any:
     except ValueError as exc:  # a JSONDecodeError, or an integer past the digit limit
         raise RecordError(reason, str(exc)[:200]) from None
     return data
+
+
+def check_columns(columns: Collection[str], field_map: Mapping[str, str] | None = None) -> None:
+    """A table (Delta, Parquet) whose columns can hold a prompt of a known shape, or one ConfigurationError that
+    names its columns: rather than a dead letter for each of its rows."""
+    names = set(columns)
+    if field_map:
+        roots = {path.split(".")[0] for key, path in field_map.items() if key in ("messages", "prompt")}
+        if not roots or roots & names:
+            return
+        wanted = f"the field map reads prompts from {sorted(roots)}"
+    elif names & {"request", "messages", "prompt"}:
+        return
+    else:
+        wanted = (
+            "a Databricks inference table has `request` (with databricks_request_id, timestamp_ms, status_code, "
+            "response, request_metadata), an OpenAI chat log `request` or `messages`"
+        )
+    raise ConfigurationError(
+        f"the table has no column a prompt can come from: {wanted}; its columns are {sorted(names)[:30]}. "
+        "Map its columns with the source's field_map"
+    )
 
 
 def remap(data: Any, field_map: Mapping[str, str]) -> dict[str, Any]:

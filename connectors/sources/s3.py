@@ -1,9 +1,10 @@
 """An S3 inference-table source: new objects under a bucket/prefix, read once each.
 
 Objects are JSON lines (`.jsonl`, `.json`, `.ndjson`), gzipped JSON lines (`.gz`) or
-Parquet (`.parquet`: the data files of a Databricks inference table's Delta log). Each
-object is identified by key and ETag; the caller records an object as ingested only
-after its records are stored, so a restart re-reads at most the object it was in.
+Parquet (`.parquet`). A Delta table's own files (`_delta_log/`, `_change_data/`) are never records: a
+prefix that holds a Delta table is read as a table by the delta source (connectors/sources/delta.py),
+which knows which data files are live. Each object is identified by key and ETag; the caller records an
+object as ingested only after its records are stored, so a restart re-reads at most the object it was in.
 Every record's origin names its object, ETag and row, which the buffer dedups on.
 Credentials come from the standard AWS chain; `endpoint_url` points at MinIO or any
 other S3-compatible store.
@@ -11,8 +12,7 @@ other S3-compatible store.
 
 from __future__ import annotations
 
-import io
-import json
+import logging
 import zlib
 from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
@@ -21,8 +21,11 @@ from typing import Any, Literal
 
 from taoflow.connectors.errors import ConfigurationError, TaoflowError, TemporaryError
 from taoflow.connectors.protocols import SourceItem
+from taoflow.connectors.sources.parquet import parquet_items
 
 __all__ = ["ObjectRef", "S3Config", "S3Source", "object_records"]
+
+log = logging.getLogger(__name__)
 
 _SUFFIXES = (".jsonl", ".json", ".ndjson", ".jsonl.gz", ".json.gz", ".gz", ".parquet")
 
@@ -53,6 +56,20 @@ class S3Source:
         self.name = name
         self.config = config
         self._s3 = client or boto3.client("s3", endpoint_url=config.endpoint_url, region_name=config.region)
+        self._warned_delta = False
+
+    def _warn_delta(self, key: str) -> None:
+        root = key.split("/_delta_log/")[0] if "/_delta_log/" in key else key.split("/_change_data/")[0]
+        log.warning(
+            "s3://%s/%s is a Delta table: its log (_delta_log/) and change data are not read as records, but "
+            "every data file is, whether the table still holds it or not (deleted rows, compaction's copies); "
+            "read it as a table with source.kind: delta (source.delta.table_uri: s3://%s/%s)",
+            self.config.bucket,
+            root,
+            self.config.bucket,
+            root,
+        )
+        self._warned_delta = True
 
     def pending(self, done: Collection[tuple[str, str]]) -> list[ObjectRef]:
         """Objects not yet ingested (by key and ETag), in the configured order."""
@@ -73,6 +90,8 @@ class S3Source:
                     )
                     if (ref.key, ref.etag) not in done:
                         found.append(ref)  # other types too: each is counted as skipped, once
+                    if not self._warned_delta and _delta_internal(ref.key):
+                        self._warn_delta(ref.key)
         except (BotoCoreError, ClientError) as exc:
             raise _listing_error(f"s3://{self.config.bucket}/{self.config.prefix}", exc) from None
         if self.config.order == "last_modified":
@@ -83,7 +102,7 @@ class S3Source:
         """The object's bytes; None when it was replaced or deleted since listing (the next listing has it)."""
         from botocore.exceptions import BotoCoreError, ClientError
 
-        if not ref.key.endswith(_SUFFIXES):
+        if not ref.key.endswith(_SUFFIXES) or _delta_internal(ref.key):
             return b""  # not downloaded: it is counted as skipped (see object_records)
         where = f"s3://{self.config.bucket}/{ref.key}#{ref.etag}"
         try:
@@ -137,7 +156,9 @@ def _listing_error(where: str, exc: Exception) -> TaoflowError:
 def object_records(bucket: str, ref: ObjectRef, body: bytes) -> Iterator[SourceItem]:
     """The records of one object of `bucket`, by its key's suffix; another type is one skipped item."""
     where = f"s3://{bucket}/{ref.key}#{ref.etag}"
-    if not ref.key.endswith(_SUFFIXES):
+    if _delta_internal(ref.key):
+        yield SourceItem(payload=b"", origin=where, skip="delta_log")
+    elif not ref.key.endswith(_SUFFIXES):
         yield SourceItem(payload=b"", origin=where, skip="unsupported_object")
     elif not body:
         yield SourceItem(payload=b"", origin=f"{where}:0", error="empty_object: the object has no bytes")
@@ -147,6 +168,11 @@ def object_records(bucket: str, ref: ObjectRef, body: bytes) -> Iterator[SourceI
         yield from _gzip_lines(body, where)
     else:
         yield from _lines(body, where)
+
+
+def _delta_internal(key: str) -> bool:
+    """A Delta table's own files: its log (commits, checkpoints) and change data are not inference records."""
+    return any(part in ("_delta_log", "_change_data") for part in key.split("/")[:-1])
 
 
 def _lines(body: bytes, where: str) -> Iterator[SourceItem]:
@@ -173,20 +199,4 @@ def _gzip_lines(body: bytes, where: str) -> Iterator[SourceItem]:
 
 
 def _parquet_rows(body: bytes, where: str) -> Iterator[SourceItem]:
-    import pyarrow.parquet as pq
-
-    try:
-        table = pq.read_table(io.BytesIO(body))
-    except Exception as exc:  # pyarrow raises several unrelated types for corrupt files
-        yield SourceItem(payload=body[:4096], origin=f"{where}:0", error=f"invalid_parquet: {exc}")
-        return
-    for number, row in enumerate(table.to_pylist(), start=1):
-        yield SourceItem(payload=json.dumps(row, default=_jsonable).encode(), origin=f"{where}:{number}")
-
-
-def _jsonable(value: Any) -> Any:
-    if hasattr(value, "timestamp"):
-        return int(value.timestamp() * 1000)  # Delta timestamps -> epoch milliseconds, as the parser expects
-    if isinstance(value, bytes):
-        return value.decode("utf-8", errors="replace")
-    return str(value)
+    return (item for item, _ in parquet_items(body, where))

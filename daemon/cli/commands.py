@@ -82,6 +82,8 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         report = sources.build_ingestor(settings, state, jsonl.name).run(jsonl.read())
     elif kind == "s3":
         report = sources.ingest_s3(settings, state, stop=stop, follow=args.follow)
+    elif kind == "delta":
+        report = sources.ingest_delta_table(settings, state, stop=stop, follow=args.follow)
     else:
         report = sources.follow_kafka(settings, state, stop=stop)
     print(

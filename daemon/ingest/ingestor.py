@@ -40,6 +40,7 @@ class Prepared:
     """Items of one batch turned into buffer rows, dead letters and skips: no database touched yet."""
 
     read: int = 0
+    bytes_read: int = 0  # of the object the items came from, where there is one
     rows: list[BufferRow] = field(default_factory=list)
     dead: list[DeadRow] = field(default_factory=list)
     skipped: Counter[str] = field(default_factory=Counter)
@@ -88,6 +89,21 @@ class RecordPreparer:
             prepared.dead.append(self._dead(item, exc.reason, exc.detail))
         except Exception as exc:  # anything else is a bug of ours: it costs one record, never the stream
             prepared.dead.append(self._dead(item, "parser_error", f"{type(exc).__name__}: {exc}"))
+
+    def identify(self, item: SourceItem) -> tuple[str, str] | None:
+        """The request id and prompt hash a record is (or would be) buffered under, filters aside; None for a
+        record that does not parse (a dead letter)."""
+        if item.error is not None or item.skip is not None:
+            return None
+        try:
+            record = parse_payload(item.payload, default_task=self.default_task, field_map=self.field_map)
+            return record.request_id, self.redactor.record(record).prompt_hash
+        except Exception:  # a RecordError, or a parser bug: either way the record was dead-lettered
+            return None
+
+    def dead_payload(self, item: SourceItem) -> bytes:
+        """The bytes a dead letter of `item` holds."""
+        return self._dead(item, "", "").payload
 
     def _dead(self, item: SourceItem, reason: str, detail: str) -> DeadRow:
         """A dead letter as it may be stored: bounded in size, and redacted like a prompt would be."""

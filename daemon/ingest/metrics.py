@@ -53,3 +53,22 @@ class IngestMetrics:
             ["source"],
             registry=registry,
         )
+        self.bytes_read = Counter(
+            "taoflow_source_read_bytes_total",
+            "Bytes of objects and data files downloaded by a source (S3 and Delta sources).",
+            ["source"],
+            registry=registry,
+        )
+        self.table_version = Gauge(
+            "taoflow_source_table_version",
+            "The last table version a Delta source has fully ingested.",
+            ["source"],
+            registry=registry,
+        )
+        self.erased = Counter(
+            "taoflow_source_erasures_total",
+            "What a source's deletes erased: untrained prompts (deleted), prompts a round had trained on "
+            "(tombstoned), dead letters (dead_letter), requests not held, kept out (blocked).",
+            ["source", "kind"],
+            registry=registry,
+        )

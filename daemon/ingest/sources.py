@@ -1,4 +1,5 @@
-"""The configured source, built from the settings and run: JSONL files read once, Kafka consumed, or S3 polled."""
+"""The configured source, built from the settings and run: JSONL files read once, Kafka consumed, S3 polled, or
+a Delta table followed."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from collections.abc import Callable
 
 from taoflow.connectors.errors import ConfigurationError
 from taoflow.connectors.protocols import Source
+from taoflow.connectors.sources.delta import DeltaConfig, DeltaSource
 from taoflow.connectors.sources.jsonl import JsonlSource
 from taoflow.connectors.sources.redaction import Redactor
 from taoflow.daemon.ingest.ingestor import Ingestor, IngestReport
@@ -19,11 +21,13 @@ from taoflow.daemon.store.state import State
 from taoflow.policies.ingest_filter import IngestFilter
 
 __all__ = [
+    "build_delta_source",
     "build_ingestor",
     "build_object_source",
     "build_source",
     "build_stream_source",
     "follow_kafka",
+    "ingest_delta_table",
     "ingest_s3",
     "run_source",
 ]
@@ -45,7 +49,11 @@ def run_source(
         return follow_kafka(settings, state, stop=stop, metrics=metrics, on_healthy=on_healthy)
     if settings.source.kind == "s3":
         return ingest_s3(settings, state, stop=stop, follow=True, metrics=metrics, on_healthy=on_healthy)
-    raise ConfigurationError("source.kind jsonl is read once by `taoflow ingest`; the daemon follows kafka or s3")
+    if settings.source.kind == "delta":
+        return ingest_delta_table(settings, state, stop=stop, follow=True, metrics=metrics, on_healthy=on_healthy)
+    raise ConfigurationError(
+        "source.kind jsonl is read once by `taoflow ingest`; the daemon follows kafka, s3 or delta"
+    )
 
 
 def ingest_s3(
@@ -73,6 +81,55 @@ def ingest_s3(
         parse_processes=len(os.sched_getaffinity(0)) if s3.parse_processes is None else s3.parse_processes,
         metrics=metrics,
         on_healthy=on_healthy,
+    )
+
+
+def ingest_delta_table(
+    settings: Settings,
+    state: State,
+    *,
+    stop: threading.Event,
+    follow: bool,
+    metrics: IngestMetrics | None = None,
+    on_healthy: Callable[[], None] | None = None,
+) -> IngestReport:
+    from taoflow.daemon.ingest.delta import ingest_delta
+
+    source = build_delta_source(settings)
+    d = settings.source.delta
+    ingestor = build_ingestor(settings, state, source.name, field_map=d.field_map, metrics=metrics)
+    log.info("ingesting the Delta table %s%s", source.uri, " until stopped" if follow else "")
+    return ingest_delta(
+        source,
+        ingestor,
+        state.buffer,
+        state.db,
+        stop=stop,
+        follow=follow,
+        poll_interval_s=d.poll_interval_seconds,
+        prefetch=d.prefetch,
+        parse_processes=len(os.sched_getaffinity(0)) if d.parse_processes is None else d.parse_processes,
+        max_versions=d.max_versions_per_poll,
+        metrics=metrics,
+        on_healthy=on_healthy,
+    )
+
+
+def build_delta_source(settings: Settings) -> DeltaSource:
+    """The Delta table source; deltalake is imported when it reads."""
+    d = settings.source.delta
+    if not d.table_uri:
+        raise ConfigurationError("source.kind is delta but source.delta.table_uri is empty")
+    options = tuple(sorted((k, v.get_secret_value()) for k, v in d.storage_options.items()))
+    return DeltaSource(
+        DeltaConfig(
+            table_uri=d.table_uri,
+            endpoint_url=d.endpoint_url,
+            region=d.region,
+            storage_options=options,
+            start_version=d.start_version,
+            start_timestamp=d.start_timestamp,
+        )
     )
 
 

@@ -19,7 +19,7 @@ from collections import deque
 from collections.abc import Callable, Collection, Generator, Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from contextlib import ExitStack, closing, contextmanager
-from typing import Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
 from taoflow.connectors.lifetime import exit_with
 from taoflow.connectors.protocols import SourceItem
@@ -29,7 +29,17 @@ from taoflow.daemon.ingest.metrics import IngestMetrics
 from taoflow.daemon.store.buffer import PromptBuffer
 from taoflow.daemon.store.storage import Database
 
-__all__ = ["IngestProgress", "ObjectSource", "StreamSource", "ingest_objects", "ingested_objects", "run_stream"]
+__all__ = [
+    "IngestProgress",
+    "ObjectLoader",
+    "ObjectReader",
+    "ObjectSource",
+    "Ref",
+    "StreamSource",
+    "ingest_objects",
+    "ingested_objects",
+    "run_stream",
+]
 
 log = logging.getLogger(__name__)
 
@@ -151,26 +161,43 @@ def _merge(totals: IngestReport, report: IngestReport) -> None:
     totals.skipped.update(report.skipped)
 
 
-class ObjectSource(Protocol):
-    """A source of whole objects, each read once (S3)."""
+class Ref(Protocol):
+    """An object to read: its key and version (an S3 object's ETag; a Delta file's change) name it in checkpoints."""
+
+    @property
+    def key(self) -> str: ...
+
+    @property
+    def etag(self) -> str: ...
+
+
+R = TypeVar("R", bound=Ref)
+
+
+class ObjectReader(Protocol[R]):
+    """Reads whole objects (S3 objects, Delta data files), each once."""
 
     name: str
 
-    def pending(self, done: Collection[tuple[str, str]]) -> list[ObjectRef]: ...
+    def fetch(self, ref: R) -> bytes | None: ...
 
-    def fetch(self, ref: ObjectRef) -> bytes | None: ...
-
-    def records(self, ref: ObjectRef, body: bytes) -> Iterator[SourceItem]: ...
+    def records(self, ref: R, body: bytes) -> Iterator[SourceItem]: ...
 
     @property
-    def factory(self) -> Callable[[], ObjectSource]:
-        """Builds an equal source in a worker process; picklable."""
+    def factory(self) -> Callable[[], ObjectReader[R]]:
+        """Builds an equal reader in a worker process; picklable."""
         ...
 
     @property
     def worker_modules(self) -> Sequence[str]:
         """Modules a worker process needs (imported once, before workers start)."""
         ...
+
+
+class ObjectSource(ObjectReader[ObjectRef], Protocol):
+    """A source of whole objects, each read once (S3)."""
+
+    def pending(self, done: Collection[tuple[str, str]]) -> list[ObjectRef]: ...
 
 
 def ingested_objects(db: Database, source: str) -> set[tuple[str, str]]:
@@ -194,25 +221,13 @@ def ingest_objects(
 ) -> IngestReport:
     """Ingest every new object; its checkpoint (key + ETag) commits in the same transaction as its records.
 
-    Up to `prefetch` objects are downloaded and parsed ahead (in `parse_processes` worker
-    processes, each with its own client, or on threads here when 0) while this thread stores them in
-    listing order: the store is the only step that touches the database. Objects that are
-    ready together are stored in one transaction. A `pause` buffer at its cap leaves the rest
-    pending (checked between transactions); an evicting buffer makes room itself.
+    Up to `prefetch` objects are downloaded and parsed ahead (see ObjectLoader) while this thread stores them in
+    listing order. A `pause` buffer at its cap leaves the rest pending (checked between transactions); an
+    evicting buffer makes room itself.
     """
     totals = IngestReport()
     progress = IngestProgress(source.name, every_s=progress_every_s)
-    with ExitStack() as stack:
-        threads = stack.enter_context(ThreadPoolExecutor(max_workers=prefetch, thread_name_prefix="s3-fetch"))
-        workers = stack.enter_context(
-            _loader_pool(parse_processes, source.factory, ingestor.preparer, source.worker_modules)
-        )
-
-        def load(ref: ObjectRef) -> Prepared | None:
-            if workers is None:
-                return _load(source, ingestor.preparer, ref)
-            return workers.submit(_load_in_worker, ref).result()
-
+    with ObjectLoader(source, ingestor.preparer, prefetch=prefetch, processes=parse_processes) as loader:
         while not stop.is_set():
             pending = source.pending(ingested_objects(db, source.name))
             if on_healthy is not None:
@@ -221,29 +236,84 @@ def ingest_objects(
             if metrics is not None:
                 metrics.objects_pending.labels(source.name).set(len(pending))
                 metrics.last_poll.labels(source.name).set(time.time())
-            group: list[tuple[ObjectRef, Prepared]] = []
-            with closing(_in_order(threads, load, [] if buffer.full() else pending, ahead=prefetch)) as loaded:
-                for ref, prepared, next_ready in loaded:
-                    if prepared is not None:
-                        group.append((ref, prepared))
-                    if next_ready:
-                        continue  # everything already loaded commits together: one fsync for several objects
-                    refs = [r for r, _ in group]
-                    ingestor.store(_joined(p for _, p in group), totals, also=_checkpoints(source.name, refs))
-                    if metrics is not None:
-                        metrics.objects_pending.labels(source.name).dec(len(group))
-                    group = []
-                    if stop.is_set() or buffer.full():
-                        break  # a `pause` buffer at its cap: the rest stays pending until rounds make room
+            loader.store(pending, ingestor, buffer, totals, stop=stop, metrics=metrics)
             if not follow:
                 break
             stop.wait(poll_interval_s)
     return totals
 
 
+class ObjectLoader(Generic[R]):
+    """Loads objects ahead of the thread that stores them: up to `prefetch` downloaded and parsed at once, in
+    `processes` worker processes (each with its own client) or on threads here when 0. The store is the only
+    step that touches the database; objects that are ready together are stored in one transaction."""
+
+    def __init__(self, reader: ObjectReader[R], preparer: RecordPreparer, *, prefetch: int, processes: int) -> None:
+        self._reader = reader
+        self._preparer = preparer
+        self._prefetch = prefetch
+        self._processes = processes
+        self._stack = ExitStack()
+        self._threads: ThreadPoolExecutor | None = None
+        self._workers: ProcessPoolExecutor | None = None
+        self.bytes_read = 0
+
+    def __enter__(self) -> ObjectLoader[R]:
+        self._threads = self._stack.enter_context(
+            ThreadPoolExecutor(max_workers=self._prefetch, thread_name_prefix="object-fetch")
+        )
+        self._workers = self._stack.enter_context(
+            _loader_pool(self._processes, self._reader.factory, self._preparer, self._reader.worker_modules)
+        )
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stack.close()
+
+    def load(self, ref: R) -> Prepared | None:
+        if self._workers is None:
+            return _load(self._reader, self._preparer, ref)
+        return self._workers.submit(_load_in_worker, ref).result()
+
+    def store(
+        self,
+        refs: Sequence[R],
+        ingestor: Ingestor,
+        buffer: PromptBuffer,
+        totals: IngestReport,
+        *,
+        stop: threading.Event,
+        metrics: IngestMetrics | None = None,
+    ) -> bool:
+        """Store `refs` in order, each with its checkpoint; True when all are stored (not stopped, not paused)."""
+        assert self._threads is not None, "an ObjectLoader is used inside its `with`"
+        if buffer.full():
+            return False
+        group: list[tuple[R, Prepared]] = []
+        stored = 0
+        with closing(_in_order(self._threads, self.load, refs, ahead=self._prefetch)) as loaded:
+            for ref, prepared, next_ready in loaded:
+                if prepared is not None:
+                    group.append((ref, prepared))
+                    self.bytes_read += prepared.bytes_read
+                stored += 1
+                if next_ready:
+                    continue  # everything already loaded commits together: one fsync for several objects
+                ingestor.store(
+                    _joined(p for _, p in group), totals, also=_checkpoints(self._reader.name, [r for r, _ in group])
+                )
+                if metrics is not None:
+                    metrics.objects_pending.labels(self._reader.name).dec(len(group))
+                    metrics.bytes_read.labels(self._reader.name).inc(sum(p.bytes_read for _, p in group))
+                group = []
+                if stop.is_set() or buffer.full():
+                    return False  # a `pause` buffer at its cap: the rest stays pending until rounds make room
+        return stored == len(refs)
+
+
 @contextmanager
 def _loader_pool(
-    processes: int, factory: Callable[[], ObjectSource], preparer: RecordPreparer, preload: Sequence[str] = ()
+    processes: int, factory: Callable[[], ObjectReader[R]], preparer: RecordPreparer, preload: Sequence[str] = ()
 ) -> Iterator[ProcessPoolExecutor | None]:
     if processes <= 0:
         yield None
@@ -261,30 +331,32 @@ def _loader_pool(
         yield pool
 
 
-def _load(source: ObjectSource, preparer: RecordPreparer, ref: ObjectRef) -> Prepared | None:
-    body = source.fetch(ref)
+def _load(reader: ObjectReader[R], preparer: RecordPreparer, ref: R) -> Prepared | None:
+    body = reader.fetch(ref)
     if body is None:
         return None  # replaced or deleted since listing: the next listing has its new version
-    return preparer.prepare(source.records(ref, body))
+    prepared = preparer.prepare(reader.records(ref, body))
+    prepared.bytes_read = len(body)
+    return prepared
 
 
-_loader: tuple[ObjectSource, RecordPreparer] | None = None
+_loader: tuple[ObjectReader[Any], RecordPreparer] | None = None
 
 
-def _init_loader(factory: Callable[[], ObjectSource], preparer: RecordPreparer, owner: int) -> None:
+def _init_loader(factory: Callable[[], ObjectReader[Any]], preparer: RecordPreparer, owner: int) -> None:
     global _loader
     _loader = (factory(), preparer)
     exit_with(owner)
 
 
-def _load_in_worker(ref: ObjectRef) -> Prepared | None:
+def _load_in_worker(ref: Ref) -> Prepared | None:
     assert _loader is not None, "the loader pool's initializer builds the worker's source"
     return _load(*_loader, ref)
 
 
 def _in_order(
-    threads: ThreadPoolExecutor, load: Callable[[ObjectRef], Prepared | None], refs: Sequence[ObjectRef], *, ahead: int
-) -> Generator[tuple[ObjectRef, Prepared | None, bool], None, None]:
+    threads: ThreadPoolExecutor, load: Callable[[R], Prepared | None], refs: Sequence[R], *, ahead: int
+) -> Generator[tuple[R, Prepared | None, bool], None, None]:
     """Each object loaded, in listing order, with up to `ahead` loading meanwhile; the flag says the
     next one is already loaded. Loads not yet started are cancelled when the caller stops early."""
     loads = deque(threads.submit(load, ref) for ref in refs[:ahead])
@@ -303,13 +375,14 @@ def _joined(parts: Iterable[Prepared]) -> Prepared:
     joined = Prepared()
     for part in parts:
         joined.read += part.read
+        joined.bytes_read += part.bytes_read
         joined.rows += part.rows
         joined.dead += part.dead
         joined.skipped.update(part.skipped)
     return joined
 
 
-def _checkpoints(source: str, refs: Sequence[ObjectRef]) -> Callable[[sqlite3.Connection], object]:
+def _checkpoints(source: str, refs: Sequence[Ref]) -> Callable[[sqlite3.Connection], object]:
     def record(conn: sqlite3.Connection) -> object:
         now = time.time()
         return conn.executemany(

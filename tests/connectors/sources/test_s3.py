@@ -142,3 +142,18 @@ def test_last_modified_order(s3_endpoint):
     assert [r.key for r in by_key] == ["a.jsonl", "m.jsonl", "z.jsonl"]
     by_time = S3Source(S3Config(bucket=name, endpoint_url=s3_endpoint, order="last_modified")).pending(set())
     assert [r.key for r in by_time] == ["z.jsonl", "a.jsonl", "m.jsonl"]
+
+
+def test_a_delta_table_prefix_reads_no_log_as_records_and_says_to_read_it_as_a_table(s3_endpoint, state, caplog):
+    from tests.delta_tables import scenario
+
+    name, _ = bucket(s3_endpoint)
+    options = {"AWS_ENDPOINT_URL": s3_endpoint, "AWS_ALLOW_HTTP": "true", "AWS_REGION": "us-east-1"}
+    scenario(f"s3://{name}/serving/inference", options, change_data_feed=True)
+    source = S3Source(S3Config(bucket=name, prefix="serving/", endpoint_url=s3_endpoint))
+    report = run_once(source, state)
+    assert sum(report.dead_lettered.values()) == 0 and state.buffer.stats().dead_letters == 0
+    # Six commits, a checkpoint and its pointer, the DELETE's change data file: skipped, never downloaded.
+    assert report.skipped["delta_log"] == 9
+    assert caplog.text.count("is a Delta table") == 1 and "source.kind: delta" in caplog.text
+    assert "s3://" + name + "/serving/inference" in caplog.text
