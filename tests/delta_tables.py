@@ -4,6 +4,9 @@ benchmarks: appends, DELETE, MERGE, OPTIMIZE, checkpoints, VACUUM, schema evolut
 from __future__ import annotations
 
 import json
+import struct
+import time
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -73,3 +76,57 @@ def live_request_ids(uri: str, options: dict[str, str] | None = None) -> set[str
 
     table = DeltaTable(uri, storage_options=options).to_pyarrow_table(columns=["databricks_request_id"])
     return set(table.column("databricks_request_id").to_pylist())
+
+
+# Deletion vectors: deltalake reads them but does not write them (its DELETE rewrites files), so a commit that
+# deletes rows with one is written here as Databricks writes it (an inline vector: the Delta protocol's
+# RoaringBitmapArray, Z85-encoded). deltalake's own reader is the check that it is a valid one.
+_Z85 = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ.-:+=^!/*?&<>()[]{}@%$#"
+
+
+def _z85(data: bytes) -> str:
+    out = []
+    for start in range(0, len(data), 4):
+        value = struct.unpack(">I", data[start : start + 4])[0]
+        chunk = []
+        for _ in range(5):
+            chunk.append(_Z85[value % 85])
+            value //= 85
+        out.extend(reversed(chunk))
+    return "".join(out)
+
+
+def _deletion_vector(rows: list[int]) -> bytes:
+    """The serialised vector of row positions (fewer than 65536, an even count: Z85 takes 4-byte groups)."""
+    assert len(rows) % 2 == 0 and max(rows) < 65536
+    values = b"".join(struct.pack("<H", r) for r in sorted(rows))
+    header = struct.pack("<II", 12346, 1) + struct.pack("<HH", 0, len(rows) - 1)  # one array container
+    bitmap = header + struct.pack("<I", len(header) + 4) + values
+    return struct.pack("<i", 1681511377) + struct.pack("<Q", 1) + struct.pack("<I", 0) + bitmap
+
+
+def delete_with_deletion_vector(directory: str, rows: list[int]) -> None:
+    """Commit a DELETE of the rows at `rows` of the table's first data file, as a deletion vector (local
+    tables written with delta.enableDeletionVectors)."""
+    log = Path(directory) / "_delta_log"
+    commits = sorted(log.glob("*.json"))
+    add = next(json.loads(line)["add"] for line in commits[0].read_text().splitlines() if '"add"' in line)
+    data = _deletion_vector(rows)
+    vector = {"storageType": "i", "pathOrInlineDv": _z85(data), "sizeInBytes": len(data), "cardinality": len(rows)}
+    now = int(time.time() * 1000)
+    actions = [
+        {"commitInfo": {"timestamp": now, "operation": "DELETE", "operationParameters": {}}},
+        {
+            "remove": {
+                "path": add["path"],
+                "dataChange": True,
+                "deletionTimestamp": now,
+                "extendedFileMetadata": True,
+                "partitionValues": add["partitionValues"],
+                "size": add["size"],
+            }
+        },
+        {"add": {**add, "dataChange": True, "modificationTime": now, "deletionVector": vector}},
+    ]
+    version = int(commits[-1].stem) + 1
+    (log / f"{version:020d}.json").write_text("\n".join(json.dumps(a) for a in actions) + "\n")

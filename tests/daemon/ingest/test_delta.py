@@ -19,7 +19,7 @@ from taoflow.daemon.ingest.metrics import IngestMetrics
 from taoflow.daemon.store.erasure import erased
 from taoflow.daemon.store.registry import Registry
 from taoflow.daemon.store.rounds import RoundStore
-from tests.delta_tables import append, inference_rows, live_request_ids, scenario
+from tests.delta_tables import append, delete_with_deletion_vector, inference_rows, live_request_ids, scenario
 
 
 class Table:
@@ -191,6 +191,28 @@ def test_an_erasure_after_training_is_a_tombstone_with_its_adapter(tmp_path, sta
     assert victim not in later and victim not in held_ids(state)
     append(uri, inference_rows(int(victim.split("-")[1]), 1))  # the same request logged again
     assert ingest(DeltaSource(DeltaConfig(uri)), state).added == 0
+
+
+def test_deletion_vectors_are_honoured_in_deletes_and_in_a_snapshot(tmp_path, settings):
+    from taoflow.daemon.store.state import State
+
+    uri = str(tmp_path / "t")
+    append(uri, inference_rows(0, 10), configuration={"delta.enableDeletionVectors": "true"})
+    following = State(settings)
+    ingest(DeltaSource(DeltaConfig(uri)), following)
+    delete_with_deletion_vector(uri, [2, 5])  # req-2 and req-5, marked in the file's deletion vector
+    live = {f"req-{i}" for i in range(10)} - {"req-2", "req-5"}
+    scanned = pa.RecordBatchReader.from_stream(DeltaTable(uri).scan()).read_all()  # deltalake's own reader agrees
+    assert set(scanned.column("databricks_request_id").to_pylist()) == live
+    report = ingest(DeltaSource(DeltaConfig(uri)), following)
+    assert (report.erased.deleted, report.added, report.read) == (2, 0, 0) and held_ids(following) == live
+    following.close()
+    # A first start on the table as it is now: the snapshot reads the file without the rows its vector marks.
+    fresh = State(
+        settings.model_copy(update={"storage": settings.storage.model_copy(update={"state_dir": tmp_path / "s2"})})
+    )
+    assert ingest(DeltaSource(DeltaConfig(uri)), fresh).added == 8 and held_ids(fresh) == live
+    fresh.close()
 
 
 def test_a_table_without_prompt_columns_is_one_clear_error(tmp_path, state):
