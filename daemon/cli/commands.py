@@ -228,10 +228,39 @@ def cmd_fleet(args: argparse.Namespace) -> int:
     return 0 if not any(status.drift.values()) else 3
 
 
+def cmd_forget(args: argparse.Namespace) -> int:
+    from taoflow.daemon.store.erasure import forget, report_counts
+
+    _, state = existing_state(args)
+    texts: list[str] = []
+    if args.match_file is not None:
+        texts = [line.strip() for line in args.match_file.read_text().splitlines() if line.strip()]
+    if not args.request_id and not texts:
+        raise ConfigurationError("name what to erase: --request-id ID (repeatable) or --match-file FILE")
+    report = forget(
+        state.db, request_ids=args.request_id, texts=texts, reason=args.reason, limit=args.limit, dry_run=args.dry_run
+    )
+    counts = report_counts(report)
+    if args.output == "json":
+        print(json.dumps({"dry_run": args.dry_run, **counts}, indent=2))
+    else:
+        print(
+            f"{'would erase' if args.dry_run else 'erased'}: {report.deleted} untrained prompts, {report.tombstoned} "
+            f"that rounds trained on, {report.dead_letters} dead letters; {report.blocked} requests not held, kept "
+            "out from now on"
+        )
+        if report.tombstoned and not args.dry_run:
+            print("the adapters trained on them: `taoflow buffer --erased`; retrain or roll back")
+    log.info("forget (%s): %s%s", args.reason, counts, " (dry run)" if args.dry_run else "")
+    return 0
+
+
 def cmd_buffer(args: argparse.Namespace) -> int:
     from taoflow.daemon.cli import report
 
     _, state = existing_state(args)
+    if args.erased:
+        return _erased(args, state)
     stats, evicted, freshness = state.buffer.stats(), state.buffer.evictions(), state.buffer.freshness()
     if args.output == "json":
         tasks = {t: {"train": c.train, "heldout": c.heldout, "new": c.new} for t, c in stats.tasks.items()}
@@ -241,6 +270,17 @@ def cmd_buffer(args: argparse.Namespace) -> int:
     print(report.buffer_table(stats, evicted, freshness))
     for dead in state.buffer.dead_letters(limit=args.dead_letters):
         print(f"  dead letter #{dead.id} {dead.origin}: {dead.reason} {dead.detail[:100]}")
+    return 0
+
+
+def _erased(args: argparse.Namespace, state: State) -> int:
+    from taoflow.daemon.cli import report
+    from taoflow.daemon.store.erasure import erased, erasure_counts, erasure_summary, trained_by_version
+
+    if args.output == "json":
+        print(json.dumps(erasure_summary(state.db, limit=200), indent=2))
+    else:
+        print(report.erased_table(erasure_counts(state.db), trained_by_version(state.db), erased(state.db, limit=200)))
     return 0
 
 

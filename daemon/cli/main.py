@@ -125,7 +125,27 @@ def build_parser() -> argparse.ArgumentParser:
     add("settings", commands.cmd_settings, "print the settings reference, or with --config the effective settings")
     b = add("buffer", commands.cmd_buffer, "show buffered prompts per task and recent dead letters")
     b.add_argument("--dead-letters", type=int, default=5, help="how many recent dead letters to show")
+    b.add_argument(
+        "--erased", action="store_true", help="show erasures instead: prompts erased after a round trained on them"
+    )
     _output(b)
+    fg = add(
+        "forget",
+        commands.cmd_forget,
+        "erase prompts at a data subject's request: by request id or by text they contain (every copy: buffer, "
+        "held-out set, dead letters; those a round trained on are listed with its adapter)",
+    )
+    fg.add_argument("--request-id", action="append", default=[], help="a request id to erase (repeatable)")
+    fg.add_argument(
+        "--match-file",
+        type=Path,
+        help="a file of texts, one per line: every prompt whose messages contain one is erased (a file, so that "
+        "the texts stay out of shell history and process lists)",
+    )
+    fg.add_argument("--reason", required=True, help="recorded with each erasure, e.g. the request's ticket")
+    fg.add_argument("--dry-run", action="store_true", help="say what would be erased; change nothing")
+    fg.add_argument("--limit", type=_positive, default=1000, help="refuse when the texts match more prompts")
+    _output(fg)
     return parser
 
 

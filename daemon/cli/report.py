@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from taoflow.connectors.protocols import Progress
 from taoflow.daemon.store.buffer import BufferStats
+from taoflow.daemon.store.erasure import ErasedPrompt
 from taoflow.daemon.store.registry import AdapterEvent, AdapterVersion, Registry
 from taoflow.daemon.store.rounds import RoundRecord
 from taoflow.policies.retrain import duration
@@ -22,6 +23,7 @@ __all__ = [
     "adapter_details",
     "adapters_table",
     "buffer_table",
+    "erased_table",
     "fleet_table",
     "round_table",
     "status_text",
@@ -145,6 +147,34 @@ def buffer_table(
     headers = ["task", "train", "held-out", "new", "evicted", "newest new", "oldest new"]
     body = table(headers, rows) if rows else "buffer is empty"
     return f"{body}\ndead letters: {stats.dead_letters}"
+
+
+def erased_table(
+    counts: Mapping[str, int], versions: Mapping[tuple[str, str], int], listed: Sequence[ErasedPrompt]
+) -> str:
+    """Erasures: how many, the adapters trained on erased prompts (a champion among them serves them), and the
+    newest such prompts."""
+    lines = [
+        f"erased: {counts.get('untrained', 0)} before any round trained on them, "
+        f"{counts.get('trained', 0)} after (tombstones)"
+    ]
+    if not versions:
+        lines.append("no adapter was trained on an erased prompt")
+        return "\n".join(lines)
+    serving = sorted(v for (v, st), _ in versions.items() if st == "champion")
+    if serving:
+        lines.append(f"SERVING: {', '.join(serving)} (champion) was trained on erased prompts: retrain or roll back")
+    lines.append(table(["adapter", "state", "erased prompts"], [[v, st, n] for (v, st), n in sorted(versions.items())]))
+    lines.append(
+        table(
+            ["request id", "task", "round", "adapter", "erased at", "reason"],
+            [
+                [e.request_id or "-", e.task or "-", e.round_id, e.version or "-", _utc(e.erased_at), e.reason[:60]]
+                for e in listed
+            ],
+        )
+    )
+    return "\n".join(lines)
 
 
 def fleet_table(status: ReconcileReport, deploys: Sequence[DeployRecord], model: str) -> str:

@@ -1,4 +1,4 @@
-"""The admin HTTP API (ASGI): status, pause/resume, trigger, promote/rollback, policy dry-run, metrics.
+"""The admin HTTP API (ASGI): status, pause/resume, trigger, promote/rollback, policy dry-run, erasures, metrics.
 
 Every route but /healthz and /readyz requires `Authorization: Bearer <token>`: none or a
 malformed header is 401, a wrong token 403 (compared in constant time; never logged).
@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any, Protocol
 
-from fastapi import Depends, FastAPI, HTTPException, Request, Response
+from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -70,6 +70,12 @@ class AdminBackend(Protocol):
 
     def fleet_status(self) -> dict[str, Any]: ...
 
+    def forget(
+        self, *, request_ids: Sequence[str], texts: Sequence[str], reason: str, limit: int, dry_run: bool
+    ) -> dict[str, int]: ...
+
+    def erasures(self, *, limit: int) -> dict[str, Any]: ...
+
     def log_error(self, path: str, exc: Exception) -> None: ...
 
 
@@ -106,6 +112,27 @@ class PromoteBody(_Body):
 class RollbackBody(_Body):
     to: str | None = Field(None, pattern=VERSION_PATTERN)
     reason: str = Field("rolled back through the admin API", max_length=500)
+
+
+class ForgetBody(_Body):
+    """An erasure request: the request ids, and texts whose prompts are erased (each at least 8 characters)."""
+
+    request_ids: list[Annotated[str, Field(min_length=1, max_length=256)]] = Field(
+        default_factory=list, max_length=1000
+    )
+    texts: list[Annotated[str, Field(min_length=8, max_length=2000)]] = Field(default_factory=list, max_length=20)
+    reason: str = Field(min_length=1, max_length=500)
+    limit: int = Field(1000, ge=1, le=100_000)
+    dry_run: bool = False
+
+
+class Erased(BaseModel):
+    ok: bool
+    dry_run: bool
+    deleted: int
+    trained_on: int
+    dead_letters: int
+    kept_out: int
 
 
 class Decision(BaseModel):
@@ -210,6 +237,21 @@ def create_app(
     def fleet() -> dict[str, Any]:
         """Each replica's adapters and drift from the champion (live), and the recent deploys."""
         return backend.fleet_status()
+
+    @app.post("/v1/erasures", dependencies=guard, tags=["erasures"], responses={422: refused})
+    def forget(body: ForgetBody) -> Erased:
+        """Erase prompts at a data subject's request (what `taoflow forget` does); nothing logs the texts."""
+        if not body.request_ids and not body.texts:
+            raise InvalidRequest("name what to erase: request_ids, texts or both")
+        counts = backend.forget(
+            request_ids=body.request_ids, texts=body.texts, reason=body.reason, limit=body.limit, dry_run=body.dry_run
+        )
+        return Erased(ok=True, dry_run=body.dry_run, **counts)
+
+    @app.get("/v1/erasures", dependencies=guard, tags=["erasures"])
+    def erasures(limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> dict[str, Any]:
+        """Counts, the adapters trained on erased prompts, and the newest such prompts (`buffer --erased`)."""
+        return backend.erasures(limit=limit)
 
     for error, code in REFUSALS.items():
         app.add_exception_handler(error, _refusal(code))

@@ -14,6 +14,7 @@ from taoflow.daemon.service.admin import Change
 from taoflow.daemon.service.flywheel import Flywheel
 from taoflow.daemon.service.supervisor import Supervisor
 from taoflow.daemon.store.deploys import DeployStore
+from taoflow.daemon.store.erasure import erasure_summary, forget, report_counts
 from taoflow.daemon.store.state import State
 from taoflow.policies.retrain import RetrainDecision
 
@@ -101,6 +102,19 @@ class Answers:
             }
             for v in registry.versions(model=self.model)
         ]
+
+    def forget(
+        self, *, request_ids: Sequence[str], texts: Sequence[str], reason: str, limit: int, dry_run: bool
+    ) -> dict[str, int]:
+        report = forget(
+            self.state.db, request_ids=request_ids, texts=texts, reason=reason, limit=limit, dry_run=dry_run
+        )
+        counts = report_counts(report)
+        log.info("erasure request through the admin API (%s): %s%s", reason, counts, " (dry run)" if dry_run else "")
+        return counts
+
+    def erasures(self, *, limit: int) -> dict[str, Any]:
+        return erasure_summary(self.state.db, limit=limit)
 
     def database_ok(self) -> bool:
         try:

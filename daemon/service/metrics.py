@@ -15,6 +15,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from taoflow.daemon.store.erasure import erasure_counts, trained_by_version
 from taoflow.daemon.store.storage import Database
 
 if TYPE_CHECKING:
@@ -150,6 +151,23 @@ class StateCollector(Collector):
             for which, at in zip(("newest", "median", "oldest"), moments, strict=True):
                 age.add_metric([task, which], max(0.0, now - at))
         yield age
+        erasures = GaugeMetricFamily(
+            "taoflow_erased_prompts",
+            "Prompts erased at their source's request: before any round trained on them, or after (tombstones).",
+            labels=["when"],
+        )
+        counts = erasure_counts(self._db)
+        erasures.add_metric(["untrained"], counts["untrained"])
+        erasures.add_metric(["trained"], counts["trained"])
+        yield erasures
+        trained = GaugeMetricFamily(
+            "taoflow_adapter_erased_prompts",
+            "Erased prompts each adapter was trained on, with its registry state (champion: it serves them).",
+            labels=["version", "state"],
+        )
+        for (version, state), count in sorted(trained_by_version(self._db).items()):
+            trained.add_metric([version, state], count)
+        yield trained
         rounds = CounterMetricFamily("taoflow_rounds", "Rounds by result.", labels=["result"])
         gates = CounterMetricFamily(
             "taoflow_gate_decisions", "Gate decisions by result and reason.", labels=["result", "reason"]

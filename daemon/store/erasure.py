@@ -19,9 +19,9 @@ import sqlite3
 import time
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
-from taoflow.connectors.errors import ConfigurationError
+from taoflow.connectors.errors import InvalidRequest
 from taoflow.connectors.records import PromptRecord
 from taoflow.daemon.store.storage import Database, prompt_hash_key
 
@@ -33,8 +33,10 @@ __all__ = [
     "erased",
     "erased_request_ids",
     "erasure_counts",
+    "erasure_summary",
     "forget",
     "record_trained",
+    "report_counts",
     "trained_by_version",
 ]
 
@@ -191,7 +193,7 @@ def forget(
     `limit` prompts (a match too broad to be meant); `dry_run` reports what would go and changes nothing."""
     for text in texts:
         if len(text.strip()) < MIN_MATCH_CHARS:
-            raise ConfigurationError(
+            raise InvalidRequest(
                 f"a text to forget needs at least {MIN_MATCH_CHARS} characters: {len(text.strip())} would match "
                 "too much; forget by request id instead"
             )
@@ -199,7 +201,7 @@ def forget(
         keys = [ErasureKey(request_id=r) for r in request_ids]
         matched = [key for text in texts for key in _text_matches(conn, text)]
         if len(matched) > limit:
-            raise ConfigurationError(
+            raise InvalidRequest(
                 f"the texts match {len(matched)} prompts, more than the limit of {limit}: check the text, "
                 "or raise --limit if all of them are meant"
             )
@@ -301,3 +303,37 @@ def trained_by_version(db: Database) -> dict[tuple[str, str], int]:
 def _chunks(items: list[T], size: int) -> Iterable[list[T]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
+
+
+def erasure_summary(db: Database, *, limit: int = 100) -> dict[str, Any]:
+    """What `taoflow buffer --erased -o json` and GET /v1/erasures answer: counts, the adapters trained on erased
+    prompts (with their registry state), and the newest such prompts."""
+    return {
+        "counts": erasure_counts(db),
+        "adapters": [
+            {"version": version, "state": state, "prompts": count}
+            for (version, state), count in sorted(trained_by_version(db).items())
+        ],
+        "trained_on": [
+            {
+                "request_id": e.request_id,
+                "task": e.task,
+                "reason": e.reason,
+                "erased_at": e.erased_at,
+                "round": e.round_id,
+                "version": e.version,
+                "state": e.state,
+            }
+            for e in erased(db, limit=limit)
+        ],
+    }
+
+
+def report_counts(report: ErasureReport) -> dict[str, int]:
+    """An erasure's counts as the CLI and the admin API name them."""
+    return {
+        "deleted": report.deleted,
+        "trained_on": report.tombstoned,
+        "dead_letters": report.dead_letters,
+        "kept_out": report.blocked,
+    }

@@ -25,6 +25,7 @@ ALERTS = (
     "TaoflowReplicaDrift",
     "TaoflowReplicaUnreachable",
     "TaoflowDeadLetterRate",
+    "TaoflowServesErasedPrompts",
 )
 
 

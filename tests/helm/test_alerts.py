@@ -267,6 +267,24 @@ def cases(rules: dict[str, Any], t: Thresholds) -> dict[str, list[dict]]:
                 {"20m": []},
             ),
         ],
+        "TaoflowServesErasedPrompts": [
+            # The champion holds an erased prompt from 5 m: fires at once, per version; a retired adapter that
+            # holds some (rolled back already) is no page, nor is one with none.
+            check(
+                [
+                    {
+                        "series": f'taoflow_adapter_erased_prompts{{{job},version="m-r0002",state="champion"}}',
+                        "values": "_x4 2x10 _x15",
+                    },
+                    {
+                        "series": f'taoflow_adapter_erased_prompts{{{job},version="m-r0001",state="retired"}}',
+                        "values": "3x20",
+                    },
+                ],
+                "TaoflowServesErasedPrompts",
+                {"3m": [], "6m": fires("TaoflowServesErasedPrompts", version="m-r0002"), "25m": []},
+            ),
+        ],
     }
 
 

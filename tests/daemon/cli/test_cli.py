@@ -180,3 +180,48 @@ def test_lists_and_maps_from_the_environment_and_misspelt_variables(tmp_path):
     (tmp_path / "typo.yaml").write_text("retrain:\n  cooldown_second: 60\n")
     typo = run_cli("settings", "--config", str(tmp_path / "typo.yaml"))
     assert typo.returncode == 2 and "did you mean 'cooldown_seconds'?" in typo.stderr
+
+
+def test_forget_and_the_erased_listing(tmp_path, capsys):
+    from taoflow.connectors.records import Message, PromptRecord
+    from taoflow.daemon.store.rounds import RoundStore
+
+    state_dir = tmp_path / "state"
+    state = State(load_settings(None, storage={"state_dir": str(state_dir)}, ingest={"heldout_fraction": 0.0}))
+    state.buffer.add_many(
+        [(PromptRecord(f"r{i}", "t", (Message("user", f"question {i} from Jane Roe"),)), None) for i in range(3)],
+        source="s",
+    )
+    started = RoundStore(state.db, tmp_path / "rounds").start("taoflow")
+    state.registry.register(
+        version="taoflow-r0001",
+        model="taoflow",
+        parent=None,
+        base_model="b",
+        base_digest="d",
+        uri="file:///x",
+        manifest={},
+    )
+    state.db.query("UPDATE rounds SET version = 'taoflow-r0001' WHERE id = ?", (started.id,))
+    state.buffer.mark_consumed([p.id for p in state.buffer.training_prompts(1)], started.id)
+    state.close()
+    args = ["--state-dir", str(state_dir)]
+    assert main(["forget", "--reason", "ticket 9", *args]) == 2  # names nothing to erase
+    texts = tmp_path / "texts"
+    texts.write_text("from Jane Roe\n\n")
+    assert main(["forget", "--match-file", str(texts), "--reason", "ticket 9", "--dry-run", *args]) == 0
+    assert "would erase: 2 untrained prompts, 1 that rounds trained on" in capsys.readouterr().out
+    assert main(["forget", "--match-file", str(texts), "--reason", "ticket 9", "-o", "json", *args]) == 0
+    assert json.loads(capsys.readouterr().out) == {
+        "dry_run": False,
+        "deleted": 2,
+        "trained_on": 1,
+        "dead_letters": 0,
+        "kept_out": 0,
+    }
+    assert main(["buffer", "--erased", *args]) == 0
+    shown = capsys.readouterr().out
+    assert "1 after (tombstones)" in shown and "taoflow-r0001" in shown and "ticket 9" in shown
+    assert main(["buffer", "--erased", "-o", "json", *args]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert listed["adapters"] == [{"version": "taoflow-r0001", "state": "candidate", "prompts": 1}]

@@ -234,3 +234,29 @@ def test_the_metrics_token_reads_metrics_and_nothing_else(guarded):
     assert guarded.get("/v1/status", headers=reader).status_code == 403
     assert guarded.post("/v1/trigger", json={}, headers=reader).status_code == 403
     assert guarded.post("/v1/adapters/rollback", json={}, headers=reader).status_code == 403
+
+
+def test_erasure_requests_through_the_api(client, service):
+    texts = ["my name is Jane Roe and my order is late", "a question about shipping"]
+    service.state.buffer.add_many(
+        [(PromptRecord(f"r{i}", "t", (Message("user", text),)), None) for i, text in enumerate(texts)], source="s"
+    )
+    assert client.post("/v1/erasures", json={"reason": "x"}, headers=AUTH).status_code == 422  # names nothing
+    short = client.post("/v1/erasures", json={"texts": ["Jane"], "reason": "x"}, headers=AUTH)
+    assert short.status_code == 422 and "texts" in short.text
+    dry = client.post("/v1/erasures", json={"texts": ["Jane Roe"], "reason": "ticket 7", "dry_run": True}, headers=AUTH)
+    assert dry.status_code == 200 and dry.json()["deleted"] == 1 and service.state.buffer.stats().total == 2
+    done = client.post(
+        "/v1/erasures", json={"texts": ["Jane Roe"], "request_ids": ["r9"], "reason": "t7"}, headers=AUTH
+    )
+    assert done.json() == {
+        "ok": True,
+        "dry_run": False,
+        "deleted": 1,
+        "trained_on": 0,
+        "dead_letters": 0,
+        "kept_out": 1,
+    }
+    assert service.state.buffer.stats().total == 1
+    listed = client.get("/v1/erasures", headers=AUTH).json()
+    assert listed["counts"] == {"trained": 0, "untrained": 2} and listed["trained_on"] == []

@@ -2,9 +2,11 @@
 adapter, and an erased prompt never comes back."""
 
 import pytest
+from prometheus_client import CollectorRegistry
 
-from taoflow.connectors.errors import ConfigurationError
+from taoflow.connectors.errors import InvalidRequest
 from taoflow.connectors.records import Message, PromptRecord
+from taoflow.daemon.service.metrics import StateCollector
 from taoflow.daemon.store.buffer import DeadRow, PromptBuffer
 from taoflow.daemon.store.erasure import (
     ErasureKey,
@@ -65,6 +67,11 @@ def test_untrained_heldout_and_trained_prompts_go_and_never_come_back(db, tmp_pa
     assert {(e.round_id, e.version, e.state) for e in listed} == {(round_id, "m-r0001", "candidate")}
     assert trained_by_version(db) == {("m-r0001", "candidate"): 2}
     assert erasure_counts(db) == {"trained": 2, "untrained": 4}
+    scraped = CollectorRegistry()
+    scraped.register(StateCollector(db, buffer, Registry(db), "m"))
+    labels = {"version": "m-r0001", "state": "candidate"}
+    assert scraped.get_sample_value("taoflow_adapter_erased_prompts", labels) == 2
+    assert scraped.get_sample_value("taoflow_erased_prompts", {"when": "untrained"}) == 4
     # Seen again — the same request, or the same prompt under another id, or the never-seen one: kept out.
     again = [(record(int(r[1:])), None) for r in [*trained[:2], *untrained]]
     again += [
@@ -114,9 +121,9 @@ def test_forget_by_request_id_and_by_text(db, tmp_path):
     # A response or metadata that holds the text is not a match: only what the model is asked.
     with_answer = PromptRecord("r9", "t", (Message("user", "unrelated question"),), response="Jane Roe asked this")
     buffer.add_many([(with_answer, None)], source="s")
-    with pytest.raises(ConfigurationError, match="at least"):
+    with pytest.raises(InvalidRequest, match="at least"):
         forget(db, texts=["Jane"], reason="too short")
-    with pytest.raises(ConfigurationError, match="more than the limit of 1"):
+    with pytest.raises(InvalidRequest, match="more than the limit of 1"):
         forget(db, texts=["Jane Roe"], reason="t", limit=1)
     dry = forget(db, texts=["Jane Roe"], reason="t", dry_run=True)
     assert (dry.deleted, dry.dead_letters) == (2, 1)
