@@ -1,14 +1,17 @@
 """Ingest throughput: the sources into the durable buffer, against bare client loops, in one run.
 
-    .venv/bin/python bench/ingest.py [--records 20000] [--objects 300] [--chars 1000] [--only kafka|s3]
+    .venv/bin/python bench/ingest.py [--records 20000] [--objects 300] [--chars 1000] [--only kafka|s3|delta]
 
 Kafka: a real Kafka-protocol broker (tansu); the reference is a bare kafka-python consume
 loop that does no work with the records; taoflow's source polls, parses, dedups, writes
 the buffer (SQLite, synchronous=FULL) and commits offsets. S3: a real S3-compatible server
 (moto); the reference is a bare boto3 list + get loop; taoflow reads, parses, stores and
-checkpoints each object. Each comparison alternates the bare loop and taoflow's `--repeat`
-times (medians: the loopback servers drift by a third between runs). Prints records/s of
-each and the ratio (target: at least 0.5).
+checkpoints each object. Delta: a Databricks-shaped inference table (Change Data Feed on) on the
+same server, `--versions` appends of `--per-version` rows; the reference is deltalake's own read of
+those versions' rows into Arrow (`load_cdf` from version 0); taoflow reads each version's log entry
+and added files, parses, stores and checkpoints. Each comparison alternates the bare loop and
+taoflow's `--repeat` times (medians: the loopback servers drift by a third between runs). Prints
+records/s of each and the ratio.
 """
 
 from __future__ import annotations
@@ -185,6 +188,86 @@ def bench_s3(objects: int, per_object: int, tmp: Path, *, repeat: int) -> tuple[
     return bare, ours
 
 
+def inference_table(start: int, count: int):  # type: ignore[no-untyped-def]
+    """Rows of a Databricks inference table holding the same requests and answers as `record`."""
+    import pyarrow as pa
+
+    from tests.delta_tables import SCHEMA
+
+    rows = []
+    for i in range(start, start + count):
+        logged = json.loads(record(i))
+        rows.append(
+            {
+                "databricks_request_id": logged["id"],
+                "client_request_id": None,
+                "timestamp_ms": 1_790_000_000_000 + i,
+                "status_code": 200,
+                "execution_time_ms": 12,
+                "request": json.dumps(logged["request"]),
+                "response": json.dumps(logged["response"]),
+                "request_metadata": [("endpoint_name", logged["task"])],
+            }
+        )
+    return pa.Table.from_pylist(rows, schema=SCHEMA)
+
+
+def bench_delta(versions: int, per_version: int, tmp: Path, *, repeat: int) -> tuple[float, float]:
+    """The Delta source (every version from 0: each commit's log entry, its added files, parsed and stored) against
+    deltalake's own read of the same versions' rows (`load_cdf` from version 0, into Arrow), on the S3 server."""
+    import boto3
+    import pyarrow as pa
+    from deltalake import DeltaTable
+
+    from taoflow.connectors.sources.delta import DeltaConfig, DeltaSource
+    from taoflow.daemon.ingest.delta import ingest_delta
+    from taoflow.daemon.ingest.ingestor import Ingestor
+    from tests.delta_tables import append
+    from tests.services import moto_s3
+
+    os.environ.update(
+        {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench", "AWS_DEFAULT_REGION": "us-east-1"}
+    )
+    with moto_s3() as endpoint:
+        boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket="tables")
+        uri = "s3://tables/serving/inference"
+        options = {"AWS_ENDPOINT_URL": endpoint, "AWS_ALLOW_HTTP": "true", "AWS_REGION": "us-east-1"}
+        cdf = {"delta.enableChangeDataFeed": "true"}  # as Databricks recommends for inference tables
+        for v in range(versions):
+            append(uri, inference_table(v * per_version, per_version), options, configuration=cdf if v == 0 else None)
+        total = versions * per_version
+
+        def bare_run() -> float:
+            started = time.perf_counter()
+            rows = pa.table(DeltaTable(uri, storage_options=options).load_cdf(starting_version=0)).num_rows
+            assert rows == total, rows
+            return total / (time.perf_counter() - started)
+
+        def taoflow_run() -> float:
+            state = fresh_state(tmp)
+            source = DeltaSource(DeltaConfig(uri, endpoint_url=endpoint, start_version=0))
+            ingestor = Ingestor(state.buffer, source=source.name)
+            started = time.perf_counter()
+            report = ingest_delta(
+                source,
+                ingestor,
+                state.buffer,
+                state.db,
+                stop=threading.Event(),
+                follow=False,
+                max_versions=versions,
+                parse_processes=len(os.sched_getaffinity(0)),
+            )
+            rate = total / (time.perf_counter() - started)
+            assert report.added == total, report
+            state.close()
+            return rate
+
+        rates = [(bare_run(), taoflow_run()) for _ in range(repeat)]
+        bare, ours = statistics.median(r[0] for r in rates), statistics.median(r[1] for r in rates)
+    return bare, ours
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--records", type=int, default=20_000)
@@ -192,24 +275,31 @@ def main() -> None:
     parser.add_argument("--per-object", type=int, default=200)
     parser.add_argument("--chars", type=int, default=1000, help="characters of prompt and of answer per record")
     parser.add_argument("--repeat", type=int, default=3, help="alternate the two loops this often (medians)")
-    parser.add_argument("--only", choices=["kafka", "s3"], help="run one source's comparison")
+    parser.add_argument("--only", choices=["kafka", "s3", "delta"], help="run one source's comparison")
+    parser.add_argument("--versions", type=int, default=100, help="delta: table versions (appends) to read")
+    parser.add_argument("--per-version", type=int, default=200, help="delta: rows per version")
     args = parser.parse_args()
     SIZE["chars"] = args.chars
     print(f"records of {len(record(0))} bytes")
     with tempfile.TemporaryDirectory() as tmp:
-        if args.only != "s3":
+        if args.only in (None, "kafka"):
             bare, ours = bench_kafka(args.records, Path(tmp), repeat=args.repeat)
             print(
                 f"kafka: bare consume {bare:9.0f} records/s | taoflow source -> buffer {ours:9.0f} records/s "
                 f"| ratio {ours / bare:.2f}"
             )
-        if args.only == "kafka":
-            return
-        bare, ours = bench_s3(args.objects, args.per_object, Path(tmp), repeat=args.repeat)
-        print(
-            f"s3:    bare get     {bare:9.0f} records/s | taoflow source -> buffer {ours:9.0f} records/s "
-            f"| ratio {ours / bare:.2f}"
-        )
+        if args.only in (None, "s3"):
+            bare, ours = bench_s3(args.objects, args.per_object, Path(tmp), repeat=args.repeat)
+            print(
+                f"s3:    bare get     {bare:9.0f} records/s | taoflow source -> buffer {ours:9.0f} records/s "
+                f"| ratio {ours / bare:.2f}"
+            )
+        if args.only in (None, "delta"):
+            bare, ours = bench_delta(args.versions, args.per_version, Path(tmp), repeat=args.repeat)
+            print(
+                f"delta: bare read    {bare:9.0f} records/s | taoflow source -> buffer {ours:9.0f} records/s "
+                f"| ratio {ours / bare:.2f}"
+            )
 
 
 if __name__ == "__main__":

@@ -20,7 +20,9 @@ every file read is counted in bytes. Rows become the same JSON payloads the S3 s
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cached_property, partial
@@ -92,10 +94,24 @@ class DeltaSource:
         self.name = name
         self.config = config
         self.uri = config.table_uri.rstrip("/")
+        self._loaded: Any = None
 
     # ------------------------------------------------------------------ versions
     def latest_version(self) -> int:
-        return int(self._table().version())
+        """The table's newest version, its log read from where the last call left it."""
+        table = self._table()
+        try:
+            table.update_incremental()
+        except Exception as exc:  # deltalake raises its own and OSErrors for an unreachable store
+            raise TemporaryError(f"cannot read the log of {self.uri}: {_said(exc)}") from None
+        return int(table.version())
+
+    def commits(self, versions: range) -> list[DeltaCommit]:
+        """`commit` of each version, their log entries fetched concurrently (one request each on S3)."""
+        if len(versions) <= 1:
+            return [self.commit(v) for v in versions]
+        with ThreadPoolExecutor(max_workers=min(8, len(versions)), thread_name_prefix="delta-log") as pool:
+            return list(pool.map(self.commit, versions))
 
     def start_after(self) -> int | None:
         """The version a first start reads after: None for the snapshot."""
@@ -169,7 +185,7 @@ class DeltaSource:
         except OSError as exc:
             if "not found" in str(exc).lower():
                 return None
-            raise TemporaryError(f"cannot read {where}: {exc}") from None
+            raise TemporaryError(f"cannot read {where}: {_said(exc)}") from None
 
     def records(self, ref: DeltaFile, body: bytes) -> Iterator[SourceItem]:
         """The rows the file holds now: those its deletion vector keeps; of a change data file, the inserted
@@ -201,6 +217,15 @@ class DeltaSource:
 
     # ------------------------------------------------------------------ access
     def _table(self, version: int | None = None) -> Any:
+        """The table at `version`; without one, the table this source keeps (loaded once: later polls read only
+        the log entries after it, `latest_version`)."""
+        if version is None:
+            if self._loaded is None:
+                self._loaded = self._load(None)
+            return self._loaded
+        return self._load(version)
+
+    def _load(self, version: int | None) -> Any:
         from deltalake import DeltaTable
         from deltalake.exceptions import DeltaError, TableNotFoundError
 
@@ -209,7 +234,7 @@ class DeltaSource:
         except TableNotFoundError:
             raise ConfigurationError(f"no Delta table at {self.uri}: check source.delta.table_uri") from None
         except (DeltaError, OSError) as exc:
-            raise TemporaryError(f"cannot read the Delta table {self.uri}: {exc}") from None
+            raise TemporaryError(f"cannot read the Delta table {self.uri}: {_said(exc)}") from None
 
     def storage_options(self) -> dict[str, str]:
         options = dict(self.config.storage_options)
@@ -253,7 +278,7 @@ class DeltaSource:
                     "restart from the current snapshot (`taoflow ingest --reset-source`) or set "
                     "source.delta.start_version"
                 ) from None
-            raise TemporaryError(f"cannot read the log of {self.uri}: {exc}") from None
+            raise TemporaryError(f"cannot read the log of {self.uri}: {_said(exc)}") from None
         return [json.loads(line) for line in text.splitlines() if line.strip()]
 
     def _file(
@@ -285,6 +310,12 @@ class DeltaSource:
             marked = frozenset(i for i, keep in enumerate(row["selection_vector"]) if not keep)
             out[unquote(str(row["filepath"]))] = marked
         return {**out, **{k.replace("file://", "", 1): v for k, v in out.items() if k.startswith("file://")}}
+
+
+def _said(exc: Exception) -> str:
+    """deltalake's message on one line: its colours and tree layout gone, at most 500 characters."""
+    text = re.sub(r"\x1b\[[0-9;]*m|↳", " ", str(exc))
+    return " ".join(text.split())[:500]
 
 
 def _any_vector(actions: list[dict[str, Any]]) -> bool:

@@ -12,6 +12,8 @@ import json
 from collections.abc import Collection, Iterator, Mapping
 from typing import Any
 
+import orjson
+
 from taoflow.connectors.protocols import SourceItem
 
 __all__ = ["jsonable", "parquet_items"]
@@ -47,10 +49,17 @@ def parquet_items(
                 if extra:
                     for key, value in extra.items():
                         row.setdefault(key, value)
-                payload = json.dumps(row, default=jsonable).encode()
+                payload = _dumps(row)
                 yield SourceItem(payload=payload, origin=f"{where}:{position}"), change
     except Exception as exc:  # pyarrow raises several unrelated types for corrupt files
         yield SourceItem(payload=body[:4096], origin=f"{where}:0", error=f"invalid_parquet: {exc}"), None
+
+
+def _dumps(row: dict[str, Any]) -> bytes:
+    try:
+        return orjson.dumps(row, default=jsonable, option=orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_NON_STR_KEYS)
+    except (orjson.JSONEncodeError, TypeError):  # integers past 64 bits, and what else orjson refuses
+        return json.dumps(row, default=jsonable).encode()
 
 
 def jsonable(value: Any) -> Any:

@@ -145,7 +145,7 @@ class _Run:
                 return None
             return checkpoint.version >= latest
         last = min(latest, checkpoint.version + max_versions)
-        commits = [self.source.commit(v) for v in range(checkpoint.version + 1, last + 1)]
+        commits = self.source.commits(range(checkpoint.version + 1, last + 1))
         if not commits:
             return True
         if not self._ingest(commits):

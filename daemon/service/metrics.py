@@ -156,17 +156,16 @@ class StateCollector(Collector):
             "Prompts erased at their source's request: before any round trained on them, or after (tombstones).",
             labels=["when"],
         )
-        counts = erasure_counts(self._db)
-        erasures.add_metric(["untrained"], counts["untrained"])
-        erasures.add_metric(["trained"], counts["trained"])
+        for when, erased in sorted(erasure_counts(self._db).items()):
+            erasures.add_metric([when], erased)
         yield erasures
         trained = GaugeMetricFamily(
             "taoflow_adapter_erased_prompts",
             "Erased prompts each adapter was trained on, with its registry state (champion: it serves them).",
             labels=["version", "state"],
         )
-        for (version, state), count in sorted(trained_by_version(self._db).items()):
-            trained.add_metric([version, state], count)
+        for (adapter, state), held in sorted(trained_by_version(self._db).items()):
+            trained.add_metric([adapter, state], held)
         yield trained
         rounds = CounterMetricFamily("taoflow_rounds", "Rounds by result.", labels=["result"])
         gates = CounterMetricFamily(

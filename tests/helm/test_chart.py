@@ -119,6 +119,7 @@ def test_production_values_reach_the_pod():
         ({"logFormat": "xml"}, "logFormat"),
         ({"metrics": {"serviceMonitor": {"enabled": True}}}, "needs secrets.metricsToken.existingSecret"),
         ({"settings": {"source": {"kafka": {"sasl_password": "x"}}}}, "never an inline password"),
+        ({"settings": {"source": {"delta": {"storage_options": {"a": "b"}}}}}, "never inline options"),
         ({"secrets": {"adminToken": {"value": "hunter2"}}}, "value"),
         ({"podSecurityContext": {"runAsNonRoot": False}}, "runAsNonRoot"),
         ({"persistence": {"size": "lots"}}, "size"),
@@ -300,3 +301,17 @@ def test_every_alert_rule_reads_existing_metrics(daemon_metrics):
 def test_the_readme_shows_the_production_values_the_tests_check():
     body = (Path(__file__).parent / "production-values.yaml").read_text().split("\n", 2)[2]
     assert body in (ROOT / "README.md").read_text()
+
+
+def test_a_delta_source_takes_its_storage_options_from_a_secret():
+    docs = render(
+        {
+            "secrets": {"deltaStorageOptions": {"existingSecret": "unity"}},
+            **{"settings": {"source": {"kind": "delta", "delta": {"table_uri": "uc://main.serving.inference"}}}},
+        }
+    )
+    (sts,) = by_kind(docs, "StatefulSet")
+    (container,) = sts["spec"]["template"]["spec"]["containers"]
+    assert container["envFrom"] == [
+        {"prefix": "TAOFLOW_SOURCE__DELTA__STORAGE_OPTIONS__", "secretRef": {"name": "unity"}}
+    ]

@@ -257,3 +257,15 @@ def test_a_stop_between_files_resumes_without_loss_or_duplicates(tmp_path, state
     rest = ingest(source, state)
     assert held_ids(state) == {f"req-{i}" for i in range(60)}
     assert (rest.read, rest.duplicates, rest.versions) == (40, 0, 6)  # the stored files are not read again
+
+
+def test_an_unreachable_store_is_an_outage_and_a_missing_table_a_setting(s3_endpoint, tmp_path):
+    from taoflow.connectors.errors import TemporaryError
+    from tests.services import free_port
+
+    down = DeltaSource(DeltaConfig("s3://tables/inference", endpoint_url=f"http://127.0.0.1:{free_port()}"))
+    with pytest.raises(TemporaryError, match="cannot read the Delta table") as outage:
+        down.latest_version()
+    assert "\x1b" not in str(outage.value) and "\n" not in str(outage.value)
+    with pytest.raises(ConfigurationError, match="no Delta table at"):
+        DeltaSource(DeltaConfig(str(tmp_path / "nothing-here"))).latest_version()
