@@ -170,3 +170,45 @@ def test_unauthenticated_body_floods_are_refused_from_the_headers(tmp_path):
         assert taoflow("status", "--config", str(config)).returncode == 0  # still answering
     finally:
         stop(process, log)
+
+
+def test_the_daemon_follows_a_delta_table_and_erases_what_it_deletes(tmp_path):
+    """`taoflow run` with `source.kind: delta`: the table's rows arrive, a DELETE in the table erases them from the
+    buffer, the source is reported healthy, and SIGTERM ends it with 0 (deltalake loaded)."""
+    import urllib.request
+
+    from deltalake import DeltaTable
+
+    from tests.delta_tables import append, inference_rows
+
+    table = str(tmp_path / "inference")
+    append(table, inference_rows(0, 20))
+    port = free_port()
+    source = {"kind": "delta", "delta": {"table_uri": table, "poll_interval_seconds": 0.2, "parse_processes": 1}}
+    config = write_config(tmp_path, source=source, daemon={"admin_port": port, "admin_token": TOKEN})
+    process, log = daemon(config)
+    db = tmp_path / "state" / "taoflow.db"
+
+    def held() -> set[str]:
+        import sqlite3
+
+        with sqlite3.connect(db) as conn:
+            return {row[0] for row in conn.execute("SELECT request_id FROM prompts")}
+
+    try:
+        poll_until(lambda: len(held()) == 20, deadline_s=30, message="the snapshot's 20 rows")
+        DeltaTable(table).delete("databricks_request_id IN ('req-4', 'req-11')")
+        append(table, inference_rows(20, 5))
+        poll_until(
+            lambda: held() == {f"req-{i}" for i in range(25)} - {"req-4", "req-11"}, deadline_s=30, message="erased"
+        )
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/metrics", headers={"Authorization": f"Bearer {TOKEN}"}
+        )
+        scraped = urllib.request.urlopen(request, timeout=10).read().decode()
+        assert 'taoflow_source_table_version{source="delta"} 2.0' in scraped
+        assert 'taoflow_source_erasures_total{kind="deleted",source="delta"} 2.0' in scraped
+        assert 'taoflow_task_up{task="source"} 1.0' in scraped
+    finally:
+        stop(process, log)
+    assert "Traceback" not in "".join(log)

@@ -12,6 +12,7 @@ from taoflow.daemon.store.erasure import (
     ErasureKey,
     erase,
     erased,
+    erased_request_ids,
     erasure_counts,
     forget,
     trained_by_version,
@@ -132,3 +133,21 @@ def test_forget_by_request_id_and_by_text(db, tmp_path):
     assert (report.deleted, report.dead_letters, report.blocked) == (3, 1, 1)
     assert [p.record.request_id for p in buffer.training_prompts(10)] == ["r9"]
     assert buffer.add_many([(record(0, texts[0]), None), (record(404), None)], source="s").added == 0
+
+
+def test_a_round_under_way_records_what_it_trained_on_before_the_erasure(db, tmp_path):
+    """Prompts a round took, then erased while it ran: those its training skipped (erased before it trained)
+    stay plain erasures; those erased after its training began become its tombstones when it registers."""
+    buffer = PromptBuffer(db, heldout_fraction=0.0, heldout_max_per_task=0)
+    buffer.add_many([(record(i), None) for i in range(6)], source="s")
+    taken = buffer.training_prompts(6)
+    ids = [p.id for p in taken]
+    before, after = taken[0].record.request_id, taken[1].record.request_id
+    forget(db, request_ids=[before, after], reason="while the round ran")
+    assert erased_request_ids(db, [p.record.request_id for p in taken]) == {before, after}
+    rounds = RoundStore(db, tmp_path / "rounds")
+    started = rounds.start("m")
+    buffer.mark_consumed(ids, started.id, not_trained=[before])  # the train step skipped `before`
+    assert {e.request_id for e in erased(db)} == {after}
+    assert erasure_counts(db) == {"trained": 1, "untrained": 1}
+    assert buffer.stats().tasks["t"].new == 0 and buffer.stats().tasks["t"].train == 4
