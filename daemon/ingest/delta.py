@@ -30,7 +30,7 @@ from taoflow.daemon.ingest.ingestor import Ingestor, IngestReport, RecordPrepare
 from taoflow.daemon.ingest.metrics import IngestMetrics
 from taoflow.daemon.ingest.streaming import IngestProgress, ObjectLoader, ingested_objects
 from taoflow.daemon.store.buffer import PromptBuffer
-from taoflow.daemon.store.erasure import ErasureKey, ErasureReport, erase
+from taoflow.daemon.store.erasure import ErasureKey, ErasureReport, erase, scrub_rounds
 from taoflow.daemon.store.storage import Database
 
 __all__ = ["DeltaReport", "TableCheckpoint", "ingest_delta", "table_checkpoint"]
@@ -273,6 +273,7 @@ class _Run:
                 dead_origins=[(self.source.name, item.origin) for item in dead],
                 dead_payloads=[preparer.dead_payload(item) for item in dead],
             )
+        scrub_rounds(self.db, report.prompts)
         self.totals.erased.add(report)
         if self.metrics is not None:
             for kind, count in (

@@ -17,8 +17,9 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Collection, Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TypeVar
 
 from taoflow.connectors.errors import InvalidRequest
@@ -37,6 +38,7 @@ __all__ = [
     "forget",
     "record_trained",
     "report_counts",
+    "scrub_rounds",
     "trained_by_version",
 ]
 
@@ -62,6 +64,8 @@ class ErasureReport:
     tombstoned: int = 0  # prompts a round had trained on: gone, their round kept
     dead_letters: int = 0  # dead letters of the erased records: gone
     blocked: int = 0  # requests taoflow did not hold: recorded, so they never come in
+    #: The buffer rows that went, by id, with their request ids (the files of rounds that took them follow).
+    prompts: dict[int, str] = field(default_factory=dict)
 
     @property
     def total(self) -> int:
@@ -72,6 +76,7 @@ class ErasureReport:
         self.tombstoned += other.tombstoned
         self.dead_letters += other.dead_letters
         self.blocked += other.blocked
+        self.prompts.update(other.prompts)
 
 
 @dataclass(frozen=True)
@@ -142,6 +147,8 @@ def _erase_one(conn: sqlite3.Connection, key: ErasureKey, *, reason: str, now: f
                 now,
             )
             conn.execute(f"DELETE FROM {table} WHERE {'id' if table == 'prompts' else 'rowid'} = ?", (row_id,))
+            if table == "prompts":
+                report.prompts[row_id] = request_id
             if consumed_by is None:
                 report.deleted += 1
             else:
@@ -216,6 +223,8 @@ def forget(
         if dry_run:
             conn.execute("ROLLBACK")
             conn.execute("BEGIN")  # the transaction's own COMMIT then ends an empty one
+    if not dry_run:
+        scrub_rounds(db, report.prompts)
     return report
 
 
@@ -244,6 +253,53 @@ def _dead_payloads(conn: sqlite3.Connection, *, request_id: str | None = None, t
             bytes(r[0]) for r in conn.execute("SELECT payload FROM dead_letters WHERE instr(payload, ?)", (needle,))
         ]
     return found
+
+
+#: A round's files that hold prompt text, and where each line names its request id.
+_ROUND_FILES = {"candidates.jsonl": ("request_id",), "scored.jsonl": ("record", "request_id")}
+
+
+def scrub_rounds(db: Database, prompts: Mapping[int, str]) -> int:
+    """Take erased prompts (buffer id -> request id) out of the files of the rounds that took them (candidates and
+    scores; a round's adapter manifest holds only hashes). Each file is rewritten whole and atomically; a round
+    reads it by request id, so one still running goes on without the prompt. Returns the files rewritten."""
+    if not prompts:
+        return 0
+    rewritten = 0
+    for (work_dir,) in db.query("SELECT work_dir FROM rounds"):
+        directory = Path(work_dir)
+        try:
+            taken = set(json.loads((directory / "prompts.json").read_text())["ids"]) & prompts.keys()
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # a round that never got its prompts (or whose files are gone)
+        if taken:
+            gone = {prompts[i] for i in taken}
+            for name, path in _ROUND_FILES.items():
+                rewritten += _scrub_file(directory / name, path, gone)
+    return rewritten
+
+
+def _scrub_file(path: Path, key: tuple[str, ...], request_ids: set[str]) -> int:
+    try:
+        lines = path.read_text().splitlines()
+    except OSError:
+        return 0
+    kept = []
+    for line in lines:
+        try:
+            value: Any = json.loads(line)
+            for part in key:
+                value = value[part]
+        except (ValueError, KeyError, TypeError):
+            value = None
+        if value not in request_ids:
+            kept.append(line)
+    if len(kept) == len(lines):
+        return 0
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text("".join(f"{line}\n" for line in kept))
+    tmp.replace(path)
+    return 1
 
 
 def record_trained(

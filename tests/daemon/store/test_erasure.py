@@ -151,3 +151,36 @@ def test_a_round_under_way_records_what_it_trained_on_before_the_erasure(db, tmp
     assert {e.request_id for e in erased(db)} == {after}
     assert erasure_counts(db) == {"trained": 1, "untrained": 1}
     assert buffer.stats().tasks["t"].new == 0 and buffer.stats().tasks["t"].train == 4
+
+
+def test_the_files_of_rounds_that_took_an_erased_prompt_lose_it(db, tmp_path):
+    import json
+
+    from taoflow.connectors.protocols import Completion
+    from taoflow.daemon.round import candidates as cand
+
+    buffer = PromptBuffer(db, heldout_fraction=0.0, heldout_max_per_task=0)
+    buffer.add_many([(record(i, f"private question {i}"), None) for i in range(4)], source="s")
+    taken = buffer.training_prompts(4)
+    rounds = RoundStore(db, tmp_path / "rounds")
+    work = rounds.start("m").work_dir
+    (work / "prompts.json").write_text(json.dumps({"ids": [p.id for p in taken], "champion": None}))
+    prompts = [p.record for p in taken]
+    outputs = [[Completion(f"answer to {p.request_id}", 3, True)] for p in prompts]
+    cand.write_candidates(work / "candidates.jsonl", prompts, outputs)
+    scored = cand.score_all(prompts, cand.read_candidates(work / "candidates.jsonl"), _ConstantScorers())
+    cand.write_scored(work / "scored.jsonl", scored)
+    victim = prompts[2].request_id
+    forget(db, request_ids=[victim], reason="t")
+    assert victim not in cand.read_candidates(work / "candidates.jsonl")
+    left = [r.request_id for r, _ in cand.read_scored(work / "scored.jsonl")]
+    assert left == [p.request_id for p in prompts if p.request_id != victim]
+    assert "private question 2" not in (work / "scored.jsonl").read_text()
+
+
+class _ConstantScorers:
+    def for_task(self, task):
+        return self
+
+    def score(self, record, texts):
+        return [1.0 for _ in texts]
