@@ -1,5 +1,5 @@
 # syntax=docker/dockerfile:1
-# taoflow images. `daemon` (default): the service core with the Kafka/S3 sources, no torch.
+# taoflow images. `daemon` (default): the service core with the Kafka, S3 and Delta sources, no torch.
 # `train`: adds the training stack (CUDA torch from PyPI's default index, TRL, PEFT, vLLM) for GPU nodes.
 # `taoflow run` starts rounds as child processes: a daemon that trains runs the `train` image
 # (the daemon process itself still never imports torch); the `daemon` image ingests and serves the API.
