@@ -8,7 +8,8 @@
     │   │   └── UnknownVersion  no adapter has that version (or the alias points nowhere yet)
     │   ├── ArtifactError       an adapter directory that is missing, corrupt or unsafe to read
     │   ├── RoundError          a round that cannot run or continue (no data, nothing trained)
-    │   │   └── NothingToTrain  no new training prompts: no round was started, none is recorded
+    │   │   ├── NothingToTrain  no new training prompts: no round was started, none is recorded
+    │   │   └── NothingToLearn  the round's candidates gave no training example: recorded as skipped
     │   └── DeployError         a rollout that must stop: a replica refused the adapter, smoke eval failed
     │   └── InvalidRequest      an operator's request names something that does not exist (a task)
     └── TemporaryError          an operation failed and may succeed later (`delay` seconds)
@@ -26,6 +27,7 @@ __all__ = [
     "ConfigurationError",
     "DeployError",
     "InvalidRequest",
+    "NothingToLearn",
     "NothingToTrain",
     "PermanentError",
     "RecordError",
@@ -77,6 +79,10 @@ class RoundError(PermanentError):
 
 class NothingToTrain(RoundError):
     """The buffer holds no new training prompts (for the tasks asked for): no round was started."""
+
+
+class NothingToLearn(RoundError):
+    """No prompt of the round had a candidate worth learning from: the round ends as skipped, not failed."""
 
 
 class DeployError(PermanentError):

@@ -273,8 +273,16 @@ class ScoreSettings(_Section):
 class TrainSettings(_Section):
     objective: Literal["sft", "dpo"] = "sft"
     """`sft`: best-of-N distillation; `dpo`: preference pairs of best and worst candidates."""
+    selection: Literal["threshold", "relative"] = "threshold"
+    """Which candidates are worth learning from. `threshold`: those scoring at least score_threshold (verifiers
+    that score 0 or 1); `relative`: those beating their prompt's group mean by relative_margin and scoring at least
+    score_floor (a judge or a reward model, whose continuous scores rarely reach a fixed bar)."""
     score_threshold: float = Field(0.99, ge=0.0, le=1.0)
-    """SFT trains on candidates scoring at least this; DPO's chosen answer must too."""
+    """`threshold` selection: SFT trains on candidates scoring at least this; DPO's chosen answer must too."""
+    relative_margin: float = Field(0.1, ge=0.0, le=1.0)
+    """`relative` selection: how far above its group's mean score a candidate must be to be imitated."""
+    score_floor: float = Field(0.0, ge=0.0, le=1.0)
+    """`relative` selection: the least absolute score a kept candidate (or DPO's chosen answer) must have."""
     targets_per_prompt: int = Field(2, ge=1)
     """SFT: distinct top candidates used per prompt."""
     dpo_margin: float = Field(0.5, ge=0.0, le=1.0)

@@ -1,11 +1,22 @@
-"""Turning scored candidates into training targets: best-of-N and (best, worst) pairs."""
+"""Turning scored candidates into training targets: best-of-N and (best, worst) pairs.
+
+Two ways to say which candidates are worth imitating: an absolute `threshold` (right for verifiers that
+score 0 or 1), or *relative* to the prompt's own group of candidates (right for a judge or a reward model,
+whose continuous scores rarely reach a fixed bar, and which say more about order than about level).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-__all__ = ["ScoredCandidate", "select_distill_targets", "select_preference_pair"]
+__all__ = [
+    "ScoredCandidate",
+    "group_mean",
+    "select_distill_targets",
+    "select_preference_pair",
+    "select_relative_targets",
+]
 
 
 @dataclass(frozen=True)
@@ -56,3 +67,30 @@ def select_preference_pair(
     if best_score < threshold or best_score - worst_score < margin:
         return None
     return best, worst
+
+
+def group_mean(candidates: Sequence[ScoredCandidate]) -> float | None:
+    """The mean score of a prompt's scored candidates (None when none was scored)."""
+    values = [c.score for c in candidates if c.score is not None]
+    return sum(values) / len(values) if values else None
+
+
+def select_relative_targets(
+    candidates: Sequence[ScoredCandidate], *, margin: float, floor: float = 0.0, per_prompt: int = 1
+) -> list[ScoredCandidate]:
+    """The best distinct candidates that beat their group's mean by at least `margin` (and score at least
+    `floor`), at most `per_prompt`. A group whose candidates all score alike teaches nothing and gives none."""
+    mean = group_mean(candidates)
+    if mean is None:
+        return []
+    chosen: list[ScoredCandidate] = []
+    seen: set[str] = set()
+    for candidate in _ranked(candidates):
+        score = candidate.score or 0.0
+        if score <= mean or score - mean < margin or score < floor or len(chosen) >= per_prompt:
+            break
+        key = " ".join(candidate.text.split())
+        if key not in seen:
+            seen.add(key)
+            chosen.append(candidate)
+    return chosen

@@ -108,7 +108,7 @@ class Interrupted(BaseException):
 def cmd_round(args: argparse.Namespace) -> int:
     from taoflow.connectors.lifetime import exit_with
     from taoflow.daemon.cli import report
-    from taoflow.daemon.round.launcher import NOTHING_TO_TRAIN
+    from taoflow.daemon.round.launcher import NOTHING_TO_TRAIN, SKIPPED
     from taoflow.daemon.round.recipe import no_progress
     from taoflow.daemon.store.lease import Lease
     from taoflow.daemon.store.state import open_state
@@ -149,6 +149,8 @@ def cmd_round(args: argparse.Namespace) -> int:
     finally:
         lease.release()
     print(report.round_table(record))
+    if record.status == "skipped":
+        return SKIPPED
     return 0 if record.summary.get("gate", {}).get("passed") else 3
 
 

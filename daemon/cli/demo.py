@@ -48,7 +48,7 @@ def run_demo(*, state_dir: Path | None = None, config: Path | None = None) -> in
     for task, stats in score.get("tasks", {}).items():
         print(
             f"   {task}: {stats['candidates']} candidates, mean score {stats['mean']}, "
-            f"{stats['prompts_with_target']}/{stats['prompts']} prompts with a passing answer"
+            f"{stats['prompts_with_target']}/{stats['prompts']} prompts with an answer to learn from"
         )
     print(f"   trained on {record.summary.get('train', {}).get('examples')} examples")
     print("\n3. gate on held-out prompts (greedy), candidate vs base:\n")

@@ -6,7 +6,7 @@ import hashlib
 import json
 import statistics
 from collections.abc import Sequence
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,10 +16,16 @@ from taoflow.connectors.records import PromptRecord
 from taoflow.connectors.training.lora import DistillExample, PreferenceExample, TrainingConfig
 from taoflow.daemon.round.parts import TaskScorers
 from taoflow.daemon.settings import Settings
-from taoflow.policies.selection import ScoredCandidate, select_distill_targets, select_preference_pair
+from taoflow.policies.selection import (
+    ScoredCandidate,
+    select_distill_targets,
+    select_preference_pair,
+    select_relative_targets,
+)
 
 __all__ = [
     "ScoredPrompt",
+    "Selection",
     "manifest",
     "planned_steps",
     "read_candidates",
@@ -83,37 +89,63 @@ def read_scored(path: Path) -> list[ScoredPrompt]:
     return out
 
 
+@dataclass(frozen=True)
+class Selection:
+    """Which candidates a round learns from (mirrors the `train` settings: policies/selection.py decides)."""
+
+    objective: str = "sft"
+    mode: str = "threshold"  # threshold | relative
+    threshold: float = 0.99
+    relative_margin: float = 0.1
+    floor: float = 0.0
+    per_prompt: int = 2
+    dpo_margin: float = 0.5
+
+    def targets(self, candidates: Sequence[ScoredCandidate]) -> list[ScoredCandidate]:
+        if self.mode == "relative":
+            return select_relative_targets(
+                candidates, margin=self.relative_margin, floor=self.floor, per_prompt=self.per_prompt
+            )
+        return select_distill_targets(candidates, threshold=self.threshold, per_prompt=self.per_prompt)
+
+    def pair(self, candidates: Sequence[ScoredCandidate]) -> tuple[ScoredCandidate, ScoredCandidate] | None:
+        floor = self.floor if self.mode == "relative" else self.threshold
+        return select_preference_pair(candidates, margin=self.dpo_margin, threshold=floor)
+
+    def learns_from(self, candidates: Sequence[ScoredCandidate]) -> bool:
+        return bool(self.pair(candidates) if self.objective == "dpo" else self.targets(candidates))
+
+
 def training_examples(
-    scored: Sequence[ScoredPrompt], *, objective: str, threshold: float, per_prompt: int, margin: float
+    scored: Sequence[ScoredPrompt], selection: Selection
 ) -> list[DistillExample] | list[PreferenceExample]:
-    if objective == "dpo":
+    if selection.objective == "dpo":
         pairs = []
         for record, cands in scored:
-            pair = select_preference_pair(cands, margin=margin, threshold=threshold)
+            pair = selection.pair(cands)
             if pair is not None:
                 pairs.append(PreferenceExample(record.messages, pair[0].text, pair[1].text))
         return pairs
-    return [
-        DistillExample(record.messages, c.text)
-        for record, cands in scored
-        for c in select_distill_targets(cands, threshold=threshold, per_prompt=per_prompt)
-    ]
+    return [DistillExample(record.messages, c.text) for record, cands in scored for c in selection.targets(cands)]
 
 
-def score_statistics(scored: Sequence[ScoredPrompt], *, threshold: float) -> dict[str, dict[str, Any]]:
+def score_statistics(scored: Sequence[ScoredPrompt], selection: Selection) -> dict[str, dict[str, Any]]:
     by_task: dict[str, list[list[ScoredCandidate]]] = {}
     for record, cands in scored:
         by_task.setdefault(record.task, []).append(cands)
     stats: dict[str, dict[str, Any]] = {}
     for task, groups in sorted(by_task.items()):
         values = [c.score for g in groups for c in g if c.score is not None]
+        best = [max(scores) for g in groups if (scores := [c.score for c in g if c.score is not None])]
         stats[task] = {
             "prompts": len(groups),
             "candidates": sum(len(g) for g in groups),
             "unscored": sum(c.score is None for g in groups for c in g),
             "mean": round(statistics.fmean(values), 4) if values else None,
-            "pass_rate": round(sum(v >= threshold for v in values) / len(values), 4) if values else None,
-            "prompts_with_target": sum(any((c.score or 0) >= threshold and c.finished for c in g) for g in groups),
+            "best_median": round(statistics.median(best), 4) if best else None,
+            "best_max": round(max(best), 4) if best else None,
+            "pass_rate": round(sum(v >= selection.threshold for v in values) / len(values), 4) if values else None,
+            "prompts_with_target": sum(selection.learns_from(g) for g in groups),
         }
     return stats
 

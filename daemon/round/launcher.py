@@ -11,12 +11,15 @@ import time
 from collections.abc import Callable, Sequence
 from typing import IO
 
-__all__ = ["EXIT_OUTCOMES", "NOTHING_TO_TRAIN", "RoundLauncher"]
+__all__ = ["EXIT_OUTCOMES", "NOTHING_TO_TRAIN", "SKIPPED", "RoundLauncher"]
 
 log = logging.getLogger(__name__)
 
 #: `taoflow round`'s exit status when the buffer held nothing new to train on (no round was recorded).
 NOTHING_TO_TRAIN = 5
+
+#: `taoflow round`'s exit status when its candidates gave nothing to learn from (the round is recorded as skipped).
+SKIPPED = 6
 
 #: `taoflow round` exit statuses, as metric labels (anything else: error).
 EXIT_OUTCOMES = {
@@ -24,6 +27,7 @@ EXIT_OUTCOMES = {
     3: "rejected",
     4: "busy",
     NOTHING_TO_TRAIN: "nothing_to_train",
+    SKIPPED: "skipped",
     130: "interrupted",
     -signal.SIGTERM: "interrupted",
     -signal.SIGKILL: "killed",

@@ -16,7 +16,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from taoflow.connectors.errors import NothingToTrain, RoundError
+from taoflow.connectors.errors import NothingToLearn, NothingToTrain, RoundError
 from taoflow.connectors.generation.base_model import ResolvedModel
 from taoflow.connectors.protocols import Generator, Progress, SamplingConfig
 from taoflow.connectors.records import PromptRecord
@@ -91,6 +91,9 @@ class TaoRound:
             started = time.perf_counter()
             try:
                 summary, version = steps[step](record)
+            except NothingToLearn as exc:
+                log.warning("round %d skipped: %s", record.id, exc)
+                return self._skip(record, step, str(exc), started)
             except Exception as exc:
                 reason = f"{step} failed: {type(exc).__name__}: {exc}"
                 log.error("round %d %s", record.id, reason)
@@ -143,8 +146,7 @@ class TaoRound:
         rows = cand.read_candidates(record.work_dir / "candidates.jsonl")
         scored = cand.score_all(prompts, rows, self.scorers, progress=self.progress("score", len(prompts)))
         cand.write_scored(record.work_dir / "scored.jsonl", scored)
-        threshold = self.settings.train.score_threshold
-        stats = cand.score_statistics(scored, threshold=threshold)
+        stats = cand.score_statistics(scored, self.selection)
         return {"tasks": stats, "examples": len(self._examples(scored))}, None
 
     def train(self, record: RoundRecord) -> tuple[dict[str, Any], str | None]:
@@ -157,6 +159,8 @@ class TaoRound:
             scored = [(prompt, candidates) for prompt, candidates in scored if prompt.request_id not in gone]
         _write_json(record.work_dir / "erased-before-training.json", sorted(gone))
         examples = self._examples(scored)
+        if not examples:
+            raise NothingToLearn(self._nothing_to_learn(scored, erased=len(gone)))
         config = training_config(self.settings)
         result = train_adapter(
             self.base.path,
@@ -259,17 +263,50 @@ class TaoRound:
                 f"(new prompts per task: {held}); ingest some first"
             )
 
-    def _examples(self, scored: list[cand.ScoredPrompt]) -> list[Any]:
+    @cached_property
+    def selection(self) -> cand.Selection:
         t = self.settings.train
-        return list(
-            cand.training_examples(
-                scored,
-                objective=t.objective,
-                threshold=t.score_threshold,
-                per_prompt=t.targets_per_prompt,
-                margin=t.dpo_margin,
-            )
+        return cand.Selection(
+            objective=t.objective,
+            mode=t.selection,
+            threshold=t.score_threshold,
+            relative_margin=t.relative_margin,
+            floor=t.score_floor,
+            per_prompt=t.targets_per_prompt,
+            dpo_margin=t.dpo_margin,
         )
+
+    def _examples(self, scored: list[cand.ScoredPrompt]) -> list[Any]:
+        return list(cand.training_examples(scored, self.selection))
+
+    def _nothing_to_learn(self, scored: list[cand.ScoredPrompt], *, erased: int) -> str:
+        """Why no example came out of the round, with the figures an operator needs to change that."""
+        s = self.selection
+        rule = (
+            f"beat their group's mean by {s.relative_margin:g} (floor {s.floor:g})"
+            if s.mode == "relative"
+            else f"scored at least score_threshold {s.threshold:g}"
+        )
+        if s.objective == "dpo":
+            rule += f" and beat the worst by dpo_margin {s.dpo_margin:g}"
+        tasks = cand.score_statistics(scored, s)
+        figures = "; ".join(
+            f"{task}: {t['prompts']} prompts, best scores median {t['best_median']} max {t['best_max']}, "
+            f"{t['unscored']}/{t['candidates']} candidates unscored"
+            for task, t in tasks.items()
+        )
+        return (
+            f"no candidate of {len(scored)} prompts {rule}: nothing to learn"
+            + (f" ({erased} prompts erased meanwhile)" if erased else "")
+            + (f"; {figures}" if figures else "")
+        )
+
+    def _skip(self, record: RoundRecord, step: str, reason: str, started: float) -> RoundRecord:
+        """A skipped round consumes its prompts (they were tried with this champion) and trains on none of them."""
+        prompts, _ = self._prompts(record)
+        self.state.buffer.mark_consumed(_ids(record), record.id, not_trained=[p.request_id for p in prompts])
+        summary = {"skipped": reason, "seconds": round(time.perf_counter() - started, 2)}
+        return self.rounds.skip(record.id, step, reason, summary)
 
     def generator(self) -> Generator:
         if self._generator is None:

@@ -27,7 +27,7 @@ class RoundRecord:
     id: int
     model: str
     step: str  # the last completed step
-    status: str  # running, done, failed
+    status: str  # running, done, failed, skipped
     reason: str
     work_dir: Path
     version: str | None
@@ -93,6 +93,16 @@ class RoundStore:
                 "UPDATE rounds SET step=?, status=?, summary=?, version=COALESCE(?, version),"
                 " reason=COALESCE(?, reason), updated_at=? WHERE id=?",
                 (step, status, json.dumps(merged), version, reason, time.time(), round_id),
+            )
+        return self.get(round_id)
+
+    def skip(self, round_id: int, step: str, reason: str, summary: dict[str, Any]) -> RoundRecord:
+        """The round ended at `step` with nothing to learn: not a failure (its summary says what it found)."""
+        merged = {**self.get(round_id).summary, step: summary}
+        with self._db.transaction() as conn:
+            conn.execute(
+                "UPDATE rounds SET status='skipped', reason=?, summary=?, updated_at=? WHERE id=?",
+                (reason, json.dumps(merged), time.time(), round_id),
             )
         return self.get(round_id)
 

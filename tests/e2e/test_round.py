@@ -156,3 +156,26 @@ def test_a_round_with_nothing_new_to_train_is_never_recorded(tmp_path, generator
             state.settings, state, scorers=build_scorers(state.settings), generator_factory=lambda p: generator
         ).run()
     assert state.db.query("SELECT count(*) FROM rounds")[0][0] == 0
+
+
+def test_a_round_with_nothing_to_learn_is_skipped_with_its_figures(tmp_path, generator):
+    # A scorer that rates every answer alike: under relative selection no candidate beats its group.
+    state = seeded_state(
+        tmp_path,
+        train={"selection": "relative", "relative_margin": 0.1},
+        score={"tasks": {"math": [{"type": "regex", "params": {"pattern": "^never matches$"}}]}},
+    )
+    record = TaoRound(
+        state.settings, state, scorers=build_scorers(state.settings), generator_factory=lambda p: generator
+    ).run()
+    assert (record.status, record.step) == ("skipped", "score")
+    assert record.version is None and state.registry.versions() == []
+    prompts = record.summary["prepare"]["prompts"]
+    assert record.reason.startswith(
+        f"no candidate of {prompts} prompts beat their group's mean by 0.1 (floor 0): nothing to learn; "
+        f"math: {prompts} prompts, best scores median 0.0 max 0.0, 0/{3 * prompts} candidates unscored"
+    )
+    assert record.summary["train"]["skipped"] == record.reason
+    # Its prompts are consumed (tried with this champion): the next round takes others.
+    taken = set(json.loads((record.work_dir / "prompts.json").read_text())["ids"])
+    assert taken and not taken & {p.id for p in state.buffer.training_prompts(100)}

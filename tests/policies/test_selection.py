@@ -1,6 +1,12 @@
 import pytest
 
-from taoflow.policies.selection import ScoredCandidate, select_distill_targets, select_preference_pair
+from taoflow.policies.selection import (
+    ScoredCandidate,
+    group_mean,
+    select_distill_targets,
+    select_preference_pair,
+    select_relative_targets,
+)
 
 
 def c(text: str, score: float | None, tokens: int = 5, finished: bool = True) -> ScoredCandidate:
@@ -36,3 +42,33 @@ def test_preference_pair_needs_margin_and_threshold():
     assert select_preference_pair(cands[:2], margin=0.5) is None
     assert select_preference_pair([c("x", 0.7), c("y", 0.0)], margin=0.5, threshold=0.9) is None
     assert select_preference_pair([c("x", None)], margin=0.0) is None
+
+
+@pytest.mark.parametrize(
+    ("cands", "margin", "floor", "expected"),
+    [
+        # A judge's continuous scores: the correct-but-wordy answer at 0.5 beats a group of 0.0s.
+        ([c("wordy right", 0.5), c("wrong", 0.0), c("also wrong", 0.0)], 0.1, 0.0, ["wordy right"]),
+        # Every candidate alike: nothing beats the mean, however high the level.
+        ([c("a", 1.0), c("b", 1.0)], 0.0, 0.0, []),
+        ([c("a", 0.5), c("b", 0.5)], 0.1, 0.0, []),
+        # Above the mean, but not by the margin.
+        ([c("a", 0.62), c("b", 0.6), c("c", 0.58)], 0.1, 0.0, []),
+        # The absolute floor still applies.
+        ([c("a", 0.3), c("b", 0.0), c("c", 0.0)], 0.1, 0.5, []),
+        # Unscored candidates do not drag the mean; cut-off answers are never imitated.
+        ([c("a", 0.9, finished=False), c("b", 0.8), c("c", 0.1), c("d", None)], 0.1, 0.0, ["b"]),
+        ([c("a", None)], 0.0, 0.0, []),
+    ],
+)
+def test_relative_targets(cands, margin, floor, expected):
+    chosen = select_relative_targets(cands, margin=margin, floor=floor, per_prompt=2)
+    assert [t.text for t in chosen] == expected
+
+
+def test_relative_targets_best_first_and_per_prompt():
+    cands = [c("ok", 0.7), c("best", 0.9), c("bad", 0.0), c("worst", 0.0)]
+    assert [t.text for t in select_relative_targets(cands, margin=0.1, per_prompt=1)] == ["best"]
+    assert [t.text for t in select_relative_targets(cands, margin=0.1, per_prompt=3)] == ["best", "ok"]
+    assert group_mean(cands) == pytest.approx(0.4)
+    assert group_mean([c("x", None)]) is None
