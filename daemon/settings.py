@@ -322,6 +322,16 @@ class GateSettings(_Section):
     """Longest greedy answer during evaluation."""
     golden_file: Path | None = None
     """Optional labelled JSONL (`messages`, `task`, `expected`) checked the same way; relative to the config file."""
+    confidence: float = Field(0.9, ge=0.0, lt=1.0)
+    """Pass only when the improvement clears min_mean_improvement beyond noise at this confidence: the bootstrap
+    lower bound of the paired mean change, and (for a minimum of 0 or more) a sign test over the prompts that
+    changed. 0 judges the means alone."""
+    bootstrap_samples: int = Field(2000, ge=100, le=100_000)
+    """Resamples of the held-out prompts for the confidence bound (seeded: the same scores give the same decision)."""
+    scorers: dict[str, list[ScorerSpec]] = Field(default_factory=dict)
+    """Per task, scorers the gate judges with instead of the training ones (e.g. a stronger judge, or the
+    verifiers): a policy trained against one scorer can raise its score while an independent one falls. The round's
+    gate table shows both."""
 
 
 class RetrainSettings(_Section):

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from taoflow.connectors.errors import ConfigurationError
 from taoflow.connectors.protocols import Generator
-from taoflow.daemon.round.parts import build_scorers
+from taoflow.daemon.round.parts import build_gate_scorers, build_scorers
 from taoflow.daemon.round.recipe import ProgressFactory, TaoRound, no_progress
 from taoflow.daemon.settings import Settings
 from taoflow.daemon.store.state import State, build_artifact_store
@@ -56,6 +56,7 @@ def build_round(
         settings,
         state,
         scorers=build_scorers(settings),
+        gate_scorers=build_gate_scorers(settings),
         generator_factory=lambda path: build_generator(settings, path),
         progress=progress,
         auto_promote=auto_promote,

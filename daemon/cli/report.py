@@ -65,22 +65,40 @@ def round_table(record: RoundRecord) -> str:
     if record.version:
         lines.append(f"adapter: {record.version}")
     if gate:
-        rows = [
-            [
-                s["task"],
-                s["n"],
-                f"{s['champion_mean']:.3f}",
-                f"{s['candidate_mean']:.3f}",
-                f"{s['candidate_mean'] - s['champion_mean']:+.3f}",
+        lines += ["", gate_table(gate["slices"], gate["against"])]
+        if gate.get("training_scorers"):
+            lines += [
+                "",
+                "the same answers by the training scorers:",
+                gate_table(gate["training_scorers"], gate["against"]),
             ]
-            for s in gate["slices"]
-        ]
-        lines += ["", table(["task", "held-out", f"before ({gate['against']})", "after", "change"], rows), ""]
+        noise = gate.get("noise")
+        if noise:
+            lines.append(
+                f"improvement {noise['confidence']:.0%} bounds [{noise['lower']:+.3f}, {noise['upper']:+.3f}], "
+                f"{noise['improved']} prompts up, {noise['worsened']} down (sign test p={noise['p_value']:.3f})"
+            )
+        lines.append("")
         verdict = "PASSED" if gate["passed"] else "REJECTED"
         lines.append(f"gate {verdict}: {gate['reason']}" + ("; promoted to champion" if gate["promoted"] else ""))
     timings = {step: s.get("seconds") for step, s in record.summary.items() if isinstance(s, dict)}
     lines.append("step seconds: " + ", ".join(f"{k} {v}" for k, v in timings.items() if v is not None))
     return "\n".join(lines)
+
+
+def gate_table(slices: Sequence[dict[str, Any]], against: str) -> str:
+    rows = [
+        [
+            s["task"],
+            s["n"],
+            f"{s['champion_mean']:.3f}",
+            f"{s['candidate_mean']:.3f}",
+            f"{s['candidate_mean'] - s['champion_mean']:+.3f}",
+            s.get("changed", "-"),
+        ]
+        for s in slices
+    ]
+    return table(["task", "held-out", f"before ({against})", "after", "change", "changed"], rows)
 
 
 def adapters_table(versions: Sequence[AdapterVersion], registry: Registry, model: str) -> str:

@@ -20,7 +20,7 @@ from taoflow.connectors.sources.formats import parse_record
 from taoflow.daemon.round.parts import TaskScorers
 from taoflow.policies.gate import SliceScores
 
-__all__ = ["Evaluation", "evaluate", "load_golden", "slices"]
+__all__ = ["Evaluation", "evaluate", "load_golden", "rescore", "slices"]
 
 
 @dataclass(frozen=True)
@@ -62,12 +62,30 @@ def evaluate(
 
 
 def slices(candidate: Evaluation, champion: Evaluation) -> list[SliceScores]:
+    """Per-task summaries of two evaluations of the same records, with each prompt's paired change."""
     return [
         SliceScores(
-            task=t, n=len(candidate.scores[t]), candidate_mean=candidate.mean(t), champion_mean=champion.mean(t)
+            task=t,
+            n=len(candidate.scores[t]),
+            candidate_mean=candidate.mean(t),
+            champion_mean=champion.mean(t),
+            deltas=tuple(a - b for a, b in zip(candidate.scores[t], champion.scores.get(t, []), strict=True)),
         )
         for t in sorted(candidate.scores)
     ]
+
+
+def rescore(evaluation: Evaluation, records: Sequence[PromptRecord], scorers: TaskScorers) -> Evaluation:
+    """The same answers judged by other scorers (the gate's own, say), without generating them again."""
+    scores: dict[str, list[float]] = {}
+    unscored = 0
+    for record, answer in zip(records, evaluation.answers, strict=True):
+        value = _golden_score(record, answer)
+        if value is None:
+            (value,) = scorers.for_task(record.task).score(record, [answer])
+        unscored += value is None
+        scores.setdefault(record.task, []).append(value or 0.0)
+    return Evaluation(scores=scores, answers=evaluation.answers, unscored=unscored)
 
 
 def _golden_score(record: PromptRecord, answer: str) -> float | None:

@@ -11,7 +11,7 @@ from taoflow.connectors.training.lora import TrainingConfig
 from taoflow.daemon.settings import SandboxSettings, ScorerSpec, Settings
 from taoflow.policies.gate import GatePolicy
 
-__all__ = ["TaskScorers", "build_scorers", "gate_policy", "resolve_model", "training_config"]
+__all__ = ["TaskScorers", "build_gate_scorers", "build_scorers", "gate_policy", "resolve_model", "training_config"]
 
 
 class TaskScorers:
@@ -65,6 +65,14 @@ def build_scorers(settings: Settings) -> TaskScorers:
     return TaskScorers(settings.score.tasks, settings.score.default, sandbox=settings.score.sandbox)
 
 
+def build_gate_scorers(settings: Settings) -> TaskScorers | None:
+    """The gate's own scorers (`gate.scorers`, the training ones for the other tasks), or None when it has none."""
+    if not settings.gate.scorers:
+        return None
+    tasks = {**settings.score.tasks, **settings.gate.scorers}
+    return TaskScorers(tasks, settings.score.default, sandbox=settings.score.sandbox)
+
+
 def resolve_model(settings: Settings) -> ResolvedModel:
     return resolve_base_model(settings.model.base, cache_dir=settings.model.cache_dir.expanduser())
 
@@ -93,4 +101,6 @@ def gate_policy(settings: Settings) -> GatePolicy:
         max_slice_regression=g.max_slice_regression,
         min_samples=g.min_samples,
         min_slice_samples=g.min_slice_samples,
+        confidence=g.confidence,
+        bootstrap_samples=g.bootstrap_samples,
     )

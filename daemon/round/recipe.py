@@ -22,13 +22,13 @@ from taoflow.connectors.protocols import Generator, Progress, SamplingConfig
 from taoflow.connectors.records import PromptRecord
 from taoflow.connectors.training.lora import train_adapter
 from taoflow.daemon.round import candidates as cand
-from taoflow.daemon.round.evaluation import evaluate, load_golden, slices
+from taoflow.daemon.round.evaluation import evaluate, load_golden, rescore, slices
 from taoflow.daemon.round.parts import TaskScorers, gate_policy, resolve_model, training_config
 from taoflow.daemon.settings import Settings
 from taoflow.daemon.store.erasure import erased_request_ids
 from taoflow.daemon.store.rounds import RoundRecord, RoundStore
 from taoflow.daemon.store.state import State
-from taoflow.policies.gate import decide_gate
+from taoflow.policies.gate import SliceScores, decide_gate
 
 __all__ = ["ProgressFactory", "TaoRound", "no_progress"]
 
@@ -52,6 +52,7 @@ class TaoRound:
         *,
         scorers: TaskScorers,
         generator_factory: Callable[[Path], Generator],
+        gate_scorers: TaskScorers | None = None,
         progress: ProgressFactory = no_progress,
         auto_promote: bool = True,
         tasks: Sequence[str] = (),
@@ -62,6 +63,7 @@ class TaoRound:
         self.max_prompts = max_prompts
         self.state = state
         self.scorers = scorers
+        self.gate_scorers = gate_scorers  # None: the gate judges with the training scorers
         self.rounds = RoundStore(state.db, state.rounds_dir)
         self.model_name = settings.model.served_name
         self.progress = progress
@@ -221,13 +223,15 @@ class TaoRound:
         heldout = [p.record for p in self.state.buffer.heldout()]
         champion = self.state.registry.alias(self.model_name, "champion")
         g = self.settings.gate
-        baseline = self._evaluate(heldout, champion, "eval champion" if champion else "eval base")
-        candidate = self._evaluate(heldout, version, "eval candidate")
+        judge = self.gate_scorers or self.scorers
+        baseline = self._evaluate(heldout, champion, "eval champion" if champion else "eval base", judge)
+        candidate = self._evaluate(heldout, version, "eval candidate", judge)
         golden_slices = []
         if g.golden_file is not None:
             golden = load_golden(g.golden_file)
             golden_slices = slices(
-                self._evaluate(golden, version, "golden candidate"), self._evaluate(golden, champion, "golden champion")
+                self._evaluate(golden, version, "golden candidate", judge),
+                self._evaluate(golden, champion, "golden champion", judge),
             )
         decision = decide_gate(slices(candidate, baseline), gate_policy(self.settings), golden=golden_slices)
         registry = self.state.registry
@@ -236,16 +240,23 @@ class TaoRound:
         promoted = decision.passed and self.auto_promote
         if promoted and registry.get(version).state == "gated":
             registry.promote(version, reason=f"gate passed: {decision.reason}")
-        return {
+        summary = {
             "passed": decision.passed,
             "outcome": decision.outcome,
             "reason": decision.reason,
             "promoted": promoted,
             "against": champion or "base",
-            "slices": [asdict(s) for s in decision.slices],
-            "golden": [asdict(s) for s in decision.golden],
+            "slices": [_slice_summary(s) for s in decision.slices],
+            "golden": [_slice_summary(s) for s in decision.golden],
+            "noise": asdict(decision.noise) if decision.noise else None,
             "unscored": {"baseline": baseline.unscored, "candidate": candidate.unscored},
-        }, None
+        }
+        if self.gate_scorers is not None:  # what the training scorers say of the same answers, beside the gate's
+            summary["training_scorers"] = [
+                _slice_summary(s)
+                for s in slices(rescore(candidate, heldout, self.scorers), rescore(baseline, heldout, self.scorers))
+            ]
+        return summary, None
 
     # ------------------------------------------------------------------ helpers
     @cached_property
@@ -313,11 +324,11 @@ class TaoRound:
             self._generator = self._generator_factory(self.base.path)
         return self._generator
 
-    def _evaluate(self, records: list[PromptRecord], version: str | None, label: str) -> Any:
+    def _evaluate(self, records: list[PromptRecord], version: str | None, label: str, scorers: TaskScorers) -> Any:
         return evaluate(
             self.generator(),
             records,
-            self.scorers,
+            scorers,
             adapter=self._adapter_path(version),
             max_new_tokens=self.settings.gate.max_new_tokens,
             progress=self.progress(label, len(records)),
@@ -336,6 +347,17 @@ def _verdict(gate: dict[str, Any]) -> str:
     """The round's reason once the gate has judged it: what the gate decided and why."""
     verdict = "gate passed" if gate["passed"] else "gate rejected the adapter"
     return f"{verdict}: {gate['reason']}" + ("; promoted to champion" if gate["promoted"] else "")
+
+
+def _slice_summary(s: SliceScores) -> dict[str, Any]:
+    """A slice as the round records it: its means and how many prompts changed (not every prompt's delta)."""
+    return {
+        "task": s.task,
+        "n": s.n,
+        "candidate_mean": s.candidate_mean,
+        "champion_mean": s.champion_mean,
+        "changed": s.changed,
+    }
 
 
 def _ids(record: RoundRecord) -> list[int]:

@@ -236,14 +236,22 @@ class StateCollector(Collector):
             "SELECT summary FROM rounds WHERE model=? AND summary LIKE '%\"gate\"%' ORDER BY id DESC LIMIT 1",
             (self._model,),
         )
+        bound = GaugeMetricFamily(
+            "taoflow_gate_last_improvement_lower_bound",
+            "Lower confidence bound of the last gated round's mean held-out improvement (gate.confidence).",
+        )
         for (summary,) in judged:
-            slices = json.loads(summary).get("gate", {}).get("slices", [])
+            gate = json.loads(summary).get("gate", {})
+            slices = gate.get("slices", [])
             total = sum(s["n"] for s in slices)
             if total:
                 for side in ("candidate", "champion"):
                     mean = sum(s[f"{side}_mean"] * s["n"] for s in slices) / total
                     last_gate.add_metric([side], mean)
+            if gate.get("noise"):
+                bound.add_metric([], float(gate["noise"]["lower"]))
         yield last_gate
+        yield bound
         rolled_back = self._db.query(
             "SELECT max(e.at) FROM adapter_events e JOIN adapters a ON a.version = e.version"
             " WHERE a.model=? AND e.to_state='champion' AND e.from_state='retired'",

@@ -8,7 +8,7 @@ from taoflow.connectors.artifacts.local import check_adapter_dir
 from taoflow.connectors.errors import NothingToTrain
 from taoflow.connectors.records import Message, PromptRecord
 from taoflow.daemon.round import recipe as round_module
-from taoflow.daemon.round.parts import build_scorers
+from taoflow.daemon.round.parts import build_gate_scorers, build_scorers
 from taoflow.daemon.round.recipe import TaoRound
 from taoflow.daemon.settings import load_settings
 from taoflow.daemon.store.state import State
@@ -60,10 +60,15 @@ def test_round_end_to_end_on_the_real_model(tmp_path, generator, base_model):
             for i in range(3)
         )
     )
-    state = seeded_state(tmp_path, gate={"golden_file": str(golden)})
+    # The gate judges math by the arithmetic verifier alone; training also rewards brevity (length).
+    state = seeded_state(tmp_path, gate={"golden_file": str(golden), "scorers": {"math": [{"type": "arithmetic"}]}})
     counting = CountingGenerator(generator)
     record = TaoRound(
-        state.settings, state, scorers=build_scorers(state.settings), generator_factory=lambda path: counting
+        state.settings,
+        state,
+        scorers=build_scorers(state.settings),
+        gate_scorers=build_gate_scorers(state.settings),
+        generator_factory=lambda path: counting,
     ).run()
     assert (record.status, record.step) == ("done", "done")
     summary = record.summary
@@ -76,6 +81,12 @@ def test_round_end_to_end_on_the_real_model(tmp_path, generator, base_model):
     gate = summary["gate"]
     assert gate["against"] == "base" and gate["slices"][0]["n"] == state.buffer.stats().tasks["math"].heldout
     assert [(g["task"], g["n"]) for g in gate["golden"]] == [("gold", 3)]
+    (judged,) = gate["slices"]
+    (trained,) = gate["training_scorers"]  # the same answers as the training scorers see them, beside
+    assert judged["n"] == trained["n"] and 0 <= judged["changed"] <= judged["n"]
+    noise = gate["noise"]  # the bar is -1 here: bounded below, no sign test asked
+    assert noise["confidence"] == 0.9 and noise["lower"] <= noise["upper"]
+    assert noise["improved"] + noise["worsened"] == judged["changed"]
     version = state.registry.get(record.version)
     assert version.state == ("champion" if gate["passed"] else "rejected")
     verdict = "gate passed: " if gate["passed"] else "gate rejected the adapter: "

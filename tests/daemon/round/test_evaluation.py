@@ -3,7 +3,10 @@ import json
 import pytest
 
 from taoflow.connectors.errors import ConfigurationError
-from taoflow.daemon.round.evaluation import _golden_score, load_golden
+from taoflow.connectors.records import Message, PromptRecord
+from taoflow.daemon.round.evaluation import Evaluation, _golden_score, load_golden, rescore, slices
+from taoflow.daemon.round.parts import build_gate_scorers, build_scorers
+from taoflow.daemon.settings import load_settings
 
 
 def test_golden_file_in_any_record_shape(tmp_path):
@@ -29,3 +32,20 @@ def test_bad_golden_lines_name_the_line(tmp_path):
         load_golden(path)
     with pytest.raises(ConfigurationError, match="cannot read golden set"):
         load_golden(tmp_path / "missing.jsonl")
+
+
+def test_the_gate_rescores_the_same_answers_with_its_own_scorers():
+    settings = load_settings(
+        None,
+        score={"sandbox": {"enabled": False}, "tasks": {"math": [{"type": "length", "params": {"max_chars": 4}}]}},
+        gate={"scorers": {"math": [{"type": "arithmetic"}]}},
+    )
+    assert build_gate_scorers(load_settings(None)) is None
+    records = [PromptRecord(f"r{i}", "math", (Message("user", f"What is {i} + 1?"),)) for i in range(3)]
+    answers = ["1", "the answer is 2", "4"]
+    by_training = rescore(Evaluation({}, answers), records, build_scorers(settings))
+    by_gate = rescore(Evaluation({}, answers), records, build_gate_scorers(settings))
+    assert by_gate.scores == {"math": [1.0, 1.0, 0.0]}  # right, right, wrong
+    assert by_training.scores["math"][1] < 1.0  # the long right answer loses on length
+    (math,) = slices(by_gate, by_training)
+    assert (math.n, math.changed) == (3, 2) and math.deltas[0] == 0.0
