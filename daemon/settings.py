@@ -242,8 +242,8 @@ class GenerateSettings(_Section):
 
 
 class ScorerSpec(_Section):
-    type: Literal["arithmetic", "json_schema", "regex", "sql", "python", "self_consistency", "length"]
-    """Scorer kind."""
+    type: Literal["arithmetic", "json_schema", "regex", "sql", "python", "self_consistency", "length", "judge"]
+    """Scorer kind (`judge`: an LLM judge over an OpenAI-compatible endpoint, run in the round's process)."""
     weight: float = Field(1.0, gt=0.0)
     """Weight in the composite (weights are normalised over the scorers that answered)."""
     params: dict[str, Any] = Field(default_factory=dict)

@@ -12,6 +12,7 @@ from typing import Any
 from taoflow.connectors.errors import ConfigurationError
 from taoflow.connectors.protocols import Scorer
 from taoflow.connectors.records import PromptRecord
+from taoflow.connectors.scoring.judge import JudgeScorer
 from taoflow.connectors.scoring.verifiers import (
     ArithmeticScorer,
     JsonSchemaScorer,
@@ -22,7 +23,7 @@ from taoflow.connectors.scoring.verifiers import (
     SqlScorer,
 )
 
-__all__ = ["CompositeScorer", "ScoringStats", "build_scorer"]
+__all__ = ["NETWORKED", "CompositeScorer", "ScoringStats", "build_scorer"]
 
 log = logging.getLogger(__name__)
 
@@ -34,13 +35,19 @@ _KINDS: dict[str, Any] = {
     "sql": SqlScorer,
     "python": PythonScorer,
     "self_consistency": SelfConsistencyScorer,
+    "judge": JudgeScorer,
 }
+
+#: Scorers that call a model over the network: they run in the round's own process, not in the sandbox.
+NETWORKED = frozenset({"judge"})
 
 
 def build_scorer(kind: str, params: dict[str, Any]) -> Scorer:
     """Construct a verifier from its settings; bad parameters fail here, at start-up."""
     if kind not in _KINDS:
         raise ConfigurationError(f"unknown scorer type {kind!r}; choose from {sorted(_KINDS)}")
+    if kind == "judge" and "api_key" in params:
+        raise ConfigurationError("a judge's API key never goes in the config: set api_key_env or api_key_file")
     try:
         scorer: Scorer = _KINDS[kind](**params)
     except TypeError as exc:
@@ -93,6 +100,13 @@ class CompositeScorer:
                 self.stats.scored += 1
                 results.append(total / weight)
         return results
+
+    def close(self) -> None:
+        """Close the parts that hold a process, a connection or a file."""
+        for scorer, _ in self.parts:
+            close = getattr(scorer, "close", None)
+            if callable(close):
+                close()
 
     def _run(self, scorer: Scorer, record: PromptRecord, responses: Sequence[str]) -> list[object]:
         try:

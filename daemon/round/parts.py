@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
 
 from taoflow.connectors.generation.base_model import ResolvedModel, resolve_base_model
-from taoflow.connectors.scoring.composite import CompositeScorer, build_scorer
+from taoflow.connectors.protocols import Scorer
+from taoflow.connectors.scoring.composite import NETWORKED, CompositeScorer, build_scorer
+from taoflow.connectors.scoring.judge import JudgeScorer
 from taoflow.connectors.scoring.sandbox import SandboxedScorer, SandboxLimits
 from taoflow.connectors.training.lora import TrainingConfig
 from taoflow.daemon.settings import SandboxSettings, ScorerSpec, Settings
@@ -15,8 +19,9 @@ __all__ = ["TaskScorers", "build_gate_scorers", "build_scorers", "gate_policy", 
 
 
 class TaskScorers:
-    """A scorer per task, built lazily from the `score` settings: confined in a worker process (the default) or
-    in this process when `score.sandbox.enabled` is off."""
+    """A scorer per task, built lazily from the `score` settings: verifiers confined in a worker process (the
+    default) or in this process when `score.sandbox.enabled` is off; networked scorers (the judge) always in this
+    process, their verdicts cached under `cache_dir`."""
 
     def __init__(
         self,
@@ -24,13 +29,15 @@ class TaskScorers:
         default: list[ScorerSpec],
         *,
         sandbox: SandboxSettings | None = None,
+        cache_dir: Path | None = None,
     ) -> None:
         self._specs = dict(tasks)
         self._default = default
         self._sandbox = sandbox if sandbox is not None else SandboxSettings()
+        self._cache_dir = cache_dir
         self._built: dict[str, TaskScorer] = {}
         for specs in [*self._specs.values(), default]:
-            _composite(specs)  # construct once now: a bad scorer config fails at start-up
+            _composite(specs).close()  # construct once now: a bad scorer config fails at start-up
 
     def for_task(self, task: str) -> TaskScorer:
         if task not in self._built:
@@ -40,29 +47,57 @@ class TaskScorers:
     def all(self) -> dict[str, TaskScorer]:
         return dict(self._built)
 
+    def judges(self) -> dict[str, dict[str, Any]]:
+        """What each task's judge did (calls, tokens, unscored by reason, position means), by task."""
+        return {
+            task: part.stats.summary()
+            for task, scorer in self._built.items()
+            for part, _ in getattr(scorer, "parts", ())
+            if isinstance(part, JudgeScorer)
+        }
+
     def close(self) -> None:
         for scorer in self._built.values():
-            if isinstance(scorer, SandboxedScorer):
-                scorer.close()
+            scorer.close()
 
     def _build(self, specs: list[ScorerSpec]) -> TaskScorer:
-        if not self._sandbox.enabled:
-            return _composite(specs)
+        confined = [s for s in specs if s.type not in NETWORKED]
+        if not self._sandbox.enabled or not confined:
+            return _composite(specs, cache_dir=self._cache_dir)
         limits = SandboxLimits(
             seconds_per_candidate=self._sandbox.seconds_per_candidate, memory_mb=self._sandbox.memory_mb
         )
-        return SandboxedScorer([(s.type, dict(s.params), s.weight) for s in specs], limits)
+        sandboxed = SandboxedScorer([(s.type, dict(s.params), s.weight) for s in confined], limits)
+        networked = [s for s in specs if s.type in NETWORKED]
+        if not networked:
+            return sandboxed
+        # The confined verifiers' weighted mean counts with their total weight beside each networked scorer.
+        return CompositeScorer(
+            [(sandboxed, sum(s.weight for s in confined)), *_parts(networked, cache_dir=self._cache_dir)]
+        )
 
 
 TaskScorer = CompositeScorer | SandboxedScorer
 
 
-def _composite(specs: list[ScorerSpec]) -> CompositeScorer:
-    return CompositeScorer([(build_scorer(s.type, dict(s.params)), s.weight) for s in specs])
+def _parts(specs: list[ScorerSpec], *, cache_dir: Path | None = None) -> list[tuple[Scorer, float]]:
+    parts = []
+    for s in specs:
+        params = dict(s.params)
+        if s.type == "judge" and cache_dir is not None:
+            params.setdefault("cache_dir", str(cache_dir))
+        parts.append((build_scorer(s.type, params), s.weight))
+    return parts
+
+
+def _composite(specs: list[ScorerSpec], *, cache_dir: Path | None = None) -> CompositeScorer:
+    return CompositeScorer(_parts(specs, cache_dir=cache_dir))
 
 
 def build_scorers(settings: Settings) -> TaskScorers:
-    return TaskScorers(settings.score.tasks, settings.score.default, sandbox=settings.score.sandbox)
+    return TaskScorers(
+        settings.score.tasks, settings.score.default, sandbox=settings.score.sandbox, cache_dir=_judge_cache(settings)
+    )
 
 
 def build_gate_scorers(settings: Settings) -> TaskScorers | None:
@@ -70,7 +105,11 @@ def build_gate_scorers(settings: Settings) -> TaskScorers | None:
     if not settings.gate.scorers:
         return None
     tasks = {**settings.score.tasks, **settings.gate.scorers}
-    return TaskScorers(tasks, settings.score.default, sandbox=settings.score.sandbox)
+    return TaskScorers(tasks, settings.score.default, sandbox=settings.score.sandbox, cache_dir=_judge_cache(settings))
+
+
+def _judge_cache(settings: Settings) -> Path:
+    return settings.storage.state_dir / "judge-cache"
 
 
 def resolve_model(settings: Settings) -> ResolvedModel:

@@ -149,7 +149,10 @@ class TaoRound:
         scored = cand.score_all(prompts, rows, self.scorers, progress=self.progress("score", len(prompts)))
         cand.write_scored(record.work_dir / "scored.jsonl", scored)
         stats = cand.score_statistics(scored, self.selection)
-        return {"tasks": stats, "examples": len(self._examples(scored))}, None
+        summary: dict[str, Any] = {"tasks": stats, "examples": len(self._examples(scored))}
+        if judges := self.scorers.judges():
+            summary["judges"] = judges
+        return summary, None
 
     def train(self, record: RoundRecord) -> tuple[dict[str, Any], str | None]:
         scored = cand.read_scored(record.work_dir / "scored.jsonl")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -173,8 +173,11 @@ class StateCollector(Collector):
         )
         round_results: dict[str, int] = {}
         gate_results: dict[tuple[str, str], int] = {}
+        judging = _JudgeTotals()
         for status, summary in self._db.query("SELECT status, summary FROM rounds WHERE model=?", (self._model,)):
-            gate = json.loads(summary).get("gate")
+            data = json.loads(summary)
+            judging.add(data.get("score", {}).get("judges", {}))
+            gate = data.get("gate")
             result = status if status != "done" else ("promoted" if gate and gate.get("promoted") else "not_promoted")
             round_results[result] = round_results.get(result, 0) + 1
             if gate:
@@ -186,6 +189,7 @@ class StateCollector(Collector):
             gates.add_metric([result, reason], count)
         yield rounds
         yield gates
+        yield from judging.metrics()
         events = CounterMetricFamily(
             "taoflow_adapter_transitions",
             "Registry transitions by kind: promote, rollback (a retired adapter reinstated), gated, rejected, retired.",
@@ -273,3 +277,46 @@ class StateCollector(Collector):
         if version is not None:
             champion.add_metric([self._model, version], 1)
         yield champion
+
+
+class _JudgeTotals:
+    """The LLM judges' work over every round's score step, as counters (each round records its own figures)."""
+
+    def __init__(self) -> None:
+        self.calls: dict[str, int] = {}
+        self.unscored: dict[str, int] = {}
+        self.tokens = {"prompt": 0, "completion": 0}
+        self.cached = 0
+
+    def add(self, judges: dict[str, Any]) -> None:
+        for judge in judges.values():
+            for outcome, count in judge.get("calls", {}).items():
+                self.calls[outcome] = self.calls.get(outcome, 0) + int(count)
+            for reason, count in judge.get("failures", {}).items():
+                self.unscored[reason] = self.unscored.get(reason, 0) + int(count)
+            self.tokens["prompt"] += int(judge.get("prompt_tokens", 0))
+            self.tokens["completion"] += int(judge.get("completion_tokens", 0))
+            self.cached += int(judge.get("cached", 0))
+
+    def metrics(self) -> Iterator[Metric]:
+        calls = CounterMetricFamily(
+            "taoflow_judge_calls", "LLM judge requests by outcome (ok, retried, failed).", labels=["outcome"]
+        )
+        for outcome in sorted({"ok", "retried", "failed", *self.calls}):
+            calls.add_metric([outcome], self.calls.get(outcome, 0))
+        unscored = CounterMetricFamily(
+            "taoflow_judge_unscored_candidates",
+            "Candidates a judge left unscored, by reason (malformed, refusal, missing, timeout, http_5xx, ...).",
+            labels=["reason"],
+        )
+        for reason, count in sorted(self.unscored.items()):
+            unscored.add_metric([reason], count)
+        tokens = CounterMetricFamily("taoflow_judge_tokens", "Tokens the judges read and wrote.", labels=["kind"])
+        for kind, count in self.tokens.items():
+            tokens.add_metric([kind], count)
+        yield calls
+        yield unscored
+        yield tokens
+        yield CounterMetricFamily(
+            "taoflow_judge_cached_verdicts", "Judge verdicts served from the cache.", value=self.cached
+        )

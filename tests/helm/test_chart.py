@@ -315,3 +315,10 @@ def test_a_delta_source_takes_its_storage_options_from_a_secret():
     assert container["envFrom"] == [
         {"prefix": "TAOFLOW_SOURCE__DELTA__STORAGE_OPTIONS__", "secretRef": {"name": "unity"}}
     ]
+
+
+def test_a_hosted_judge_takes_its_key_from_a_secret():
+    (sts,) = by_kind(render({"secrets": {"judgeApiKey": {"existingSecret": "judge", "key": "k"}}}), "StatefulSet")
+    (container,) = sts["spec"]["template"]["spec"]["containers"]
+    (env,) = [e for e in container["env"] if e["name"] == "TAOFLOW_JUDGE_API_KEY"]
+    assert env["valueFrom"] == {"secretKeyRef": {"name": "judge", "key": "k"}}

@@ -140,3 +140,37 @@ def test_a_round_that_found_nothing_to_train_costs_no_cooldown(service, tmp_path
     )
     assert service.flywheel.launcher.last_exit_at is None
     assert service.flywheel.dry_run().rule == "ready"
+
+
+def test_a_skipped_round_starts_the_cooldown_and_is_counted_with_its_judge(service, tmp_path):
+    rewrite(tmp_path, retrain={"cooldown_seconds": 600})
+    add_prompts(service, 5)
+    rounds = RoundStore(service.state.db, service.state.rounds_dir)
+    # What `taoflow round` leaves when its candidates gave nothing to learn: a skipped round, exit 6.
+    record = rounds.start(service.flywheel.model)
+    for step, summary in [("prepare", {"prompts": 5}), ("generate", {"candidates": 40})]:
+        record = rounds.complete_step(record.id, step, summary)
+    judges = {
+        "support": {
+            "calls": {"ok": 38, "retried": 3, "failed": 2},
+            "failures": {"malformed": 4, "timeout": 2},
+            "prompt_tokens": 9000,
+            "completion_tokens": 400,
+            "cached": 5,
+        }
+    }
+    record = rounds.complete_step(record.id, "score", {"tasks": {}, "judges": judges})
+    rounds.skip(record.id, "train", "no candidate of 5 prompts ...: nothing to learn", {"skipped": "..."})
+    assert service.flywheel.evaluate().rule == "cooldown"  # it did work: its end starts the cooldown
+    service.flywheel.launcher._command = [sys.executable, "-c", "raise SystemExit(6)"]
+    assert service.flywheel.launcher.start()
+    poll_until(
+        lambda: service.registry.get_sample_value("taoflow_round_process_exits_total", {"outcome": "skipped"}) == 1,
+        deadline_s=10,
+    )
+    value = service.registry.get_sample_value
+    assert value("taoflow_rounds_total", {"result": "skipped"}) == 1
+    assert [value("taoflow_judge_calls_total", {"outcome": o}) for o in ("ok", "retried", "failed")] == [38, 3, 2]
+    assert value("taoflow_judge_unscored_candidates_total", {"reason": "malformed"}) == 4
+    assert value("taoflow_judge_tokens_total", {"kind": "prompt"}) == 9000
+    assert value("taoflow_judge_cached_verdicts_total") == 5
