@@ -242,8 +242,21 @@ class GenerateSettings(_Section):
 
 
 class ScorerSpec(_Section):
-    type: Literal["arithmetic", "json_schema", "regex", "sql", "python", "self_consistency", "length", "judge"]
-    """Scorer kind (`judge`: an LLM judge over an OpenAI-compatible endpoint, run in the round's process)."""
+    type: Literal[
+        "arithmetic",
+        "json_schema",
+        "regex",
+        "sql",
+        "python",
+        "self_consistency",
+        "length",
+        "judge",
+        "reward_model",
+        "self_certainty",
+    ]
+    """Scorer kind. `judge` (an LLM judge over an OpenAI-compatible endpoint), `reward_model` (a local
+    sequence-classification model) and `self_certainty` (the policy's own confidence) run in the round's process;
+    the verifiers run in the sandbox."""
     weight: float = Field(1.0, gt=0.0)
     """Weight in the composite (weights are normalised over the scorers that answered)."""
     params: dict[str, Any] = Field(default_factory=dict)

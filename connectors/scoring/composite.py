@@ -13,6 +13,7 @@ from taoflow.connectors.errors import ConfigurationError
 from taoflow.connectors.protocols import Scorer
 from taoflow.connectors.records import PromptRecord
 from taoflow.connectors.scoring.judge import JudgeScorer
+from taoflow.connectors.scoring.models import RewardModelScorer, SelfCertaintyScorer
 from taoflow.connectors.scoring.verifiers import (
     ArithmeticScorer,
     JsonSchemaScorer,
@@ -23,7 +24,7 @@ from taoflow.connectors.scoring.verifiers import (
     SqlScorer,
 )
 
-__all__ = ["NETWORKED", "CompositeScorer", "ScoringStats", "build_scorer"]
+__all__ = ["IN_PROCESS", "CompositeScorer", "ScoringStats", "build_scorer"]
 
 log = logging.getLogger(__name__)
 
@@ -36,10 +37,13 @@ _KINDS: dict[str, Any] = {
     "python": PythonScorer,
     "self_consistency": SelfConsistencyScorer,
     "judge": JudgeScorer,
+    "reward_model": RewardModelScorer,
+    "self_certainty": SelfCertaintyScorer,
 }
 
-#: Scorers that call a model over the network: they run in the round's own process, not in the sandbox.
-NETWORKED = frozenset({"judge"})
+#: Scorers that call a model (over the network, or loaded here): they run in the round's own process, not in
+#: the sandbox, which refuses sockets and caps memory.
+IN_PROCESS = frozenset({"judge", "reward_model", "self_certainty"})
 
 
 def build_scorer(kind: str, params: dict[str, Any]) -> Scorer:
@@ -100,6 +104,17 @@ class CompositeScorer:
                 self.stats.scored += 1
                 results.append(total / weight)
         return results
+
+    def prepare(self, task: str, records: Sequence[PromptRecord], responses: Sequence[Sequence[str]]) -> None:
+        """Let the parts that score relative to a task's statistics see all its candidates first."""
+        for scorer, _ in self.parts:
+            prepare = getattr(scorer, "prepare", None)
+            if callable(prepare):
+                try:
+                    prepare(task, records, responses)
+                except Exception as exc:  # its scores then fail one by one, counted as usual
+                    self.stats.errors[scorer.name] += 1
+                    self._log_once(scorer.name, f"scorer {scorer.name} could not prepare: {type(exc).__name__}: {exc}")
 
     def close(self) -> None:
         """Close the parts that hold a process, a connection or a file."""

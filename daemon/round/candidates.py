@@ -63,6 +63,7 @@ def score_all(
     *,
     progress: Progress | None = None,
 ) -> list[ScoredPrompt]:
+    scorers.prepare(prompts, [[c.text for c in candidates[p.request_id]] for p in prompts])
     scored: list[ScoredPrompt] = []
     for record in prompts:
         row = candidates[record.request_id]

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from taoflow.connectors.generation.base_model import ResolvedModel, resolve_base_model
 from taoflow.connectors.protocols import Scorer
-from taoflow.connectors.scoring.composite import NETWORKED, CompositeScorer, build_scorer
+from taoflow.connectors.records import PromptRecord
+from taoflow.connectors.scoring.composite import IN_PROCESS, CompositeScorer, build_scorer
 from taoflow.connectors.scoring.judge import JudgeScorer
+from taoflow.connectors.scoring.models import PolicyRef, RewardModelScorer, SelfCertaintyScorer
 from taoflow.connectors.scoring.sandbox import SandboxedScorer, SandboxLimits
 from taoflow.connectors.training.lora import TrainingConfig
 from taoflow.daemon.settings import SandboxSettings, ScorerSpec, Settings
@@ -20,8 +22,8 @@ __all__ = ["TaskScorers", "build_gate_scorers", "build_scorers", "gate_policy", 
 
 class TaskScorers:
     """A scorer per task, built lazily from the `score` settings: verifiers confined in a worker process (the
-    default) or in this process when `score.sandbox.enabled` is off; networked scorers (the judge) always in this
-    process, their verdicts cached under `cache_dir`."""
+    default) or in this process when `score.sandbox.enabled` is off; model scorers (judge, reward model,
+    self-certainty) always in this process, the judge's verdicts cached under `cache_dir`."""
 
     def __init__(
         self,
@@ -35,6 +37,7 @@ class TaskScorers:
         self._default = default
         self._sandbox = sandbox if sandbox is not None else SandboxSettings()
         self._cache_dir = cache_dir
+        self.policy = PolicyRef()  # the round says which model self_certainty scores with
         self._built: dict[str, TaskScorer] = {}
         for specs in [*self._specs.values(), default]:
             _composite(specs).close()  # construct once now: a bad scorer config fails at start-up
@@ -56,42 +59,90 @@ class TaskScorers:
             if isinstance(part, JudgeScorer)
         }
 
+    def use_policy(self, model_dir: Path, adapter: Path | None) -> None:
+        self.policy.model_dir, self.policy.adapter = model_dir, adapter
+
+    def prepare(self, records: Sequence[PromptRecord], responses: Sequence[Sequence[str]]) -> None:
+        """Show each task's scorers all of its candidates first (the model scorers fit their statistics)."""
+        by_task: dict[str, tuple[list[PromptRecord], list[Sequence[str]]]] = {}
+        for record, answers in zip(records, responses, strict=True):
+            rows = by_task.setdefault(record.task, ([], []))
+            rows[0].append(record)
+            rows[1].append(answers)
+        for task, (task_records, task_answers) in by_task.items():
+            scorer = self.for_task(task)
+            if isinstance(scorer, CompositeScorer):
+                scorer.prepare(task, task_records, task_answers)
+
+    def normalisation(self) -> dict[str, dict[str, Any]]:
+        """The model scorers' per-task statistics, by task and scorer, to store with the round."""
+        return {
+            task: {part.name: part.scores.normaliser.summary().get(task, {})}
+            for task, part in self._model_parts()
+            if task in part.scores.normaliser.stats
+        }
+
+    def restore(self, saved: dict[str, dict[str, Any]]) -> None:
+        """Statistics a round stored (a resumed gate scores as its score step did)."""
+        for task in saved:
+            self.for_task(task)
+        for task, part in self._model_parts():
+            if part.name in saved.get(task, {}):
+                part.scores.normaliser.restore({task: saved[task][part.name]})
+
+    def _model_parts(self) -> list[tuple[str, RewardModelScorer | SelfCertaintyScorer]]:
+        return [
+            (task, part)
+            for task, scorer in self._built.items()
+            for part, _ in getattr(scorer, "parts", ())
+            if isinstance(part, RewardModelScorer | SelfCertaintyScorer)
+        ]
+
     def close(self) -> None:
         for scorer in self._built.values():
             scorer.close()
 
     def _build(self, specs: list[ScorerSpec]) -> TaskScorer:
-        confined = [s for s in specs if s.type not in NETWORKED]
+        confined = [s for s in specs if s.type not in IN_PROCESS]
         if not self._sandbox.enabled or not confined:
-            return _composite(specs, cache_dir=self._cache_dir)
+            return _composite(specs, cache_dir=self._cache_dir, policy=self.policy)
         limits = SandboxLimits(
             seconds_per_candidate=self._sandbox.seconds_per_candidate, memory_mb=self._sandbox.memory_mb
         )
         sandboxed = SandboxedScorer([(s.type, dict(s.params), s.weight) for s in confined], limits)
-        networked = [s for s in specs if s.type in NETWORKED]
-        if not networked:
+        in_process = [s for s in specs if s.type in IN_PROCESS]
+        if not in_process:
             return sandboxed
-        # The confined verifiers' weighted mean counts with their total weight beside each networked scorer.
+        # The confined verifiers' weighted mean counts with their total weight beside each in-process scorer.
         return CompositeScorer(
-            [(sandboxed, sum(s.weight for s in confined)), *_parts(networked, cache_dir=self._cache_dir)]
+            [
+                (sandboxed, sum(s.weight for s in confined)),
+                *_parts(in_process, cache_dir=self._cache_dir, policy=self.policy),
+            ]
         )
 
 
 TaskScorer = CompositeScorer | SandboxedScorer
 
 
-def _parts(specs: list[ScorerSpec], *, cache_dir: Path | None = None) -> list[tuple[Scorer, float]]:
+def _parts(
+    specs: list[ScorerSpec], *, cache_dir: Path | None = None, policy: PolicyRef | None = None
+) -> list[tuple[Scorer, float]]:
     parts = []
     for s in specs:
         params = dict(s.params)
         if s.type == "judge" and cache_dir is not None:
             params.setdefault("cache_dir", str(cache_dir))
+        if s.type == "self_certainty" and policy is not None:
+            params["policy"] = policy
         parts.append((build_scorer(s.type, params), s.weight))
     return parts
 
 
-def _composite(specs: list[ScorerSpec], *, cache_dir: Path | None = None) -> CompositeScorer:
-    return CompositeScorer(_parts(specs, cache_dir=cache_dir))
+def _composite(
+    specs: list[ScorerSpec], *, cache_dir: Path | None = None, policy: PolicyRef | None = None
+) -> CompositeScorer:
+    return CompositeScorer(_parts(specs, cache_dir=cache_dir, policy=policy))
 
 
 def build_scorers(settings: Settings) -> TaskScorers:

@@ -144,7 +144,8 @@ class TaoRound:
         }, None
 
     def score(self, record: RoundRecord) -> tuple[dict[str, Any], str | None]:
-        prompts, _ = self._prompts(record)
+        prompts, champion = self._prompts(record)
+        self.scorers.use_policy(self.base.path, self._adapter_path(champion))
         rows = cand.read_candidates(record.work_dir / "candidates.jsonl")
         scored = cand.score_all(prompts, rows, self.scorers, progress=self.progress("score", len(prompts)))
         cand.write_scored(record.work_dir / "scored.jsonl", scored)
@@ -152,6 +153,8 @@ class TaoRound:
         summary: dict[str, Any] = {"tasks": stats, "examples": len(self._examples(scored))}
         if judges := self.scorers.judges():
             summary["judges"] = judges
+        if normalisation := self.scorers.normalisation():
+            summary["normalisation"] = normalisation
         return summary, None
 
     def train(self, record: RoundRecord) -> tuple[dict[str, Any], str | None]:
@@ -227,6 +230,11 @@ class TaoRound:
         champion = self.state.registry.alias(self.model_name, "champion")
         g = self.settings.gate
         judge = self.gate_scorers or self.scorers
+        # Model scorers judge both sides with the champion as policy; the training scorers with the statistics of
+        # the score step (the gate's own scorers have none: both sides go through the same plain mapping).
+        for scorers in {id(judge): judge, id(self.scorers): self.scorers}.values():
+            scorers.use_policy(self.base.path, self._adapter_path(champion))
+        self.scorers.restore(record.summary.get("score", {}).get("normalisation", {}))
         baseline = self._evaluate(heldout, champion, "eval champion" if champion else "eval base", judge)
         candidate = self._evaluate(heldout, version, "eval candidate", judge)
         golden_slices = []
