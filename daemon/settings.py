@@ -284,8 +284,10 @@ class ScoreSettings(_Section):
 
 
 class TrainSettings(_Section):
-    objective: Literal["sft", "dpo"] = "sft"
-    """`sft`: best-of-N distillation; `dpo`: preference pairs of best and worst candidates."""
+    objective: Literal["sft", "dpo", "grpo"] = "sft"
+    """`sft`: best-of-N distillation; `dpo`: preference pairs of best and worst candidates; `grpo`: the policy
+    samples grpo_generations answers per prompt while it trains, rewarded by the task's scorers (prompts whose
+    round candidates all scored alike are left out: their group advantage is zero)."""
     selection: Literal["threshold", "relative"] = "threshold"
     """Which candidates are worth learning from. `threshold`: those scoring at least score_threshold (verifiers
     that score 0 or 1); `relative`: those beating their prompt's group mean by relative_margin and scoring at least
@@ -302,6 +304,14 @@ class TrainSettings(_Section):
     """DPO: the best candidate must beat the worst by this much to form a pair."""
     dpo_beta: float = Field(0.1, gt=0.0)
     """DPO: KL strength."""
+    grpo_generations: int = Field(4, ge=2, le=64)
+    """GRPO: answers sampled per prompt at each step (the group its advantages are relative to)."""
+    grpo_max_completion_tokens: int = Field(48, ge=1)
+    """GRPO: longest sampled answer."""
+    grpo_temperature: float = Field(0.8, gt=0.0)
+    """GRPO: sampling temperature during training."""
+    grpo_beta: float = Field(0.0, ge=0.0)
+    """GRPO: KL penalty against the base model (0 loads no reference model)."""
     lora_rank: int = Field(16, ge=1, le=256)
     """LoRA rank (vLLM servers must allow at least this with --max-lora-rank)."""
     lora_alpha: int = Field(32, ge=1)

@@ -1,4 +1,4 @@
-"""LoRA training with TRL and PEFT: best-of-N distillation (SFT) and DPO.
+"""LoRA training with TRL and PEFT: best-of-N distillation (SFT), DPO, and GRPO.
 
 The round hands over plain examples; this module turns them into TRL datasets,
 trains a LoRA adapter on the base model and writes it in PEFT format (what vLLM's
@@ -16,11 +16,20 @@ from typing import Any, Literal
 
 from taoflow.connectors.errors import RoundError
 from taoflow.connectors.protocols import Progress
-from taoflow.connectors.records import Message
+from taoflow.connectors.records import Message, PromptRecord
+from taoflow.connectors.training.grpo import RewardFunction, grpo_trainer
 
-__all__ = ["DistillExample", "PreferenceExample", "TrainingConfig", "TrainingResult", "train_adapter"]
+__all__ = [
+    "DistillExample",
+    "PreferenceExample",
+    "PromptExample",
+    "RewardFunction",
+    "TrainingConfig",
+    "TrainingResult",
+    "train_adapter",
+]
 
-Objective = Literal["sft", "dpo"]
+Objective = Literal["sft", "dpo", "grpo"]
 
 
 @dataclass(frozen=True)
@@ -41,6 +50,13 @@ class PreferenceExample:
 
 
 @dataclass(frozen=True)
+class PromptExample:
+    """A prompt GRPO generates for and rewards with the task's scorers (the record says which task)."""
+
+    record: PromptRecord
+
+
+@dataclass(frozen=True)
 class TrainingConfig:
     """Hyper-parameters of one adapter training run (mirrors the `train` settings section)."""
 
@@ -58,6 +74,10 @@ class TrainingConfig:
     seed: int = 0
     save_steps: int = 20
     bf16: bool = False
+    grpo_generations: int = 4
+    grpo_max_completion_tokens: int = 48
+    grpo_temperature: float = 0.8
+    grpo_beta: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -75,17 +95,23 @@ class TrainingResult:
         return self.samples_seen / self.seconds if self.seconds > 0 else 0.0
 
 
+Examples = Sequence[DistillExample] | Sequence[PreferenceExample] | Sequence[PromptExample]
+
+
 def train_adapter(
     base_model_dir: Path,
-    examples: Sequence[DistillExample] | Sequence[PreferenceExample],
+    examples: Examples,
     config: TrainingConfig,
     *,
     work_dir: Path,
     progress: Progress | None = None,
+    reward: RewardFunction | None = None,
 ) -> TrainingResult:
-    """Train a LoRA adapter; the adapter lands in `work_dir / "adapter"`."""
+    """Train a LoRA adapter; the adapter lands in `work_dir / "adapter"`. GRPO needs `reward`."""
     if not examples:
-        raise RoundError("no training examples passed the score threshold; nothing to train")
+        raise RoundError("no training examples passed the selection; nothing to train")
+    if config.objective == "grpo" and reward is None:
+        raise RoundError("GRPO needs a reward function (the task's scorers)")
     import torch
     from transformers import AutoModelForCausalLM, PrinterCallback, TrainerCallback
 
@@ -99,7 +125,22 @@ def train_adapter(
     model = AutoModelForCausalLM.from_pretrained(base_model_dir, dtype=torch.float32)
     checkpoints = work_dir / "checkpoints"
     resume = _latest_checkpoint(checkpoints)
-    trainer = _build_trainer(model, tokenizer, examples, config, checkpoints)
+    if config.objective == "grpo" and reward is not None:
+        trainer = grpo_trainer(
+            model,
+            tokenizer,
+            [e.record for e in examples if isinstance(e, PromptExample)],
+            trainer_arguments(config, checkpoints),
+            batch_size=config.batch_size,
+            generations=config.grpo_generations,
+            max_completion_tokens=config.grpo_max_completion_tokens,
+            temperature=config.grpo_temperature,
+            beta=config.grpo_beta,
+            reward=reward,
+            lora=_lora(config),
+        )
+    else:
+        trainer = _build_trainer(model, tokenizer, examples, config, checkpoints)
 
     class _Progress(TrainerCallback):  # type: ignore[misc]
         def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
@@ -117,7 +158,7 @@ def train_adapter(
     losses = [e["loss"] for e in log if "loss" in e]
     done_before = _steps_of(resume)
     steps = int(output.global_step)
-    per_step = config.batch_size * config.gradient_accumulation
+    per_step = trainer.args.per_device_train_batch_size * config.gradient_accumulation
     return TrainingResult(
         adapter_dir=adapter_dir,
         steps=steps,
@@ -132,42 +173,17 @@ def train_adapter(
 def _build_trainer(
     model: Any,
     tokenizer: Any,
-    examples: Sequence[DistillExample] | Sequence[PreferenceExample],
+    examples: Examples,
     config: TrainingConfig,
     output_dir: Path,
 ) -> Any:
     from datasets import Dataset
-    from peft import LoraConfig
 
-    lora = LoraConfig(
-        r=config.lora_rank,
-        lora_alpha=config.lora_alpha,
-        lora_dropout=config.lora_dropout,
-        target_modules=list(config.target_modules),
-        task_type="CAUSAL_LM",
-    )
+    lora = _lora(config)
     common: dict[str, Any] = {
-        "output_dir": str(output_dir),
-        "learning_rate": config.learning_rate,
-        "num_train_epochs": config.epochs,
+        **trainer_arguments(config, output_dir),
         "per_device_train_batch_size": config.batch_size,
-        "gradient_accumulation_steps": config.gradient_accumulation,
         "max_length": config.max_length,
-        "lr_scheduler_type": "cosine",
-        "warmup_steps": 2,
-        "logging_steps": 1,
-        "save_strategy": "steps",
-        "save_steps": config.save_steps,
-        "save_total_limit": 1,
-        "seed": config.seed,
-        "report_to": [],
-        # TRL defaults to bf16 autocast and activation checkpointing; on CPUs without bf16
-        # units that is ~100x slower, and a 135M model needs no checkpointing anywhere.
-        "bf16": config.bf16,
-        "gradient_checkpointing": False,
-        "disable_tqdm": True,
-        "dataloader_num_workers": 0,
-        "dataloader_pin_memory": False,
     }
     if config.objective == "sft":
         from trl import SFTConfig, SFTTrainer
@@ -205,6 +221,43 @@ def _build_trainer(
         processing_class=tokenizer,
         peft_config=lora,
     )
+
+
+def _lora(config: TrainingConfig) -> Any:
+    from peft import LoraConfig
+
+    return LoraConfig(
+        r=config.lora_rank,
+        lora_alpha=config.lora_alpha,
+        lora_dropout=config.lora_dropout,
+        target_modules=list(config.target_modules),
+        task_type="CAUSAL_LM",
+    )
+
+
+def trainer_arguments(config: TrainingConfig, output_dir: Path) -> dict[str, Any]:
+    """The arguments every objective's trainer shares."""
+    return {
+        "output_dir": str(output_dir),
+        "learning_rate": config.learning_rate,
+        "num_train_epochs": config.epochs,
+        "gradient_accumulation_steps": config.gradient_accumulation,
+        "lr_scheduler_type": "cosine",
+        "warmup_steps": 2,
+        "logging_steps": 1,
+        "save_strategy": "steps",
+        "save_steps": config.save_steps,
+        "save_total_limit": 1,
+        "seed": config.seed,
+        "report_to": [],
+        # TRL defaults to bf16 autocast and activation checkpointing; on CPUs without bf16
+        # units that is ~100x slower, and a 135M model needs no checkpointing anywhere.
+        "bf16": config.bf16,
+        "gradient_checkpointing": False,
+        "disable_tqdm": True,
+        "dataloader_num_workers": 0,
+        "dataloader_pin_memory": False,
+    }
 
 
 def _latest_checkpoint(directory: Path) -> Path | None:

@@ -13,7 +13,7 @@ from typing import Any
 from taoflow.connectors.generation.base_model import ResolvedModel
 from taoflow.connectors.protocols import Completion, Progress
 from taoflow.connectors.records import PromptRecord
-from taoflow.connectors.training.lora import DistillExample, PreferenceExample, TrainingConfig
+from taoflow.connectors.training.lora import DistillExample, PreferenceExample, PromptExample, TrainingConfig
 from taoflow.daemon.round.parts import TaskScorers
 from taoflow.daemon.settings import Settings
 from taoflow.policies.selection import (
@@ -113,13 +113,22 @@ class Selection:
         floor = self.floor if self.mode == "relative" else self.threshold
         return select_preference_pair(candidates, margin=self.dpo_margin, threshold=floor)
 
+    def spread(self, candidates: Sequence[ScoredCandidate]) -> bool:
+        """GRPO learns from a prompt whose answers score differently (alike, its group advantage is zero)."""
+        values = [c.score for c in candidates if c.score is not None]
+        return len(values) > 1 and max(values) - min(values) >= max(self.relative_margin, 1e-9)
+
     def learns_from(self, candidates: Sequence[ScoredCandidate]) -> bool:
+        if self.objective == "grpo":
+            return self.spread(candidates)
         return bool(self.pair(candidates) if self.objective == "dpo" else self.targets(candidates))
 
 
 def training_examples(
     scored: Sequence[ScoredPrompt], selection: Selection
-) -> list[DistillExample] | list[PreferenceExample]:
+) -> list[DistillExample] | list[PreferenceExample] | list[PromptExample]:
+    if selection.objective == "grpo":
+        return [PromptExample(record) for record, cands in scored if selection.spread(cands)]
     if selection.objective == "dpo":
         pairs = []
         for record, cands in scored:
@@ -152,7 +161,11 @@ def score_statistics(scored: Sequence[ScoredPrompt], selection: Selection) -> di
 
 
 def planned_steps(num_examples: int, config: TrainingConfig) -> int:
-    per_epoch = -(-num_examples // config.batch_size)
+    if config.objective == "grpo":  # a step takes whole groups of generations
+        group = config.grpo_generations
+        per_epoch = -(-num_examples * group // (group * max(1, config.batch_size // group)))
+    else:
+        per_epoch = -(-num_examples // config.batch_size)
     return max(1, int(per_epoch * config.epochs + 0.999))
 
 

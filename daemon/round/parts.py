@@ -55,7 +55,7 @@ class TaskScorers:
         return {
             task: part.stats.summary()
             for task, scorer in self._built.items()
-            for part, _ in getattr(scorer, "parts", ())
+            for part, _ in _in_process_parts(scorer)
             if isinstance(part, JudgeScorer)
         }
 
@@ -94,7 +94,7 @@ class TaskScorers:
         return [
             (task, part)
             for task, scorer in self._built.items()
-            for part, _ in getattr(scorer, "parts", ())
+            for part, _ in _in_process_parts(scorer)
             if isinstance(part, RewardModelScorer | SelfCertaintyScorer)
         ]
 
@@ -123,6 +123,11 @@ class TaskScorers:
 
 
 TaskScorer = CompositeScorer | SandboxedScorer
+
+
+def _in_process_parts(scorer: TaskScorer) -> list[tuple[Scorer, float]]:
+    """The scorers a task's scorer runs in this process (a sandboxed one runs its own elsewhere)."""
+    return scorer.parts if isinstance(scorer, CompositeScorer) else []
 
 
 def _parts(
@@ -181,6 +186,10 @@ def training_config(settings: Settings) -> TrainingConfig:
         dpo_beta=t.dpo_beta,
         seed=t.seed,
         save_steps=t.save_steps,
+        grpo_generations=t.grpo_generations,
+        grpo_max_completion_tokens=t.grpo_max_completion_tokens,
+        grpo_temperature=t.grpo_temperature,
+        grpo_beta=t.grpo_beta,
     )
 
 

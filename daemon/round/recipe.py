@@ -176,6 +176,7 @@ class TaoRound:
             config,
             work_dir=record.work_dir / "train",
             progress=self.progress("train", cand.planned_steps(len(examples), config)),
+            reward=self._reward if config.objective == "grpo" else None,
         )
         return {
             "examples": len(examples),
@@ -301,6 +302,19 @@ class TaoRound:
     def _examples(self, scored: list[cand.ScoredPrompt]) -> list[Any]:
         return list(cand.training_examples(scored, self.selection))
 
+    def _reward(self, records: Sequence[PromptRecord], answers: Sequence[str]) -> list[float | None]:
+        """GRPO's reward: the task's scorers, each prompt's answers of one batch scored together."""
+        groups: dict[str, list[int]] = {}
+        for index, record in enumerate(records):
+            groups.setdefault(record.request_id, []).append(index)
+        values: list[float | None] = [None] * len(answers)
+        for indices in groups.values():
+            record = records[indices[0]]
+            scored = self.scorers.for_task(record.task).score(record, [answers[i] for i in indices])
+            for i, value in zip(indices, scored, strict=True):
+                values[i] = value
+        return values
+
     def _nothing_to_learn(self, scored: list[cand.ScoredPrompt], *, erased: int) -> str:
         """Why no example came out of the round, with the figures an operator needs to change that."""
         s = self.selection
@@ -311,6 +325,8 @@ class TaoRound:
         )
         if s.objective == "dpo":
             rule += f" and beat the worst by dpo_margin {s.dpo_margin:g}"
+        if s.objective == "grpo":
+            rule = f"scored differently from another by relative_margin {s.relative_margin:g} (GRPO)"
         tasks = cand.score_statistics(scored, s)
         figures = "; ".join(
             f"{task}: {t['prompts']} prompts, best scores median {t['best_median']} max {t['best_max']}, "

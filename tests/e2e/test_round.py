@@ -190,3 +190,25 @@ def test_a_round_with_nothing_to_learn_is_skipped_with_its_figures(tmp_path, gen
     # Its prompts are consumed (tried with this champion): the next round takes others.
     taken = set(json.loads((record.work_dir / "prompts.json").read_text())["ids"])
     assert taken and not taken & {p.id for p in state.buffer.training_prompts(100)}
+
+
+def test_a_grpo_round_trains_on_the_prompts_whose_answers_score_differently(tmp_path, generator):
+    state = seeded_state(
+        tmp_path,
+        train={
+            "objective": "grpo",
+            "grpo_generations": 2,
+            "grpo_max_completion_tokens": 12,
+            "relative_margin": 0.05,
+            "batch_size": 4,
+        },
+    )
+    record = TaoRound(
+        state.settings, state, scorers=build_scorers(state.settings), generator_factory=lambda p: generator
+    ).run()
+    assert (record.status, record.step) == ("done", "done"), record.reason
+    summary = record.summary
+    spread = summary["score"]["tasks"]["math"]["prompts_with_target"]
+    assert summary["train"]["examples"] == spread >= 1
+    assert summary["train"]["steps"] == -(-spread * 2 // 4)  # whole groups of 2 generations, 4 answers a step
+    assert check_adapter_dir(state.store.fetch(record.version))["r"] == 16
