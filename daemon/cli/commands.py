@@ -286,6 +286,35 @@ def _erased(args: argparse.Namespace, state: State) -> int:
     return 0
 
 
+def cmd_scorers(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    from taoflow.daemon.cli import report
+    from taoflow.daemon.round import scorer_check
+    from taoflow.daemon.round.parts import resolve_model
+
+    settings = load(args)
+    model = settings.model.served_name
+    specs = [s for group in [*settings.score.tasks.values(), settings.score.default] for s in group]
+    needs_state = args.golden is None or any(s.type == "self_certainty" for s in specs)
+    state = existing_state(args)[1] if needs_state else None
+    if args.golden is not None:
+        checks = scorer_check.golden_set(args.golden, sample=args.sample)
+    else:
+        assert state is not None
+        checks = scorer_check.round_set(state, model, round_id=args.round, sample=args.sample)
+    policy = None
+    if state is not None and any(s.type == "self_certainty" for s in specs):
+        champion = state.registry.alias(model, "champion")
+        policy = (resolve_model(settings).path, state.store.fetch(champion) if champion else None)
+    reports = scorer_check.check_scorers(settings, checks, policy=policy)
+    if args.output == "json":
+        print(json.dumps({"source": checks.source, "scorers": [asdict(r) for r in reports]}, indent=2))
+    else:
+        print(report.scorer_check_table(checks.source, len(checks.records), reports))
+    return 0
+
+
 def cmd_settings(args: argparse.Namespace) -> int:
     from taoflow.daemon.settings import reference_table
 

@@ -122,6 +122,21 @@ def build_parser() -> argparse.ArgumentParser:
     rb.add_argument("--reason", default="manual rollback", help="recorded with the change")
     fl = add("fleet", commands.cmd_fleet, "show each replica's adapters, drift from the champion, recent deploys")
     fl.add_argument("action", choices=["status"], help="what to show")
+    sc = add(
+        "scorers",
+        commands.cmd_scorers,
+        "check the configured scorers before they drive training: agreement with a golden set or a verifier, "
+        "length bias, a relative judge's position bias",
+    )
+    sc.add_argument("action", choices=["check"], help="what to do")
+    sc.add_argument("--round", type=_positive, help="the round whose candidates to score (default: the latest)")
+    sc.add_argument(
+        "--golden",
+        type=Path,
+        help="JSONL of prompts with rated candidates instead: {messages, task, candidates: [{text, label}]}",
+    )
+    sc.add_argument("--sample", type=_positive, default=64, help="at most this many prompts (default 64)")
+    _output(sc)
     add("settings", commands.cmd_settings, "print the settings reference, or with --config the effective settings")
     b = add("buffer", commands.cmd_buffer, "show buffered prompts per task and recent dead letters")
     b.add_argument("--dead-letters", type=int, default=5, help="how many recent dead letters to show")

@@ -17,6 +17,7 @@ from taoflow.policies.retrain import duration
 
 if TYPE_CHECKING:
     from taoflow.daemon.fleet.reconcile import ReconcileReport
+    from taoflow.daemon.round.agreement import ScorerReport
     from taoflow.daemon.store.deploys import DeployRecord
 
 __all__ = [
@@ -25,7 +26,9 @@ __all__ = [
     "buffer_table",
     "erased_table",
     "fleet_table",
+    "gate_table",
     "round_table",
+    "scorer_check_table",
     "status_text",
     "table",
     "tqdm_progress",
@@ -99,6 +102,32 @@ def gate_table(slices: Sequence[dict[str, Any]], against: str) -> str:
         for s in slices
     ]
     return table(["task", "held-out", f"before ({against})", "after", "change", "changed"], rows)
+
+
+def scorer_check_table(source: str, prompts: int, reports: Sequence[ScorerReport]) -> str:
+    def num(value: float | None, fmt: str = "+.2f") -> str:
+        return "-" if value is None else format(value, fmt)
+
+    rows = [
+        [
+            r.task,
+            r.scorer,
+            f"{r.scored}/{r.scored + r.unscored}",
+            num(r.mean, ".3f"),
+            num(r.rank_correlation),
+            "-" if r.pairwise_accuracy is None else f"{r.pairwise_accuracy:.0%} of {r.pairs}",
+            num(r.length_correlation),
+            " ".join(num(m, ".2f") for m in r.position_means) or "-",
+        ]
+        for r in reports
+    ]
+    headers = ["task", "scorer", "scored", "mean", "rank corr.", "pairs agreed", "length corr.", "by position"]
+    notes = (
+        "rank corr. and pairs agreed: against the reference (golden labels, or the task's verifier); length corr.: "
+        "score against answer length (a scorer that likes long answers shows it); by position: a relative judge's "
+        "mean score for each position it was shown."
+    )
+    return f"{prompts} prompts from {source}\n\n" + table(headers, rows) + "\n\n" + notes
 
 
 def adapters_table(versions: Sequence[AdapterVersion], registry: Registry, model: str) -> str:

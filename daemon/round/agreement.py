@@ -1,0 +1,113 @@
+"""Is a scorer trustworthy before it drives training? Each configured scorer of a task judged on the same
+candidates, beside a reference (a golden set's labels, or a verifier of the task): rank correlation, pairwise
+accuracy within a prompt's candidates, length bias, and a relative judge's position bias.
+
+`taoflow scorers check` prints this (daemon/cli/commands.py); the statistics here are pure functions.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+__all__ = ["ScorerReport", "pairwise_accuracy", "report", "spearman"]
+
+#: Per prompt, the scores one scorer gave its candidates (None: unscored), in the candidates' order.
+Groups = Sequence[Sequence[float | None]]
+
+
+@dataclass(frozen=True)
+class ScorerReport:
+    """One scorer of one task, against the reference where there is one."""
+
+    task: str
+    scorer: str
+    scored: int
+    unscored: int
+    mean: float | None
+    rank_correlation: float | None  # Spearman against the reference over every candidate both scored
+    pairwise_accuracy: float | None  # share of a prompt's candidate pairs the reference orders that it orders alike
+    pairs: int
+    length_correlation: float | None  # Spearman of score with answer length: a judge that likes long answers
+    position_means: tuple[float | None, ...] = ()
+
+
+def spearman(xs: Sequence[float], ys: Sequence[float]) -> float | None:
+    """Rank correlation (ties take their mean rank); None when either side is constant or too short."""
+    if len(xs) != len(ys) or len(xs) < 3:
+        return None
+    rx, ry = _ranks(xs), _ranks(ys)
+    mx, my = sum(rx) / len(rx), sum(ry) / len(ry)
+    cov = sum((a - mx) * (b - my) for a, b in zip(rx, ry, strict=True))
+    vx, vy = sum((a - mx) ** 2 for a in rx), sum((b - my) ** 2 for b in ry)
+    return cov / math.sqrt(vx * vy) if vx and vy else None
+
+
+def pairwise_accuracy(scores: Groups, reference: Groups) -> tuple[float | None, int]:
+    """Over pairs of one prompt's candidates that the reference tells apart, the share this scorer orders the
+    same way (a tie counts half), and how many such pairs there were."""
+    agree, pairs = 0.0, 0
+    for mine, truth in zip(scores, reference, strict=True):
+        for i in range(len(truth)):
+            for j in range(i + 1, len(truth)):
+                a, b, ta, tb = mine[i], mine[j], truth[i], truth[j]
+                if None in (a, b, ta, tb) or ta == tb:
+                    continue
+                pairs += 1
+                if a == b:
+                    agree += 0.5
+                elif (a > b) == (ta > tb):  # type: ignore[operator]
+                    agree += 1.0
+    return (agree / pairs if pairs else None), pairs
+
+
+def report(
+    task: str,
+    scorer: str,
+    scores: Groups,
+    *,
+    lengths: Sequence[Sequence[int]],
+    reference: Groups | None = None,
+    position_means: Sequence[float | None] = (),
+) -> ScorerReport:
+    flat = [v for g in scores for v in g]
+    values = [v for v in flat if v is not None]
+    with_length = [(v, n) for g, ns in zip(scores, lengths, strict=True) for v, n in zip(g, ns, strict=True)]
+    length_rho = spearman([v for v, _ in with_length if v is not None], [n for v, n in with_length if v is not None])
+    rho, accuracy, pairs = None, None, 0
+    if reference is not None:
+        both = [
+            (v, t)
+            for g, r in zip(scores, reference, strict=True)
+            for v, t in zip(g, r, strict=True)
+            if v is not None and t is not None
+        ]
+        rho = spearman([v for v, _ in both], [t for _, t in both])
+        accuracy, pairs = pairwise_accuracy(scores, reference)
+    return ScorerReport(
+        task=task,
+        scorer=scorer,
+        scored=len(values),
+        unscored=len(flat) - len(values),
+        mean=sum(values) / len(values) if values else None,
+        rank_correlation=rho,
+        pairwise_accuracy=accuracy,
+        pairs=pairs,
+        length_correlation=length_rho,
+        position_means=tuple(position_means),
+    )
+
+
+def _ranks(values: Sequence[float]) -> list[float]:
+    order = sorted(range(len(values)), key=lambda i: values[i])
+    ranks = [0.0] * len(values)
+    i = 0
+    while i < len(order):
+        j = i
+        while j + 1 < len(order) and values[order[j + 1]] == values[order[i]]:
+            j += 1
+        for k in range(i, j + 1):
+            ranks[order[k]] = (i + j) / 2.0 + 1.0
+        i = j + 1
+    return ranks

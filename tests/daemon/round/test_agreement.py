@@ -1,0 +1,114 @@
+"""The agreement statistics of `taoflow scorers check`, and the command on a round's candidates and on a golden set."""
+
+import json
+
+import pytest
+import yaml
+
+from taoflow.connectors.protocols import Completion
+from taoflow.connectors.records import Message, PromptRecord
+from taoflow.daemon.cli import main
+from taoflow.daemon.round import candidates as cand
+from taoflow.daemon.round.agreement import pairwise_accuracy, report, spearman
+from taoflow.daemon.settings import load_settings
+from taoflow.daemon.store.rounds import RoundStore
+from taoflow.daemon.store.state import State
+
+
+@pytest.mark.parametrize(
+    ("xs", "ys", "expected"),
+    [
+        ([1, 2, 3, 4], [10, 20, 30, 40], 1.0),
+        ([1, 2, 3, 4], [4, 3, 2, 1], -1.0),
+        ([1, 1, 2, 2], [1, 1, 2, 2], 1.0),  # ties take their mean rank
+        ([1, 2, 3], [5, 5, 5], None),  # a constant side has no ranking
+        ([1, 2], [1, 2], None),  # too short to say
+    ],
+)
+def test_spearman(xs, ys, expected):
+    rho = spearman(xs, ys)
+    assert rho == (pytest.approx(expected) if expected is not None else None)
+
+
+def test_pairwise_accuracy_counts_only_pairs_the_reference_tells_apart():
+    reference = [[1.0, 0.0, 0.0], [0.5, 0.5]]
+    # Pairs the reference orders: (0,1), (0,2) of the first prompt. The scorer gets one right and ties the other.
+    accuracy, pairs = pairwise_accuracy([[0.9, 0.1, 0.9], [0.0, 1.0]], reference)
+    assert (accuracy, pairs) == (pytest.approx(0.75), 2)
+    assert pairwise_accuracy([[None, 0.1, 0.2]], [[1.0, 0.0, 0.5]]) == (1.0, 1)  # (1, 2) only: both say 1 < 2
+    assert pairwise_accuracy([[None, 0.3, 0.2]], [[1.0, 0.0, 0.5]]) == (0.0, 1)
+    assert pairwise_accuracy([[0.3]], [[1.0]]) == (None, 0)
+
+
+def test_report_shows_a_length_bias():
+    scores = [[0.2, 0.5, 0.9], [0.1, 0.6, 0.95]]
+    lengths = [[10, 50, 200], [5, 60, 300]]
+    r = report("t", "judge", scores, lengths=lengths, reference=[[1.0, 0.0, 0.0], [1.0, 0.0, 0.0]])
+    assert r.length_correlation == pytest.approx(1.0)
+    assert r.pairwise_accuracy == 0.0 and r.pairs == 4
+    assert r.rank_correlation is not None and r.rank_correlation < 0
+    assert (r.scored, r.unscored) == (6, 0)
+
+
+def question(i: int) -> PromptRecord:
+    return PromptRecord(f"r{i}", "math", (Message("user", f"What is {i} + {i}?"),))
+
+
+@pytest.fixture
+def config(tmp_path):
+    path = tmp_path / "taoflow.yaml"
+    scorers = [{"type": "arithmetic"}, {"type": "length", "params": {"max_chars": 12}}]
+    path.write_text(
+        yaml.safe_dump({"storage": {"state_dir": str(tmp_path / "state")}, "score": {"tasks": {"math": scorers}}})
+    )
+    return path
+
+
+def test_scorers_check_on_a_rounds_candidates_takes_the_verifier_as_reference(config, capsys):
+    state = State(load_settings(config))
+    records = [question(i) for i in range(4)]
+    state.buffer.add_many([(r, None) for r in records], source="test")
+    stored = state.buffer.training_prompts(10)
+    rounds = RoundStore(state.db, state.rounds_dir)
+    record = rounds.start("taoflow")
+    (record.work_dir / "prompts.json").write_text(json.dumps({"ids": [p.id for p in stored], "champion": None}))
+    answers = [[f"{2 * i}", f"{i} + {i} is {2 * i}, as anyone can check.", "no idea"] for i in range(len(stored))]
+    cand.write_candidates(
+        record.work_dir / "candidates.jsonl",
+        [p.record for p in stored],
+        [[Completion(a, 5, True) for a in row] for row in answers],
+    )
+    state.close()
+    assert main(["scorers", "check", "--config", str(config), "-o", "json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["source"] == "round 1"
+    rows = {r["scorer"]: r for r in out["scorers"]}
+    assert set(rows) == {"arithmetic", "length", "composite"}
+    assert rows["arithmetic"]["pairwise_accuracy"] is None  # it is the reference
+    # length agrees with correctness on (right short vs wrong), disagrees on (right long vs wrong): ties count half.
+    assert rows["length"]["pairs"] == 8 and rows["length"]["length_correlation"] < 0
+    # The composite ties the long right answer (1 + 0) with "no idea" (0 + 1): half of those pairs.
+    assert rows["composite"]["pairwise_accuracy"] == 0.75
+    assert main(["scorers", "check", "--config", str(config)]) == 0
+    assert "pairs agreed" in capsys.readouterr().out
+
+
+def test_scorers_check_on_a_golden_set(config, tmp_path, capsys):
+    golden = tmp_path / "golden.jsonl"
+    rows = [
+        {
+            "task": "math",
+            "messages": [{"role": "user", "content": f"What is {i} + 1?"}],
+            "candidates": [{"text": f"{i + 1}", "label": 1.0}, {"text": f"{i + 2}", "label": 0.0}],
+        }
+        for i in range(5)
+    ]
+    golden.write_text("\n".join(json.dumps(r) for r in rows))
+    assert main(["scorers", "check", "--config", str(config), "--golden", str(golden), "-o", "json"]) == 0
+    out = {r["scorer"]: r for r in json.loads(capsys.readouterr().out)["scorers"]}
+    assert out["arithmetic"]["pairwise_accuracy"] == 1.0 and out["arithmetic"]["pairs"] == 5
+    assert out["length"]["pairwise_accuracy"] == 0.5  # both answers short: a tie on every pair
+    assert "golden labels" in out
+    golden.write_text('{"task": "math", "messages": [{"role": "user", "content": "q"}]}\n')
+    assert main(["scorers", "check", "--config", str(config), "--golden", str(golden)]) == 2
+    assert "rows need messages and candidates" in capsys.readouterr().err
