@@ -1,0 +1,256 @@
+"""Label-free scorers against the verifiers, and GRPO vs best-of-N SFT vs DPO, on 2-digit addition, in one run.
+
+    .venv/bin/python bench/scoring.py [--prompts 64] [--n 6] [--heldout 48]
+
+Every side is one `taoflow round` process (its wall time and peak RSS measured with wait4) on the same
+training prompts, from the same base model; the verifiers are hidden from the label-free rounds and used only to
+measure. Sides:
+- verifiers (reference): the arithmetic verifier, best-of-N SFT (`threshold` selection);
+- judge: the real small model served by a vLLM CPU server as a pointwise LLM judge, `relative` selection;
+- reward_model: a reward model built from the small model, its head trained on pairs the verifier labelled
+  (drawn from other problems than any side trains or is measured on), `relative` selection;
+- self_certainty: the policy's own confidence, `relative` selection;
+- dpo and grpo: the verifier as reward, the same prompts.
+One evaluator judges every adapter and the base model: greedy `evaluate` with the arithmetic verifier on the same
+held-out prompts no side trained on. Then the gate: an adapter trained on the base model's own answers picked at
+random (no signal) against the base model, and the verifier round's adapter, both through `decide_gate` with the
+default `gate.confidence` on those held-out prompts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from taoflow.connectors.generation.local import TransformersGenerator
+from taoflow.connectors.protocols import SamplingConfig
+from taoflow.connectors.records import Message, PromptRecord
+from taoflow.connectors.training.lora import DistillExample, TrainingConfig, train_adapter
+from taoflow.daemon.round.evaluation import evaluate, slices
+from taoflow.daemon.round.parts import build_scorers, gate_policy, resolve_model
+from taoflow.daemon.settings import load_settings
+from taoflow.daemon.store.buffer import PromptBuffer
+from taoflow.daemon.store.state import open_state
+from taoflow.policies.gate import decide_gate
+
+ROOT = Path(__file__).resolve().parent.parent
+TAOFLOW = ROOT / ".venv" / "bin" / "taoflow"
+VERIFIER = [{"type": "arithmetic"}]
+RUBRIC = "The answer must state the correct sum of the two numbers. A wrong or missing sum scores 0."
+
+
+def record(i: int, a: int, b: int) -> PromptRecord:
+    return PromptRecord(f"bench-{i}", "arithmetic", (Message("user", f"What is {a} + {b}?"),))
+
+
+def config(work: Path, name: str, args, *, score, train) -> Path:
+    data = {
+        "model": {"served_name": "bench"},
+        "storage": {"state_dir": str(work / name)},
+        "ingest": {"heldout_fraction": 0.0, "heldout_max_per_task": 32},
+        "generate": {"n": args.n, "max_prompts": args.prompts, "temperature": 0.7, "max_new_tokens": 32},
+        "score": {"tasks": {"arithmetic": score}},
+        "train": {"lora_rank": 16, "epochs": 3, "learning_rate": 1e-3, "batch_size": 8, **train},
+        "gate": {"min_samples": 16, "max_new_tokens": 32},
+    }
+    path = work / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def run_round(path: Path, train, gate_prompts) -> dict:
+    """Seed the side's buffer, run `taoflow round` as its own process, and read what it recorded."""
+    settings = load_settings(path)
+    state = open_state(settings)
+    state.buffer.add_many([(record(i, a, b), None) for i, (a, b) in enumerate(train)], source="bench")
+    heldout = PromptBuffer(state.db, heldout_fraction=1.0, heldout_max_per_task=len(gate_prompts))
+    heldout.add_many([(record(1000 + i, a, b), None) for i, (a, b) in enumerate(gate_prompts)], source="bench")
+    started = time.perf_counter()
+    process = subprocess.Popen([str(TAOFLOW), "round", "--config", str(path), "--no-progress", "--no-promote"])
+    _, status, usage = os.wait4(process.pid, 0)
+    seconds = time.perf_counter() - started
+    row = state.db.query("SELECT status, reason, version, summary FROM rounds ORDER BY id DESC LIMIT 1")[0]
+    summary = json.loads(row["summary"])
+    adapter = state.store.fetch(row["version"]) if row["version"] else None
+    state.close()
+    return {
+        "status": row["status"],
+        "reason": row["reason"],
+        "adapter": adapter,
+        "seconds": seconds,
+        "peak_rss_mib": usage.ru_maxrss / 1024,
+        "examples": summary.get("train", {}).get("examples"),
+        "judges": summary.get("score", {}).get("judges", {}),
+        "exit": os.waitstatus_to_exitcode(status),
+    }
+
+
+def reward_model(base: Path, directory: Path, pairs) -> Path:
+    """The small model with a sequence-classification head trained (Bradley-Terry) on verifier-labelled pairs;
+    the body frozen, so each answer's last-token features are computed once (a linear probe)."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    torch.manual_seed(0)
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    tokenizer.pad_token = tokenizer.pad_token or tokenizer.eos_token
+    tokenizer.padding_side = "left"
+    model = AutoModelForSequenceClassification.from_pretrained(base, num_labels=1)
+    model.config.pad_token_id = tokenizer.pad_token_id
+
+    def features(rows, answers):
+        texts = [
+            tokenizer.apply_chat_template(
+                [{"role": "user", "content": f"What is {a} + {b}?"}, {"role": "assistant", "content": answer}],
+                tokenize=False,
+            )
+            for (a, b), answer in zip(rows, answers, strict=True)
+        ]
+        with torch.inference_mode():
+            hidden = model.model(**tokenizer(texts, return_tensors="pt", padding=True)).last_hidden_state
+        return hidden[:, -1].clone()
+
+    rng = random.Random(99)
+    good, bad = [], []
+    for start in range(0, len(pairs), 32):
+        chunk = pairs[start : start + 32]
+        good.append(features(chunk, [f"{a} + {b} = {a + b}" for a, b in chunk]))
+        wrong = [rng.choice([f"{a} + {b} = {a + b + rng.randint(1, 20)}", f"It is {a * b}."]) for a, b in chunk]
+        bad.append(features(chunk, wrong))
+    chosen, rejected = torch.cat(good), torch.cat(bad)
+    head = model.score
+    head.weight.data.normal_(0.0, 0.01)
+    optimiser = torch.optim.AdamW(head.parameters(), lr=1e-2, weight_decay=1e-3)
+    for _ in range(300):
+        loss = -torch.nn.functional.logsigmoid(head(chosen)[:, 0] - head(rejected)[:, 0]).mean()
+        loss.backward()
+        optimiser.step()
+        optimiser.zero_grad()
+    tokenizer.padding_side = "right"
+    model.eval().save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return directory
+
+
+def noise_adapter(base: Path, generator: TransformersGenerator, train, work: Path) -> Path:
+    """An adapter trained on the base model's own sampled answers, one picked at random per prompt: no signal."""
+    records = [record(i, a, b) for i, (a, b) in enumerate(train)]
+    outputs = generator.generate([r.messages for r in records], SamplingConfig(n=4, temperature=0.7, max_new_tokens=32))
+    rng = random.Random(5)
+    examples = [DistillExample(r.messages, rng.choice(row).text) for r, row in zip(records, outputs, strict=True)]
+    config = TrainingConfig(epochs=3, batch_size=8, learning_rate=1e-3)
+    return train_adapter(base, examples, config, work_dir=work / "noise").adapter_dir
+
+
+def main() -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--prompts", type=int, default=64)
+    parser.add_argument("--n", type=int, default=6)
+    parser.add_argument("--heldout", type=int, default=48)
+    parser.add_argument("--only", help="comma-separated sides to run (default: all)")
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="taoflow-bench-scoring-"))
+    # The evaluator's verifier runs in this process: its own answers on a busy machine must not time out.
+    base_settings = load_settings(
+        None,
+        storage={"state_dir": str(work / "eval")},
+        score={"tasks": {"arithmetic": VERIFIER}, "sandbox": {"enabled": False}},
+    )
+    base = resolve_model(base_settings).path
+    rng = random.Random(11)
+    pairs = list(dict.fromkeys((rng.randint(10, 99), rng.randint(10, 99)) for _ in range(2000)))
+    train, heldout, gate_prompts = pairs[: args.prompts], pairs[200 : 200 + args.heldout], pairs[300:332]
+    rm_pairs = pairs[400:720]
+
+    sides: dict[str, tuple[list, dict]] = {
+        "verifiers": (VERIFIER, {}),
+        "judge": ([], {"selection": "relative", "relative_margin": 0.05}),
+        "reward_model": ([], {"selection": "relative", "relative_margin": 0.1}),
+        "self_certainty": ([{"type": "self_certainty"}], {"selection": "relative", "relative_margin": 0.1}),
+        "dpo": (VERIFIER, {"objective": "dpo", "dpo_margin": 0.5, "learning_rate": 2e-4}),
+        "grpo": (VERIFIER, {"objective": "grpo", "grpo_generations": 4, "relative_margin": 0.5, "epochs": 1}),
+    }
+    wanted = set(args.only.split(",")) if args.only else set(sides)
+    server = None
+    if "judge" in wanted:
+        from tests.services import VllmServer
+
+        server = VllmServer(base, work / "judge-server", core=1)
+        server.start()
+        server.wait_healthy()
+        judge = {"base_url": server.url + "/v1", "model": str(base), "rubric": RUBRIC, "max_tokens": 40}
+        sides["judge"] = ([{"type": "judge", "params": {**judge, "concurrency": 6}}], sides["judge"][1])
+    if "reward_model" in wanted:
+        started = time.perf_counter()
+        directory = reward_model(base, work / "reward-model", rm_pairs)
+        seconds = time.perf_counter() - started
+        print(f"reward model: head trained on {len(rm_pairs)} verifier-labelled pairs in {seconds:.0f} s")
+        sides["reward_model"] = (
+            [{"type": "reward_model", "params": {"model_dir": str(directory)}}],
+            sides["reward_model"][1],
+        )
+
+    results = {}
+    try:
+        for name, (score, train_settings) in sides.items():
+            if name in wanted:
+                print(f"\n== {name}", flush=True)
+                results[name] = run_round(
+                    config(work, name, args, score=score, train=train_settings), train, gate_prompts
+                )
+    finally:
+        if server is not None:
+            server.stop()
+
+    generator = TransformersGenerator(base, batch_rows=96)
+    scorers = build_scorers(base_settings)
+    shared = [record(2000 + i, a, b) for i, (a, b) in enumerate(heldout)]
+
+    def measure(adapter: Path | None):
+        return evaluate(generator, shared, scorers, adapter=adapter, max_new_tokens=48)
+
+    before = measure(None)
+    print(
+        f"\none evaluator: greedy, 48 tokens, the arithmetic verifier, {len(shared)} held-out prompts; "
+        f"base {before.mean('arithmetic'):.1%}"
+    )
+    print(
+        f"{'side':15} {'status':9} {'examples':>8} {'after':>7} {'lift':>8} {'wall s':>7} {'peak MiB':>9}  judge calls"
+    )
+    evaluations = {}
+    for name, r in results.items():
+        after = measure(r["adapter"]) if r["adapter"] else None
+        evaluations[name] = after
+        calls = sum(sum(j.get("calls", {}).values()) for j in r["judges"].values()) or "-"
+        score = f"{after.mean('arithmetic'):7.1%}" if after else "      -"
+        lift = f"{(after.mean('arithmetic') - before.mean('arithmetic')) * 100:+7.1f}p" if after else "       -"
+        timing = f"{r['seconds']:7.0f} {r['peak_rss_mib']:9.0f}"
+        print(f"{name:15} {r['status']:9} {r['examples'] or 0:>8} {score} {lift} {timing}  {calls}")
+        if r["status"] != "done":
+            print(f"   {r['reason']}")
+
+    noise = noise_adapter(base, generator, train, work)
+    policy = gate_policy(load_settings(None))
+    bar = f"confidence {policy.confidence}, min_mean_improvement {policy.min_mean_improvement}"
+    print(f"\nthe gate ({bar}) on the held-out prompts:")
+    for name, evaluation in [("noise adapter", measure(noise)), ("verifiers round", evaluations.get("verifiers"))]:
+        if evaluation is None:
+            continue
+        decision = decide_gate(slices(evaluation, before), policy)
+        print(f"  {name}: {'PASSED' if decision.passed else 'REJECTED'} ({decision.outcome}): {decision.reason}")
+
+
+if __name__ == "__main__":
+    main()
