@@ -120,6 +120,7 @@ class JudgeScorer:
         if not base_url.startswith(("http://", "https://")):
             raise ConfigurationError(f"judge base_url {base_url!r} must be http(s)://host[:port]/v1")
         self.model, self.rubric, self.mode = model, rubric.strip(), mode
+        self.timeout_seconds = timeout_seconds
         self.max_retries, self.backoff_seconds, self.max_tokens = max_retries, backoff_seconds, max_tokens
         self.structured, self.seed, self.concurrency = structured, seed, max(1, concurrency)
         headers = {"Authorization": f"Bearer {key}"} if (key := _api_key(api_key_env, api_key_file)) else {}
@@ -235,8 +236,9 @@ class JudgeScorer:
         for attempt in range(self.max_retries + 1):
             delay = self.backoff_seconds * 2**attempt
             try:
+                deadline = time.monotonic() + self.timeout_seconds  # a reply that drips in slowly is cut off too
                 with self._client.stream("POST", "/chat/completions", json=body) as response:
-                    data = _read_capped(response)
+                    data = _read_capped(response, deadline)
                     status = response.status_code
                     retry_after = response.headers.get("retry-after")
             except httpx.TimeoutException:
@@ -333,12 +335,14 @@ def _verdict(content: str) -> dict[str, Any]:
     return verdict
 
 
-def _read_capped(response: httpx.Response) -> bytes:
+def _read_capped(response: httpx.Response, deadline: float) -> bytes:
     chunks, size = [], 0
     for chunk in response.iter_bytes():
         size += len(chunk)
         if size > _MAX_REPLY_BYTES:
             raise _Unscored("malformed", f"a reply over {_MAX_REPLY_BYTES} bytes")
+        if time.monotonic() > deadline:
+            raise httpx.ReadTimeout("the reply took longer than timeout_seconds")
         chunks.append(chunk)
     return b"".join(chunks)
 

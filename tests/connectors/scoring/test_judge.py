@@ -8,6 +8,7 @@ import json
 import logging
 import re
 import threading
+import time
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -42,6 +43,7 @@ class Misbehaving:
         self.replies: list[Reply | Callable[[dict], Reply]] = []
         self.requests: list[tuple[dict, dict[str, str]]] = []
         self.delay = 0.0
+        self.drip = 0.0
         owner = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -58,7 +60,13 @@ class Misbehaving:
                     self.send_header(name, value)
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
-                self.wfile.write(data)
+                if owner.drip:  # a byte at a time, each in time for a read timeout, the whole far too late
+                    for i in range(len(data)):
+                        self.wfile.write(data[i : i + 1])
+                        self.wfile.flush()
+                        threading.Event().wait(owner.drip)
+                else:
+                    self.wfile.write(data)
 
             def log_message(self, *args: object) -> None:
                 pass
@@ -133,6 +141,15 @@ def test_a_timeout_and_an_unreachable_judge_end_unscored(server):
     assert dict(judge.stats.failures) == {"timeout": 1} and len(server.requests) == 2
     gone = JudgeScorer(base_url="http://127.0.0.1:9/v1", model="j", rubric="r", max_retries=0)
     assert gone.score(RECORD, ["a"]) == [None] and dict(gone.stats.failures) == {"unreachable": 1}
+
+
+def test_a_reply_that_drips_in_is_cut_off_at_the_timeout(server):
+    server.replies = [completion('{"score": 9}')]
+    server.drip = 0.05
+    judge = server.judge(timeout_seconds=0.5, max_retries=0)
+    started = time.monotonic()
+    assert judge.score(RECORD, ["a"]) == [None]
+    assert dict(judge.stats.failures) == {"timeout": 1} and time.monotonic() - started < 2.0
 
 
 def test_verdicts_are_cached_so_a_resumed_round_pays_nothing_twice(server, tmp_path):
