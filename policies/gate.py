@@ -154,7 +154,7 @@ def decide_gate(
         return decision(
             False,
             "insufficient_improvement",
-            f"mean {champ:.3f} -> {cand:.3f} (+{improvement:.3f}) is below "
+            f"mean {champ:.3f} -> {cand:.3f} ({improvement:+.3f}) is below "
             f"min_mean_improvement {policy.min_mean_improvement:.3f}",
         )
     summary = f"mean {champ:.3f} -> {cand:.3f} ({improvement:+.3f}) on {n} prompts"
