@@ -1,17 +1,17 @@
-"""Label-free scorers against the verifiers, and GRPO vs best-of-N SFT vs DPO, on 2-digit addition, in one run.
+"""Label-free scorers against the verifiers, and GRPO vs best-of-N SFT vs DPO, on a demo task, in one run.
 
-    .venv/bin/python bench/scoring.py [--prompts 64] [--n 6] [--heldout 48]
+    .venv/bin/python bench/scoring.py [--task arithmetic|json_extract] [--prompts 64] [--n 6] [--heldout 48]
 
 Every side is one `taoflow round` process (its wall time and peak RSS measured with wait4) on the same
 training prompts, from the same base model; the verifiers are hidden from the label-free rounds and used only to
 measure. Sides:
-- verifiers (reference): the arithmetic verifier, best-of-N SFT (`threshold` selection);
+- verifiers (reference): the task's verifiers (the demo's), best-of-N SFT (`threshold` selection);
 - judge: the real small model served by a vLLM CPU server as a pointwise LLM judge, `relative` selection;
 - reward_model: a reward model built from the small model, its head trained on pairs the verifier labelled
   (drawn from other problems than any side trains or is measured on), `relative` selection;
 - self_certainty: the policy's own confidence, `relative` selection;
 - dpo and grpo: the verifier as reward, the same prompts.
-One evaluator judges every adapter and the base model: greedy `evaluate` with the arithmetic verifier on the same
+One evaluator judges every adapter and the base model: greedy `evaluate` with the task's verifiers on the same
 held-out prompts no side trained on. Then the gate: an adapter trained on the base model's own answers picked at
 random (no signal) against the base model, and the verifier round's adapter, both through `decide_gate` with the
 default `gate.confidence` on those held-out prompts.
@@ -45,21 +45,83 @@ from taoflow.policies.gate import decide_gate
 
 ROOT = Path(__file__).resolve().parent.parent
 TAOFLOW = ROOT / ".venv" / "bin" / "taoflow"
-VERIFIER = [{"type": "arithmetic"}]
-RUBRIC = "The answer must state the correct sum of the two numbers. A wrong or missing sum scores 0."
+NAMES = ["Anna", "Tom", "Omar", "Hana", "Lucas", "Maria", "Chloe", "Elena", "Priya", "Yusuf", "Li Wei", "Sven"]
+JOBS = ["baker", "nurse", "dentist", "teacher", "farmer", "chef", "pilot", "engineer"]
+CITIES = ["Cairo", "Quito", "Lisbon", "Oslo", "Perth", "Osaka", "Riga", "Lima"]
 
 
-def record(i: int, a: int, b: int) -> PromptRecord:
-    return PromptRecord(f"bench-{i}", "arithmetic", (Message("user", f"What is {a} + {b}?"),))
+class Arithmetic:
+    name = "arithmetic"
+    rubric = "The answer must state the correct sum of the two numbers. A wrong or missing sum scores 0."
+
+    def __init__(self) -> None:
+        self.verifier = [{"type": "arithmetic"}]
+
+    def problems(self, rng: random.Random) -> list:
+        return list(dict.fromkeys((rng.randint(10, 99), rng.randint(10, 99)) for _ in range(2000)))
+
+    def prompt(self, problem) -> str:
+        return f"What is {problem[0]} + {problem[1]}?"
+
+    def right(self, problem) -> str:
+        return f"{problem[0]} + {problem[1]} = {problem[0] + problem[1]}"
+
+    def wrong(self, problem, rng: random.Random) -> str:
+        a, b = problem
+        return rng.choice([f"{a} + {b} = {a + b + rng.randint(1, 20)}", f"It is {a * b}."])
 
 
-def config(work: Path, name: str, args, *, score, train) -> Path:
+class JsonExtract:
+    name = "json_extract"
+    rubric = (
+        'The answer must be only a JSON object {"name": <the person\'s name>, "age": <their age as an integer>} with '
+        "exactly the values in the text. Anything else, extra keys, prose or a wrong value scores 0."
+    )
+
+    def __init__(self) -> None:
+        demo = load_settings(ROOT / "daemon" / "cli" / "samples" / "demo.yaml")
+        self.verifier = [s.model_dump(mode="json") for s in demo.score.tasks["json_extract"]]
+
+    def problems(self, rng: random.Random) -> list:
+        draws = ((rng.choice(NAMES), rng.randint(18, 90), rng.choice(JOBS), rng.choice(CITIES)) for _ in range(4000))
+        return list(dict.fromkeys(draws))
+
+    def prompt(self, problem) -> str:
+        name, age, job, city = problem
+        return (
+            'Extract the person\'s name and age from the text and reply with only a JSON object with keys "name" '
+            f'(string) and "age" (integer).\n\nText: {name} is {age} years old and works as a {job} in {city}.'
+        )
+
+    def right(self, problem) -> str:
+        return json.dumps({"name": problem[0], "age": problem[1]})
+
+    def wrong(self, problem, rng: random.Random) -> str:
+        name, age, job, city = problem
+        return rng.choice(
+            [
+                json.dumps({"name": name, "age": age + rng.randint(1, 9)}),
+                json.dumps({"name": name, "age": age, "job": job}),
+                f"{name} is {age} years old.",
+                json.dumps({"name": city, "age": age}),
+            ]
+        )
+
+
+TASKS = {"arithmetic": Arithmetic, "json_extract": JsonExtract}
+
+
+def record(task, i: int, problem) -> PromptRecord:
+    return PromptRecord(f"bench-{i}", task.name, (Message("user", task.prompt(problem)),))
+
+
+def config(work: Path, name: str, args, task, *, score, train) -> Path:
     data = {
         "model": {"served_name": "bench"},
         "storage": {"state_dir": str(work / name)},
         "ingest": {"heldout_fraction": 0.0, "heldout_max_per_task": 32},
         "generate": {"n": args.n, "max_prompts": args.prompts, "temperature": 0.7, "max_new_tokens": 32},
-        "score": {"tasks": {"arithmetic": score}},
+        "score": {"tasks": {task.name: score}},
         "train": {"lora_rank": 16, "epochs": 3, "learning_rate": 1e-3, "batch_size": 8, **train},
         "gate": {"min_samples": 16, "max_new_tokens": 32},
     }
@@ -68,13 +130,13 @@ def config(work: Path, name: str, args, *, score, train) -> Path:
     return path
 
 
-def run_round(path: Path, train, gate_prompts) -> dict:
+def run_round(path: Path, task, train, gate_prompts) -> dict:
     """Seed the side's buffer, run `taoflow round` as its own process, and read what it recorded."""
     settings = load_settings(path)
     state = open_state(settings)
-    state.buffer.add_many([(record(i, a, b), None) for i, (a, b) in enumerate(train)], source="bench")
+    state.buffer.add_many([(record(task, i, p), None) for i, p in enumerate(train)], source="bench")
     heldout = PromptBuffer(state.db, heldout_fraction=1.0, heldout_max_per_task=len(gate_prompts))
-    heldout.add_many([(record(1000 + i, a, b), None) for i, (a, b) in enumerate(gate_prompts)], source="bench")
+    heldout.add_many([(record(task, 1000 + i, p), None) for i, p in enumerate(gate_prompts)], source="bench")
     started = time.perf_counter()
     process = subprocess.Popen([str(TAOFLOW), "round", "--config", str(path), "--no-progress", "--no-promote"])
     _, status, usage = os.wait4(process.pid, 0)
@@ -95,7 +157,7 @@ def run_round(path: Path, train, gate_prompts) -> dict:
     }
 
 
-def reward_model(base: Path, directory: Path, pairs) -> Path:
+def reward_model(base: Path, directory: Path, task, problems) -> Path:
     """The small model with a sequence-classification head trained (Bradley-Terry) on verifier-labelled pairs;
     the body frozen, so each answer's last-token features are computed once (a linear probe)."""
     import torch
@@ -111,10 +173,10 @@ def reward_model(base: Path, directory: Path, pairs) -> Path:
     def features(rows, answers):
         texts = [
             tokenizer.apply_chat_template(
-                [{"role": "user", "content": f"What is {a} + {b}?"}, {"role": "assistant", "content": answer}],
+                [{"role": "user", "content": task.prompt(p)}, {"role": "assistant", "content": answer}],
                 tokenize=False,
             )
-            for (a, b), answer in zip(rows, answers, strict=True)
+            for p, answer in zip(rows, answers, strict=True)
         ]
         with torch.inference_mode():
             hidden = model.model(**tokenizer(texts, return_tensors="pt", padding=True)).last_hidden_state
@@ -122,11 +184,10 @@ def reward_model(base: Path, directory: Path, pairs) -> Path:
 
     rng = random.Random(99)
     good, bad = [], []
-    for start in range(0, len(pairs), 32):
-        chunk = pairs[start : start + 32]
-        good.append(features(chunk, [f"{a} + {b} = {a + b}" for a, b in chunk]))
-        wrong = [rng.choice([f"{a} + {b} = {a + b + rng.randint(1, 20)}", f"It is {a * b}."]) for a, b in chunk]
-        bad.append(features(chunk, wrong))
+    for start in range(0, len(problems), 32):
+        chunk = problems[start : start + 32]
+        good.append(features(chunk, [task.right(p) for p in chunk]))
+        bad.append(features(chunk, [task.wrong(p, rng) for p in chunk]))
     chosen, rejected = torch.cat(good), torch.cat(bad)
     head = model.score
     head.weight.data.normal_(0.0, 0.01)
@@ -142,9 +203,9 @@ def reward_model(base: Path, directory: Path, pairs) -> Path:
     return directory
 
 
-def noise_adapter(base: Path, generator: TransformersGenerator, train, work: Path) -> Path:
+def noise_adapter(base: Path, generator: TransformersGenerator, task, train, work: Path) -> Path:
     """An adapter trained on the base model's own sampled answers, one picked at random per prompt: no signal."""
-    records = [record(i, a, b) for i, (a, b) in enumerate(train)]
+    records = [record(task, i, p) for i, p in enumerate(train)]
     outputs = generator.generate([r.messages for r in records], SamplingConfig(n=4, temperature=0.7, max_new_tokens=32))
     rng = random.Random(5)
     examples = [DistillExample(r.messages, rng.choice(row).text) for r, row in zip(records, outputs, strict=True)]
@@ -156,31 +217,33 @@ def main() -> None:
     import argparse
 
     parser = argparse.ArgumentParser()
+    parser.add_argument("--task", choices=sorted(TASKS), default="arithmetic")
     parser.add_argument("--prompts", type=int, default=64)
     parser.add_argument("--n", type=int, default=6)
     parser.add_argument("--heldout", type=int, default=48)
     parser.add_argument("--only", help="comma-separated sides to run (default: all)")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="taoflow-bench-scoring-"))
+    task = TASKS[args.task]()
     # The evaluator's verifier runs in this process: its own answers on a busy machine must not time out.
     base_settings = load_settings(
         None,
         storage={"state_dir": str(work / "eval")},
-        score={"tasks": {"arithmetic": VERIFIER}, "sandbox": {"enabled": False}},
+        score={"tasks": {task.name: task.verifier}, "sandbox": {"enabled": False}},
     )
     base = resolve_model(base_settings).path
     rng = random.Random(11)
-    pairs = list(dict.fromkeys((rng.randint(10, 99), rng.randint(10, 99)) for _ in range(2000)))
+    pairs = task.problems(rng)
     train, heldout, gate_prompts = pairs[: args.prompts], pairs[200 : 200 + args.heldout], pairs[300:332]
     rm_pairs = pairs[400:720]
 
     sides: dict[str, tuple[list, dict]] = {
-        "verifiers": (VERIFIER, {}),
+        "verifiers": (task.verifier, {}),
         "judge": ([], {"selection": "relative", "relative_margin": 0.05}),
         "reward_model": ([], {"selection": "relative", "relative_margin": 0.1}),
         "self_certainty": ([{"type": "self_certainty"}], {"selection": "relative", "relative_margin": 0.1}),
-        "dpo": (VERIFIER, {"objective": "dpo", "dpo_margin": 0.5, "learning_rate": 2e-4}),
-        "grpo": (VERIFIER, {"objective": "grpo", "grpo_generations": 4, "relative_margin": 0.5, "epochs": 1}),
+        "dpo": (task.verifier, {"objective": "dpo", "dpo_margin": 0.5, "learning_rate": 2e-4}),
+        "grpo": (task.verifier, {"objective": "grpo", "grpo_generations": 4, "relative_margin": 0.5, "epochs": 1}),
     }
     wanted = set(args.only.split(",")) if args.only else set(sides)
     server = None
@@ -190,11 +253,11 @@ def main() -> None:
         server = VllmServer(base, work / "judge-server", core=1)
         server.start()
         server.wait_healthy()
-        judge = {"base_url": server.url + "/v1", "model": str(base), "rubric": RUBRIC, "max_tokens": 40}
+        judge = {"base_url": server.url + "/v1", "model": str(base), "rubric": task.rubric, "max_tokens": 40}
         sides["judge"] = ([{"type": "judge", "params": {**judge, "concurrency": 6}}], sides["judge"][1])
     if "reward_model" in wanted:
         started = time.perf_counter()
-        directory = reward_model(base, work / "reward-model", rm_pairs)
+        directory = reward_model(base, work / "reward-model", task, rm_pairs)
         seconds = time.perf_counter() - started
         print(f"reward model: head trained on {len(rm_pairs)} verifier-labelled pairs in {seconds:.0f} s")
         sides["reward_model"] = (
@@ -208,7 +271,7 @@ def main() -> None:
             if name in wanted:
                 print(f"\n== {name}", flush=True)
                 results[name] = run_round(
-                    config(work, name, args, score=score, train=train_settings), train, gate_prompts
+                    config(work, name, args, task, score=score, train=train_settings), task, train, gate_prompts
                 )
     finally:
         if server is not None:
@@ -216,15 +279,15 @@ def main() -> None:
 
     generator = TransformersGenerator(base, batch_rows=96)
     scorers = build_scorers(base_settings)
-    shared = [record(2000 + i, a, b) for i, (a, b) in enumerate(heldout)]
+    shared = [record(task, 2000 + i, p) for i, p in enumerate(heldout)]
 
     def measure(adapter: Path | None):
         return evaluate(generator, shared, scorers, adapter=adapter, max_new_tokens=48)
 
     before = measure(None)
     print(
-        f"\none evaluator: greedy, 48 tokens, the arithmetic verifier, {len(shared)} held-out prompts; "
-        f"base {before.mean('arithmetic'):.1%}"
+        f"\none evaluator: greedy, 48 tokens, the {task.name} verifiers, {len(shared)} held-out prompts; "
+        f"base {before.mean(task.name):.1%}"
     )
     print(
         f"{'side':15} {'status':9} {'examples':>8} {'after':>7} {'lift':>8} {'wall s':>7} {'peak MiB':>9}  judge calls"
@@ -234,14 +297,14 @@ def main() -> None:
         after = measure(r["adapter"]) if r["adapter"] else None
         evaluations[name] = after
         calls = sum(sum(j.get("calls", {}).values()) for j in r["judges"].values()) or "-"
-        score = f"{after.mean('arithmetic'):7.1%}" if after else "      -"
-        lift = f"{(after.mean('arithmetic') - before.mean('arithmetic')) * 100:+7.1f}p" if after else "       -"
+        score = f"{after.mean(task.name):7.1%}" if after else "      -"
+        lift = f"{(after.mean(task.name) - before.mean(task.name)) * 100:+7.1f}p" if after else "       -"
         timing = f"{r['seconds']:7.0f} {r['peak_rss_mib']:9.0f}"
         print(f"{name:15} {r['status']:9} {r['examples'] or 0:>8} {score} {lift} {timing}  {calls}")
         if r["status"] != "done":
             print(f"   {r['reason']}")
 
-    noise = noise_adapter(base, generator, train, work)
+    noise = noise_adapter(base, generator, task, train, work)
     policy = gate_policy(load_settings(None))
     bar = f"confidence {policy.confidence}, min_mean_improvement {policy.min_mean_improvement}"
     print(f"\nthe gate ({bar}) on the held-out prompts:")
