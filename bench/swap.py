@@ -9,7 +9,10 @@ back (a rollback deploy). Reported:
 - gate pass (the registry's `gated` event) to every replica serving the new version;
 - client latency p50/p99 during the swaps against the no-swap phases (the reference);
 - failed requests during the deploys, and with the two swap primitives under a load of
-  1-token requests: taoflow's in-place reload from the version's own path, and unload-then-load.
+  1-token requests: vLLM's in-place reload, and taoflow's unload-then-load (`replace_adapter`);
+- the steady state after each primitive: on one quiet replica, the median latency of 10 requests of exactly
+  32 tokens (greedy) with the adapter loaded fresh, then after swapping to the other version and back with
+  that primitive (the ratio against fresh: an in-place reload leaves the name slower until a restart).
 """
 
 from __future__ import annotations
@@ -63,6 +66,21 @@ class Load:
             thread.join()
 
 
+def steady_latency(url: str, requests: int = 10) -> float:
+    """Median latency of sequential requests of exactly 32 generated tokens (greedy), nothing else running."""
+    import httpx
+
+    body = {"model": MODEL, "messages": QUESTION, "max_tokens": 32, "min_tokens": 32, "temperature": 0}
+    times = []
+    for _ in range(requests + 1):
+        started = time.monotonic()
+        response = httpx.post(url + "/v1/chat/completions", json=body, timeout=120)
+        assert response.status_code == 200, response.text
+        assert response.json()["usage"]["completion_tokens"] == 32
+        times.append(time.monotonic() - started)
+    return statistics.median(times[1:])  # the first one warms up
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
@@ -87,7 +105,10 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=2, help="client threads per replica")
     args = parser.parse_args()
 
+    import httpx
+
     from taoflow.connectors.generation.base_model import resolve_base_model
+    from taoflow.connectors.protocols import replace_adapter
     from taoflow.connectors.records import Message, PromptRecord
     from taoflow.connectors.serving.replica import VllmReplica
     from taoflow.daemon.fleet.deploy import Deployer
@@ -172,10 +193,15 @@ def main() -> None:
         fleet = Fleet(settings.fleet, state.store)
         paths = [fleet.server_path("v2"), fleet.server_path("v1")]
         replicas = [VllmReplica(u) for u in urls]
-        strategies = {
-            "in place, new path": lambda r, p: r.load(MODEL, p, inplace=True),
-            "unload, then load": lambda r, p: (r.unload(MODEL), r.load(MODEL, p)),
-        }
+
+        def in_place(replica, path):  # what taoflow no longer does, through vLLM's API directly
+            body = {"lora_name": MODEL, "lora_path": path, "load_inplace": True}
+            assert httpx.post(replica.url + "/v1/load_lora_adapter", json=body, timeout=60).status_code == 200
+
+        def taoflow(replica, path):
+            replace_adapter(replica, MODEL, path, served=replica.view().adapters.get(MODEL))
+
+        strategies = {"in place (vLLM load_inplace)": in_place, "unload, then load (taoflow)": taoflow}
         primitive: dict[str, tuple[int, int]] = {}
         for name, swap in strategies.items():
             with Load(urls, 4, max_tokens=1) as load:
@@ -186,6 +212,19 @@ def main() -> None:
                     time.sleep(0.3)
                 time.sleep(1.0)
             primitive[name] = (sum(1 for r in load.results if r[2] != 200), len(load.results))
+
+        # The steady state after a swap, on one quiet replica: fresh load, then two swaps with each primitive.
+        steady: dict[str, tuple[float, float, float]] = {}
+        probe = replicas[0]
+        for name, swap in strategies.items():
+            probe.unload(MODEL)
+            probe.load(MODEL, paths[1])
+            fresh = steady_latency(probe.url)
+            swap(probe, paths[0])
+            once = steady_latency(probe.url)
+            swap(probe, paths[1])
+            twice = steady_latency(probe.url)
+            steady[name] = (fresh, once, twice)
 
         p50q, p99q = percentile(quiet, 0.5), percentile(quiet, 0.99)
         p50s, p99s = percentile(swapping, 0.5), percentile(swapping, 0.99)
@@ -203,6 +242,11 @@ def main() -> None:
         print(f"failed requests: no swap {failures['quiet']}, taoflow deploys {failures['swap']}")
         for name, (failed, total) in primitive.items():
             print(f"swap primitive '{name}', 10 swaps per replica under 1-token load: {failed} of {total} failed")
+        for name, (fresh, once, twice) in steady.items():
+            print(
+                f"steady state, '{name}': median of 10 x 32 tokens {fresh:.3f} s fresh, {once:.3f} s after one swap "
+                f"(x{once / fresh:.2f}), {twice:.3f} s after two (x{twice / fresh:.2f})"
+            )
     finally:
         for server in servers:
             server.stop()

@@ -54,12 +54,12 @@ def plan_rollout(replicas: Sequence[str], *, canary: int, batch_size: int, smoke
 
 @dataclass(frozen=True)
 class Repair:
-    """Load `path` as `name` on `replica` (in place when it serves something else under that name)."""
+    """Load `path` as `name` on `replica`, which serves `served` under that name now (None: nothing)."""
 
     replica: str
     name: str
     path: str
-    inplace: bool
+    served: str | None
     reason: str
 
 
@@ -82,7 +82,7 @@ def plan_repairs(
             kind = "missing" if served is None else "stale"
             drift[kind].append(f"{replica} {name}")
             reason = f"{name} is not loaded" if served is None else f"{name} serves {served}, want {path}"
-            repairs.append(Repair(replica, name, path, inplace=served is not None, reason=reason))
+            repairs.append(Repair(replica, name, path, served=served, reason=reason))
         for name in sorted(set(adapters) - set(desired) - known_names):
             drift["unknown"].append(f"{replica} {name}")
     return repairs, drift

@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from taoflow.connectors.protocols import Completion, Progress, SamplingConfig, ServingReplica
+from taoflow.connectors.protocols import Completion, Progress, SamplingConfig, ServingReplica, replace_adapter
 from taoflow.connectors.records import Message
 
 __all__ = ["FleetGenerator"]
@@ -76,5 +76,5 @@ class FleetGenerator:
             return view.base
         name, path = adapter.name, self._path_on_servers(adapter)
         if view.adapters.get(name) != path:
-            replica.load(name, path, inplace=name in view.adapters)
+            replace_adapter(replica, name, path, served=view.adapters.get(name))
         return name

@@ -76,10 +76,9 @@ class VllmReplica:
         return self._request("GET", "/metrics").text
 
     # ------------------------------------------------------------------ LoRA
-    def load(self, name: str, path: str, *, inplace: bool = False) -> None:
-        """Serve the adapter at `path` as `name`; `inplace` replaces what `name` served (running
-        requests finish on the old weights)."""
-        body = {"lora_name": name, "lora_path": path, "load_inplace": inplace}
+    def load(self, name: str, path: str) -> None:
+        """Serve the adapter at `path` as `name` (a name it does not serve yet: see `replace_adapter`)."""
+        body = {"lora_name": name, "lora_path": path}
         response = self._request("POST", "/v1/load_lora_adapter", json=body, refusals=True)
         if response.status_code != 200:
             raise DeployError(

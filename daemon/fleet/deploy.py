@@ -1,11 +1,11 @@
 """Rolling an adapter out to the fleet (or back), as the recorded state machine of deploys.py.
 
 Swap strategy, per replica: the stable served name (`model.served_name`, what clients
-call) is reloaded *in place* from the new version's own immutable directory. vLLM lets
-running requests finish on the old weights and answers new ones with the new weights, so
-no request fails (an unload-then-load leaves a window of 404s: bench/swap.py measures
-both). The stale prefix-cache hazard of in-place reloads does not arise: vLLM keys cached
-blocks by adapter name *and path*, and every version has its own path.
+call) is unloaded and loaded again from the new version's own immutable directory
+(`replace_adapter`). Never in place: a name reloaded in place stays slower until the server
+restarts (bench/swap.py measures the steady state after swaps). The unload-then-load window
+is milliseconds (bench/swap.py counts the requests it fails under load), and a load that
+fails reinstates what the replica served.
 
 Promote: preflight (files, rank, base model) → canary (the version under its own name on
 the first wave) → smoke (held-out prompts through the canary: new version vs live one,
@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 
 from taoflow.connectors.errors import ArtifactError, DeployError, ReplicaUnavailable
 from taoflow.connectors.generation.fleet import FleetGenerator
+from taoflow.connectors.protocols import replace_adapter
 from taoflow.connectors.serving.adapter_check import base_shapes, preflight_adapter
 from taoflow.daemon.fleet.replicas import Fleet
 from taoflow.daemon.round.evaluation import evaluate, slices
@@ -155,7 +156,7 @@ class Deployer:
         for url in record.waves[0]:
             replica = self.fleet.replica(url)
             if self._retry(replica.view).adapters.get(record.version) != path:
-                self._retry(partial(replica.load, record.version, path, inplace=False))
+                self._retry(partial(replica.load, record.version, path))
         return self.deploys.update(record.id, step="smoke" if self.f.smoke_prompts else "rollout")
 
     def _smoke(self, record: DeployRecord) -> DeployRecord:
@@ -259,7 +260,7 @@ class Deployer:
         replica = self.fleet.replica(url)
         served = self._retry(replica.view).adapters.get(name)
         if served != path:
-            self._retry(lambda: replica.load(name, path, inplace=served is not None))
+            self._retry(lambda: replace_adapter(replica, name, path, served=replica.view().adapters.get(name)))
 
     def _retry(self, call: Callable[[], T]) -> T:
         for attempt in range(self.f.retries):

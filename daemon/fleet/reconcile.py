@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass, field
 
 from taoflow.connectors.errors import DeployError, ReplicaUnavailable
+from taoflow.connectors.protocols import replace_adapter
 from taoflow.daemon.fleet.metrics import FleetMetrics
 from taoflow.daemon.fleet.replicas import Fleet
 from taoflow.daemon.store.state import State
@@ -59,7 +60,7 @@ class Reconciler:
         repaired, failed = [], []
         for fix in repairs:
             try:
-                self.fleet.replica(fix.replica).load(fix.name, fix.path, inplace=fix.inplace)
+                replace_adapter(self.fleet.replica(fix.replica), fix.name, fix.path, served=fix.served)
             except (ReplicaUnavailable, DeployError) as exc:
                 log.error("reconcile: could not repair %s (%s): %s", fix.replica, fix.reason, exc)
                 failed.append(fix.replica)

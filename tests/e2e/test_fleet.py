@@ -13,7 +13,7 @@ import yaml
 
 from taoflow.connectors.errors import DeployError, ReplicaUnavailable
 from taoflow.connectors.generation.fleet import FleetGenerator
-from taoflow.connectors.protocols import SamplingConfig
+from taoflow.connectors.protocols import SamplingConfig, replace_adapter
 from taoflow.connectors.records import Message, PromptRecord
 from taoflow.connectors.serving.replica import VllmReplica
 from taoflow.daemon import cli
@@ -131,9 +131,11 @@ def test_swap_under_load_fails_no_request_and_serves_the_new_version_after(
     assert state.registry.alias(MODEL, "previous") == "v42"
     # The version's own name was only for the canary; the stable name is all that stays.
     assert all(set(served(s)) == {MODEL} for s in clean_fleet)
-    # Why in place: a load that fails leaves the old adapter serving (an unload first would not).
+    # Unload-then-load never leaves a replica without what it served: a load that fails reinstates it.
+    replica, before_path = VllmReplica(clean_fleet[0].url), served(clean_fleet[0])[MODEL]
     with pytest.raises(DeployError, match="refused"):
-        VllmReplica(clean_fleet[0].url).load(MODEL, str(tmp_path / "missing"), inplace=True)
+        replace_adapter(replica, MODEL, str(tmp_path / "missing"), served=before_path)
+    assert served(clean_fleet[0]) == {MODEL: before_path}
     assert "43, buddy" in ask(clean_fleet[0].url, MODEL).json()["choices"][0]["message"]["content"]
 
 
@@ -183,9 +185,9 @@ def test_replica_killed_mid_rollout_reverts_or_completes_per_policy_and_the_reco
         if url == victim.url:
             load = replica.load
 
-            def load_after_crash(name, path, *, inplace=False):
-                victim.kill()  # a real crash of a real server, at the moment its switch starts
-                return load(name, path, inplace=inplace)
+            def load_after_crash(name, path):
+                victim.kill()  # a real crash of a real server, at the moment its switch loads
+                return load(name, path)
 
             replica.load = load_after_crash
         return replica

@@ -32,8 +32,8 @@ A, B = "/adapters/v1", "/adapters/v2"
     ("observed", "desired", "repairs", "drift"),
     [
         ({"r1": {"m": A}}, {"m": A}, [], {}),
-        ({"r1": {}}, {"m": A}, [("r1", False)], {"missing": ["r1 m"]}),
-        ({"r1": {"m": B}}, {"m": A}, [("r1", True)], {"stale": ["r1 m"]}),
+        ({"r1": {}}, {"m": A}, [("r1", None)], {"missing": ["r1 m"]}),
+        ({"r1": {"m": B}}, {"m": A}, [("r1", B)], {"stale": ["r1 m"]}),
         ({"r1": None, "r2": {"m": A}}, {"m": A}, [], {"unreachable": ["r1"]}),
         ({"r1": {"m": A, "x": "/y", "v1": A}}, {"m": A}, [], {"unknown": ["r1 x"]}),  # v1 is a known version
         ({"r1": {"m": A}}, {}, [], {"unknown": ["r1 m"]}),  # no champion: the stable name is not ours to serve
@@ -41,7 +41,7 @@ A, B = "/adapters/v1", "/adapters/v2"
 )
 def test_plan_repairs(observed, desired, repairs, drift):
     found, kinds = plan_repairs(observed, desired, known_names=frozenset({"v1"}))
-    assert [(r.replica, r.inplace) for r in found] == repairs
+    assert [(r.replica, r.served) for r in found] == repairs
     assert {k: v for k, v in kinds.items() if v} == drift
     assert all(r.path == desired[r.name] and r.reason for r in found)
 
