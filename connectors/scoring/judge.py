@@ -8,8 +8,8 @@ the first answer it reads shows it (`position_means`).
 The judge's reply is hostile input like any model answer: its size is capped, the verdict must be one JSON
 object (optionally in a ```json fence) with numbers in range. A malformed verdict, a refusal, a missing
 candidate, a 4xx, a 429 or 5xx after the retries, a timeout: that candidate stays *unscored* (None) and the
-failure is counted by kind in `stats`. Verdicts are cached on disk, keyed by judge model, rubric, mode, prompt
-and candidates, so a resumed round pays for nothing twice. All network I/O goes through one `httpx.Client`
+failure is counted by kind (`UNSCORED_REASONS`) in `stats`. Verdicts are cached on disk, keyed by judge
+model, rubric, mode, prompt and candidates, so a resumed round pays for nothing twice. All network I/O goes through one `httpx.Client`
 (tests swap its transport for fault shapes).
 """
 
@@ -36,7 +36,20 @@ import httpx
 from taoflow.connectors.errors import ConfigurationError
 from taoflow.connectors.records import PromptRecord
 
-__all__ = ["JudgeScorer", "JudgeStats"]
+__all__ = ["UNSCORED_REASONS", "JudgeScorer", "JudgeStats"]
+
+#: Why a judge left a candidate unscored: a fixed set (metric labels).
+UNSCORED_REASONS = (
+    "malformed",
+    "refusal",
+    "missing",
+    "truncated",
+    "http_4xx",
+    "http_5xx",
+    "rate_limited",
+    "timeout",
+    "unreachable",
+)
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +73,7 @@ class JudgeStats:
     """What the judge did: calls by outcome, tokens, cache hits, unscored candidates by reason, positions."""
 
     calls: Counter[str] = field(default_factory=Counter)  # ok, retried, failed
-    failures: Counter[str] = field(default_factory=Counter)  # malformed, refusal, missing, http_4xx, ...
+    failures: Counter[str] = field(default_factory=Counter)  # by UNSCORED_REASONS
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cached: int = 0
@@ -257,7 +270,7 @@ class JudgeScorer:
                     return parsed
                 if status != 429 and status < 500:
                     self._count_call("failed")
-                    raise _Unscored(f"http_{status}", data[:200].decode(errors="replace"))
+                    raise _Unscored("http_4xx", f"HTTP {status}: {data[:200].decode(errors='replace')}")
                 kind = "rate_limited" if status == 429 else "http_5xx"
                 if retry_after and retry_after.isdigit():
                     delay = min(float(retry_after), 60.0)

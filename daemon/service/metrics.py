@@ -15,6 +15,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from taoflow.connectors.scoring.judge import UNSCORED_REASONS
 from taoflow.daemon.store.erasure import erasure_counts, trained_by_version
 from taoflow.daemon.store.storage import Database
 
@@ -309,8 +310,8 @@ class _JudgeTotals:
             "Candidates a judge left unscored, by reason (malformed, refusal, missing, timeout, http_5xx, ...).",
             labels=["reason"],
         )
-        for reason, count in sorted(self.unscored.items()):
-            unscored.add_metric([reason], count)
+        for reason in sorted({*UNSCORED_REASONS, *self.unscored}):  # from zero: a reason's first failure is a rise
+            unscored.add_metric([reason], self.unscored.get(reason, 0))
         tokens = CounterMetricFamily("taoflow_judge_tokens", "Tokens the judges read and wrote.", labels=["kind"])
         for kind, count in self.tokens.items():
             tokens.add_metric([kind], count)

@@ -17,7 +17,7 @@ import pytest
 from taoflow.connectors.errors import ConfigurationError
 from taoflow.connectors.records import Message, PromptRecord
 from taoflow.connectors.scoring.composite import build_scorer
-from taoflow.connectors.scoring.judge import JudgeScorer
+from taoflow.connectors.scoring.judge import UNSCORED_REASONS, JudgeScorer
 from taoflow.daemon.round.parts import TaskScorers
 from taoflow.daemon.settings import ScorerSpec
 
@@ -104,13 +104,14 @@ def server() -> Iterator[Misbehaving]:
         ((200, {}, b'{"choices": []}'), "malformed"),
         ((200, {}, b"[1, 2]"), "malformed"),
         ((200, {}, b"x" * (300 * 1024)), "malformed"),  # a reply past the size cap
-        ((400, {}, b'{"error": "bad request"}'), "http_400"),
-        ((401, {}, b'{"error": "bad key"}'), "http_401"),
+        ((400, {}, b'{"error": "bad request"}'), "http_4xx"),
+        ((401, {}, b'{"error": "bad key"}'), "http_4xx"),
         ((500, {}, b"boom"), "http_5xx"),
         ((429, {"Retry-After": "0"}, b"slow down"), "rate_limited"),
     ],
 )
 def test_every_malformed_reply_ends_unscored_and_counted(server, reply, kind):
+    assert kind in UNSCORED_REASONS  # a fixed set: the metric's labels
     server.replies = [reply]
     judge = server.judge()
     assert judge.score(RECORD, ["Click 'forgot password'."]) == [None]
