@@ -9,8 +9,8 @@ The judge's reply is hostile input like any model answer: its size is capped, th
 object (optionally in a ```json fence) with numbers in range. A malformed verdict, a refusal, a missing
 candidate, a 4xx, a 429 or 5xx after the retries, a timeout: that candidate stays *unscored* (None) and the
 failure is counted by kind (`UNSCORED_REASONS`) in `stats`. Verdicts are cached on disk, keyed by judge
-model, rubric, mode, prompt and candidates, so a resumed round pays for nothing twice. All network I/O goes through one `httpx.Client`
-(tests swap its transport for fault shapes).
+model, rubric, mode, prompt and candidates, so a resumed round pays for nothing twice. All network I/O goes
+through one `httpx.Client` (tests swap its transport for fault shapes).
 """
 
 from __future__ import annotations
