@@ -169,7 +169,10 @@ def _beyond_noise(
     deltas = [d for s in slices for d in s.deltas]
     if len(deltas) != sum(s.n for s in slices):
         raise ValueError("the gate's noise check needs every held-out prompt's paired delta (SliceScores.deltas)")
-    needed = min_prompts_for(policy.confidence)
+    bar = policy.min_mean_improvement
+    # The fewest prompts that can show an improvement comes from the sign test, which only a bar of 0 or more
+    # asks for; a negative bar ("not worse by more than ...") is the bootstrap bound's alone.
+    needed = min_prompts_for(policy.confidence) if bar >= 0 else 1
     if len(deltas) < needed:
         return decision(
             False,
@@ -178,7 +181,6 @@ def _beyond_noise(
             f"(needs at least {needed}); add held-out prompts or lower gate.confidence",
         )
     noise = measure_noise(deltas, confidence=policy.confidence, samples=policy.bootstrap_samples, seed=policy.seed)
-    bar = policy.min_mean_improvement
     within = noise.lower <= bar or (bar >= 0 and noise.p_value > 1.0 - policy.confidence)
     if within:
         return decision(

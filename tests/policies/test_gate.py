@@ -107,6 +107,9 @@ def test_too_few_prompts_for_the_asked_confidence_is_its_own_rejection():
     decision = decide_gate([paired("t", [1.0] * 6, [0.0] * 6)], policy)
     assert (decision.passed, decision.outcome) == (False, "too_few_for_confidence")
     assert "needs at least 7" in decision.reason
+    # "Not worse by more than 0.5" asks no sign test: a few prompts can show it.
+    lenient = GatePolicy(min_mean_improvement=-0.5, min_samples=1, min_slice_samples=1, confidence=0.99)
+    assert decide_gate([paired("t", [0.5, 0.5, 1.0], [0.5, 0.5, 0.5])], lenient).passed
 
 
 def test_the_noise_check_is_deterministic_and_needs_paired_deltas():
