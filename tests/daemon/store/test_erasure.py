@@ -158,6 +158,8 @@ def test_the_files_of_rounds_that_took_an_erased_prompt_lose_it(db, tmp_path):
 
     from taoflow.connectors.protocols import Completion
     from taoflow.daemon.round import candidates as cand
+    from taoflow.daemon.round.parts import TaskScorers
+    from taoflow.daemon.settings import SandboxSettings, ScorerSpec
 
     buffer = PromptBuffer(db, heldout_fraction=0.0, heldout_max_per_task=0)
     buffer.add_many([(record(i, f"private question {i}"), None) for i in range(4)], source="s")
@@ -168,7 +170,9 @@ def test_the_files_of_rounds_that_took_an_erased_prompt_lose_it(db, tmp_path):
     prompts = [p.record for p in taken]
     outputs = [[Completion(f"answer to {p.request_id}", 3, True)] for p in prompts]
     cand.write_candidates(work / "candidates.jsonl", prompts, outputs)
-    scored = cand.score_all(prompts, cand.read_candidates(work / "candidates.jsonl"), _ConstantScorers())
+    length = [ScorerSpec(type="length", params={"max_chars": 1000})]
+    scorers = TaskScorers({}, length, sandbox=SandboxSettings(enabled=False))
+    scored = cand.score_all(prompts, cand.read_candidates(work / "candidates.jsonl"), scorers)
     cand.write_scored(work / "scored.jsonl", scored)
     victim = prompts[2].request_id
     forget(db, request_ids=[victim], reason="t")
@@ -176,11 +180,3 @@ def test_the_files_of_rounds_that_took_an_erased_prompt_lose_it(db, tmp_path):
     left = [r.request_id for r, _ in cand.read_scored(work / "scored.jsonl")]
     assert left == [p.request_id for p in prompts if p.request_id != victim]
     assert "private question 2" not in (work / "scored.jsonl").read_text()
-
-
-class _ConstantScorers:
-    def for_task(self, task):
-        return self
-
-    def score(self, record, texts):
-        return [1.0 for _ in texts]
