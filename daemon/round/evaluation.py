@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from taoflow.connectors.errors import ConfigurationError
 from taoflow.connectors.protocols import Generator, Progress, SamplingConfig
@@ -20,7 +21,7 @@ from taoflow.connectors.sources.formats import parse_record
 from taoflow.daemon.round.parts import TaskScorers
 from taoflow.policies.gate import SliceScores
 
-__all__ = ["Evaluation", "evaluate", "load_golden", "rescore", "slices"]
+__all__ = ["Evaluation", "evaluate", "golden_rows", "load_golden", "rescore", "slices"]
 
 
 @dataclass(frozen=True)
@@ -101,18 +102,7 @@ def _golden_score(record: PromptRecord, answer: str) -> float | None:
 def load_golden(path: Path) -> list[PromptRecord]:
     """A labelled set: JSONL of any supported record shape, with `expected` beside or in metadata."""
     records = []
-    try:
-        lines = path.read_text().splitlines()
-    except OSError as exc:
-        raise ConfigurationError(f"cannot read golden set {path}: {exc}") from None
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            data = json.loads(line)
-            record = parse_record(data, default_task=str(data.get("task", "default")))
-        except Exception as exc:
-            raise ConfigurationError(f"golden set {path}:{number} is not a valid record: {exc}") from None
+    for data, record in golden_rows(path, needs="a valid record"):
         if "expected" in data:
             record = PromptRecord(
                 record.request_id,
@@ -124,3 +114,25 @@ def load_golden(path: Path) -> list[PromptRecord]:
             )
         records.append(record)
     return records
+
+
+def golden_rows(
+    path: Path, *, needs: str, also: Callable[[dict[str, Any]], Any] | None = None
+) -> Iterator[tuple[dict[str, Any], PromptRecord]]:
+    """Each row of a golden JSONL file as (its JSON, its record); `also` may check more of a row. A row that does
+    not parse fails with its line number and what rows need."""
+    try:
+        lines = path.read_text().splitlines()
+    except OSError as exc:
+        raise ConfigurationError(f"cannot read golden set {path}: {exc.strerror}") from None
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            data = json.loads(line)
+            record = parse_record(data, default_task=str(data.get("task", "default")))
+            if also is not None:
+                also(data)
+        except Exception as exc:
+            raise ConfigurationError(f"golden set {path}:{number} is not {needs}: {exc}") from None
+        yield data, record

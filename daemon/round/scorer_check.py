@@ -12,13 +12,14 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from taoflow.connectors.errors import ConfigurationError, InvalidRequest
+from taoflow.connectors.errors import InvalidRequest
 from taoflow.connectors.records import PromptRecord
 from taoflow.connectors.scoring.composite import IN_PROCESS
-from taoflow.connectors.sources.formats import parse_record
 from taoflow.daemon.round import agreement
 from taoflow.daemon.round import candidates as cand
+from taoflow.daemon.round.evaluation import golden_rows
 from taoflow.daemon.round.parts import TaskScorers
 from taoflow.daemon.settings import ScorerSpec, Settings
 from taoflow.daemon.store.rounds import RoundStore
@@ -62,25 +63,16 @@ def round_set(state: State, model: str, *, round_id: int | None, sample: int) ->
 
 def golden_set(path: Path, *, sample: int) -> CheckSet:
     records, candidates, labels = [], [], []
-    try:
-        lines = path.read_text().splitlines()
-    except OSError as exc:
-        raise ConfigurationError(f"cannot read golden set {path}: {exc.strerror}") from None
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            data = json.loads(line)
-            record = parse_record(data, default_task=str(data.get("task", "default")))
-            rated = [
-                (str(c["text"]), None if c.get("label") is None else float(c["label"])) for c in data["candidates"]
-            ]
-        except Exception as exc:
-            raise ConfigurationError(f"golden set {path}:{number}: {exc}; rows need messages and candidates") from None
+    for data, record in golden_rows(path, needs="usable (rows need messages and candidates)", also=_rated):
+        rated = _rated(data)
         records.append(record)
         candidates.append([text for text, _ in rated])
         labels.append([label for _, label in rated])
     return CheckSet(str(path), records[:sample], candidates[:sample], labels[:sample])
+
+
+def _rated(data: dict[str, Any]) -> list[tuple[str, float | None]]:
+    return [(str(c["text"]), None if c.get("label") is None else float(c["label"])) for c in data["candidates"]]
 
 
 def check_scorers(
