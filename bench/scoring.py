@@ -158,49 +158,12 @@ def run_round(path: Path, task, train, gate_prompts) -> dict:
 
 
 def reward_model(base: Path, directory: Path, task, problems) -> Path:
-    """The small model with a sequence-classification head trained (Bradley-Terry) on verifier-labelled pairs;
-    the body frozen, so each answer's last-token features are computed once (a linear probe)."""
-    import torch
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-    torch.manual_seed(0)
-    tokenizer = AutoTokenizer.from_pretrained(base)
-    tokenizer.pad_token = tokenizer.pad_token or tokenizer.eos_token
-    tokenizer.padding_side = "left"
-    model = AutoModelForSequenceClassification.from_pretrained(base, num_labels=1)
-    model.config.pad_token_id = tokenizer.pad_token_id
-
-    def features(rows, answers):
-        texts = [
-            tokenizer.apply_chat_template(
-                [{"role": "user", "content": task.prompt(p)}, {"role": "assistant", "content": answer}],
-                tokenize=False,
-            )
-            for p, answer in zip(rows, answers, strict=True)
-        ]
-        with torch.inference_mode():
-            hidden = model.model(**tokenizer(texts, return_tensors="pt", padding=True)).last_hidden_state
-        return hidden[:, -1].clone()
+    """The small model with a head trained on verifier-labelled pairs of other problems (tests/reward_model.py)."""
+    from tests.reward_model import train_reward_head
 
     rng = random.Random(99)
-    good, bad = [], []
-    for start in range(0, len(problems), 32):
-        chunk = problems[start : start + 32]
-        good.append(features(chunk, [task.right(p) for p in chunk]))
-        bad.append(features(chunk, [task.wrong(p, rng) for p in chunk]))
-    chosen, rejected = torch.cat(good), torch.cat(bad)
-    head = model.score
-    head.weight.data.normal_(0.0, 0.01)
-    optimiser = torch.optim.AdamW(head.parameters(), lr=1e-2, weight_decay=1e-3)
-    for _ in range(300):
-        loss = -torch.nn.functional.logsigmoid(head(chosen)[:, 0] - head(rejected)[:, 0]).mean()
-        loss.backward()
-        optimiser.step()
-        optimiser.zero_grad()
-    tokenizer.padding_side = "right"
-    model.eval().save_pretrained(directory)
-    tokenizer.save_pretrained(directory)
-    return directory
+    pairs = [([{"role": "user", "content": task.prompt(p)}], task.right(p), task.wrong(p, rng)) for p in problems]
+    return train_reward_head(base, directory, pairs)
 
 
 def noise_adapter(base: Path, generator: TransformersGenerator, task, train, work: Path) -> Path:
@@ -247,26 +210,25 @@ def main() -> None:
     }
     wanted = set(args.only.split(",")) if args.only else set(sides)
     server = None
-    if "judge" in wanted:
-        from tests.services import VllmServer
-
-        server = VllmServer(base, work / "judge-server", core=1)
-        server.start()
-        server.wait_healthy()
-        judge = {"base_url": server.url + "/v1", "model": str(base), "rubric": task.rubric, "max_tokens": 40}
-        sides["judge"] = ([{"type": "judge", "params": {**judge, "concurrency": 6}}], sides["judge"][1])
-    if "reward_model" in wanted:
-        started = time.perf_counter()
-        directory = reward_model(base, work / "reward-model", task, rm_pairs)
-        seconds = time.perf_counter() - started
-        print(f"reward model: head trained on {len(rm_pairs)} verifier-labelled pairs in {seconds:.0f} s")
-        sides["reward_model"] = (
-            [{"type": "reward_model", "params": {"model_dir": str(directory)}}],
-            sides["reward_model"][1],
-        )
-
     results = {}
     try:
+        if "judge" in wanted:
+            from tests.services import VllmServer
+
+            server = VllmServer(base, work / "judge-server", core=1)
+            server.start()
+            server.wait_healthy()
+            judge = {"base_url": server.url + "/v1", "model": str(base), "rubric": task.rubric, "max_tokens": 40}
+            sides["judge"] = ([{"type": "judge", "params": {**judge, "concurrency": 6}}], sides["judge"][1])
+        if "reward_model" in wanted:
+            started = time.perf_counter()
+            directory = reward_model(base, work / "reward-model", task, rm_pairs)
+            seconds = time.perf_counter() - started
+            print(f"reward model: head trained on {len(rm_pairs)} verifier-labelled pairs in {seconds:.0f} s")
+            sides["reward_model"] = (
+                [{"type": "reward_model", "params": {"model_dir": str(directory)}}],
+                sides["reward_model"][1],
+            )
         for name, (score, train_settings) in sides.items():
             if name in wanted:
                 print(f"\n== {name}", flush=True)
@@ -274,7 +236,7 @@ def main() -> None:
                     config(work, name, args, task, score=score, train=train_settings), task, train, gate_prompts
                 )
     finally:
-        if server is not None:
+        if server is not None:  # stopped on every path, a failed start included
             server.stop()
 
     generator = TransformersGenerator(base, batch_rows=96)

@@ -258,9 +258,8 @@ class Deployer:
 
     def _switch(self, url: str, name: str, path: str) -> None:
         replica = self.fleet.replica(url)
-        served = self._retry(replica.view).adapters.get(name)
-        if served != path:
-            self._retry(lambda: replace_adapter(replica, name, path, served=replica.view().adapters.get(name)))
+        # What it serves is read again on each try: a try that unloaded and then failed left nothing to unload.
+        self._retry(lambda: replace_adapter(replica, name, path, served=replica.view().adapters.get(name)))
 
     def _retry(self, call: Callable[[], T]) -> T:
         for attempt in range(self.f.retries):

@@ -36,50 +36,11 @@ def labelled_pairs(rng: random.Random, count: int) -> list[tuple[PromptRecord, s
 
 @pytest.fixture(scope="session")
 def reward_model(base_model, tmp_path_factory):
-    """A sequence-classification head on the real small model, trained (Bradley-Terry) on 320 verifier-labelled
-    pairs. The body stays frozen, so each answer's last-token features are computed once and the head learns on
-    them (a linear probe: seconds on CPU, where fine-tuning the body takes minutes)."""
-    import torch
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    """A head on the real small model, trained on 320 verifier-labelled pairs (tests/reward_model.py)."""
+    from tests.reward_model import train_reward_head
 
-    torch.manual_seed(0)
-    tokenizer = AutoTokenizer.from_pretrained(base_model.path)
-    tokenizer.pad_token = tokenizer.pad_token or tokenizer.eos_token
-    tokenizer.padding_side = "left"  # the last position is every row's last token
-    model = AutoModelForSequenceClassification.from_pretrained(base_model.path, num_labels=1)
-    model.config.pad_token_id = tokenizer.pad_token_id
-
-    def features(records, answers):
-        texts = [
-            tokenizer.apply_chat_template(
-                [*(m.as_dict() for m in r.messages), {"role": "assistant", "content": a}], tokenize=False
-            )
-            for r, a in zip(records, answers, strict=True)
-        ]
-        with torch.inference_mode():
-            hidden = model.model(**tokenizer(texts, return_tensors="pt", padding=True)).last_hidden_state
-        return hidden[:, -1].clone()
-
-    pairs = labelled_pairs(random.Random(0), 320)
-    chosen, rejected = [], []
-    for start in range(0, len(pairs), 32):
-        chunk = pairs[start : start + 32]
-        chosen.append(features([p[0] for p in chunk], [p[1] for p in chunk]))
-        rejected.append(features([p[0] for p in chunk], [p[2] for p in chunk]))
-    good, bad = torch.cat(chosen), torch.cat(rejected)
-    head = model.score
-    head.weight.data.normal_(0.0, 0.01)
-    optimiser = torch.optim.AdamW(head.parameters(), lr=1e-2, weight_decay=1e-3)
-    for _ in range(300):
-        loss = -torch.nn.functional.logsigmoid(head(good)[:, 0] - head(bad)[:, 0]).mean()
-        loss.backward()
-        optimiser.step()
-        optimiser.zero_grad()
-    directory = tmp_path_factory.mktemp("reward-model")
-    model.eval().save_pretrained(directory)
-    tokenizer.padding_side = "right"
-    tokenizer.save_pretrained(directory)
-    return directory
+    pairs = [([m.as_dict() for m in r.messages], good, bad) for r, good, bad in labelled_pairs(random.Random(0), 320)]
+    return train_reward_head(base_model.path, tmp_path_factory.mktemp("reward-model"), pairs)
 
 
 def test_a_trained_reward_model_prefers_what_the_verifier_prefers(reward_model):

@@ -85,6 +85,7 @@ def server() -> Iterator[Misbehaving]:
     s = Misbehaving()
     yield s
     s.server.shutdown()
+    s.server.server_close()
 
 
 @pytest.mark.parametrize(
