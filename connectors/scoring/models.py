@@ -157,7 +157,8 @@ class SelfCertaintyScorer:
             prompt = tokenizer.apply_chat_template(
                 [m.as_dict() for m in record.messages], tokenize=False, add_generation_prompt=True
             )
-            prompt_ids = tokenizer(prompt, add_special_tokens=False).input_ids
+            # Both sides bounded: the prompt's last max_length tokens and the answer's first.
+            prompt_ids = tokenizer(prompt, add_special_tokens=False).input_ids[-self.max_length :]
             answer_ids = tokenizer(answer, add_special_tokens=False).input_ids[: self.max_length]
             if not answer_ids:
                 values.append(0.0)
