@@ -47,10 +47,10 @@ def round_set(state: State, model: str, *, round_id: int | None, sample: int) ->
         record = rounds.get(round_id)
     else:
         ids = [r[0] for r in state.db.query("SELECT id FROM rounds WHERE model=? ORDER BY id DESC", (model,))]
-        found = [rounds.get(i) for i in ids if (rounds.get(i).work_dir / "candidates.jsonl").exists()]
-        if not found:
+        latest = next((r for r in map(rounds.get, ids) if (r.work_dir / "candidates.jsonl").exists()), None)
+        if latest is None:
             raise InvalidRequest(f"no round of {model} has candidates yet: run one, or give --golden FILE")
-        record = found[0]
+        record = latest
     path = record.work_dir / "candidates.jsonl"
     if not path.exists():
         raise InvalidRequest(f"round {record.id} has no candidates (it stopped at step {record.step})")
