@@ -36,6 +36,7 @@ __all__ = [
     "ScorerSpec",
     "Settings",
     "admin_token",
+    "gateway_token",
     "load_settings",
     "metrics_token",
     "reference_table",
@@ -417,6 +418,11 @@ class DaemonSettings(_Section):
     """A read-only token that may only GET /metrics (for the scraper; TAOFLOW_DAEMON__METRICS_TOKEN)."""
     metrics_token_file: Path | None = None
     """File holding the metrics token (a mounted secret); used when metrics_token is unset."""
+    gateway_token: SecretStr | None = None
+    """A token that may only read the route table and report in-flight requests (what `taoflow gateway` holds;
+    TAOFLOW_DAEMON__GATEWAY_TOKEN); the gateway presents it, the daemon accepts it on /v1/routes."""
+    gateway_token_file: Path | None = None
+    """File holding the gateway token (a mounted secret); used when gateway_token is unset."""
     admin_url: str | None = None
     """Where `taoflow status|pause|resume|trigger` reach the daemon; default http://admin_host:admin_port."""
     round_timeout_seconds: float | None = Field(43200.0, gt=0)
@@ -491,6 +497,18 @@ class FleetSettings(_Section):
     """Attempts per replica call before it counts as unreachable."""
     generate_concurrency: int = Field(8, ge=1)
     """Concurrent requests of the fleet generation backend (generate.backend: fleet)."""
+    routing: Literal["direct", "gateway"] = "direct"
+    """How clients reach a new version. `gateway`: each version is loaded under its own name and `taoflow
+    gateway` maps the stable name to it (shifted by weight, the old one drained, then unloaded: no failed
+    request). `direct`: clients call the replicas; the stable name is unloaded and loaded again (a window of
+    milliseconds in which a request for it gets a 404)."""
+    canary_weight: float = Field(0.1, ge=0.0, le=1.0)
+    """gateway routing: share of the stable name's traffic sent to the new version while the rest of the
+    fleet loads it (after the canary's smoke evaluation)."""
+    drain_timeout_seconds: float = Field(300.0, ge=0)
+    """gateway routing: longest wait for gateways to finish the old version's requests before it is unloaded."""
+    gateway_stale_seconds: float = Field(30.0, gt=0)
+    """A gateway that has not reported for this long is taken as gone (not waited for when draining)."""
     watch: WatchSettings = WatchSettings()
     """The post-deploy watch."""
 
@@ -498,6 +516,62 @@ class FleetSettings(_Section):
     def configured(self) -> bool:
         """Whether there is a fleet at all (replicas listed or a DNS name to find them)."""
         return bool(self.replicas or self.dns_name)
+
+
+class CaptureSettings(_Section):
+    """What `taoflow gateway` writes of each exchange, and where (the shapes taoflow's sources read)."""
+
+    sink: Literal["none", "kafka", "s3", "jsonl"] = "none"
+    """`kafka`: the topic below on source.kafka's cluster (acks=all, idempotent where the broker allows); `s3`:
+    batched gzipped JSON-lines objects under source.s3's bucket and prefix; `jsonl`: files in jsonl_dir."""
+    topic: str | None = None
+    """kafka: the topic records go to (default: the first of source.kafka.topics)."""
+    jsonl_dir: Path = Path("capture")
+    """jsonl: directory of daily files (capture-YYYYMMDD.jsonl); source.paths can name it."""
+    sample_rate: float = Field(1.0, ge=0.0, le=1.0)
+    """Share of exchanges captured (by request-id hash); ingest.sample_rates applies per task on top."""
+    spool_dir: Path = Path("gateway-spool")
+    """Where records wait for the sink (SQLite); on a volume that outlives the process."""
+    spool_max_bytes: int = Field(1 << 30, ge=1 << 16)
+    """Spool size past which new records are dropped (counted in taoflow_gateway_capture_dropped_total)."""
+    durable: bool = True
+    """Answer the last byte of a response only after its record is on disk (one group-committed fsync), so a
+    crash loses no answered exchange; false: records are spooled after the answer."""
+    batch_records: int = Field(500, ge=1)
+    """Records per sink write (one S3 object holds at most this many)."""
+    flush_seconds: float = Field(1.0, gt=0)
+    """Longest a record waits in the spool before a smaller batch is written."""
+    max_record_bytes: int = Field(1 << 20, ge=1024)
+    """Exchanges larger than this (request and response) are not captured (counted as too_large)."""
+
+
+class GatewaySettings(_Section):
+    """`taoflow gateway`: the OpenAI-compatible proxy in front of the fleet; routes the stable name to versions."""
+
+    host: str = "127.0.0.1"
+    """Address it listens on (0.0.0.0 in a pod)."""
+    port: int = Field(8080, ge=0, le=65535)
+    """Port of the proxy (also /healthz, /readyz, /metrics)."""
+    id: str | None = None
+    """This gateway's name in reports to the daemon (default: the host name)."""
+    daemon_url: str | None = None
+    """The daemon's admin API, for the route table (default: daemon.admin_url); reached with daemon.gateway_token."""
+    routes_poll_seconds: float = Field(1.0, gt=0)
+    """How often the route table is read (and in-flight requests reported)."""
+    replicas_poll_seconds: float = Field(2.0, gt=0)
+    """How often each replica's served names (GET /v1/models) are read; a failing one is taken out."""
+    connect_timeout_seconds: float = Field(2.0, gt=0)
+    """Connecting to a replica; a refused or timed-out connection is retried on another replica."""
+    request_timeout_seconds: float = Field(600.0, gt=0)
+    """Longest one request may take, streaming included (504 before the first byte; cut after it)."""
+    retries: int = Field(2, ge=0)
+    """Further replicas tried when one refuses the connection or no longer serves the name (before any byte)."""
+    max_body_bytes: int = Field(4 << 20, ge=1024)
+    """Largest request body accepted (413 past it)."""
+    max_connections: int = Field(1024, ge=1)
+    """Connections to the replicas, in all."""
+    capture: CaptureSettings = CaptureSettings()
+    """Traffic capture into the flywheel."""
 
 
 class Settings(BaseSettings):
@@ -529,6 +603,8 @@ class Settings(BaseSettings):
     """The long-running service."""
     fleet: FleetSettings = FleetSettings()
     """The vLLM serving fleet."""
+    gateway: GatewaySettings = GatewaySettings()
+    """The serving edge (`taoflow gateway`)."""
 
     @classmethod
     def settings_customise_sources(
@@ -676,6 +752,12 @@ def metrics_token(settings: Settings) -> str | None:
     """The read-only token that may only GET /metrics (what a scraper holds), if one is set."""
     d = settings.daemon
     return _secret(d.metrics_token, d.metrics_token_file, "metrics")
+
+
+def gateway_token(settings: Settings) -> str | None:
+    """The token that may only read routes and report (what `taoflow gateway` presents), if one is set."""
+    d = settings.daemon
+    return _secret(d.gateway_token, d.gateway_token_file, "gateway")
 
 
 def _secret(value: SecretStr | None, file: Path | None, name: str) -> str | None:

@@ -10,7 +10,7 @@ import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-__all__ = ["IngestDecision", "IngestFilter", "decide_ingest"]
+__all__ = ["IngestDecision", "IngestFilter", "decide_ingest", "sampled_in"]
 
 
 @dataclass(frozen=True)
@@ -40,9 +40,14 @@ def decide_ingest(
     if prompt_chars > rules.max_prompt_chars:
         return IngestDecision(False, task, "too_long")
     rate = rules.sample_rates.get(task, 1.0)
-    if rate < 1.0 and _bucket(request_id) >= rate:
+    if not sampled_in(request_id, rate):
         return IngestDecision(False, task, "sampled_out")
     return IngestDecision(True, task, "kept")
+
+
+def sampled_in(request_id: str, rate: float) -> bool:
+    """Whether `request_id` falls in the kept `rate` share (the same answer wherever it is asked)."""
+    return rate >= 1.0 or _bucket(request_id) < rate
 
 
 def _bucket(request_id: str) -> float:

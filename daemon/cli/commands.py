@@ -160,6 +160,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     return Service(load(args), config_path=config_path(args), log_format=args.log_format).run()
 
 
+def cmd_gateway(args: argparse.Namespace) -> int:
+    from taoflow.daemon.gateway.app import serve
+
+    return serve(load(args))
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from taoflow.daemon.cli.demo import run_demo
 

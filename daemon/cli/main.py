@@ -137,6 +137,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sc.add_argument("--sample", type=_positive, default=64, help="at most this many prompts (default 64)")
     _output(sc)
+    add(
+        "gateway",
+        commands.cmd_gateway,
+        "serve the OpenAI-compatible gateway in front of the fleet: routes the stable name to versions, captures "
+        "traffic into the flywheel (until SIGTERM)",
+    )
     add("settings", commands.cmd_settings, "print the settings reference, or with --config the effective settings")
     b = add("buffer", commands.cmd_buffer, "show buffered prompts per task and recent dead letters")
     b.add_argument("--dead-letters", type=int, default=5, help="how many recent dead letters to show")

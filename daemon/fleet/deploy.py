@@ -1,16 +1,22 @@
 """Rolling an adapter out to the fleet (or back), as the recorded state machine of deploys.py.
 
-Swap strategy, per replica: the stable served name (`model.served_name`, what clients
-call) is unloaded and loaded again from the new version's own immutable directory
-(`replace_adapter`). Never in place: a name reloaded in place stays slower until the server
-restarts (bench/swap.py measures the steady state after swaps). The unload-then-load window
-is milliseconds (bench/swap.py counts the requests it fails under load), and a load that
-fails reinstates what the replica served.
+Never in place: a name reloaded in place stays slower until the server restarts (bench/swap.py
+measures the steady state after swaps). Two ways to move clients, `fleet.routing`:
+
+* `gateway`: every version is loaded under its own name; `taoflow gateway` maps the stable
+  name (`model.served_name`) to versions by the route table (store/routes.py). Rollout loads
+  the version wave by wave, sends it `fleet.canary_weight` of the traffic once the canary
+  serves it, all of it once every wave does; the drain step waits until every live gateway
+  applies the new routes and has no request in flight on the old version, then unloads it.
+  No request fails.
+* `direct`: clients call the replicas; the stable name is unloaded and loaded again from the
+  new version's directory (`replace_adapter`) — a window of milliseconds in which a request
+  for it gets a 404 (bench/swap.py counts them); a load that fails reinstates what it served.
 
 Promote: preflight (files, rank, base model) → canary (the version under its own name on
 the first wave) → smoke (held-out prompts through the canary: new version vs live one,
-gate scorers) → rollout (stable name switched wave by wave) → registry promote → watch.
-Any failure → revert: every switched replica gets the previous adapter back.
+gate scorers) → rollout (wave by wave) → drain (gateway routing) → registry promote → watch.
+Any failure → revert: every switched replica (or the route) gets the previous adapter back.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ from taoflow.daemon.round.evaluation import evaluate, slices
 from taoflow.daemon.round.parts import TaskScorers, resolve_model
 from taoflow.daemon.settings import Settings
 from taoflow.daemon.store.deploys import DeployRecord, DeployStore
+from taoflow.daemon.store.routes import RouteStore, Target
 from taoflow.daemon.store.state import State
 from taoflow.policies.gate import GatePolicy, decide_gate
 from taoflow.policies.rollout import plan_rollout
@@ -59,6 +66,8 @@ class Deployer:
         self.scorers = scorers
         self.model = settings.model.served_name
         self.deploys = DeployStore(state.db)
+        self.routes = RouteStore(state.db)
+        self.versioned = self.f.routing == "gateway"
         self._on_finished = on_finished
 
     # ------------------------------------------------------------------ starting
@@ -103,7 +112,8 @@ class Deployer:
             "preflight": self._preflight,
             "canary": self._canary,
             "smoke": self._smoke,
-            "rollout": self._rollout,
+            "rollout": self._rollout_versions if self.versioned else self._rollout,
+            "drain": self._drain,
             "registry": self._registry,
         }
         while record.status == "running":
@@ -166,7 +176,10 @@ class Deployer:
         if not heldout:
             return self.deploys.update(record.id, step="rollout", detail={"smoke": "no held-out prompts: skipped"})
         view = self._retry(canary.view)
-        live = self.model if self.model in view.adapters else view.base
+        if self.versioned:
+            live = record.from_version if record.from_version in view.adapters else view.base
+        else:
+            live = self.model if self.model in view.adapters else view.base
         results = {
             side: evaluate(
                 FleetGenerator([canary], served_name=served),
@@ -207,6 +220,72 @@ class Deployer:
             self._quietly(partial(self.fleet.replica(url).unload, record.version))
         return self.deploys.update(record.id, step="registry")
 
+    def _rollout_versions(self, record: DeployRecord) -> DeployRecord:
+        """Gateway routing: load the version under its own name wave by wave; route the stable name to it."""
+        path = self.fleet.server_path(record.version)
+        previous = record.from_version if record.from_version != record.version else None
+        weight = self.f.canary_weight if record.kind == "promote" else 0.0
+        for index, wave in enumerate(record.waves):
+            for url in wave:
+                if url in record.switched or url in record.skipped:
+                    continue
+                replica = self.fleet.replica(url)
+                try:
+                    if self._retry(replica.view).adapters.get(record.version) != path:
+                        self._retry(partial(replica.load, record.version, path))
+                except ReplicaUnavailable as exc:
+                    if len(record.skipped) >= self.f.max_unavailable:
+                        raise
+                    log.warning("deploy %d skips %s (reconciled later): %s", record.id, url, exc)
+                    record = self.deploys.update(record.id, skipped=[*record.skipped, url])
+                    continue
+                record = self.deploys.update(record.id, switched=[*record.switched, url])
+            last = index + 1 == len(record.waves)
+            if index == 0 and not last and previous and 0 < weight < 1 and "canary_generation" not in record.detail:
+                targets = [Target(previous, 1 - weight), Target(record.version, weight)]
+                generation = self.routes.set(self.model, targets)
+                log.info(
+                    "deploy %d: %s gets %.0f%% of %s (routes %d)",
+                    record.id,
+                    record.version,
+                    100 * weight,
+                    self.model,
+                    generation,
+                )
+                record = self.deploys.update(record.id, detail={**record.detail, "canary_generation": generation})
+        generation = self.routes.set(self.model, [Target(record.version, 1.0)])
+        log.info("deploy %d: %s routed to %s (routes %d)", record.id, self.model, record.version, generation)
+        return self.deploys.update(record.id, step="drain", detail={**record.detail, "route_generation": generation})
+
+    def _drain(self, record: DeployRecord) -> DeployRecord:
+        """Wait until the gateways have left the old version (bounded), then unload it everywhere."""
+        old = record.from_version
+        if old and old != record.version:
+            generation = int(record.detail.get("route_generation", 0))
+            drained = self._wait_drained(old, generation, since=record.updated_at)
+            for url in self.fleet.urls():
+                self._quietly(partial(self._unload, url, old))
+            record = self.deploys.update(record.id, detail={**record.detail, "drained": drained})
+        return self.deploys.update(record.id, step="registry")
+
+    def _wait_drained(self, name: str, generation: int, *, since: float) -> bool:
+        """True once every live gateway applies `generation` with nothing in flight on `name`; False at the
+        deadline (`drain_timeout_seconds` after `since`: a resumed deploy does not wait twice)."""
+        deadline = since + self.f.drain_timeout_seconds
+        while True:
+            drain = self.routes.drained(name, generation=generation, stale_after=self.f.gateway_stale_seconds)
+            if drain.done:
+                return True
+            if time.time() >= deadline:
+                log.warning("unloading %s before every gateway drained it: %s", name, drain.waiting)
+                return False
+            time.sleep(0.2)
+
+    def _unload(self, url: str, name: str) -> None:
+        replica = self.fleet.replica(url)
+        if name in replica.view().adapters:
+            replica.unload(name)
+
     def _registry(self, record: DeployRecord) -> DeployRecord:
         registry = self.state.registry
         if registry.alias(self.model, "champion") != record.version:
@@ -235,6 +314,8 @@ class Deployer:
     # ------------------------------------------------------------------ reverting
     def _revert(self, record: DeployRecord) -> DeployRecord:
         """Give every switched replica the adapter it served before; drop the version's own name."""
+        if self.versioned:
+            return self._revert_route(record)
         previous = self.fleet.server_path(record.from_version) if record.from_version else None
         unreverted = []
         canary = set(record.waves[0]) if record.kind == "promote" and record.waves else set()
@@ -254,6 +335,38 @@ class Deployer:
         if record.kind == "promote" and adapter.state == "gated" and record.detail.get("fault") == "adapter":
             self.state.registry.transition(record.version, "rejected", reason=f"deploy {record.id}: {record.reason}")
         detail = {**record.detail, "unreverted": unreverted}
+        return self.deploys.update(record.id, status="reverted", switched=[], detail=detail)
+
+    def _revert_route(self, record: DeployRecord) -> DeployRecord:
+        """Gateway routing: route the stable name back to what it served, drain the version, unload it."""
+        previous = record.from_version if record.from_version != record.version else None
+        path = self.fleet.server_path(previous) if previous else None
+        unreverted = []
+        if previous and path:
+            for url in record.switched:  # normally still loaded: the old version is unloaded only after the drain
+                replica = self.fleet.replica(url)
+                try:
+                    if self._retry(replica.view).adapters.get(previous) != path:
+                        self._retry(partial(replica.load, previous, path))
+                except (ReplicaUnavailable, DeployError) as exc:
+                    log.error(
+                        "deploy %d cannot reload %s on %s (the reconciler will): %s", record.id, previous, url, exc
+                    )
+                    unreverted.append(url)
+        generation = self.routes.set(self.model, [Target(previous, 1.0)] if previous else [])
+        if record.kind == "promote":
+            self._wait_drained(record.version, generation, since=time.time())
+            canary = set(record.waves[0]) if record.waves else set()
+            for url in sorted({*record.switched, *canary}):
+                try:
+                    self._unload(url, record.version)
+                except ReplicaUnavailable as exc:
+                    log.error("deploy %d cannot unload %s from %s now: %s", record.id, record.version, url, exc)
+                    unreverted.append(url)
+        adapter = self.state.registry.get(record.version)
+        if record.kind == "promote" and adapter.state == "gated" and record.detail.get("fault") == "adapter":
+            self.state.registry.transition(record.version, "rejected", reason=f"deploy {record.id}: {record.reason}")
+        detail = {**record.detail, "unreverted": sorted(set(unreverted)), "route_generation": generation}
         return self.deploys.update(record.id, status="reverted", switched=[], detail=detail)
 
     def _switch(self, url: str, name: str, path: str) -> None:

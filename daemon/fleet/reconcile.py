@@ -1,4 +1,6 @@
-"""The reconciler: make every replica serve the registry's champion under the stable name.
+"""The reconciler: make every replica serve the registry's champion under the stable name
+(`fleet.routing: direct`) or under its own version name, with the route table naming it
+(`fleet.routing: gateway`: every version the stable name is routed to is loaded everywhere).
 
 A restarted vLLM server has no adapters (they live in its memory), a scaled-out one has
 never had any: each pass loads the champion where it is missing or stale, reports
@@ -15,6 +17,7 @@ from taoflow.connectors.errors import DeployError, ReplicaUnavailable
 from taoflow.connectors.protocols import replace_adapter
 from taoflow.daemon.fleet.metrics import FleetMetrics
 from taoflow.daemon.fleet.replicas import Fleet
+from taoflow.daemon.store.routes import RouteStore, Target
 from taoflow.daemon.store.state import State
 from taoflow.policies.rollout import Repair, plan_repairs
 
@@ -41,17 +44,35 @@ class Reconciler:
         self.metrics = metrics
         self._misses: dict[str, int] = {}
 
-    def _compare(self) -> tuple[str | None, dict[str, dict[str, str] | None], list[Repair], dict[str, list[str]]]:
+    def _compare(
+        self, *, repair: bool = True
+    ) -> tuple[str | None, dict[str, dict[str, str] | None], list[Repair], dict[str, list[str]]]:
         champion = self.state.registry.alias(self.model, "champion")
-        desired = {self.model: self.fleet.server_path(champion)} if champion else {}
+        if self.fleet.settings.routing == "gateway":
+            desired = {name: self.fleet.server_path(name) for name in self._routed(champion, repair=repair)}
+        else:
+            desired = {self.model: self.fleet.server_path(champion)} if champion else {}
         known = frozenset(v.version for v in self.state.registry.versions(model=self.model))
         observed = {url: (None if view is None else dict(view.adapters)) for url, view in self.fleet.observe().items()}
         repairs, drift = plan_repairs(observed, desired, known_names=known)
         return champion, observed, repairs, drift
 
+    def _routed(self, champion: str | None, *, repair: bool) -> list[str]:
+        """The versions the stable name is routed to; a champion with no route yet (a fleet that served it
+        directly before) is given one."""
+        routes = RouteStore(self.state.db)
+        targets = routes.targets(self.model)
+        if not targets and champion:
+            if not repair:
+                return [champion]
+            routes.set(self.model, [Target(champion, 1.0)])
+            log.info("reconcile: %s routed to the champion %s", self.model, champion)
+            return [champion]
+        return [t.version for t in targets]
+
     def observe(self) -> ReconcileReport:
         """What each replica serves and how it differs from the champion; changes nothing."""
-        champion, observed, _, drift = self._compare()
+        champion, observed, _, drift = self._compare(repair=False)
         return ReconcileReport(champion, observed, drift)
 
     def once(self) -> ReconcileReport:

@@ -162,16 +162,6 @@ def build_stream_source(settings: Settings) -> StreamSource:
     from taoflow.connectors.sources.kafka import KafkaConfig, KafkaSource
 
     k = settings.source.kafka
-    options: dict[str, object] = {"security_protocol": k.security_protocol}
-    optional = {
-        "sasl_mechanism": k.sasl_mechanism,
-        "sasl_plain_username": k.sasl_username,
-        "sasl_plain_password": k.sasl_password.get_secret_value() if k.sasl_password else None,
-        "ssl_cafile": str(k.ssl_cafile) if k.ssl_cafile else None,
-        "ssl_certfile": str(k.ssl_certfile) if k.ssl_certfile else None,
-        "ssl_keyfile": str(k.ssl_keyfile) if k.ssl_keyfile else None,
-    }
-    options.update({key: value for key, value in optional.items() if value is not None})
     config = KafkaConfig(
         bootstrap_servers=k.bootstrap_servers,
         group_id=k.group_id,
@@ -182,9 +172,25 @@ def build_stream_source(settings: Settings) -> StreamSource:
         heartbeat_interval_ms=k.heartbeat_interval_ms,
         max_poll_interval_ms=k.max_poll_interval_ms,
         bootstrap_timeout_ms=k.bootstrap_timeout_ms,
-        client_options=options,
+        client_options=kafka_client_options(settings),
     )
     return KafkaSource(config)
+
+
+def kafka_client_options(settings: Settings) -> dict[str, object]:
+    """source.kafka's security settings as kafka-python client options (the consumer's and the gateway's producer)."""
+    k = settings.source.kafka
+    options: dict[str, object] = {"security_protocol": k.security_protocol}
+    optional = {
+        "sasl_mechanism": k.sasl_mechanism,
+        "sasl_plain_username": k.sasl_username,
+        "sasl_plain_password": k.sasl_password.get_secret_value() if k.sasl_password else None,
+        "ssl_cafile": str(k.ssl_cafile) if k.ssl_cafile else None,
+        "ssl_certfile": str(k.ssl_certfile) if k.ssl_certfile else None,
+        "ssl_keyfile": str(k.ssl_keyfile) if k.ssl_keyfile else None,
+    }
+    options.update({key: value for key, value in optional.items() if value is not None})
+    return options
 
 
 def build_object_source(settings: Settings) -> ObjectSource:

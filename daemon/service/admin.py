@@ -76,6 +76,10 @@ class AdminBackend(Protocol):
 
     def erasures(self, *, limit: int) -> dict[str, Any]: ...
 
+    def routes(self) -> dict[str, Any]: ...
+
+    def gateway_report(self, gateway: str, *, generation: int, inflight: dict[str, int]) -> dict[str, Any]: ...
+
     def log_error(self, path: str, exc: Exception) -> None: ...
 
 
@@ -126,6 +130,16 @@ class ForgetBody(_Body):
     dry_run: bool = False
 
 
+class GatewayReport(_Body):
+    """What a gateway applies: the route generation, and its requests in flight per served (version) name."""
+
+    gateway: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
+    generation: int = Field(ge=0)
+    inflight: dict[Annotated[str, Field(max_length=256)], Annotated[int, Field(ge=0)]] = Field(
+        default_factory=dict, max_length=1000
+    )
+
+
 class Erased(BaseModel):
     ok: bool
     dry_run: bool
@@ -156,7 +170,12 @@ Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 
 
 def create_app(
-    backend: AdminBackend, *, token: str, metrics: CollectorRegistry, metrics_token: str | None = None
+    backend: AdminBackend,
+    *,
+    token: str,
+    metrics: CollectorRegistry,
+    metrics_token: str | None = None,
+    gateway_token: str | None = None,
 ) -> FastAPI:
     """The API behind a `TokenGuard` (the token is checked before any body is read; bodies are capped)."""
     app = FastAPI(
@@ -168,13 +187,16 @@ def create_app(
         redoc_url=None,
     )
 
-    app.add_middleware(TokenGuard, token=token, metrics_token=metrics_token)
+    app.add_middleware(TokenGuard, token=token, metrics_token=metrics_token, gateway_token=gateway_token)
 
     def authorized(credentials: Credentials) -> None:
         _check(credentials, (token,))
 
     def reader(credentials: Credentials) -> None:
         _check(credentials, (token, metrics_token) if metrics_token else (token,))
+
+    def gateway(credentials: Credentials) -> None:
+        _check(credentials, (token, gateway_token) if gateway_token else (token,))
 
     guard = [Depends(authorized)]
     refused = {"model": Outcome}
@@ -252,6 +274,16 @@ def create_app(
     def erasures(limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> dict[str, Any]:
         """Counts, the adapters trained on erased prompts, and the newest such prompts (`buffer --erased`)."""
         return backend.erasures(limit=limit)
+
+    @app.get("/v1/routes", dependencies=[Depends(gateway)], tags=["routing"])
+    def routes() -> dict[str, Any]:
+        """The route table of `fleet.routing: gateway`: the stable name's versions and weights, and its generation."""
+        return backend.routes()
+
+    @app.post("/v1/routes/report", dependencies=[Depends(gateway)], tags=["routing"])
+    def gateway_report(body: GatewayReport) -> dict[str, Any]:
+        """A gateway's report (the generation it applies, its requests in flight); answers the route table."""
+        return backend.gateway_report(body.gateway, generation=body.generation, inflight=body.inflight)
 
     for error, code in REFUSALS.items():
         app.add_exception_handler(error, _refusal(code))

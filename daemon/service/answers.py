@@ -15,6 +15,7 @@ from taoflow.daemon.service.flywheel import Flywheel
 from taoflow.daemon.service.supervisor import Supervisor
 from taoflow.daemon.store.deploys import DeployStore
 from taoflow.daemon.store.erasure import erasure_summary, forget, report_counts
+from taoflow.daemon.store.routes import RouteStore
 from taoflow.daemon.store.state import State
 from taoflow.policies.retrain import RetrainDecision
 
@@ -178,6 +179,14 @@ class Answers:
             "unreachable_alert": self._fleet_loop.last_report.alerting if self._fleet_loop.last_report else [],
             "deploys": deploys,
         }
+
+    def routes(self) -> dict[str, Any]:
+        return RouteStore(self.state.db).table().as_dict()
+
+    def gateway_report(self, gateway: str, *, generation: int, inflight: dict[str, int]) -> dict[str, Any]:
+        routes = RouteStore(self.state.db)
+        routes.report(gateway, generation, inflight)
+        return routes.table().as_dict()
 
     def log_error(self, path: str, exc: Exception) -> None:
         log.error("admin API error at %s: %s: %s", path, type(exc).__name__, exc)

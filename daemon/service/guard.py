@@ -3,7 +3,8 @@ and a body is read only up to a cap (declared or chunked), so an unauthenticated
 daemon nothing but its headers.
 
 /healthz and /readyz are open; GET /metrics takes the admin token or the read-only metrics token (what a
-scraper holds); every other route takes the admin token. A missing or malformed Authorization header is 401, a
+scraper holds); /v1/routes and /v1/routes/report take the admin token or the gateway token (what `taoflow
+gateway` holds); every other route takes the admin token. A missing or malformed Authorization header is 401, a
 wrong token 403, a body over the cap 413 — all answered without reading the body.
 """
 
@@ -26,17 +27,26 @@ App = Callable[[Scope, Receive, Send], Awaitable[None]]
 OPEN_PATHS = frozenset({"/healthz", "/readyz"})
 #: The largest request body the admin API reads: its bodies are a reason, a version, a list of tasks.
 MAX_BODY_BYTES = 64 << 10
+#: What the gateway token may reach: the route table and the gateways' reports.
+GATEWAY_PATHS = frozenset({"/v1/routes", "/v1/routes/report"})
 
 
 class TokenGuard:
     """ASGI middleware: authenticate from the headers, then hand the app a body read up to `max_body` bytes."""
 
     def __init__(
-        self, app: App, *, token: str, metrics_token: str | None = None, max_body: int = MAX_BODY_BYTES
+        self,
+        app: App,
+        *,
+        token: str,
+        metrics_token: str | None = None,
+        gateway_token: str | None = None,
+        max_body: int = MAX_BODY_BYTES,
     ) -> None:
         self.app = app
         self._token = token.encode()
         self._metrics_token = metrics_token.encode() if metrics_token else None
+        self._gateway_token = gateway_token.encode() if gateway_token else None
         self._max_body = max_body
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -69,6 +79,12 @@ class TokenGuard:
             return None
         reading_metrics = scope["path"] == "/metrics" and scope["method"] in ("GET", "HEAD")
         if reading_metrics and self._metrics_token and secrets.compare_digest(presented, self._metrics_token):
+            return None
+        if (
+            scope["path"] in GATEWAY_PATHS
+            and self._gateway_token
+            and secrets.compare_digest(presented, self._gateway_token)
+        ):
             return None
         return 403, "wrong token"
 

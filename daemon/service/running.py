@@ -34,7 +34,7 @@ from taoflow.daemon.service.answers import Answers
 from taoflow.daemon.service.flywheel import Flywheel
 from taoflow.daemon.service.metrics import DaemonMetrics, StateCollector
 from taoflow.daemon.service.supervisor import Supervisor, TaskFailed
-from taoflow.daemon.settings import Settings, admin_token, metrics_token
+from taoflow.daemon.settings import Settings, admin_token, gateway_token, metrics_token
 from taoflow.daemon.store.lease import Lease
 from taoflow.daemon.store.retention import RetentionPolicy, apply_retention
 from taoflow.daemon.store.rounds import STEPS
@@ -53,6 +53,9 @@ class Service:
         self.metrics_token = metrics_token(settings)
         if self.metrics_token == self.token:
             raise ConfigurationError("daemon.metrics_token must differ from the admin token (it is the read-only one)")
+        self.gateway_token = gateway_token(settings)
+        if self.gateway_token == self.token:
+            raise ConfigurationError("daemon.gateway_token must differ from the admin token (it may only read routes)")
         build_scorers(settings)  # every scorer is built once now: a bad one stops the start, not a round hours later
         self.state = open_state(settings)
         self.registry = CollectorRegistry()
@@ -211,7 +214,13 @@ class Service:
 
         d = self.settings.daemon
         config = uvicorn.Config(
-            create_app(self.answers, token=self.token, metrics=self.registry, metrics_token=self.metrics_token),
+            create_app(
+                self.answers,
+                token=self.token,
+                metrics=self.registry,
+                metrics_token=self.metrics_token,
+                gateway_token=self.gateway_token,
+            ),
             host=d.admin_host,
             port=d.admin_port,
             log_level="warning",

@@ -214,6 +214,20 @@ CREATE TABLE IF NOT EXISTS leases (
     acquired_at REAL NOT NULL,
     renewed_at REAL NOT NULL
 );
+-- What the stable name means at the gateways: its versions and their shares of traffic (daemon/store/routes.py).
+CREATE TABLE IF NOT EXISTS routes (
+    model TEXT PRIMARY KEY,
+    generation INTEGER NOT NULL,
+    targets TEXT NOT NULL,
+    updated_at REAL NOT NULL
+);
+-- The last report of each gateway: the route generation it applies and its requests in flight per served name.
+CREATE TABLE IF NOT EXISTS gateway_reports (
+    gateway TEXT PRIMARY KEY,
+    generation INTEGER NOT NULL,
+    inflight TEXT NOT NULL,
+    seen_at REAL NOT NULL
+);
 -- Operator state that survives restarts (pause flag, back-off reset).
 CREATE TABLE IF NOT EXISTS daemon_state (
     key TEXT PRIMARY KEY,

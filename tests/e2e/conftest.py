@@ -98,3 +98,19 @@ def train_on_other_base(root, question):
     tokenizer.save_pretrained(other)
     examples = [DistillExample(question, "42")] * 4
     return train_adapter(other, examples, TrainingConfig(epochs=1, batch_size=4), work_dir=root / "wrong").adapter_dir
+
+
+@pytest.fixture
+def clean_fleet(vllm_fleet):
+    """Every test starts from replicas that serve no adapter (restarting a killed one)."""
+    for server in vllm_fleet:
+        if server.process.poll() is not None:
+            server.start()
+            server.wait_healthy()
+        from taoflow.connectors.serving.replica import VllmReplica
+
+        replica = VllmReplica(server.url)
+        for name in replica.view().adapters:
+            replica.unload(name)
+        replica.close()
+    return vllm_fleet

@@ -59,20 +59,6 @@ def deployer(settings, state, fleet=None):
     return Deployer(settings, state, fleet or Fleet(settings.fleet, state.store), scorers=build_scorers(settings))
 
 
-@pytest.fixture
-def clean_fleet(vllm_fleet):
-    """Every test starts from replicas that serve no adapter (restarting a killed one)."""
-    for server in vllm_fleet:
-        if server.process.poll() is not None:
-            server.start()
-            server.wait_healthy()
-        replica = VllmReplica(server.url)
-        for name in replica.view().adapters:
-            replica.unload(name)
-        replica.close()
-    return vllm_fleet
-
-
 def served(server) -> dict[str, str]:
     replica = VllmReplica(server.url)
     try:
@@ -86,9 +72,12 @@ def ask(url: str, model: str) -> httpx.Response:
     return httpx.post(url + "/v1/chat/completions", json=body, timeout=120)
 
 
-def test_swap_under_load_fails_no_request_and_serves_the_new_version_after(
+def test_direct_swap_under_load_fails_at_most_the_unload_window_and_serves_the_new_version_after(
     tmp_path, clean_fleet, fleet_adapters, base_model
 ):
+    """Direct routing (clients call the replicas): the stable name is unloaded, then loaded again. A request
+    that lands between the two gets a 404 naming the model; nothing else fails. (Through the gateway no
+    request fails: tests/e2e/test_gateway.py.)"""
     settings, state = make_state(tmp_path, clean_fleet)
     register(state, "v42", fleet_adapters["v42"], base_model)
     register(state, "v43", fleet_adapters["v43"], base_model)
@@ -122,7 +111,8 @@ def test_swap_under_load_fails_no_request_and_serves_the_new_version_after(
 
     assert record.status == "done" and record.switched == sorted(s.url for s in clean_fleet)
     failed = [r for r in results if r[2] != 200]
-    assert not failed, failed
+    assert all(r[2] == 404 for r in failed), failed
+    assert len(failed) <= len(clean_fleet) * 2, failed  # at most each client's one request per replica's window
     before = [r[3] for r in results if r[1] < swapped]
     after = [r[3] for r in results if r[0] > swapped]
     assert after and all("43, buddy" in text for text in after), after

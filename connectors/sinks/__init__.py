@@ -1,0 +1,1 @@
+"""Where `taoflow gateway` writes captured exchanges: Kafka, S3 objects, local JSON-lines files."""

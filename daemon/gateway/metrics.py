@@ -1,0 +1,85 @@
+"""What `taoflow gateway` reports to Prometheus (its own /metrics); every series exists from zero."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+__all__ = ["GatewayMetrics"]
+
+#: Whole requests (streams included) take seconds; the gateway's own share, milliseconds.
+REQUEST_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+ADDED_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1)
+DROP_REASONS = ("spool_full", "too_large", "unparseable")
+
+
+class GatewayMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.requests = Counter(
+            "taoflow_gateway_requests_total",
+            "Requests answered, by endpoint and status code class (2xx, 4xx, 5xx).",
+            ["endpoint", "code"],
+            registry=registry,
+        )
+        for endpoint in ("chat", "completions"):
+            for code in ("2xx", "4xx", "5xx"):
+                self.requests.labels(endpoint, code)
+        self.seconds = Histogram(
+            "taoflow_gateway_request_seconds",
+            "Request latency at the gateway, first byte in to last byte out (streams included).",
+            buckets=REQUEST_BUCKETS,
+            registry=registry,
+        )
+        self.added = Histogram(
+            "taoflow_gateway_added_seconds",
+            "Latency the gateway adds to a request: its whole time less the replica's (routing, capture).",
+            buckets=ADDED_BUCKETS,
+            registry=registry,
+        )
+        self.retries = Counter(
+            "taoflow_gateway_retries_total",
+            "Requests sent again to another replica, by reason (refused: no connection; gone: name unloaded).",
+            ["reason"],
+            registry=registry,
+        )
+        for reason in ("refused", "gone"):
+            self.retries.labels(reason)
+        self.inflight = Gauge("taoflow_gateway_inflight", "Requests in flight through the gateway.", registry=registry)
+        self.replicas = Gauge(
+            "taoflow_gateway_replicas", "Replicas by state (up: answered its last poll).", ["state"], registry=registry
+        )
+        for state in ("up", "down"):
+            self.replicas.labels(state)
+        self.routes_generation = Gauge(
+            "taoflow_gateway_routes_generation", "Generation of the route table applied.", registry=registry
+        )
+        self.routes_age = Gauge(
+            "taoflow_gateway_routes_age_seconds",
+            "Seconds since the route table was last read from the daemon (the last known one is kept meanwhile).",
+            registry=registry,
+        )
+        self.captured = Counter(
+            "taoflow_gateway_capture_spooled_total", "Exchanges written to the capture spool.", registry=registry
+        )
+        self.sent = Counter(
+            "taoflow_gateway_capture_sent_total", "Captured exchanges the sink accepted.", registry=registry
+        )
+        self.dropped = Counter(
+            "taoflow_gateway_capture_dropped_total",
+            "Exchanges not captured, by reason (spool_full, too_large, unparseable).",
+            ["reason"],
+            registry=registry,
+        )
+        for reason in DROP_REASONS:
+            self.dropped.labels(reason)
+        self.spool_records = Gauge(
+            "taoflow_gateway_spool_records", "Captured exchanges waiting in the spool.", registry=registry
+        )
+        self.spool_bytes = Gauge("taoflow_gateway_spool_bytes", "Bytes waiting in the spool.", registry=registry)
+        self.capture_lag = Gauge(
+            "taoflow_gateway_capture_lag_seconds",
+            "Age of the oldest exchange still in the spool (0 when the sink has everything).",
+            registry=registry,
+        )
+        self.sink_up = Gauge(
+            "taoflow_gateway_sink_up", "1 when the capture sink accepted the last write, else 0.", registry=registry
+        )

@@ -1,0 +1,239 @@
+"""`taoflow gateway` in front of two real vLLM CPU servers, with the real daemon's route table: a deploy under
+load fails no request, the old version is drained and unloaded, streams pass unchanged, and every answered
+exchange is captured in the shape taoflow's sources read."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sqlite3
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+from taoflow.connectors.serving.replica import VllmReplica
+from taoflow.connectors.sources.formats import parse_payload
+from taoflow.daemon.settings import load_settings
+from taoflow.daemon.store.state import State
+from tests.services import free_port, poll_until, start_until_logged, store_adapter, wait_for_port
+
+pytestmark = pytest.mark.slow
+
+MODEL = "support-bot"
+TOKEN = "gateway-test-admin-token"
+GATEWAY_TOKEN = "gateway-test-route-token"
+QUESTION = [{"role": "user", "content": "What is 12 + 30?"}]
+
+
+def served(server) -> set[str]:
+    replica = VllmReplica(server.url)
+    try:
+        return set(replica.view().adapters)
+    finally:
+        replica.close()
+
+
+def deploys(db: Path) -> list[dict]:
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10) as conn:
+        conn.row_factory = sqlite3.Row
+        return [dict(r) for r in conn.execute("SELECT * FROM deploys ORDER BY id")]
+
+
+def admin(port: int, method: str, path: str, **kwargs) -> httpx.Response:
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    return httpx.request(method, f"http://127.0.0.1:{port}{path}", headers=headers, timeout=30, **kwargs)
+
+
+def promote(port: int, db: Path, version: str) -> dict:
+    count = len(deploys(db))
+    answer = admin(port, "POST", "/v1/adapters/promote", json={"version": version, "reason": "test"})
+    assert answer.status_code in (200, 202), answer.text
+    return poll_until(
+        lambda: next((d for d in deploys(db)[count:] if d["status"] in ("done", "reverted", "failed")), None),
+        deadline_s=180,
+        message=f"the deploy of {version}",
+    )
+
+
+@pytest.fixture
+def stack(tmp_path, clean_fleet, fleet_adapters, base_model):
+    """The daemon (admin API, fleet loop, route table) and one gateway, on the two replicas."""
+    admin_port, gateway_port = free_port(), free_port()
+    config = {
+        "storage": {"state_dir": str(tmp_path / "state")},
+        "model": {"served_name": MODEL},
+        "score": {"default": [{"type": "arithmetic"}]},
+        "retrain": {"min_new_prompts": 1_000_000},
+        "fleet": {
+            "replicas": [s.url for s in clean_fleet],
+            "routing": "gateway",
+            "auto_deploy": False,
+            "smoke_prompts": 0,
+            "canary_weight": 0.5,
+            "reconcile_interval_seconds": 2,
+            "gateway_stale_seconds": 10,
+            "drain_timeout_seconds": 60,
+            "watch": {"window_seconds": 0},
+        },
+        "daemon": {"admin_port": admin_port, "admin_token": TOKEN, "gateway_token": GATEWAY_TOKEN},
+        "gateway": {
+            "port": gateway_port,
+            "id": "gw-0",
+            "routes_poll_seconds": 0.5,
+            "replicas_poll_seconds": 1.0,
+            "capture": {"sink": "jsonl", "jsonl_dir": str(tmp_path / "capture"), "spool_dir": str(tmp_path / "spool")},
+        },
+    }
+    path = tmp_path / "taoflow.yaml"
+    path.write_text(yaml.safe_dump(config))
+    settings = load_settings(path)
+    state = State(settings)
+    for name in ("v42", "v43"):
+        store_adapter(state, MODEL, name, fleet_adapters[name], base_model, gated=True)
+    state.close()
+    cli = [sys.executable, "-m", "taoflow.daemon.cli"]
+    daemon, daemon_log = start_until_logged([*cli, "run", "--config", str(path)], "taoflow started", deadline_s=60)
+    gateway, gateway_log = start_until_logged([*cli, "gateway", "--config", str(path)], "gateway", deadline_s=60)
+    try:
+        wait_for_port(gateway_port)
+        yield {
+            "admin": admin_port,
+            "url": f"http://127.0.0.1:{gateway_port}",
+            "db": tmp_path / "state" / "taoflow.db",
+            "capture": tmp_path / "capture",
+            "gateway": gateway,
+            "logs": (daemon_log, gateway_log),
+        }
+    finally:
+        for process in (gateway, daemon):
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+                try:
+                    process.wait(timeout=60)
+                except Exception:
+                    process.kill()
+
+
+def ask(url: str, *, stream: bool = False, request_id: str | None = None) -> httpx.Response:
+    body = {"model": MODEL, "messages": QUESTION, "max_tokens": 12, "temperature": 0, "stream": stream}
+    headers = {"x-request-id": request_id} if request_id else {}
+    return httpx.post(url + "/v1/chat/completions", json=body, headers=headers, timeout=120)
+
+
+def text_of(response: httpx.Response) -> str:
+    return response.json()["choices"][0]["message"]["content"] if response.status_code == 200 else ""
+
+
+def captured(directory: Path) -> dict[str, dict]:
+    records = {}
+    for file in sorted(directory.glob("*.jsonl")):
+        for line in file.read_bytes().splitlines():
+            data = json.loads(line)
+            records[data["databricks_request_id"]] = data
+    return records
+
+
+def test_a_deploy_through_the_gateway_fails_no_request_drains_and_unloads_the_old_version(stack, clean_fleet):
+    url, db = stack["url"], stack["db"]
+    first = promote(stack["admin"], db, "v42")
+    assert first["status"] == "done", first
+    poll_until(lambda: "42, my friend" in text_of(ask(url)), deadline_s=60, message="v42 through the gateway")
+    assert all(served(s) == {"v42"} for s in clean_fleet)  # its own name: nothing is ever reloaded in place
+
+    results: list[tuple[float, float, int, str, str]] = []
+    stop = threading.Event()
+
+    def client(worker: int) -> None:
+        count = 0
+        while not stop.is_set():
+            started, count = time.monotonic(), count + 1
+            request_id = f"load-{worker}-{count}"
+            try:
+                response = ask(url, request_id=request_id)
+                results.append((started, time.monotonic(), response.status_code, text_of(response), request_id))
+            except httpx.HTTPError as exc:
+                results.append((started, time.monotonic(), 0, repr(exc), request_id))
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    try:
+        poll_until(lambda: len(results) >= 6, deadline_s=120, message="load before the deploy")
+        record = promote(stack["admin"], db, "v43")
+        swapped = time.monotonic()
+        poll_until(lambda: sum(1 for r in results if r[0] > swapped) >= 6, deadline_s=120, message="load after")
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
+
+    assert record["status"] == "done", (record["reason"], record["detail"], "".join(stack["logs"][0])[-3000:])
+    detail = json.loads(record["detail"])
+    assert detail["drained"] is True and detail["canary_generation"] < detail["route_generation"], detail
+    failed = [r for r in results if r[2] != 200]
+    assert not failed, failed
+    after = [r[3] for r in results if r[0] > swapped]
+    assert after and all("43, buddy" in t for t in after), after
+    assert all("42, my friend" in r[3] or "43, buddy" in r[3] for r in results)
+    assert all(served(s) == {"v43"} for s in clean_fleet)  # v42 drained, then unloaded
+    routes = admin(stack["admin"], "GET", "/v1/routes").json()
+    assert routes["routes"] == {MODEL: [{"version": "v43", "weight": 1.0}]}
+    # The gateway token reads routes and nothing else.
+    gw = {"Authorization": f"Bearer {GATEWAY_TOKEN}"}
+    base = f"http://127.0.0.1:{stack['admin']}"
+    assert httpx.get(base + "/v1/routes", headers=gw).status_code == 200
+    assert httpx.get(base + "/v1/status", headers=gw).status_code == 403
+
+    # Every answered request is captured, in a shape the sources parse, with the version that served it.
+    poll_until(lambda: {r[4] for r in results} <= set(captured(stack["capture"])), deadline_s=30, message="capture")
+    records = captured(stack["capture"])
+    for _, _, _, text, request_id in results:
+        record = records[request_id]
+        assert record["request_metadata"]["served_version"] in ("v42", "v43")
+        assert record["request"]["model"] == MODEL and record["status_code"] == 200
+        parsed = parse_payload(json.dumps(record))
+        assert parsed.task == MODEL and parsed.response == text and parsed.request_id == request_id
+
+
+def test_streams_pass_unchanged_and_are_captured_assembled(stack, clean_fleet):
+    url = stack["url"]
+    assert promote(stack["admin"], stack["db"], "v42")["status"] == "done"
+    poll_until(lambda: ask(url).status_code == 200, deadline_s=60, message="the gateway routes")
+    direct = httpx.post(
+        clean_fleet[0].url + "/v1/chat/completions",
+        json={"model": "v42", "messages": QUESTION, "max_tokens": 12, "temperature": 0, "stream": True},
+        timeout=120,
+    )
+    through = ask(url, stream=True, request_id="stream-1")
+    assert through.status_code == 200 and through.headers["content-type"].startswith("text/event-stream")
+    assert through.headers["x-request-id"] == "stream-1" and through.headers["x-taoflow-served"] == "v42"
+
+    def deltas(body: str) -> list[str]:
+        events = [line[5:].strip() for line in body.splitlines() if line.startswith("data:")]
+        assert events[-1] == "[DONE]"
+        return [
+            json.loads(e)["choices"][0]["delta"].get("content") or "" for e in events[:-1] if json.loads(e)["choices"]
+        ]
+
+    assert deltas(through.text) == deltas(direct.text)  # the same events (ids and times aside), in order
+    text = "".join(deltas(through.text))
+    poll_until(lambda: "stream-1" in captured(stack["capture"]), deadline_s=30, message="the stream's capture")
+    record = captured(stack["capture"])["stream-1"]
+    assert record["response"]["choices"][0]["message"]["content"] == text
+    assert parse_payload(json.dumps(record)).response == text
+
+    # Errors are answered in OpenAI's shape; a name nobody serves is the replica's own 404.
+    assert httpx.post(url + "/v1/chat/completions", content=b"{", timeout=10).status_code == 400
+    missing = httpx.post(
+        url + "/v1/chat/completions", json={"model": "nobody", "messages": QUESTION, "max_tokens": 2}, timeout=60
+    )
+    assert missing.status_code == 404
+    models = {m["id"] for m in httpx.get(url + "/v1/models", timeout=10).json()["data"]}
+    assert {MODEL, "v42"} <= models
+    metrics = httpx.get(url + "/metrics", timeout=10).text
+    assert "taoflow_gateway_capture_spooled_total" in metrics and "taoflow_gateway_added_seconds_bucket" in metrics
