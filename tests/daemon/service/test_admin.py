@@ -13,6 +13,7 @@ from taoflow.daemon.service.admin import create_app
 from taoflow.daemon.service.guard import MAX_BODY_BYTES
 from taoflow.daemon.service.running import Service
 from taoflow.daemon.settings import load_settings
+from taoflow.daemon.store.routes import RouteStore
 
 TOKEN = "s3cr3t-admin-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -260,3 +261,25 @@ def test_erasure_requests_through_the_api(client, service):
     assert service.state.buffer.stats().total == 1
     listed = client.get("/v1/erasures", headers=AUTH).json()
     assert listed["counts"] == {"trained": 0, "untrained": 2} and listed["trained_on"] == []
+
+
+def test_the_gateway_token_reads_routes_and_reports_and_nothing_else(service):
+    gateway_token = "s3cr3t-gateway-token"
+    client = TestClient(create_app(service.answers, token=TOKEN, metrics=service.registry, gateway_token=gateway_token))
+    as_gateway = {"Authorization": f"Bearer {gateway_token}"}
+    assert client.get("/v1/routes", headers=as_gateway).json() == {"generation": 0, "routes": {}}
+    report = {"gateway": "gw-1", "generation": 0, "inflight": {"v1": 2}}
+    assert client.post("/v1/routes/report", json=report, headers=as_gateway).status_code == 200
+    assert client.get("/v1/routes", headers=AUTH).status_code == 200  # the admin token may too
+    for method, path in protected_routes(client.app):
+        if not path.startswith("/v1/routes"):
+            assert client.request(method, path, headers=as_gateway).status_code == 403, (method, path)
+    bad = [
+        {"gateway": "../x", "generation": 0},
+        {"gateway": "gw", "generation": -1},
+        {"gateway": "gw", "generation": 0, "inflight": {"v1": -1}},
+    ]
+    for body in bad:
+        assert client.post("/v1/routes/report", json=body, headers=as_gateway).status_code == 422, body
+    gateways = RouteStore(service.state.db).gateways(stale_after=60)
+    assert gateways == {"gw-1": {"generation": 0, "inflight": {"v1": 2}}}

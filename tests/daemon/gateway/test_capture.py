@@ -1,0 +1,128 @@
+"""Capture records, stream assembly, sampling, and the spool with a sink that fails."""
+
+import json
+import threading
+
+import pytest
+
+from taoflow.connectors.errors import TemporaryError
+from taoflow.connectors.sinks.jsonl import JsonlSink
+from taoflow.connectors.sources.formats import parse_payload
+from taoflow.connectors.sources.redaction import Redactor
+from taoflow.daemon.gateway.capture import Drainer, assemble_stream, exchange_record, wanted
+from taoflow.daemon.gateway.spool import Spool
+
+
+def sse(*events) -> bytes:
+    return b"".join(b"data: " + json.dumps(e).encode() + b"\n\n" for e in events) + b"data: [DONE]\n\n"
+
+
+def test_a_chat_stream_adds_up_to_the_completion_it_streamed():
+    body = sse(
+        {"id": "c1", "created": 5, "model": "v1", "choices": [{"index": 0, "delta": {"role": "assistant"}}]},
+        {
+            "id": "c1",
+            "choices": [{"index": 0, "delta": {"content": "The answer"}}, {"index": 1, "delta": {"content": "4"}}],
+        },
+        {"id": "c1", "choices": [{"index": 0, "delta": {"content": " is 42."}, "finish_reason": "stop"}]},
+        {"id": "c1", "choices": [{"index": 1, "delta": {"content": "2"}, "finish_reason": "length"}]},
+        {"id": "c1", "choices": [], "usage": {"completion_tokens": 6}},
+    )
+    completion = assemble_stream(body + b"data: {broken\n\n", chat=True)
+    assert completion["id"] == "c1" and completion["model"] == "v1" and completion["usage"] == {"completion_tokens": 6}
+    assert completion["choices"] == [
+        {"index": 0, "message": {"role": "assistant", "content": "The answer is 42."}, "finish_reason": "stop"},
+        {"index": 1, "message": {"role": "assistant", "content": "42"}, "finish_reason": "length"},
+    ]
+    text = assemble_stream(sse({"choices": [{"index": 0, "text": "a"}]}, {"choices": [{"text": "b"}]}), chat=False)
+    assert text["choices"][0]["text"] == "ab"
+    assert assemble_stream(b"data: [1, 2]\n\nnot an event\n", chat=True)["choices"] == []
+
+
+def test_a_record_parses_as_an_inference_table_row_and_is_redacted():
+    request = {"model": "bot", "messages": [{"role": "user", "content": "Mail me at ann@example.com: 2+2?"}]}
+    response = {"choices": [{"message": {"role": "assistant", "content": "4, ann@example.com"}}]}
+    raw = exchange_record(
+        request_id="r-1",
+        task="math",
+        request=request,
+        status=200,
+        response=response,
+        started=1_700_000_000.5,
+        latency_s=0.25,
+        model="bot",
+        version="v3",
+        replica="http://a",
+        gateway="gw",
+        redactor=Redactor(["emails"]),
+    )
+    assert b"ann@example.com" not in raw
+    record = parse_payload(raw)
+    assert (record.request_id, record.task, record.response) == ("r-1", "math", "4, [EMAIL]")
+    assert record.timestamp == 1_700_000_000.5 and record.metadata["status_code"] == 200
+    assert record.metadata["served_version"] == "v3" and "[EMAIL]" in record.messages[0].content
+
+
+def test_sampling_is_by_request_id_so_every_gateway_agrees():
+    ids = [f"req-{i}" for i in range(2000)]
+    kept = [i for i in ids if wanted(i, "t", rate=0.25, task_rates={})]
+    assert 400 < len(kept) < 600
+    assert kept == [i for i in ids if wanted(i, "t", rate=0.25, task_rates={})]
+    assert not any(wanted(i, "quiet", rate=1.0, task_rates={"quiet": 0.0}) for i in ids[:50])
+
+
+def test_the_spool_survives_a_restart_and_refuses_past_its_cap(tmp_path):
+    spool = Spool(tmp_path / "spool.db", max_bytes=100_000)
+    futures = [spool.put(f"r{i}", b"x" * 1000, float(i)) for i in range(120)]
+    results = [f.result(timeout=10) for f in futures]
+    assert results.count(True) == 100 and results[100:] == [False] * 20  # the oldest are kept, the newest refused
+    spool.close()
+    reopened = Spool(tmp_path / "spool.db", max_bytes=100_000)
+    depth = reopened.depth()
+    assert (depth.records, depth.bytes, depth.oldest_at) == (100, 100_000, 0.0)
+    batch = reopened.batch(30)
+    assert [r.key for r in batch] == [f"r{i}" for i in range(30)]
+    reopened.remove(batch)
+    assert reopened.depth().records == 70 and reopened.put("more", b"y" * 1000, 1.0).result(timeout=10)
+    reopened.close()
+
+
+class Flaky:
+    """A real JSON-lines sink that fails on demand (a full disk, an outage): the fault a real file cannot
+    produce when asked."""
+
+    name = "flaky"
+
+    def __init__(self, sink):
+        self.sink = sink
+        self.down = threading.Event()
+
+    def send(self, records):
+        if self.down.is_set():
+            raise TemporaryError("down")
+        self.sink.send(records)
+
+    def close(self):
+        pass
+
+
+def test_records_wait_in_the_spool_while_the_sink_is_down_and_are_sent_once_it_is_back(tmp_path):
+    spool = Spool(tmp_path / "spool.db", max_bytes=1 << 20)
+    sink = Flaky(JsonlSink(tmp_path / "out", gateway="gw"))
+    sent = []
+    drainer = Drainer(spool, sink, batch_records=7, flush_s=0.05, on_sent=sent.append, max_backoff_s=0.1)
+    sink.down.set()
+    drainer.start()
+    for i in range(25):
+        assert spool.put(f"r{i}", json.dumps({"i": i}).encode(), 1e9 + i).result(timeout=10)
+    with pytest.raises(TemporaryError):
+        drainer.drain_once()
+    assert spool.depth().records == 25 and not sent
+    sink.down.clear()
+    left = drainer.finish(10.0)
+    assert left.records == 0 and sum(sent) == 25
+    lines = [
+        json.loads(line) for f in sorted((tmp_path / "out").glob("*.jsonl")) for line in f.read_text().splitlines()
+    ]
+    assert sorted(line["i"] for line in lines) == list(range(25))
+    spool.close()
