@@ -792,7 +792,8 @@ def reference_table() -> str:
             if isinstance(value, _Section):
                 walk(value, f"{prefix}{name}.")
             else:
-                rows.append(f"| `{prefix}{name}` | `{_show(value)}` | {field.description} |")
+                meaning = " ".join((field.description or "").split())  # one table row, however the docstring wraps
+                rows.append(f"| `{prefix}{name}` | `{_show(value)}` | {meaning} |")
 
     walk(Settings.model_construct(), "")  # defaults only: the environment must not leak in
     return "\n".join(rows)

@@ -321,29 +321,29 @@ class Gateway:
         finally:
             await upstream.close()
             self._finished(choice)
-        if complete:
-            if keep:
-                await self._capture(
-                    kept,
-                    too_large=too_large,
-                    upstream=upstream,
-                    choice=choice,
-                    wall=wall,
-                    started=started,
-                    request_id=request_id,
-                    task=task,
-                    model=model,
-                    payload=payload,
-                    endpoint=endpoint,
-                )
-            if pending is not None:
-                yield pending
-        code = f"{upstream.status // 100}xx" if complete else "5xx"
-        self.metrics.requests.labels(endpoint, code).inc()
+        # Everything is counted before the last chunk goes: a client that has its whole answer may close the
+        # connection before this generator is resumed again.
+        if complete and keep:
+            await self._capture(
+                kept,
+                too_large=too_large,
+                upstream=upstream,
+                choice=choice,
+                wall=wall,
+                started=started,
+                request_id=request_id,
+                task=task,
+                model=model,
+                payload=payload,
+                endpoint=endpoint,
+            )
         finished = time.monotonic()
+        self.metrics.requests.labels(endpoint, f"{upstream.status // 100}xx" if complete else "5xx").inc()
         self.metrics.seconds.observe(finished - started)
         if complete:
             self.metrics.added.observe(max(0.0, (finished - started) - (upstream_done - sent_at)))
+            if pending is not None:
+                yield pending
 
     async def _capture(
         self,
@@ -548,6 +548,24 @@ def serve(settings: Settings) -> int:
         lifespan="on",
         timeout_graceful_shutdown=30,
     )
+    server = _Server(config)
     log.info("taoflow gateway %s listening on http://%s:%d", gateway.id, g.host, g.port)
-    uvicorn.Server(config).run()
+    server.run()
     return 0
+
+
+class _Server:
+    """uvicorn's server, exiting 0 after a graceful SIGTERM (uvicorn re-raises the signal once it has drained)."""
+
+    def __init__(self, config: Any) -> None:
+        import uvicorn
+
+        class Quiet(uvicorn.Server):
+            def handle_exit(self, sig: int, frame: Any) -> None:
+                super().handle_exit(sig, frame)
+                self._captured_signals.clear()  # drained and stopped: an orderly exit, not death by signal
+
+        self._server = Quiet(config)
+
+    def run(self) -> None:
+        self._server.run()

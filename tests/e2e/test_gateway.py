@@ -237,3 +237,112 @@ def test_streams_pass_unchanged_and_are_captured_assembled(stack, clean_fleet):
     assert {MODEL, "v42"} <= models
     metrics = httpx.get(url + "/metrics", timeout=10).text
     assert "taoflow_gateway_capture_spooled_total" in metrics and "taoflow_gateway_added_seconds_bucket" in metrics
+
+
+def test_the_flywheel_through_the_gateway(tmp_path, kafka_bootstrap, clean_fleet, fleet_adapters, base_model):
+    """client → gateway → vLLM → Kafka → `taoflow run` → round → deploy → the same client, through the same
+    gateway and the same model name, is answered by the new version."""
+    from kafka.admin import KafkaAdminClient, NewTopic
+
+    topic = f"flywheel-{time.monotonic_ns()}"
+    admin_client = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    admin_client.create_topics([NewTopic(topic, 1, 1)])
+    admin_client.close()
+    admin_port, gateway_port = free_port(), free_port()
+    config = {
+        "storage": {"state_dir": str(tmp_path / "state")},
+        "model": {"served_name": MODEL},
+        "source": {
+            "kind": "kafka",
+            "kafka": {
+                "bootstrap_servers": [kafka_bootstrap],
+                "topics": [topic],
+                "max_poll_interval_ms": 5000,
+                "session_timeout_ms": 6000,
+                "heartbeat_interval_ms": 1000,
+            },
+        },
+        "ingest": {"heldout_fraction": 0.3, "heldout_max_per_task": 4},
+        "generate": {"n": 2, "max_prompts": 8, "max_new_tokens": 16},
+        "score": {"tasks": {MODEL: [{"type": "arithmetic"}]}},
+        # Any scored answer is a target and any adapter passes: this test is about the loop, not the lift.
+        "train": {"score_threshold": 0.0, "epochs": 1, "batch_size": 4},
+        "gate": {"min_samples": 2, "min_slice_samples": 2, "min_mean_improvement": -1.0, "max_slice_regression": 1.0},
+        "retrain": {"min_new_prompts": 8, "cooldown_seconds": 3600, "evaluate_interval_seconds": 1},
+        "fleet": {
+            "replicas": [s.url for s in clean_fleet],
+            "routing": "gateway",
+            "smoke_prompts": 0,
+            "reconcile_interval_seconds": 2,
+            "gateway_stale_seconds": 10,
+            "watch": {"window_seconds": 0},
+        },
+        "daemon": {"admin_port": admin_port, "admin_token": TOKEN, "gateway_token": GATEWAY_TOKEN},
+        "gateway": {
+            "port": gateway_port,
+            "routes_poll_seconds": 0.5,
+            "capture": {"sink": "kafka", "spool_dir": str(tmp_path / "spool"), "flush_seconds": 0.2},
+        },
+    }
+    path = tmp_path / "taoflow.yaml"
+    path.write_text(yaml.safe_dump(config))
+    state = State(load_settings(path))
+    store_adapter(state, MODEL, "v42", fleet_adapters["v42"], base_model, gated=True)
+    state.registry.promote("v42", reason="test: the live adapter")
+    state.close()
+    cli = [sys.executable, "-m", "taoflow.daemon.cli"]
+    daemon, daemon_log = start_until_logged([*cli, "run", "--config", str(path)], "taoflow started", deadline_s=60)
+    gateway, _ = start_until_logged([*cli, "gateway", "--config", str(path)], "gateway", deadline_s=60)
+    url = f"http://127.0.0.1:{gateway_port}"
+    try:
+        wait_for_port(gateway_port)
+        poll_until(lambda: ask(url).headers.get("x-taoflow-served") == "v42", deadline_s=60, message="v42 routed")
+
+        def arithmetic(i: int) -> httpx.Response:
+            question = [{"role": "user", "content": f"What is {i + 11} + {2 * i + 5}?"}]
+            body = {"model": MODEL, "messages": question, "max_tokens": 16, "temperature": 0}
+            return httpx.post(url + "/v1/chat/completions", json=body, timeout=120)
+
+        assert all(arithmetic(i).status_code == 200 for i in range(16))  # production traffic, captured
+        try:
+            routed = poll_until(
+                lambda: (
+                    (r := admin(admin_port, "GET", "/v1/routes").json()["routes"].get(MODEL))
+                    and r[0]["version"] != "v42"
+                    and r
+                ),
+                deadline_s=900,
+                interval_s=2,
+                message="a round's adapter routed (ingest, round, gate, deploy)",
+            )
+        except AssertionError as exc:  # what the daemon did instead
+            raise AssertionError(f"{exc}\n{''.join(daemon_log)[-4000:]}") from None
+        new = routed[0]["version"]
+        assert routed == [{"version": new, "weight": 1.0}]
+        answer = poll_until(
+            lambda: (a := arithmetic(3)).headers.get("x-taoflow-served") == new and a,
+            deadline_s=60,
+            message="the gateway to apply the new route",
+        )
+        direct = httpx.post(
+            clean_fleet[0].url + "/v1/chat/completions",
+            json={
+                "model": new,
+                "messages": [{"role": "user", "content": "What is 14 + 11?"}],
+                "max_tokens": 16,
+                "temperature": 0,
+            },
+            timeout=120,
+        )
+        assert text_of(answer) == text_of(direct)  # the new version's own answer, through the stable name
+        assert all(served(s) == {new} for s in clean_fleet)  # v42 drained and unloaded
+        with sqlite3.connect(f"file:{tmp_path / 'state' / 'taoflow.db'}?mode=ro", uri=True) as conn:
+            trained = conn.execute("SELECT count(*) FROM prompts WHERE task=?", (MODEL,)).fetchone()[0]
+        assert trained >= 16  # the captured exchanges became the round's prompts
+    finally:
+        for process in (gateway, daemon):
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=60)
+            except Exception:
+                process.kill()

@@ -91,7 +91,7 @@ def test_every_panel_shows_data_and_the_alerts_fire_and_resolve(
 ):
     topic = f"monitoring-{uuid.uuid4().hex[:6]}"
     KafkaAdminClient(bootstrap_servers=kafka_bootstrap).create_topics([NewTopic(topic, 1, 1)])
-    state_dir, port = tmp_path / "state", free_port()
+    state_dir, port, gateway_port = tmp_path / "state", free_port(), free_port()
     settings = {
         "storage": {"state_dir": str(state_dir)},
         "model": {"served_name": MODEL},
@@ -113,6 +113,11 @@ def test_every_panel_shows_data_and_the_alerts_fire_and_resolve(
         "gate": {"min_samples": 2, "min_slice_samples": 2, "min_mean_improvement": -1.0, "max_slice_regression": 1.0},
         "retrain": {"min_new_prompts": 8, "cooldown_seconds": 3600, "evaluate_interval_seconds": 2},
         "daemon": {"admin_port": port, "admin_token": TOKEN, "metrics_token": SCRAPER},
+        # Clients call the gateway too (it passes the stable name through: direct routing here), and it captures.
+        "gateway": {
+            "port": gateway_port,
+            "capture": {"sink": "jsonl", "jsonl_dir": str(tmp_path / "capture"), "spool_dir": str(tmp_path / "spool")},
+        },
         "fleet": {
             "replicas": [server.url for server in vllm_fleet],
             "smoke_prompts": 2,
@@ -141,6 +146,7 @@ def test_every_panel_shows_data_and_the_alerts_fire_and_resolve(
             "authorization": {"type": "Bearer", "credentials": SCRAPER},
             "static_configs": [{"targets": [f"127.0.0.1:{port}"]}],
         },
+        {"job_name": f"{JOB}-gateway", "static_configs": [{"targets": [f"127.0.0.1:{gateway_port}"]}]},
         {
             "job_name": "vllm",
             "static_configs": [
@@ -156,6 +162,8 @@ def test_every_panel_shows_data_and_the_alerts_fire_and_resolve(
         tmp_path / "prometheus", scrape_configs=scrape, rules={"groups": rules["spec"]["groups"]}
     ) as prom:
         daemon, log = start_until_logged(command, "taoflow started")
+        gateway_command = [sys.executable, "-m", "taoflow.daemon.cli", "gateway", "--config", str(config)]
+        gateway, _ = start_until_logged(gateway_command, "gateway")
         try:
             produce(kafka_bootstrap, topic)
             # The round (generate, score, train, gate), then the fleet's deploy of its adapter; clients call the
@@ -172,6 +180,9 @@ def test_every_panel_shows_data_and_the_alerts_fire_and_resolve(
             for server in vllm_fleet:
                 for i in range(2):
                     chat(server.url, f"What is {i + 3} + 4?")
+            poll_until(lambda: _ready(f"http://127.0.0.1:{gateway_port}"), deadline_s=30, message="the gateway")
+            for i in range(3):
+                chat(f"http://127.0.0.1:{gateway_port}", f"What is {i + 5} + 1?")
             new = poll_until(lambda: promote("done"), deadline_s=120, interval_s=1, message="the watch's end")[
                 "version"
             ]
@@ -183,6 +194,8 @@ def test_every_panel_shows_data_and_the_alerts_fire_and_resolve(
             rolled_back = time.monotonic()
             poll_until(lambda: prom.alert_states().get("TaoflowRollback") == "firing", deadline_s=60)
             print(f"TaoflowRollback firing {time.monotonic() - rolled_back:.1f} s after the rollback took effect")
+            for i in range(2):  # the gateway's requests in the last minutes, for its latency panels
+                chat(f"http://127.0.0.1:{gateway_port}", f"What is {i + 8} + 2?")
             # Every panel's queries, once Prometheus holds a few scrapes of everything that happened.
             time.sleep(5)
             answered = {name: prom.query(expr) for name, expr in dashboard_queries()}
@@ -201,6 +214,16 @@ def test_every_panel_shows_data_and_the_alerts_fire_and_resolve(
             daemon, log = start_until_logged(command, "taoflow started")
             poll_until(lambda: "TaoflowDaemonDown" not in prom.alert_states(), deadline_s=120, message="it resolves")
         finally:
+            gateway.send_signal(signal.SIGTERM)
+            assert gateway.wait(timeout=60) == 0
             if daemon.poll() is None:
                 daemon.send_signal(signal.SIGTERM)
                 assert daemon.wait(timeout=120) == 0, "".join(log)[-3000:]
+
+
+def _ready(url):
+    try:
+        with urllib.request.urlopen(url + "/readyz", timeout=2) as response:
+            return response.status == 200
+    except OSError:
+        return False

@@ -26,6 +26,8 @@ ALERTS = (
     "TaoflowReplicaUnreachable",
     "TaoflowDeadLetterRate",
     "TaoflowServesErasedPrompts",
+    "TaoflowGatewayCaptureDropping",
+    "TaoflowGatewayCaptureLag",
 )
 
 

@@ -26,6 +26,7 @@ CHANGED: dict[str, Any] = {
             "ingestionStalledMinutes": 10,
             "deadLetterRatePerMinute": 2,
             "rollbackAlertMinutes": 15,
+            "captureLagSeconds": 300,
         }
     },
     "settings": {"source": {"kind": "s3"}},
@@ -40,6 +41,7 @@ class Thresholds:
     stalled_min: int
     dead_per_min: float
     rollback_min: int
+    lag_s: int
 
 
 def thresholds(values: dict[str, Any]) -> Thresholds:
@@ -51,6 +53,7 @@ def thresholds(values: dict[str, Any]) -> Thresholds:
         stalled_min=r.get("ingestionStalledMinutes", 30),
         dead_per_min=r.get("deadLetterRatePerMinute", 10),
         rollback_min=r.get("rollbackAlertMinutes", 60),
+        lag_s=r.get("captureLagSeconds", 900),
     )
 
 
@@ -79,6 +82,8 @@ def check(series: list[dict[str, str]], name: str, expected: dict[str, list[Any]
 def cases(rules: dict[str, Any], t: Thresholds) -> dict[str, list[dict]]:
     """Per alert, the promtool tests: firing, quiet, and the edges."""
     job = f'job="{t.job}"'
+    gw = f'job="{t.job}-gateway"'
+    lag_min = t.lag_s // 60
     up = f"up{{{job}}}"
     d = t.down_min
     round_s = t.round_h * 3600
@@ -283,6 +288,53 @@ def cases(rules: dict[str, Any], t: Thresholds) -> dict[str, list[dict]]:
                 ],
                 "TaoflowServesErasedPrompts",
                 {"3m": [], "6m": fires("TaoflowServesErasedPrompts", version="m-r0002"), "25m": []},
+            ),
+        ],
+        "TaoflowGatewayCaptureDropping": [
+            # A spool fills at 5m and drops for 3 minutes: fires at once, clears 10 minutes after the last drop.
+            check(
+                [
+                    {
+                        "series": f'taoflow_gateway_capture_dropped_total{{{gw},reason="spool_full"}}',
+                        "values": "0x5 5 10 15 15x20",
+                    }
+                ],
+                "TaoflowGatewayCaptureDropping",
+                {
+                    "4m": [],
+                    "6m": fires("TaoflowGatewayCaptureDropping"),
+                    "12m": fires("TaoflowGatewayCaptureDropping"),
+                    "20m": [],
+                },
+            ),
+            # Counters from zero that never move, and the daemon's own job's drops (none exist): quiet.
+            check(
+                [
+                    {"series": f'taoflow_gateway_capture_dropped_total{{{gw},reason="too_large"}}', "values": "0x20"},
+                    {
+                        "series": f'taoflow_gateway_capture_dropped_total{{{job},reason="too_large"}}',
+                        "values": "0+1x20",
+                    },
+                ],
+                "TaoflowGatewayCaptureDropping",
+                {"10m": []},
+            ),
+        ],
+        "TaoflowGatewayCaptureLag": [
+            # The sink is down from 2m: the oldest record ages a minute a minute; past the threshold plus `for:`.
+            check(
+                [{"series": f"taoflow_gateway_capture_lag_seconds{{{gw}}}", "values": f"0 0 0+60x{lag_min + 8} 0x5"}],
+                "TaoflowGatewayCaptureLag",
+                {
+                    f"{lag_min + 4}m": [],
+                    f"{lag_min + 9}m": fires("TaoflowGatewayCaptureLag"),
+                    f"{lag_min + 13}m": [],
+                },
+            ),
+            check(
+                [{"series": f"taoflow_gateway_capture_lag_seconds{{{gw}}}", "values": f"{t.lag_s}x30"}],
+                "TaoflowGatewayCaptureLag",
+                {"20m": []},  # at the threshold, not over it
             ),
         ],
     }

@@ -67,7 +67,7 @@ def test_rendered_manifests_are_safe_and_consistent(values, tmp_path):
 
     # Selectors select the pod.
     labels = pod["metadata"]["labels"]
-    (service,) = by_kind(docs, "Service")
+    (service,) = [s for s in by_kind(docs, "Service") if not s["metadata"]["name"].endswith("-gateway")]
 
     def selects(selector, target):
         return selector and all(target.get(k) == v for k, v in selector.items())
@@ -77,6 +77,8 @@ def test_rendered_manifests_are_safe_and_consistent(values, tmp_path):
     for policy in by_kind(docs, "NetworkPolicy"):
         assert selects(policy["spec"]["podSelector"]["matchLabels"], labels)
     for monitor in by_kind(docs, "ServiceMonitor"):
+        if monitor["metadata"]["name"].endswith("-gateway"):  # tests below
+            continue
         assert selects(monitor["spec"]["selector"]["matchLabels"], service["metadata"]["labels"])
         assert monitor["spec"]["endpoints"][0]["authorization"]["credentials"]["name"]
 
@@ -89,7 +91,9 @@ def test_production_values_reach_the_pod():
     env = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in container["env"] if "valueFrom" in e}
     assert env["TAOFLOW_DAEMON__ADMIN_TOKEN"] == {"name": "taoflow-admin", "key": "token"}
     assert env["TAOFLOW_DAEMON__METRICS_TOKEN"] == {"name": "taoflow-metrics", "key": "token"}
-    (monitor,) = by_kind(docs, "ServiceMonitor")  # the scraper holds the read-only token, never the admin one
+    (monitor,) = [
+        m for m in by_kind(docs, "ServiceMonitor") if not m["metadata"]["name"].endswith("-gateway")
+    ]  # the scraper holds the read-only token, never the admin one
     assert monitor["spec"]["endpoints"][0]["authorization"]["credentials"] == {
         "name": "taoflow-metrics",
         "key": "token",
@@ -266,9 +270,48 @@ def exposed(text: str) -> set[str]:
     return names
 
 
+def scrape_gateway(tmp_path) -> str:
+    """/metrics of a real `taoflow gateway` (its replica down, its sink a JSON-lines directory)."""
+    port = free_port()
+    config = tmp_path / "gateway.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "fleet": {"replicas": [f"http://127.0.0.1:{free_port()}"]},
+                "gateway": {
+                    "port": port,
+                    "daemon_url": f"http://127.0.0.1:{free_port()}",
+                    "capture": {"sink": "jsonl", "jsonl_dir": str(tmp_path / "capture"), "spool_dir": str(tmp_path)},
+                },
+            }
+        )
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-m", "taoflow.daemon.cli", "gateway", "--config", str(config)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        import httpx
+
+        def scraped():
+            try:
+                return httpx.get(f"http://127.0.0.1:{port}/metrics").text
+            except httpx.HTTPError:
+                return None
+
+        return str(poll_until(scraped, deadline_s=60, interval_s=0.2, message="the gateway's /metrics"))
+    finally:
+        process.terminate()
+        assert process.wait(30) == 0
+
+
 @pytest.fixture(scope="module")
 def daemon_metrics(tmp_path_factory):
-    return exposed(scrape_daemon(tmp_path_factory.mktemp("daemon")))
+    """What the daemon and a gateway expose (the dashboard and the alerts read both)."""
+    return exposed(scrape_daemon(tmp_path_factory.mktemp("daemon"))) | exposed(
+        scrape_gateway(tmp_path_factory.mktemp("gateway"))
+    )
 
 
 def test_every_taoflow_metric_the_dashboard_queries_is_exposed_by_the_daemon(daemon_metrics):
@@ -322,3 +365,48 @@ def test_a_hosted_judge_takes_its_key_from_a_secret():
     (container,) = sts["spec"]["template"]["spec"]["containers"]
     (env,) = [e for e in container["env"] if e["name"] == "TAOFLOW_JUDGE_API_KEY"]
     assert env["valueFrom"] == {"secretKeyRef": {"name": "judge", "key": "k"}}
+
+
+def test_the_gateway_is_a_scaled_deployment_of_its_own_that_reads_routes_from_the_daemon(tmp_path):
+    docs = render(PRODUCTION)
+    (deployment,) = by_kind(docs, "Deployment")
+    (sts,) = by_kind(docs, "StatefulSet")
+    services = {s["metadata"]["name"]: s for s in by_kind(docs, "Service")}
+    daemon_service, gateway_service = services["tf-taoflow"], services["tf-taoflow-gateway"]
+    pod = deployment["spec"]["template"]
+    # The daemon's Service never selects a gateway pod, nor the gateway's a daemon pod.
+    daemon_labels, gateway_labels = sts["spec"]["template"]["metadata"]["labels"], pod["metadata"]["labels"]
+    assert not daemon_service["spec"]["selector"].items() <= gateway_labels.items()
+    assert not gateway_service["spec"]["selector"].items() <= daemon_labels.items()
+    assert gateway_service["spec"]["selector"].items() <= gateway_labels.items()
+    (container,) = pod["spec"]["containers"]
+    assert container["args"][-3:] == ["gateway", "--config", "/etc/taoflow/taoflow.yaml"]
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    env = {e["name"]: e for e in container["env"]}
+    assert env["TAOFLOW_DAEMON__GATEWAY_TOKEN"]["valueFrom"]["secretKeyRef"]["name"] == "taoflow-gateway"
+    assert "TAOFLOW_DAEMON__ADMIN_TOKEN" not in env  # the gateway holds no admin rights
+    for item in env.values():
+        if SECRETISH.search(item["name"]):
+            assert "value" not in item, item
+    daemon_env = {e["name"] for e in sts["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert "TAOFLOW_DAEMON__GATEWAY_TOKEN" in daemon_env  # the daemon accepts it on /v1/routes
+    mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    assert mounts["/var/spool/taoflow"] == "spool"
+    (hpa,) = by_kind(docs, "HorizontalPodAutoscaler")
+    (pdb,) = by_kind(docs, "PodDisruptionBudget")
+    assert "replicas" not in deployment["spec"] and hpa["spec"]["minReplicas"] == 3
+    assert pdb["spec"]["minAvailable"] == 2 and deployment["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+    monitors = {m["metadata"]["name"]: m for m in by_kind(docs, "ServiceMonitor")}
+    assert set(monitors) == {"tf-taoflow", "tf-taoflow-gateway"}
+    assert monitors["tf-taoflow-gateway"]["spec"]["selector"]["matchLabels"].items() <= gateway_labels.items()
+    # Both read one taoflow.yaml: routing by version, the gateway pointed at the daemon's Service.
+    (config,) = [c for c in by_kind(docs, "ConfigMap") if "taoflow.yaml" in c["data"]]
+    (tmp_path / "taoflow.yaml").write_text(config["data"]["taoflow.yaml"])
+    settings = load_settings(tmp_path / "taoflow.yaml")
+    assert settings.fleet.routing == "gateway" and settings.gateway.host == "0.0.0.0"
+    assert settings.gateway.daemon_url == "http://tf-taoflow:8470"
+    assert settings.gateway.capture.sink == "kafka" and str(settings.gateway.capture.spool_dir) == "/var/spool/taoflow"
+    assert settings.fleet.stage_dir is not None  # the adapter volume's settings survive next to the routing
+    with pytest.raises(Exception, match="gatewayToken"):
+        render({"gateway": {"enabled": True}})
+    assert not by_kind(render(None), "Deployment")  # off by default

@@ -26,6 +26,20 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 app.kubernetes.io/component: flywheel
 {{- end -}}
 
+{{/* The gateway's pods: labels of their own, so the daemon's Service never selects them. */}}
+{{- define "taoflow.gatewaySelectorLabels" -}}
+app.kubernetes.io/name: {{ include "taoflow.name" . }}-gateway
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{- define "taoflow.gatewayLabels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+{{ include "taoflow.gatewaySelectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/component: gateway
+{{- end -}}
+
 {{- define "taoflow.serviceAccountName" -}}
 {{- if .Values.serviceAccount.create -}}
 {{- default (include "taoflow.fullname" .) .Values.serviceAccount.name -}}
@@ -43,8 +57,17 @@ app.kubernetes.io/component: flywheel
 {{- define "taoflow.settings" -}}
 {{- $settings := deepCopy .Values.settings -}}
 {{- $chart := dict "storage" (dict "state_dir" "/var/lib/taoflow") "daemon" (dict "admin_host" "0.0.0.0" "admin_port" (int .Values.service.port)) "model" (dict "cache_dir" "/var/lib/taoflow/models") -}}
+{{- $fleet := dict -}}
 {{- if .Values.adapterVolume.enabled -}}
-{{- $_ := set $chart "fleet" (dict "stage_dir" .Values.adapterVolume.mountPath "adapter_root_on_servers" .Values.adapterVolume.pathOnServers) -}}
+{{- $fleet = dict "stage_dir" .Values.adapterVolume.mountPath "adapter_root_on_servers" .Values.adapterVolume.pathOnServers -}}
+{{- end -}}
+{{- if .Values.gateway.enabled -}}
+{{- $_ := set $fleet "routing" "gateway" -}}
+{{- $daemonUrl := printf "http://%s:%d" (include "taoflow.fullname" .) (int .Values.service.port) -}}
+{{- $_ := set $chart "gateway" (dict "host" "0.0.0.0" "port" (int .Values.gateway.port) "daemon_url" $daemonUrl "capture" (dict "spool_dir" "/var/spool/taoflow")) -}}
+{{- end -}}
+{{- if $fleet -}}
+{{- $_ := set $chart "fleet" $fleet -}}
 {{- end -}}
 {{- toYaml (mergeOverwrite $settings $chart) -}}
 {{- end -}}
