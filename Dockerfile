@@ -27,7 +27,8 @@ RUN mkdir -p /etc/taoflow /var/lib/taoflow && chown 10001 /var/lib/taoflow \
  && printf 'storage:\n  state_dir: /var/lib/taoflow\ndaemon:\n  admin_host: 0.0.0.0\n' > /etc/taoflow/taoflow.yaml
 USER 10001
 VOLUME ["/var/lib/taoflow"]
-EXPOSE 8470
+# 8470: the daemon's admin API; 8080: `taoflow gateway` (same image, args: gateway --config ...)
+EXPOSE 8470 8080
 ENTRYPOINT ["taoflow"]
 CMD ["run", "--config", "/etc/taoflow/taoflow.yaml"]
 

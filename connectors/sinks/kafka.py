@@ -45,6 +45,7 @@ class KafkaSink:
             linger_ms=5,
             max_block_ms=ms,
             request_timeout_ms=ms,
+            bootstrap_timeout_ms=ms,
             delivery_timeout_ms=max(ms + 1, 2 * ms),
             **self._options,
         )
