@@ -26,6 +26,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -277,7 +278,8 @@ def main() -> None:
             )
             print(
                 f"deploy v1 -> v2 through the gateway under 4 streaming clients: {promoted['status']} in "
-                f"{promoted['seconds']:.1f} s; {sum(1 for s in results if s != 200)} of {len(results)} requests failed"
+                f"{promoted['seconds']:.1f} s; {sum(1 for s in results if s != 200)} of {len(results)} requests failed "
+                f"{dict(Counter(s for s in results if s != 200))}"
             )
             print(
                 f"steady latency (median of 10 x 32 tokens): before {before:.3f} s, after the deploy {after:.3f} s "

@@ -55,6 +55,15 @@ class Reconciler:
         known = frozenset(v.version for v in self.state.registry.versions(model=self.model))
         observed = {url: (None if view is None else dict(view.adapters)) for url, view in self.fleet.observe().items()}
         repairs, drift = plan_repairs(observed, desired, known_names=known)
+        if self.fleet.settings.routing == "gateway":
+            # Versions of this model loaded but routed to by nobody (an unload a deploy could not make): they
+            # hold a LoRA slot each. Only between deploys: the reconciler runs under the fleet lease.
+            drift["unrouted"] = sorted(
+                f"{url} {name}"
+                for url, adapters in observed.items()
+                for name in adapters or {}
+                if name in known and name not in desired
+            )
         return champion, observed, repairs, drift
 
     def _routed(self, champion: str | None, *, repair: bool) -> list[str]:
@@ -88,6 +97,13 @@ class Reconciler:
                 continue
             log.warning("reconcile: %s: %s; loaded %s", fix.replica, fix.reason, champion)
             repaired.append(fix.replica)
+        for item in drift.get("unrouted", []):
+            url, name = item.split(" ", 1)
+            try:
+                self.fleet.replica(url).unload(name)
+                log.warning("reconcile: %s: %s is routed to by nobody; unloaded", url, name)
+            except (ReplicaUnavailable, DeployError) as exc:
+                log.error("reconcile: could not unload %s from %s: %s", name, url, exc)
         for url, adapters in observed.items():
             self._misses[url] = self._misses.get(url, 0) + 1 if adapters is None else 0
         for url in set(self._misses) - set(observed):

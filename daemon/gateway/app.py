@@ -505,6 +505,10 @@ class Gateway:
             log.warning("gateway: the daemon answered the route report with %d", status)
             return
         self._routes_read_at = time.monotonic()
+        if isinstance(table.get("generation"), int) and table["generation"] > self.router.generation:
+            # A deploy loads a version on the replicas before it routes to it: read what they serve now, so the
+            # new routes never meet a stale view of the replicas (the next poll could be seconds away).
+            await self._poll_replicas()
         if self.router.apply(table):
             self._save_routes(table)
 

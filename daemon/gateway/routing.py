@@ -94,11 +94,15 @@ class Router:
     def choose(self, model: str, *, exclude: frozenset[tuple[str, str]] = frozenset()) -> Choice | None:
         targets = self.routes.get(model)
         if targets:
-            for name in self._by_weight(targets):
+            ordered = self._by_weight(targets)
+            for name in ordered:
                 url = self._least_outstanding(name, exclude)
                 if url is not None:
                     return Choice(url, name, routed=True)
-            return None
+            # No replica is known to serve any of them (a view older than the route): ask one that has not
+            # answered for the first yet; a 404 from it is retried elsewhere.
+            url = self._least_outstanding(None, exclude, excluded_as=ordered[0])
+            return None if url is None else Choice(url, ordered[0], routed=True)
         url = self._least_outstanding(model, exclude)
         if url is None and not any(model in r.names for r in self.replicas.values() if r.healthy):
             # Nobody lists it: a replica answers (the base model under another name, or a 404 naming it).

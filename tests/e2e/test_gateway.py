@@ -144,6 +144,7 @@ def test_a_deploy_through_the_gateway_fails_no_request_drains_and_unloads_the_ol
     assert first["status"] == "done", first
     poll_until(lambda: "42, my friend" in text_of(ask(url)), deadline_s=60, message="v42 through the gateway")
     assert all(served(s) == {"v42"} for s in clean_fleet)  # its own name: nothing is ever reloaded in place
+    v42_path = VllmReplica(clean_fleet[0].url).view().adapters["v42"]
 
     results: list[tuple[float, float, int, str, str]] = []
     stop = threading.Event()
@@ -183,6 +184,9 @@ def test_a_deploy_through_the_gateway_fails_no_request_drains_and_unloads_the_ol
     assert all(served(s) == {"v43"} for s in clean_fleet)  # v42 drained, then unloaded
     routes = admin(stack["admin"], "GET", "/v1/routes").json()
     assert routes["routes"] == {MODEL: [{"version": "v43", "weight": 1.0}]}
+    # A version left loaded that nobody routes to (an unload that failed) is unloaded by the reconciler.
+    VllmReplica(clean_fleet[1].url).load("v42", v42_path)
+    poll_until(lambda: served(clean_fleet[1]) == {"v43"}, deadline_s=30, message="the stray v42 unloaded")
     # The gateway token reads routes and nothing else.
     gw = {"Authorization": f"Bearer {GATEWAY_TOKEN}"}
     base = f"http://127.0.0.1:{stack['admin']}"
