@@ -19,6 +19,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import Any
 
 import orjson
@@ -250,8 +251,9 @@ class Gateway:
                 self.metrics.retries.labels("gone").inc()
                 last_refusal = (404, refusal, upstream.headers)
                 continue
+            exchange = _Exchange(upstream, partial(self._finished, choice))
             relay = self._relay(
-                upstream,
+                exchange,
                 choice,
                 started=started,
                 wall=wall,
@@ -265,7 +267,7 @@ class Gateway:
             )
             out = {k: v for k, v in upstream.headers.items() if k.lower() not in _HOP or k.lower() == "content-length"}
             out.update({"x-request-id": request_id, "x-taoflow-served": choice.name})
-            return StreamingResponse(relay, status_code=upstream.status, headers=out)
+            return _Relayed(relay, on_close=exchange.close, status_code=upstream.status, headers=out)
         if last_refusal is not None:
             status, content, upstream_headers = last_refusal
             self.metrics.requests.labels(endpoint, "4xx").inc()
@@ -277,7 +279,7 @@ class Gateway:
 
     async def _relay(
         self,
-        upstream: UpstreamAnswer,
+        exchange: _Exchange,
         choice: Choice,
         *,
         started: float,
@@ -290,6 +292,7 @@ class Gateway:
         payload: dict[str, Any],
         body_size: int,
     ) -> AsyncIterator[bytes]:
+        upstream = exchange.upstream
         cap = self.g.capture.max_record_bytes
         keep = self.spool is not None and wanted(
             request_id, task, rate=self.g.capture.sample_rate, task_rates=self.settings.ingest.sample_rates
@@ -319,8 +322,7 @@ class Gateway:
         except (Timeout, Broken) as exc:
             log.warning("gateway: %s from %s broke off: %s", request_id, choice.url, exc)
         finally:
-            await upstream.close()
-            self._finished(choice)
+            await exchange.close()
         # Everything is counted before the last chunk goes: a client that has its whole answer may close the
         # connection before this generator is resumed again.
         if complete and keep:
@@ -535,6 +537,37 @@ class Gateway:
         temporary = self._routes_cache.with_suffix(".tmp")
         temporary.write_text(json.dumps(table))
         os.replace(temporary, self._routes_cache)
+
+
+class _Exchange:
+    """One relayed answer's end, done once: the replica's response closed and the request counted out, whether the
+    relay ran to its end, the client left mid-stream, or the response was never started (a client gone first)."""
+
+    def __init__(self, upstream: UpstreamAnswer, finished: Callable[[], None]) -> None:
+        self.upstream = upstream
+        self._finished = finished
+        self._closed = False
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            await self.upstream.close()
+        finally:
+            self._finished()
+
+
+class _Relayed(StreamingResponse):
+    def __init__(self, content: AsyncIterator[bytes], *, on_close: Callable[[], Awaitable[None]], **kwargs: Any):
+        super().__init__(content, **kwargs)
+        self._on_close = on_close
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            await self._on_close()
 
 
 def serve(settings: Settings) -> int:

@@ -231,6 +231,17 @@ def test_streams_pass_unchanged_and_are_captured_assembled(stack, clean_fleet):
     assert record["response"]["choices"][0]["message"]["content"] == text
     assert parse_payload(json.dumps(record)).response == text
 
+    # A client that leaves mid-stream: the replica's stream is closed and the request counted out (the drain
+    # of a deploy waits on these counts).
+    body = {"model": MODEL, "messages": QUESTION, "max_tokens": 64, "min_tokens": 64, "stream": True}
+    with httpx.stream("POST", url + "/v1/chat/completions", json=body, timeout=120) as response:
+        next(response.iter_raw())
+    poll_until(
+        lambda: "taoflow_gateway_inflight 0.0" in httpx.get(url + "/metrics", timeout=10).text,
+        deadline_s=30,
+        message="the abandoned stream counted out",
+    )
+
     # Errors are answered in OpenAI's shape; a name nobody serves is the replica's own 404.
     assert httpx.post(url + "/v1/chat/completions", content=b"{", timeout=10).status_code == 400
     missing = httpx.post(
