@@ -331,6 +331,10 @@ class TrainSettings(_Section):
     """Checkpoint interval in optimiser steps (an interrupted round resumes from the last)."""
     seed: int = 0
     """Training seed."""
+    init: Literal["champion", "base"] = "champion"
+    """Where a round's adapter starts: `champion` continues the champion adapter's weights (its rank and target
+    modules kept), so successive rounds on new prompts accumulate; `base` trains a fresh adapter each round. With no
+    champion yet, a fresh one. (DPO's reference model is the base model either way.)"""
 
 
 class GateSettings(_Section):

@@ -78,6 +78,9 @@ class TrainingConfig:
     grpo_max_completion_tokens: int = 48
     grpo_temperature: float = 0.8
     grpo_beta: float = 0.0
+    # Continue this adapter's weights (the champion's: successive rounds accumulate) instead of a fresh LoRA; its
+    # own rank and target modules are kept.
+    init_adapter: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -123,6 +126,12 @@ def train_adapter(
     tokenizer = load_tokenizer(base_model_dir)
     tokenizer.padding_side = "right"
     model = AutoModelForCausalLM.from_pretrained(base_model_dir, dtype=torch.float32)
+    lora = _lora(config)
+    if config.init_adapter is not None:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, str(config.init_adapter), is_trainable=True)
+        lora = None  # the trainers train the adapter the model carries
     checkpoints = work_dir / "checkpoints"
     resume = _latest_checkpoint(checkpoints)
     if config.objective == "grpo" and reward is not None:
@@ -137,10 +146,10 @@ def train_adapter(
             temperature=config.grpo_temperature,
             beta=config.grpo_beta,
             reward=reward,
-            lora=_lora(config),
+            lora=lora,
         )
     else:
-        trainer = _build_trainer(model, tokenizer, examples, config, checkpoints)
+        trainer = _build_trainer(model, tokenizer, examples, config, checkpoints, lora)
 
     class _Progress(TrainerCallback):  # type: ignore[misc]
         def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
@@ -176,10 +185,11 @@ def _build_trainer(
     examples: Examples,
     config: TrainingConfig,
     output_dir: Path,
+    lora: Any,
 ) -> Any:
+    """`lora`: a fresh adapter's configuration, or None when `model` carries the adapter to train (a warm start)."""
     from datasets import Dataset
 
-    lora = _lora(config)
     common: dict[str, Any] = {
         **trainer_arguments(config, output_dir),
         "per_device_train_batch_size": config.batch_size,

@@ -22,6 +22,7 @@ from contextlib import asynccontextmanager
 from functools import partial
 from typing import Any
 
+import anyio
 import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from starlette.applications import Starlette
@@ -251,7 +252,11 @@ class Gateway:
                 self.metrics.retries.labels("gone").inc()
                 last_refusal = (404, refusal, upstream.headers)
                 continue
-            exchange = _Exchange(upstream, partial(self._finished, choice))
+            exchange = _Exchange(
+                upstream,
+                partial(self._finished, choice),
+                abandoned=self.metrics.requests.labels(endpoint, "499").inc,  # the client left mid-answer
+            )
             relay = self._relay(
                 exchange,
                 choice,
@@ -322,7 +327,7 @@ class Gateway:
         except (Timeout, Broken) as exc:
             log.warning("gateway: %s from %s broke off: %s", request_id, choice.url, exc)
         finally:
-            await exchange.close()
+            await exchange.release()
         # Everything is counted before the last chunk goes: a client that has its whole answer may close the
         # connection before this generator is resumed again.
         if complete and keep:
@@ -340,6 +345,7 @@ class Gateway:
                 endpoint=endpoint,
             )
         finished = time.monotonic()
+        exchange.counted = True
         self.metrics.requests.labels(endpoint, f"{upstream.status // 100}xx" if complete else "5xx").inc()
         self.metrics.seconds.observe(finished - started)
         if complete:
@@ -543,12 +549,23 @@ class _Exchange:
     """One relayed answer's end, done once: the replica's response closed and the request counted out, whether the
     relay ran to its end, the client left mid-stream, or the response was never started (a client gone first)."""
 
-    def __init__(self, upstream: UpstreamAnswer, finished: Callable[[], None]) -> None:
+    def __init__(
+        self, upstream: UpstreamAnswer, finished: Callable[[], None], *, abandoned: Callable[[], None]
+    ) -> None:
         self.upstream = upstream
+        self.counted = False  # set by the relay once it has counted the request (answered, or failed upstream)
         self._finished = finished
+        self._abandoned = abandoned
         self._closed = False
 
     async def close(self) -> None:
+        """The response is over: a request the relay never counted was left by its client."""
+        if not self.counted:
+            self.counted = True
+            self._abandoned()
+        await self.release()
+
+    async def release(self) -> None:
         if self._closed:
             return
         self._closed = True
@@ -564,8 +581,25 @@ class _Relayed(StreamingResponse):
         self._on_close = on_close
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        """Relay until the answer ends or the client leaves, whichever comes first: a client that hangs up stops
+        the relay, which closes the replica's stream (vLLM then aborts the generation instead of finishing it for
+        nobody). The request body was read whole before, so what `receive` brings now is the disconnect."""
+
+        async def never() -> dict[str, Any]:
+            await anyio.sleep_forever()
+            raise AssertionError("unreachable")
+
         try:
-            await super().__call__(scope, receive, send)
+            async with anyio.create_task_group() as group:
+
+                async def relay() -> None:
+                    await super(_Relayed, self).__call__(scope, never, send)
+                    group.cancel_scope.cancel()
+
+                group.start_soon(relay)
+                while (await receive())["type"] != "http.disconnect":
+                    pass
+                group.cancel_scope.cancel()
         finally:
             await self._on_close()
 

@@ -16,12 +16,12 @@ class GatewayMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.requests = Counter(
             "taoflow_gateway_requests_total",
-            "Requests answered, by endpoint and status code class (2xx, 4xx, 5xx).",
+            "Requests answered, by endpoint and status code class (2xx, 4xx, 5xx; 499: the client left mid-answer).",
             ["endpoint", "code"],
             registry=registry,
         )
         for endpoint in ("chat", "completions"):
-            for code in ("2xx", "4xx", "5xx"):
+            for code in ("2xx", "4xx", "5xx", "499"):
                 self.requests.labels(endpoint, code)
         self.seconds = Histogram(
             "taoflow_gateway_request_seconds",

@@ -11,7 +11,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -169,7 +169,9 @@ class TaoRound:
         examples = self._examples(scored)
         if not examples:
             raise NothingToLearn(self._nothing_to_learn(scored, erased=len(gone)))
-        config = training_config(self.settings)
+        _, champion = self._prompts(record)
+        warm = champion if self.settings.train.init == "champion" else None
+        config = replace(training_config(self.settings), init_adapter=self._adapter_path(warm))
         result = train_adapter(
             self.base.path,
             examples,
@@ -185,6 +187,7 @@ class TaoRound:
             "samples_per_second": round(result.samples_per_second, 2),
             "train_seconds": round(result.seconds, 2),
             "resumed_from": result.resumed_from,
+            "init": warm or "base",
         }, None
 
     def register(self, record: RoundRecord) -> tuple[dict[str, Any], str | None]:

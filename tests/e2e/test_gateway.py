@@ -241,6 +241,8 @@ def test_streams_pass_unchanged_and_are_captured_assembled(stack, clean_fleet):
         deadline_s=30,
         message="the abandoned stream counted out",
     )
+    counted = [line for line in httpx.get(url + "/metrics").text.splitlines() if "gateway_requests_total{" in line]
+    assert 'taoflow_gateway_requests_total{code="499",endpoint="chat"} 1.0' in counted, counted
 
     # Errors are answered in OpenAI's shape; a name nobody serves is the replica's own 404.
     assert httpx.post(url + "/v1/chat/completions", content=b"{", timeout=10).status_code == 400
@@ -272,6 +274,7 @@ def test_the_flywheel_through_the_gateway(tmp_path, kafka_bootstrap, clean_fleet
             "kafka": {
                 "bootstrap_servers": [kafka_bootstrap],
                 "topics": [topic],
+                "group_id": topic,  # a group of its own: the session's broker serves other tests' groups too
                 "max_poll_interval_ms": 5000,
                 "session_timeout_ms": 6000,
                 "heartbeat_interval_ms": 1000,

@@ -64,6 +64,7 @@ def chat(url, question):
     )
     with urllib.request.urlopen(request, timeout=120) as response:
         assert response.status == 200
+        assert json.loads(response.read())["choices"]  # the whole answer, as a client reads it
 
 
 def produce(bootstrap, topic):

@@ -1,6 +1,7 @@
 """LoRA training on the real model: both objectives, and resumption from a checkpoint."""
 
 import json
+from dataclasses import replace
 
 import pytest
 
@@ -58,3 +59,28 @@ def test_training_resumes_from_its_last_checkpoint(tmp_path, base_model):
     assert result.samples_seen == 4 * 2  # only the remaining steps ran
     state = json.loads((tmp_path / "checkpoints" / "checkpoint-6" / "trainer_state.json").read_text())
     assert state["global_step"] == 6
+
+
+def test_a_warm_start_continues_the_champions_weights(tmp_path, base_model):
+    from safetensors.torch import load_file
+
+    champion = train_adapter(
+        base_model.path,
+        distill(),
+        TrainingConfig(epochs=2, batch_size=3, learning_rate=2e-3, save_steps=100, lora_rank=8, lora_alpha=16),
+        work_dir=tmp_path / "champion",
+    ).adapter_dir
+    # A next round on new prompts, from the champion (its rank 8 kept although the config says 16), a tiny step.
+    tiny = TrainingConfig(epochs=1, batch_size=6, learning_rate=1e-9, save_steps=100)
+    warm = train_adapter(
+        base_model.path, distill()[:3], replace(tiny, init_adapter=champion), work_dir=tmp_path / "warm"
+    ).adapter_dir
+    cold = train_adapter(base_model.path, distill()[:3], tiny, work_dir=tmp_path / "cold").adapter_dir
+    assert check_adapter_dir(warm)["r"] == 8 and check_adapter_dir(cold)["r"] == 16
+    before, after = load_file(champion / "adapter_model.safetensors"), load_file(warm / "adapter_model.safetensors")
+    assert before.keys() == after.keys()
+    lora_b = [k for k in before if "lora_B" in k]
+    assert lora_b and all(before[k].abs().sum() > 0 for k in lora_b)  # the champion learnt something
+    assert all((after[k] - before[k]).abs().max() < 1e-4 for k in before)  # and the warm start kept it
+    fresh = load_file(cold / "adapter_model.safetensors")
+    assert all(fresh[k].abs().max() < 1e-4 for k in fresh if "lora_B" in k)  # a fresh LoRA starts at B = 0
