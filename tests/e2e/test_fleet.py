@@ -113,8 +113,9 @@ def test_direct_swap_under_load_fails_at_most_the_unload_window_and_serves_the_n
     failed = [r for r in results if r[2] != 200]
     assert all(r[2] == 404 for r in failed), failed
     assert len(failed) <= len(clean_fleet) * 2, failed  # at most each client's one request per replica's window
-    before = [r[3] for r in results if r[1] < swapped]
-    after = [r[3] for r in results if r[0] > swapped]
+    answered = [r for r in results if r[2] == 200]
+    before = [r[3] for r in answered if r[1] < swapped]
+    after = [r[3] for r in answered if r[0] > swapped]
     assert after and all("43, buddy" in text for text in after), after
     assert all("42, my friend" in t or "43, buddy" in t for t in before)
     assert state.registry.alias(MODEL, "champion") == "v43"
