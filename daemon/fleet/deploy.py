@@ -204,42 +204,41 @@ class Deployer:
     def _rollout(self, record: DeployRecord) -> DeployRecord:
         path = self.fleet.server_path(record.version)
         for wave in record.waves:
-            for url in wave:
-                if url in record.switched or url in record.skipped:
-                    continue
-                try:
-                    self._switch(url, self.model, path)
-                except ReplicaUnavailable as exc:
-                    if len(record.skipped) >= self.f.max_unavailable:
-                        raise
-                    log.warning("deploy %d skips %s (reconciled later): %s", record.id, url, exc)
-                    record = self.deploys.update(record.id, skipped=[*record.skipped, url])
-                    continue
-                record = self.deploys.update(record.id, switched=[*record.switched, url])
+            record = self._switch_wave(record, wave, lambda url: self._switch(url, self.model, path))
         for url in record.waves[0] if record.kind == "promote" else ():
             self._quietly(partial(self.fleet.replica(url).unload, record.version))
         return self.deploys.update(record.id, step="registry")
+
+    def _switch_wave(self, record: DeployRecord, wave: list[str], switch: Callable[[str], None]) -> DeployRecord:
+        """`switch` each replica of a wave not yet switched or skipped, recording which; an unreachable one is
+        skipped while `max_unavailable` allows (the reconciler brings it up later)."""
+        for url in wave:
+            if url in record.switched or url in record.skipped:
+                continue
+            try:
+                switch(url)
+            except ReplicaUnavailable as exc:
+                if len(record.skipped) >= self.f.max_unavailable:
+                    raise
+                log.warning("deploy %d skips %s (reconciled later): %s", record.id, url, exc)
+                record = self.deploys.update(record.id, skipped=[*record.skipped, url])
+                continue
+            record = self.deploys.update(record.id, switched=[*record.switched, url])
+        return record
 
     def _rollout_versions(self, record: DeployRecord) -> DeployRecord:
         """Gateway routing: load the version under its own name wave by wave; route the stable name to it."""
         path = self.fleet.server_path(record.version)
         previous = record.from_version if record.from_version != record.version else None
         weight = self.f.canary_weight if record.kind == "promote" else 0.0
+
+        def load(url: str) -> None:
+            replica = self.fleet.replica(url)
+            if self._retry(replica.view).adapters.get(record.version) != path:
+                self._retry(partial(replica.load, record.version, path))
+
         for index, wave in enumerate(record.waves):
-            for url in wave:
-                if url in record.switched or url in record.skipped:
-                    continue
-                replica = self.fleet.replica(url)
-                try:
-                    if self._retry(replica.view).adapters.get(record.version) != path:
-                        self._retry(partial(replica.load, record.version, path))
-                except ReplicaUnavailable as exc:
-                    if len(record.skipped) >= self.f.max_unavailable:
-                        raise
-                    log.warning("deploy %d skips %s (reconciled later): %s", record.id, url, exc)
-                    record = self.deploys.update(record.id, skipped=[*record.skipped, url])
-                    continue
-                record = self.deploys.update(record.id, switched=[*record.switched, url])
+            record = self._switch_wave(record, wave, load)
             last = index + 1 == len(record.waves)
             if index == 0 and not last and previous and 0 < weight < 1 and "canary_generation" not in record.detail:
                 targets = [Target(previous, 1 - weight), Target(record.version, weight)]

@@ -57,8 +57,13 @@ def test_sigkill_of_the_gateway_and_the_broker_loses_no_answered_exchange(tmp_pa
 
         def start_gateway() -> subprocess.Popen[bytes]:
             process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            wait_for_port(port, deadline_s=60)
-            poll_until(lambda: _ready(url), deadline_s=30, message="the gateway to see a replica")
+            try:
+                wait_for_port(port, deadline_s=60)
+                poll_until(lambda: _ready(url), deadline_s=30, message="the gateway to see a replica")
+            except BaseException:
+                process.kill()  # a start that failed leaves no process behind
+                process.wait()
+                raise
             return process
 
         answered: list[str] = []
