@@ -67,6 +67,10 @@ class Generator(Protocol):
         """Return `sampling.n` completions for each conversation, in input order."""
         ...
 
+    def close(self) -> None:
+        """Free the model or engine (its accelerator memory); the generator is not used afterwards."""
+        ...
+
 
 class Scorer(Protocol):
     """Rates each candidate answer to one prompt with a float in [0, 1].

@@ -221,6 +221,27 @@ class ModelSettings(_Section):
     """Where built-in models are converted to HF format once and reused."""
     served_name: str = Field("taoflow", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
     """The name the adapter lineage is registered (and later served) under."""
+    device: str = Field("auto", pattern=r"^(auto|cpu|cuda|cuda:[0-9]{1,2})$")
+    """Where the round's generation, gate evaluation and training run: `auto` (the first GPU torch sees, else the
+    CPU), `cpu`, `cuda` or `cuda:N`. A GPU the machine lacks is an error, never a silent fall back to the CPU."""
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    """Weights' precision: `auto` is bfloat16 on GPUs that support it, float32 on the CPU (where bfloat16 kernels
+    are slower). Training in bfloat16/float16 keeps the LoRA weights in float32 (mixed precision)."""
+
+
+class VllmEngineSettings(_Section):
+    gpu_memory_utilization: float = Field(0.85, gt=0.0, le=0.98)
+    """Share of each GPU's memory the engine takes for weights and KV cache (freed before training)."""
+    tensor_parallel_size: int = Field(1, ge=1, le=64)
+    """GPUs one engine shards the model over (the GPUs the round process sees: CUDA_VISIBLE_DEVICES)."""
+    max_model_len: int | None = Field(None, ge=128)
+    """Longest prompt plus answer the engine plans for; None takes the model's (a smaller one saves KV cache)."""
+    enable_prefix_caching: bool = True
+    """Reuse the KV cache of a shared prefix (the n candidates of a prompt, the gate's system prompts)."""
+    max_lora_rank: int = Field(0, ge=0, le=512)
+    """Largest LoRA rank the engine accepts; 0: train.lora_rank rounded up to one vLLM supports."""
+    enforce_eager: bool = False
+    """Skip CUDA graph capture (faster start, slower decoding): for debugging."""
 
 
 class GenerateSettings(_Section):
@@ -240,6 +261,8 @@ class GenerateSettings(_Section):
     """Sequences decoded together by the local backend (prompts x n)."""
     seed: int = 0
     """Sampling seed, for reproducible rounds."""
+    vllm: VllmEngineSettings = VllmEngineSettings()
+    """The `vllm` backend's engine: one per round process, for candidates and the gate's evaluation."""
 
 
 class ScorerSpec(_Section):
@@ -331,6 +354,16 @@ class TrainSettings(_Section):
     """Checkpoint interval in optimiser steps (an interrupted round resumes from the last)."""
     seed: int = 0
     """Training seed."""
+    gradient_accumulation: int = Field(1, ge=1, le=1024)
+    """Micro-batches of batch_size per optimiser step (a larger effective batch in the same memory)."""
+    gradient_checkpointing: bool = False
+    """Recompute activations in the backward pass instead of keeping them: less memory, ~30% more compute."""
+    num_processes: int = Field(0, ge=0, le=1024)
+    """Training processes (data parallel, through `accelerate launch`): 0 is one per visible GPU (one on the CPU);
+    more than one on a CPU runs gloo processes, which is how the launch path is tested."""
+    fsdp: bool = False
+    """With several processes, shard weights, gradients and optimiser state (FSDP) instead of copying them: for
+    models that do not fit one GPU."""
     init: Literal["champion", "base"] = "champion"
     """Where a round's adapter starts: `champion` continues the champion adapter's weights (its rank and target
     modules kept), so successive rounds on new prompts accumulate; `base` trains a fresh adapter each round. With no

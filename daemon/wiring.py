@@ -36,10 +36,28 @@ def build_generator(settings: Settings, model_dir: Path) -> Generator:
     if settings.generate.backend == "vllm":
         from taoflow.connectors.generation.vllm import VllmGenerator
 
-        return VllmGenerator(model_dir, max_lora_rank=settings.train.lora_rank, seed=settings.generate.seed)
+        if settings.model.device.startswith("cuda:") and settings.model.device != "cuda:0":
+            raise ConfigurationError(
+                f"generate.backend vllm uses the GPUs this process sees, not model.device {settings.model.device!r}; "
+                "choose them with CUDA_VISIBLE_DEVICES (and generate.vllm.tensor_parallel_size)"
+            )
+        engine = settings.generate.vllm
+        return VllmGenerator(
+            model_dir,
+            max_lora_rank=engine.max_lora_rank or settings.train.lora_rank,
+            seed=settings.generate.seed,
+            dtype=settings.model.dtype,
+            gpu_memory_utilization=engine.gpu_memory_utilization,
+            tensor_parallel_size=engine.tensor_parallel_size,
+            max_model_len=engine.max_model_len,
+            enable_prefix_caching=engine.enable_prefix_caching,
+            enforce_eager=engine.enforce_eager,
+        )
     from taoflow.connectors.generation.local import TransformersGenerator
+    from taoflow.connectors.generation.placement import resolve_placement
 
-    return TransformersGenerator(model_dir, batch_rows=settings.generate.batch_rows)
+    placement = resolve_placement(settings.model.device, settings.model.dtype)
+    return TransformersGenerator(model_dir, batch_rows=settings.generate.batch_rows, placement=placement)
 
 
 def build_round(

@@ -35,6 +35,9 @@ class FleetGenerator:
         self._path_on_servers = path_on_servers
         self._served_name = served_name
 
+    def close(self) -> None:
+        """Nothing to free: the replicas belong to the fleet, and the adapters loaded on them stay for reuse."""
+
     def generate(
         self,
         conversations: Sequence[Sequence[Message]],

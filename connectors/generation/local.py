@@ -1,4 +1,4 @@
-"""Candidate generation with transformers on the local machine (the CPU default).
+"""Candidate generation with transformers on the local machine: the CPU, or one GPU (`model.device`).
 
 The N candidates of one prompt share its prefix, so the prompt is run through the
 model once and its KV cache is copied N times before decoding; rows that reach
@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from taoflow.connectors.generation.placement import Placement
 from taoflow.connectors.protocols import Completion, Progress, SamplingConfig
 from taoflow.connectors.records import Message
 
@@ -43,12 +44,16 @@ def load_tokenizer(model_dir: Path) -> Any:
 class TransformersGenerator:
     """A `Generator` over a local HF model directory, with LoRA adapters loaded on demand."""
 
-    def __init__(self, model_dir: Path, *, batch_rows: int = 96, dtype: str = "float32") -> None:
+    def __init__(self, model_dir: Path, *, batch_rows: int = 96, placement: Placement | None = None) -> None:
         quiet_libraries()
         self.model_dir = model_dir
         self.batch_rows = batch_rows
+        self.placement = placement or Placement("cpu", "float32")
+        self.device = torch.device(self.placement.device)
         self.tokenizer = load_tokenizer(model_dir)
-        self._base = AutoModelForCausalLM.from_pretrained(model_dir, dtype=getattr(torch, dtype)).eval()
+        self._base = (
+            AutoModelForCausalLM.from_pretrained(model_dir, dtype=self.placement.torch_dtype()).to(self.device).eval()
+        )
         self._peft: Any = None
         self._adapters: dict[str, str] = {}
         self._eos_ids = _eos_ids(self.tokenizer, self._base)
@@ -67,7 +72,7 @@ class TransformersGenerator:
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
         per_batch = max(1, self.batch_rows // max(1, sampling.n))
         results: list[list[Completion]] = [[] for _ in texts]
-        rng = torch.Generator().manual_seed(sampling.seed)
+        rng = torch.Generator(device=self.device).manual_seed(sampling.seed)
         for start in range(0, len(order), per_batch):
             chunk = order[start : start + per_batch]
             with torch.inference_mode(), _adapter_disabled(self._peft, adapter is None):
@@ -77,6 +82,11 @@ class TransformersGenerator:
             if progress is not None:
                 progress(len(chunk))
         return results
+
+    def close(self) -> None:
+        """Drop the model (the caller returns the memory to the device: `placement.release_accelerator`)."""
+        self._base = self._peft = None
+        self._adapters.clear()
 
     def _render(self, conversation: Sequence[Message]) -> str:
         rendered = self.tokenizer.apply_chat_template(
@@ -101,7 +111,7 @@ class TransformersGenerator:
         return self._peft
 
     def _sample(self, model: Any, texts: list[str], sampling: SamplingConfig, rng: torch.Generator) -> list[Completion]:
-        enc = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+        enc = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
         mask = enc.attention_mask
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         out = model(
@@ -118,7 +128,7 @@ class TransformersGenerator:
             mask, logits = mask.repeat_interleave(n, 0), logits.repeat_interleave(n, 0)
             positions = positions.repeat_interleave(n, 0)
         last_pos = positions[:, -1]
-        rows = torch.arange(mask.shape[0])
+        rows = torch.arange(mask.shape[0], device=self.device)
         tokens: list[list[int]] = [[] for _ in range(mask.shape[0])]
         finished = [False] * mask.shape[0]
         for step in range(sampling.max_new_tokens):
@@ -133,7 +143,7 @@ class TransformersGenerator:
             if not live or step == sampling.max_new_tokens - 1:
                 break
             if len(live) < len(rows):
-                keep = torch.tensor(live)
+                keep = torch.tensor(live, device=self.device)
                 cache.batch_select_indices(keep)
                 rows, mask, last_pos, chosen = rows[keep], mask[keep], last_pos[keep], chosen[keep]
             mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=1)

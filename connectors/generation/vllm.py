@@ -1,7 +1,9 @@
-"""Candidate generation with vLLM's offline engine, where vLLM is installed (GPU nodes).
+"""Candidate generation and the gate's evaluation with vLLM's offline engine, where vLLM is installed (GPU nodes).
 
-One engine per process, created with LoRA enabled so that the champion adapter can
-generate the next round's candidates; adapters get stable integer ids per path.
+One engine per round process, created with LoRA enabled: the champion adapter generates the next round's
+candidates and the gate evaluates the champion and the new adapter through the same engine, each adapter a
+`LoRARequest` with a stable integer id per path. `close()` shuts the engine down so that training gets the GPU.
+Written to vLLM 0.32's documented `LLM` API; tested with its CPU build (`tests/e2e/test_vllm_backend.py`).
 """
 
 from __future__ import annotations
@@ -14,13 +16,36 @@ from taoflow.connectors.errors import ConfigurationError
 from taoflow.connectors.protocols import Completion, Progress, SamplingConfig
 from taoflow.connectors.records import Message
 
-__all__ = ["VllmGenerator"]
+__all__ = ["LORA_RANKS", "VllmGenerator", "supported_rank"]
+
+#: The LoRA ranks a vLLM engine can be built for (`max_lora_rank`).
+LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)
+
+
+def supported_rank(rank: int) -> int:
+    """The smallest rank vLLM accepts as `max_lora_rank` that holds adapters of `rank`."""
+    for allowed in LORA_RANKS:
+        if allowed >= rank:
+            return allowed
+    raise ConfigurationError(f"LoRA rank {rank} exceeds the largest vLLM supports ({LORA_RANKS[-1]})")
 
 
 class VllmGenerator:
     """A `Generator` over `vllm.LLM`, with LoRA adapters passed per request."""
 
-    def __init__(self, model_dir: Path, *, max_lora_rank: int = 16, seed: int = 0, **engine_args: Any) -> None:
+    def __init__(
+        self,
+        model_dir: Path,
+        *,
+        max_lora_rank: int = 16,
+        seed: int = 0,
+        dtype: str = "auto",
+        gpu_memory_utilization: float = 0.85,
+        tensor_parallel_size: int = 1,
+        max_model_len: int | None = None,
+        enable_prefix_caching: bool = True,
+        enforce_eager: bool = False,
+    ) -> None:
         try:
             from vllm import LLM
         except ImportError as exc:
@@ -28,13 +53,18 @@ class VllmGenerator:
                 f"generate.backend is 'vllm' but vLLM cannot be imported ({exc}); install vllm on this node "
                 "or set generate.backend: transformers"
             ) from None
-        self._llm = LLM(
+        self._llm: Any = LLM(
             model=str(model_dir),
             enable_lora=True,
-            max_lora_rank=max_lora_rank,
-            max_loras=2,
+            max_lora_rank=supported_rank(max_lora_rank),
+            max_loras=2,  # the gate's two sides: champion and candidate
             seed=seed,
-            **engine_args,
+            dtype=dtype,
+            gpu_memory_utilization=gpu_memory_utilization,
+            tensor_parallel_size=tensor_parallel_size,
+            max_model_len=max_model_len,
+            enable_prefix_caching=enable_prefix_caching,
+            enforce_eager=enforce_eager,
         )
         self._lora_ids: dict[str, int] = {}
 
@@ -48,28 +78,45 @@ class VllmGenerator:
     ) -> list[list[Completion]]:
         from vllm import SamplingParams
 
-        params = SamplingParams(
-            n=sampling.n,
-            temperature=sampling.temperature,
-            top_p=sampling.top_p,
-            max_tokens=sampling.max_new_tokens,
-            seed=sampling.seed,
-        )
+        # vLLM refuses n > 1 with greedy decoding, and greedy answers are all alike: ask once, repeat.
+        greedy = sampling.temperature == 0.0
+        per_prompt = [
+            SamplingParams(
+                n=1 if greedy else sampling.n,
+                temperature=sampling.temperature,
+                top_p=sampling.top_p,
+                max_tokens=sampling.max_new_tokens,
+                seed=sampling.seed + index,  # one seed for all would make every prompt's samples draw alike
+            )
+            for index in range(len(conversations))
+        ]
         outputs = self._llm.chat(
             [[m.as_dict() for m in c] for c in conversations],
-            params,
+            per_prompt,
             lora_request=self._lora(adapter),
             use_tqdm=False,
         )
         if progress is not None:
             progress(len(conversations))
-        return [
-            [
+        results = []
+        for request in outputs:
+            row = [
                 Completion(text=o.text.strip(), num_tokens=len(o.token_ids), finished=o.finish_reason == "stop")
                 for o in request.outputs
             ]
-            for request in outputs
-        ]
+            results.append(row * sampling.n if greedy else row)
+        return results
+
+    def close(self) -> None:
+        """Shut the engine down (its worker processes and their memory), then the distributed state it set up."""
+        if self._llm is None:
+            return
+        self._llm.llm_engine.engine_core.shutdown()
+        self._llm = None
+        from vllm.distributed.parallel_state import destroy_distributed_environment, destroy_model_parallel
+
+        destroy_model_parallel()
+        destroy_distributed_environment()
 
     def _lora(self, adapter: Path | None) -> Any:
         if adapter is None:

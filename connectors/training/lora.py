@@ -8,6 +8,7 @@ training resumes from the last one instead of starting over.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -73,7 +74,11 @@ class TrainingConfig:
     dpo_beta: float = 0.1
     seed: int = 0
     save_steps: int = 20
-    bf16: bool = False
+    # Where and in which precision (a resolved `Placement`): bfloat16/float16 load the base weights in that dtype and
+    # train with mixed precision, the LoRA weights kept in float32.
+    device: str = "cpu"
+    dtype: str = "float32"
+    gradient_checkpointing: bool = False
     grpo_generations: int = 4
     grpo_max_completion_tokens: int = 48
     grpo_temperature: float = 0.8
@@ -123,9 +128,11 @@ def train_adapter(
     quiet_libraries()
 
     torch.manual_seed(config.seed)
+    if config.device.startswith("cuda:") and "LOCAL_RANK" not in os.environ:
+        torch.cuda.set_device(int(config.device.partition(":")[2]))  # the Trainer takes the current GPU
     tokenizer = load_tokenizer(base_model_dir)
     tokenizer.padding_side = "right"
-    model = AutoModelForCausalLM.from_pretrained(base_model_dir, dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(base_model_dir, dtype=getattr(torch, config.dtype))
     lora = _lora(config)
     if config.init_adapter is not None:
         from peft import PeftModel
@@ -162,12 +169,12 @@ def train_adapter(
     output = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     seconds = time.perf_counter() - started
     adapter_dir = work_dir / "adapter"
-    trainer.model.save_pretrained(adapter_dir)
+    _save_adapter(trainer, adapter_dir)
     log = [{k: float(v) for k, v in entry.items() if isinstance(v, int | float)} for entry in trainer.state.log_history]
     losses = [e["loss"] for e in log if "loss" in e]
     done_before = _steps_of(resume)
     steps = int(output.global_step)
-    per_step = trainer.args.per_device_train_batch_size * config.gradient_accumulation
+    per_step = trainer.args.per_device_train_batch_size * config.gradient_accumulation * trainer.args.world_size
     return TrainingResult(
         adapter_dir=adapter_dir,
         steps=steps,
@@ -177,6 +184,17 @@ def train_adapter(
         resumed_from=str(resume) if resume else None,
         log=log,
     )
+
+
+def _save_adapter(trainer: Any, adapter_dir: Path) -> None:
+    """The adapter in PEFT format, written once: by the only process, or the first of several (FSDP gathers the
+    sharded weights on every process first)."""
+    state_dict = None
+    if getattr(trainer, "is_fsdp_enabled", False):
+        state_dict = trainer.accelerator.get_state_dict(trainer.model_wrapped)
+    if trainer.accelerator.is_main_process:
+        trainer.model.save_pretrained(adapter_dir, state_dict=state_dict)
+    trainer.accelerator.wait_for_everyone()
 
 
 def _build_trainer(
@@ -260,10 +278,15 @@ def trainer_arguments(config: TrainingConfig, output_dir: Path) -> dict[str, Any
         "save_total_limit": 1,
         "seed": config.seed,
         "report_to": [],
-        # TRL defaults to bf16 autocast and activation checkpointing; on CPUs without bf16
-        # units that is ~100x slower, and a 135M model needs no checkpointing anywhere.
-        "bf16": config.bf16,
-        "gradient_checkpointing": False,
+        # Set explicitly: TRL defaults to bf16 autocast and activation checkpointing, which on CPUs without bf16
+        # units is ~100x slower, and a 135M model needs no checkpointing anywhere.
+        "bf16": config.dtype == "bfloat16",
+        "fp16": config.dtype == "float16",
+        "gradient_checkpointing": config.gradient_checkpointing,
+        # Non-reentrant checkpointing needs no gradient on the (frozen) inputs of a LoRA model.
+        "gradient_checkpointing_kwargs": {"use_reentrant": False} if config.gradient_checkpointing else None,
+        # The Trainer places the model itself: on the CPU only when asked (a GPU machine told model.device: cpu).
+        "use_cpu": config.device == "cpu",
         "disable_tqdm": True,
         "dataloader_num_workers": 0,
         "dataloader_pin_memory": False,

@@ -160,12 +160,15 @@ def score_statistics(scored: Sequence[ScoredPrompt], selection: Selection) -> di
     return stats
 
 
-def planned_steps(num_examples: int, config: TrainingConfig) -> int:
+def planned_steps(num_examples: int, config: TrainingConfig, *, processes: int = 1) -> int:
+    """Optimiser steps the training step will take (for its progress bar): batches over all processes, per
+    gradient_accumulation micro-batches."""
     if config.objective == "grpo":  # a step takes whole groups of generations
         group = config.grpo_generations
-        per_epoch = -(-num_examples * group // (group * max(1, config.batch_size // group)))
+        batches = -(-num_examples * group // (group * max(1, config.batch_size // group)))
     else:
-        per_epoch = -(-num_examples // config.batch_size)
+        batches = -(-num_examples // (config.batch_size * processes))
+    per_epoch = max(1, batches // config.gradient_accumulation)
     return max(1, int(per_epoch * config.epochs + 0.999))
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from taoflow.connectors.generation.base_model import ResolvedModel, resolve_base_model
+from taoflow.connectors.generation.placement import Placement
 from taoflow.connectors.protocols import Scorer
 from taoflow.connectors.records import PromptRecord
 from taoflow.connectors.scoring.composite import IN_PROCESS, CompositeScorer, build_scorer
@@ -172,8 +173,10 @@ def resolve_model(settings: Settings) -> ResolvedModel:
     return resolve_base_model(settings.model.base, cache_dir=settings.model.cache_dir.expanduser())
 
 
-def training_config(settings: Settings) -> TrainingConfig:
+def training_config(settings: Settings, placement: Placement | None = None) -> TrainingConfig:
+    """`placement`: where training runs (None: the CPU in float32, what tools without a round use)."""
     t = settings.train
+    placement = placement or Placement("cpu", "float32")
     return TrainingConfig(
         objective=t.objective,
         lora_rank=t.lora_rank,
@@ -190,6 +193,10 @@ def training_config(settings: Settings) -> TrainingConfig:
         grpo_max_completion_tokens=t.grpo_max_completion_tokens,
         grpo_temperature=t.grpo_temperature,
         grpo_beta=t.grpo_beta,
+        gradient_accumulation=t.gradient_accumulation,
+        gradient_checkpointing=t.gradient_checkpointing,
+        device=placement.device,
+        dtype=placement.dtype,
     )
 
 

@@ -16,10 +16,19 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from taoflow.connectors.errors import NothingToLearn, NothingToTrain, RoundError
+from taoflow.connectors.errors import ConfigurationError, NothingToLearn, NothingToTrain, RoundError
 from taoflow.connectors.generation.base_model import ResolvedModel
+from taoflow.connectors.generation.placement import (
+    Placement,
+    check_free_memory,
+    release_accelerator,
+    resolve_placement,
+    visible_gpus,
+    weights_bytes,
+)
 from taoflow.connectors.protocols import Generator, Progress, SamplingConfig
 from taoflow.connectors.records import PromptRecord
+from taoflow.connectors.training.launch import train_adapter_distributed
 from taoflow.connectors.training.lora import train_adapter
 from taoflow.daemon.round import candidates as cand
 from taoflow.daemon.round.evaluation import evaluate, load_golden, rescore, slices
@@ -33,6 +42,10 @@ from taoflow.policies.gate import SliceScores, decide_gate
 __all__ = ["ProgressFactory", "TaoRound", "no_progress"]
 
 log = logging.getLogger(__name__)
+
+#: Training holds the base weights plus the LoRA weights, their gradients and optimiser state, and activations:
+#: the weights times this is the least it can need (a floor: a check that passes can still run out later).
+_TRAINING_HEADROOM = 1.2
 
 #: (description, total units) -> a callback that advances a progress display.
 ProgressFactory = Callable[[str, int], Progress]
@@ -134,12 +147,15 @@ class TaoRound:
             progress=self.progress("generate", len(prompts)),
         )
         seconds = time.perf_counter() - started
+        placement = "fleet" if self.settings.generate.backend == "fleet" else self.placement.device
         cand.write_candidates(record.work_dir / "candidates.jsonl", prompts, outputs)
         tokens = sum(c.num_tokens for row in outputs for c in row)
         return {
             "candidates": sum(len(row) for row in outputs),
             "tokens": tokens,
             "tokens_per_second": round(tokens / seconds, 1) if seconds else 0.0,
+            "backend": self.settings.generate.backend,
+            "device": placement,
             "sampling": asdict(sampling),
         }, None
 
@@ -171,16 +187,38 @@ class TaoRound:
             raise NothingToLearn(self._nothing_to_learn(scored, erased=len(gone)))
         _, champion = self._prompts(record)
         warm = champion if self.settings.train.init == "champion" else None
-        config = replace(training_config(self.settings), init_adapter=self._adapter_path(warm))
-        result = train_adapter(
-            self.base.path,
-            examples,
-            config,
-            work_dir=record.work_dir / "train",
-            progress=self.progress("train", cand.planned_steps(len(examples), config)),
-            reward=self._reward if config.objective == "grpo" else None,
+        config = replace(training_config(self.settings, self.placement), init_adapter=self._adapter_path(warm))
+        self._free_generator()
+        processes = self._training_processes()
+        check_free_memory(
+            self.placement,
+            int(weights_bytes(self.base.path, self.placement.dtype) * _TRAINING_HEADROOM),
+            what=f"training {self.base.reference} in {self.placement.dtype}",
         )
+        progress = self.progress("train", cand.planned_steps(len(examples), config, processes=processes))
+        if processes > 1:
+            result = train_adapter_distributed(
+                self.base.path,
+                examples,
+                config,
+                work_dir=record.work_dir / "train",
+                processes=processes,
+                fsdp=self.settings.train.fsdp,
+                progress=progress,
+            )
+        else:
+            result = train_adapter(
+                self.base.path,
+                examples,
+                config,
+                work_dir=record.work_dir / "train",
+                progress=progress,
+                reward=self._reward if config.objective == "grpo" else None,
+            )
         return {
+            "device": self.placement.device,
+            "dtype": self.placement.dtype,
+            "processes": processes,
             "examples": len(examples),
             "steps": result.steps,
             "final_loss": result.final_loss,
@@ -350,9 +388,39 @@ class TaoRound:
         return self.rounds.skip(record.id, step, reason, summary)
 
     def generator(self) -> Generator:
+        """One generator per round process (one model load, one engine), shared by generation and the gate."""
         if self._generator is None:
             self._generator = self._generator_factory(self.base.path)
         return self._generator
+
+    @cached_property
+    def placement(self) -> Placement:
+        """Where this round's model runs (`model.device`, `model.dtype`), resolved once."""
+        return resolve_placement(self.settings.model.device, self.settings.model.dtype)
+
+    def _free_generator(self) -> None:
+        """Training needs the accelerator's memory: a GPU model or a vLLM engine is dropped before it (the gate
+        loads it again). On the CPU a transformers model stays, so the gate reuses it."""
+        if self._generator is None:
+            return
+        if self.placement.on_accelerator or self.settings.generate.backend == "vllm":
+            log.info("freeing the generation model before training")
+            self._generator.close()
+            self._generator = None
+            release_accelerator()
+
+    def _training_processes(self) -> int:
+        """train.num_processes, or one per visible GPU when the round may use them all (device auto or cuda)."""
+        wanted = self.settings.train.num_processes
+        gpus = visible_gpus() if self.placement.on_accelerator else 0
+        if wanted == 0:
+            return gpus if gpus > 1 and self.settings.model.device in ("auto", "cuda") else 1
+        if gpus and wanted > gpus:
+            raise ConfigurationError(
+                f"train.num_processes is {wanted} but this machine shows {gpus} GPU(s): one process per GPU; "
+                "set train.num_processes to at most that (0: one per GPU)"
+            )
+        return wanted
 
     def _evaluate(self, records: list[PromptRecord], version: str | None, label: str, scorers: TaskScorers) -> Any:
         return evaluate(

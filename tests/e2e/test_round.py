@@ -49,6 +49,9 @@ class CountingGenerator:
         self.calls += 1
         return self.inner.generate(conversations, sampling, **kwargs)
 
+    def close(self):
+        self.inner.close()
+
 
 def test_round_end_to_end_on_the_real_model(tmp_path, generator, base_model):
     golden = tmp_path / "golden.jsonl"
@@ -100,8 +103,25 @@ def test_round_end_to_end_on_the_real_model(tmp_path, generator, base_model):
     assert manifest["scores"]["math"]["candidates"] == summary["generate"]["candidates"]
     # Prompts used by the round are no longer new; held-out prompts are untouched.
     assert state.buffer.stats().tasks["math"].new == state.buffer.stats().tasks["math"].train - 6
-    # Generation (1), the gate's two evaluations (base and candidate) and two on the golden set.
+    # Generation (1), the gate's two evaluations (base and candidate) and two on the golden set: one generator.
     assert counting.calls == 5
+    assert (summary["generate"]["backend"], summary["generate"]["device"]) == ("transformers", "cpu")
+    assert (summary["train"]["device"], summary["train"]["dtype"], summary["train"]["processes"]) == (
+        "cpu",
+        "float32",
+        1,
+    )
+
+
+def test_a_round_trains_on_several_processes_when_asked(tmp_path, generator):
+    state = seeded_state(tmp_path, train={"num_processes": 2})
+    record = TaoRound(
+        state.settings, state, scorers=build_scorers(state.settings), generator_factory=lambda p: generator
+    ).run()
+    assert (record.status, record.step) == ("done", "done")
+    train = record.summary["train"]
+    assert train["processes"] == 2 and train["steps"] >= 1 and train["final_loss"] is not None
+    assert check_adapter_dir(state.store.fetch(record.version))["r"] == 16
 
 
 def test_an_interrupted_round_resumes_at_its_next_step(tmp_path, generator, monkeypatch):
