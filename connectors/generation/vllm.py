@@ -8,6 +8,8 @@ Written to vLLM 0.32's documented `LLM` API; tested with its CPU build (`tests/e
 
 from __future__ import annotations
 
+import multiprocessing
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -17,6 +19,9 @@ from taoflow.connectors.protocols import Completion, Progress, SamplingConfig
 from taoflow.connectors.records import Message
 
 __all__ = ["LORA_RANKS", "VllmGenerator", "supported_rank"]
+
+#: How long a shut-down engine's processes get to exit before they are killed.
+_ENGINE_EXIT_S = 30.0
 
 #: The LoRA ranks a vLLM engine can be built for (`max_lora_rank`).
 LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)
@@ -53,6 +58,7 @@ class VllmGenerator:
                 f"generate.backend is 'vllm' but vLLM cannot be imported ({exc}); install vllm on this node "
                 "or set generate.backend: transformers"
             ) from None
+        before = {p.pid for p in multiprocessing.active_children()}
         self._llm: Any = LLM(
             model=str(model_dir),
             enable_lora=True,
@@ -66,7 +72,14 @@ class VllmGenerator:
             enable_prefix_caching=enable_prefix_caching,
             enforce_eager=enforce_eager,
         )
+        self._engine_processes = [p for p in multiprocessing.active_children() if p.pid not in before]
         self._lora_ids: dict[str, int] = {}
+        from vllm.platforms import current_platform
+
+        # vLLM's CPU build cannot rewind a seeded request's generator when it splits a prompt over steps (chunked
+        # prefill: "CPU Generator does not use offset", the engine dies); there the engine's seed alone makes the
+        # run reproducible. On GPUs each prompt gets its own seed.
+        self._seed_requests = not current_platform.is_cpu()
 
     def generate(
         self,
@@ -86,7 +99,8 @@ class VllmGenerator:
                 temperature=sampling.temperature,
                 top_p=sampling.top_p,
                 max_tokens=sampling.max_new_tokens,
-                seed=sampling.seed + index,  # one seed for all would make every prompt's samples draw alike
+                # One seed for all would make every prompt's samples draw alike.
+                seed=sampling.seed + index if self._seed_requests else None,
             )
             for index in range(len(conversations))
         ]
@@ -113,6 +127,13 @@ class VllmGenerator:
             return
         self._llm.llm_engine.engine_core.shutdown()
         self._llm = None
+        # The engine's memory is free once its processes have exited, which shutdown does not wait for.
+        deadline = time.monotonic() + _ENGINE_EXIT_S
+        for process in self._engine_processes:
+            process.join(timeout=max(0.0, deadline - time.monotonic()))
+            if process.is_alive():
+                process.kill()
+                process.join()
         from vllm.distributed.parallel_state import destroy_distributed_environment, destroy_model_parallel
 
         destroy_model_parallel()

@@ -1,0 +1,244 @@
+"""The scaling curve: held-out score against tuning compute, at the same inference cost.
+
+    .venv/bin/python bench/scaling.py [--task arithmetic|json_extract] [--n 1 2 4 8 16] [--prompts 48]
+                                      [--prompt-axis 16 32 64 96] [--axis-n 8] [--heldout 48] [--seeds 1]
+
+Two axes of test-time compute, each point one `taoflow round` process on a fresh state directory: candidates per
+prompt (n, at --prompts prompts) and prompts per round (at --axis-n candidates). Tuning compute is what the round
+spent generating: the candidate tokens its summary records. One evaluator judges every adapter and the base
+model: greedy `evaluate` with the task's verifiers on the same held-out prompts no round saw. Inference cost is
+the evaluator's answer tokens per prompt: a LoRA adapter answers in one greedy pass like the base model, so the
+tuned model costs what the base costs per token. Writes docs/scaling.csv and docs/scaling.png (matplotlib).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from scoring import ROOT, TAOFLOW, TASKS, record
+
+from taoflow.connectors.generation.local import TransformersGenerator
+from taoflow.daemon.round.evaluation import evaluate
+from taoflow.daemon.round.parts import build_scorers, resolve_model
+from taoflow.daemon.settings import load_settings
+from taoflow.daemon.store.buffer import PromptBuffer
+from taoflow.daemon.store.state import open_state
+
+FIELDS = [
+    "task",
+    "axis",
+    "n",
+    "prompts",
+    "seed",
+    "candidate_tokens",
+    "examples",
+    "round_seconds",
+    "status",
+    "heldout_score",
+    "answer_tokens",
+]
+
+
+def side_config(work: Path, name: str, task, *, n: int, prompts: int, seed: int) -> Path:
+    data = {
+        "model": {"served_name": "bench"},
+        "storage": {"state_dir": str(work / name)},
+        "ingest": {"heldout_fraction": 0.0},
+        "generate": {"n": n, "max_prompts": prompts, "temperature": 0.7, "max_new_tokens": 32, "seed": seed},
+        "score": {"tasks": {task.name: task.verifier}},
+        "train": {"lora_rank": 16, "epochs": 3, "learning_rate": 1e-3, "batch_size": 8, "seed": seed},
+        # Every adapter is kept whatever the gate's own held-out set says: the one evaluator below judges them.
+        "gate": {
+            "min_samples": 4,
+            "max_new_tokens": 32,
+            "min_mean_improvement": -1.0,
+            "max_slice_regression": 1.0,
+            "confidence": 0.0,
+        },
+    }
+    path = work / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def one_round(path: Path, task, problems, gate_problems) -> dict:
+    state = open_state(load_settings(path))
+    state.buffer.add_many([(record(task, 10_000 + i, p), None) for i, p in enumerate(problems)], source="bench")
+    heldout = PromptBuffer(state.db, heldout_fraction=1.0, heldout_max_per_task=len(gate_problems))
+    heldout.add_many([(record(task, 100_000 + i, p), None) for i, p in enumerate(gate_problems)], source="bench")
+    started = time.perf_counter()
+    subprocess.run([str(TAOFLOW), "round", "--config", str(path), "--no-progress"], check=False)
+    seconds = time.perf_counter() - started
+    row = state.db.query("SELECT status, version, summary FROM rounds ORDER BY id DESC LIMIT 1")[0]
+    summary = json.loads(row["summary"])
+    adapter = state.store.fetch(row["version"]) if row["version"] else None
+    state.close()
+    return {
+        "status": row["status"],
+        "adapter": adapter,
+        "candidate_tokens": summary.get("generate", {}).get("tokens", 0),
+        "examples": summary.get("train", {}).get("examples", 0),
+        "round_seconds": round(seconds, 1),
+    }
+
+
+def plot(rows: list[dict], base: float, path: Path, task: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for axis, label, key in (("n", "candidates per prompt (n)", "n"), ("prompts", "prompts per round", "prompts")):
+        points = sorted((r for r in rows if r["axis"] == axis), key=lambda r: r["candidate_tokens"])
+        if not points:
+            continue
+        xs = [r["candidate_tokens"] for r in points]
+        ys = [100 * r["heldout_score"] for r in points]
+        ax.plot(xs, ys, marker="o", label=f"varying {label}")
+        below = axis == "n"  # the two axes' labels on either side of their points
+        for r, x, y in zip(points, xs, ys, strict=True):
+            offset = (4, -12) if below else (-10, 7)
+            ax.annotate(f"{key}={r[key]}", (x, y), textcoords="offset points", xytext=offset, fontsize=8)
+    ax.axhline(100 * base, color="grey", linestyle="--", label="base model (no tuning)")
+    ax.set_xscale("log")
+    ax.set_xlabel("tuning compute: candidate tokens generated in the round (log)")
+    ax.set_ylabel("held-out score, % (greedy, one evaluator)")
+    ax.set_title(
+        f"taoflow: one round on {task} (SmolLM2-135M, CPU)\nthe tuned model answers in one greedy pass, like the base",
+        fontsize=10,
+    )
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main() -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--task", choices=sorted(TASKS), default="arithmetic")
+    parser.add_argument("--n", type=int, nargs="*", default=[1, 2, 4, 8, 16])
+    parser.add_argument("--prompts", type=int, default=48, help="prompts per round on the n axis")
+    parser.add_argument("--prompt-axis", type=int, nargs="*", default=[16, 32, 64, 96])
+    parser.add_argument("--axis-n", type=int, default=8, help="candidates per prompt on the prompts axis")
+    parser.add_argument("--heldout", type=int, default=48)
+    parser.add_argument("--seeds", type=int, default=1, help="rounds per point (the median is reported)")
+    parser.add_argument("--out", type=Path, default=ROOT / "docs")
+    parser.add_argument("--replot", type=Path, help="only draw the plot again from this scaling.csv")
+    args = parser.parse_args()
+    if args.replot:
+        replot(args.replot, args.out / "scaling.png")
+        return
+    work = Path(tempfile.mkdtemp(prefix="taoflow-bench-scaling-"))
+    task = TASKS[args.task]()
+    eval_settings = load_settings(
+        None,
+        storage={"state_dir": str(work / "eval")},
+        score={"tasks": {task.name: task.verifier}, "sandbox": {"enabled": False}},
+    )
+    problems = task.problems(random.Random(11))
+    heldout, gate_problems, pool = problems[200 : 200 + args.heldout], problems[300:316], problems[400:]
+    points = [("n", n, args.prompts) for n in args.n] + [("prompts", args.axis_n, p) for p in args.prompt_axis]
+    runs = []
+    for axis, n, prompts in points:
+        for seed in range(args.seeds):
+            name = f"{axis}-n{n}-p{prompts}-s{seed}"
+            print(f"== {name}", flush=True)
+            path = side_config(work, name, task, n=n, prompts=prompts, seed=seed)
+            train = random.Random(seed).sample(pool, prompts)
+            runs.append(
+                {"axis": axis, "n": n, "prompts": prompts, "seed": seed, **one_round(path, task, train, gate_problems)}
+            )
+
+    generator = TransformersGenerator(resolve_model(eval_settings).path, batch_rows=96)
+    scorers = build_scorers(eval_settings)
+    shared = [record(task, 200_000 + i, p) for i, p in enumerate(heldout)]
+
+    def measure(adapter: Path | None) -> tuple[float, float]:
+        result = evaluate(generator, shared, scorers, adapter=adapter, max_new_tokens=48)
+        tokens = [len(generator.tokenizer(a, add_special_tokens=False).input_ids) for a in result.answers]
+        return result.mean(task.name), statistics.mean(tokens)
+
+    base, base_tokens = measure(None)
+    for run in runs:
+        score, tokens = measure(run.pop("adapter")) if run["adapter"] else (float("nan"), float("nan"))
+        run.update(task=task.name, heldout_score=round(score, 4), answer_tokens=round(tokens, 1))
+    rows = _medians(runs)
+    args.out.mkdir(parents=True, exist_ok=True)
+    with (args.out / "scaling.csv").open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=FIELDS)
+        writer.writeheader()
+        writer.writerow(
+            {
+                **dict.fromkeys(FIELDS, ""),
+                "task": task.name,
+                "axis": "base",
+                "n": 0,
+                "prompts": 0,
+                "candidate_tokens": 0,
+                "heldout_score": round(base, 4),
+                "answer_tokens": round(base_tokens, 1),
+            }
+        )
+        for row in rows:
+            writer.writerow({k: row.get(k, "") for k in FIELDS})
+    plot(rows, base, args.out / "scaling.png", task.name)
+    print(
+        f"\none evaluator: greedy, 48 tokens, {len(shared)} held-out prompts; base {base:.1%}, "
+        f"{base_tokens:.1f} answer tokens"
+    )
+    print(
+        f"{'axis':>8} {'n':>3} {'prompts':>7} {'cand. tokens':>12} {'examples':>8} {'round s':>8} "
+        f"{'score':>7} {'answer tok':>10}"
+    )
+    for r in rows:
+        print(
+            f"{r['axis']:>8} {r['n']:>3} {r['prompts']:>7} {r['candidate_tokens']:>12} {r['examples']:>8} "
+            f"{r['round_seconds']:>8} {r['heldout_score']:>7.1%} {r['answer_tokens']:>10}"
+        )
+    print(f"wrote {args.out / 'scaling.csv'} and {args.out / 'scaling.png'}")
+
+
+def replot(table: Path, out: Path) -> None:
+    with table.open() as fh:
+        rows = list(csv.DictReader(fh))
+    for row in rows:
+        for key in ("n", "prompts", "candidate_tokens"):
+            row[key] = int(float(row[key]))
+        row["heldout_score"] = float(row["heldout_score"])
+    base = next(r for r in rows if r["axis"] == "base")
+    plot([r for r in rows if r["axis"] != "base"], base["heldout_score"], out, base["task"])
+
+
+def _medians(runs: list[dict]) -> list[dict]:
+    """One row per point: the median over seeds of each figure (the seed column says how many)."""
+    points: dict[tuple, list[dict]] = {}
+    for run in runs:
+        points.setdefault((run["axis"], run["n"], run["prompts"]), []).append(run)
+    rows = []
+    for (axis, n, prompts), group in points.items():
+        row = {"task": group[0]["task"], "axis": axis, "n": n, "prompts": prompts, "seed": f"{len(group)} runs"}
+        for key in ("candidate_tokens", "examples", "round_seconds", "heldout_score", "answer_tokens"):
+            row[key] = statistics.median(g[key] for g in group)
+        row["status"] = ",".join(sorted({g["status"] for g in group}))
+        rows.append(row)
+    return rows
+
+
+if __name__ == "__main__":
+    main()
