@@ -113,6 +113,39 @@ def test_round_end_to_end_on_the_real_model(tmp_path, generator, base_model):
     )
 
 
+def test_an_engine_round_frees_its_generator_before_training_and_builds_it_again_for_the_gate(
+    tmp_path, base_model, monkeypatch
+):
+    # generate.backend vllm: the engine holds accelerator memory that training needs. The factory stands in for the
+    # engine (vLLM is not installed beside the trainer here; tests/e2e/test_vllm_backend.py runs the engine itself).
+    from taoflow.connectors.generation.local import TransformersGenerator
+
+    state = seeded_state(tmp_path, generate={"backend": "vllm"})
+    built, events = [], []
+
+    class Tracked(CountingGenerator):
+        def close(self):
+            events.append("close")
+            super().close()
+
+    def factory(path):
+        events.append("build")
+        built.append(Tracked(TransformersGenerator(path, batch_rows=32)))
+        return built[-1]
+
+    real_train = round_module.train_adapter
+
+    def train(*args, **kwargs):
+        events.append("train")
+        return real_train(*args, **kwargs)
+
+    monkeypatch.setattr(round_module, "train_adapter", train)
+    record = TaoRound(state.settings, state, scorers=build_scorers(state.settings), generator_factory=factory).run()
+    assert (record.status, record.step) == ("done", "done")
+    assert events == ["build", "close", "train", "build"]
+    assert [g.calls for g in built] == [1, 2]  # candidates; then the gate's two sides through one generator
+
+
 def test_a_round_trains_on_several_processes_when_asked(tmp_path, generator):
     state = seeded_state(tmp_path, train={"num_processes": 2})
     record = TaoRound(
