@@ -1,6 +1,6 @@
 """The scaling curve: held-out score against tuning compute, at the same inference cost.
 
-    .venv/bin/python bench/scaling.py [--task arithmetic|json_extract] [--n 1 2 4 8 16] [--prompts 48]
+    .venv/bin/python bench/scaling.py [--tasks arithmetic json_extract] [--n 1 2 4 8 16] [--prompts 48]
                                       [--prompt-axis 16 32 64 96] [--axis-n 8] [--heldout 48] [--seeds 1]
 
 Two axes of test-time compute, each point one `taoflow round` process on a fresh state directory: candidates per
@@ -95,34 +95,36 @@ def one_round(path: Path, task, problems, gate_problems) -> dict:
     }
 
 
-def plot(rows: list[dict], base: float, path: Path, task: str) -> None:
+def plot(rows: list[dict], path: Path) -> None:
+    """One panel per task: held-out score against candidate tokens, each axis a line, the base model dashed."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.2))
-    for axis, label, key in (("n", "candidates per prompt (n)", "n"), ("prompts", "prompts per round", "prompts")):
-        points = sorted((r for r in rows if r["axis"] == axis), key=lambda r: r["candidate_tokens"])
-        if not points:
-            continue
-        xs = [r["candidate_tokens"] for r in points]
-        ys = [100 * r["heldout_score"] for r in points]
-        ax.plot(xs, ys, marker="o", label=f"varying {label}")
-        below = axis == "n"  # the two axes' labels on either side of their points
-        for r, x, y in zip(points, xs, ys, strict=True):
-            offset = (4, -12) if below else (-10, 7)
-            ax.annotate(f"{key}={r[key]}", (x, y), textcoords="offset points", xytext=offset, fontsize=8)
-    ax.axhline(100 * base, color="grey", linestyle="--", label="base model (no tuning)")
-    ax.set_xscale("log")
-    ax.set_xlabel("tuning compute: candidate tokens generated in the round (log)")
-    ax.set_ylabel("held-out score, % (greedy, one evaluator)")
-    ax.set_title(
-        f"taoflow: one round on {task} (SmolLM2-135M, CPU)\nthe tuned model answers in one greedy pass, like the base",
-        fontsize=10,
-    )
-    ax.grid(alpha=0.3)
-    ax.legend(loc="lower right", fontsize=8)
+    tasks = list(dict.fromkeys(r["task"] for r in rows))
+    fig, axes = plt.subplots(1, len(tasks), figsize=(7 * len(tasks), 4.4), squeeze=False)
+    for ax, task in zip(axes[0], tasks, strict=True):
+        mine = [r for r in rows if r["task"] == task]
+        for axis, label, key in (("n", "candidates per prompt (n)", "n"), ("prompts", "prompts per round", "prompts")):
+            points = sorted((r for r in mine if r["axis"] == axis), key=lambda r: r["candidate_tokens"])
+            if not points:
+                continue
+            xs = [r["candidate_tokens"] for r in points]
+            ys = [100 * r["heldout_score"] for r in points]
+            ax.plot(xs, ys, marker="o", label=f"varying {label}")
+            offset = (4, -12) if axis == "n" else (-10, 7)  # the two axes' labels on either side of their points
+            for r, x, y in zip(points, xs, ys, strict=True):
+                ax.annotate(f"{key}={r[key]}", (x, y), textcoords="offset points", xytext=offset, fontsize=8)
+        base = next(r for r in mine if r["axis"] == "base")["heldout_score"]
+        ax.axhline(100 * base, color="grey", linestyle="--", label="base model (no tuning)")
+        ax.set_xscale("log")
+        ax.set_xlabel("tuning compute: candidate tokens generated in the round (log)")
+        ax.set_ylabel("held-out score, % (greedy, one evaluator)")
+        ax.set_title(f"one round on {task}", fontsize=10)
+        ax.grid(alpha=0.3)
+        ax.legend(loc="lower right", fontsize=8)
+    fig.suptitle("taoflow, SmolLM2-135M on CPU: the tuned model answers in one greedy pass, like the base", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
 
@@ -131,7 +133,7 @@ def main() -> None:
     import argparse
 
     parser = argparse.ArgumentParser()
-    parser.add_argument("--task", choices=sorted(TASKS), default="arithmetic")
+    parser.add_argument("--tasks", choices=sorted(TASKS), nargs="*", default=["arithmetic", "json_extract"])
     parser.add_argument("--n", type=int, nargs="*", default=[1, 2, 4, 8, 16])
     parser.add_argument("--prompts", type=int, default=48, help="prompts per round on the n axis")
     parser.add_argument("--prompt-axis", type=int, nargs="*", default=[16, 32, 64, 96])
@@ -141,11 +143,35 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "docs")
     parser.add_argument("--replot", type=Path, help="only draw the plot again from this scaling.csv")
     args = parser.parse_args()
-    if args.replot:
-        replot(args.replot, args.out / "scaling.png")
-        return
-    work = Path(tempfile.mkdtemp(prefix="taoflow-bench-scaling-"))
-    task = TASKS[args.task]()
+    args.out.mkdir(parents=True, exist_ok=True)
+    if not args.replot:
+        work = Path(tempfile.mkdtemp(prefix="taoflow-bench-scaling-"))
+        rows = [row for name in args.tasks for row in run_task(TASKS[name](), args, work / name)]
+        with (args.out / "scaling.csv").open("w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=FIELDS)
+            writer.writeheader()
+            for row in rows:
+                writer.writerow({k: row.get(k, "") for k in FIELDS})
+    rows = read_table(args.replot or args.out / "scaling.csv")
+    plot(rows, args.out / "scaling.png")
+    for task in dict.fromkeys(r["task"] for r in rows):
+        print(f"\n{task}: one evaluator, greedy, 48 tokens, {args.heldout} held-out prompts")
+        print(
+            f"{'axis':>8} {'n':>3} {'prompts':>7} {'cand. tokens':>12} {'examples':>8} {'round s':>8} "
+            f"{'score':>7} {'answer tok':>10}"
+        )
+        for r in rows:
+            if r["task"] == task:
+                print(
+                    f"{r['axis']:>8} {r['n']:>3} {r['prompts']:>7} {r['candidate_tokens']:>12} {r['examples']:>8} "
+                    f"{r['round_seconds']:>8} {r['heldout_score']:>7.1%} {r['answer_tokens']:>10}"
+                )
+    print(f"wrote {args.out / 'scaling.csv'} and {args.out / 'scaling.png'}")
+
+
+def run_task(task, args, work: Path) -> list[dict]:
+    """The task's rounds, then one evaluator over the base model and every adapter: the table's rows."""
+    work.mkdir(parents=True, exist_ok=True)
     eval_settings = load_settings(
         None,
         storage={"state_dir": str(work / "eval")},
@@ -158,7 +184,7 @@ def main() -> None:
     for axis, n, prompts in points:
         for seed in range(args.seeds):
             name = f"{axis}-n{n}-p{prompts}-s{seed}"
-            print(f"== {name}", flush=True)
+            print(f"== {task.name} {name}", flush=True)
             path = side_config(work, name, task, n=n, prompts=prompts, seed=seed)
             train = random.Random(seed).sample(pool, prompts)
             runs.append(
@@ -178,51 +204,19 @@ def main() -> None:
     for run in runs:
         score, tokens = measure(run.pop("adapter")) if run["adapter"] else (float("nan"), float("nan"))
         run.update(task=task.name, heldout_score=round(score, 4), answer_tokens=round(tokens, 1))
-    rows = _medians(runs)
-    args.out.mkdir(parents=True, exist_ok=True)
-    with (args.out / "scaling.csv").open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=FIELDS)
-        writer.writeheader()
-        writer.writerow(
-            {
-                **dict.fromkeys(FIELDS, ""),
-                "task": task.name,
-                "axis": "base",
-                "n": 0,
-                "prompts": 0,
-                "candidate_tokens": 0,
-                "heldout_score": round(base, 4),
-                "answer_tokens": round(base_tokens, 1),
-            }
-        )
-        for row in rows:
-            writer.writerow({k: row.get(k, "") for k in FIELDS})
-    plot(rows, base, args.out / "scaling.png", task.name)
-    print(
-        f"\none evaluator: greedy, 48 tokens, {len(shared)} held-out prompts; base {base:.1%}, "
-        f"{base_tokens:.1f} answer tokens"
-    )
-    print(
-        f"{'axis':>8} {'n':>3} {'prompts':>7} {'cand. tokens':>12} {'examples':>8} {'round s':>8} "
-        f"{'score':>7} {'answer tok':>10}"
-    )
-    for r in rows:
-        print(
-            f"{r['axis']:>8} {r['n']:>3} {r['prompts']:>7} {r['candidate_tokens']:>12} {r['examples']:>8} "
-            f"{r['round_seconds']:>8} {r['heldout_score']:>7.1%} {r['answer_tokens']:>10}"
-        )
-    print(f"wrote {args.out / 'scaling.csv'} and {args.out / 'scaling.png'}")
+    generator.close()
+    base_row = {"task": task.name, "axis": "base", "n": 0, "prompts": 0, "candidate_tokens": 0}
+    return [{**base_row, "heldout_score": round(base, 4), "answer_tokens": round(base_tokens, 1)}, *_medians(runs)]
 
 
-def replot(table: Path, out: Path) -> None:
+def read_table(table: Path) -> list[dict]:
     with table.open() as fh:
         rows = list(csv.DictReader(fh))
     for row in rows:
         for key in ("n", "prompts", "candidate_tokens"):
             row[key] = int(float(row[key]))
         row["heldout_score"] = float(row["heldout_score"])
-    base = next(r for r in rows if r["axis"] == "base")
-    plot([r for r in rows if r["axis"] != "base"], base["heldout_score"], out, base["task"])
+    return rows
 
 
 def _medians(runs: list[dict]) -> list[dict]:
