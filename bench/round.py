@@ -156,7 +156,10 @@ class GpuUtilisation:
             "--format=csv,noheader,nounits",
         ]
         while not self._stop.wait(0.2):
-            out = subprocess.run(query, capture_output=True, text=True, check=False).stdout.strip()
+            try:
+                out = subprocess.run(query, capture_output=True, text=True, check=False, timeout=5).stdout.strip()
+            except subprocess.TimeoutExpired:
+                continue
             if out:
                 util, memory = (float(v) for v in out.split(","))
                 self._samples.append((util, memory))

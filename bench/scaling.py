@@ -14,28 +14,23 @@ tuned model costs what the base costs per token. Writes docs/scaling.csv and doc
 from __future__ import annotations
 
 import csv
-import json
+import math
 import random
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
-
-import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from scoring import ROOT, TAOFLOW, TASKS, record
+from scoring import ROOT, TASKS, record
+from warm_start import one_round, promoting_config
 
 from taoflow.connectors.generation.local import TransformersGenerator
 from taoflow.daemon.round.evaluation import evaluate
 from taoflow.daemon.round.parts import build_scorers, resolve_model
 from taoflow.daemon.settings import load_settings
-from taoflow.daemon.store.buffer import PromptBuffer
-from taoflow.daemon.store.state import open_state
 
 FIELDS = [
     "task",
@@ -52,49 +47,6 @@ FIELDS = [
 ]
 
 
-def side_config(work: Path, name: str, task, *, n: int, prompts: int, seed: int) -> Path:
-    data = {
-        "model": {"served_name": "bench"},
-        "storage": {"state_dir": str(work / name)},
-        "ingest": {"heldout_fraction": 0.0},
-        "generate": {"n": n, "max_prompts": prompts, "temperature": 0.7, "max_new_tokens": 32, "seed": seed},
-        "score": {"tasks": {task.name: task.verifier}},
-        "train": {"lora_rank": 16, "epochs": 3, "learning_rate": 1e-3, "batch_size": 8, "seed": seed},
-        # Every adapter is kept whatever the gate's own held-out set says: the one evaluator below judges them.
-        "gate": {
-            "min_samples": 4,
-            "max_new_tokens": 32,
-            "min_mean_improvement": -1.0,
-            "max_slice_regression": 1.0,
-            "confidence": 0.0,
-        },
-    }
-    path = work / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(data))
-    return path
-
-
-def one_round(path: Path, task, problems, gate_problems) -> dict:
-    state = open_state(load_settings(path))
-    state.buffer.add_many([(record(task, 10_000 + i, p), None) for i, p in enumerate(problems)], source="bench")
-    heldout = PromptBuffer(state.db, heldout_fraction=1.0, heldout_max_per_task=len(gate_problems))
-    heldout.add_many([(record(task, 100_000 + i, p), None) for i, p in enumerate(gate_problems)], source="bench")
-    started = time.perf_counter()
-    subprocess.run([str(TAOFLOW), "round", "--config", str(path), "--no-progress"], check=False)
-    seconds = time.perf_counter() - started
-    row = state.db.query("SELECT status, version, summary FROM rounds ORDER BY id DESC LIMIT 1")[0]
-    summary = json.loads(row["summary"])
-    adapter = state.store.fetch(row["version"]) if row["version"] else None
-    state.close()
-    return {
-        "status": row["status"],
-        "adapter": adapter,
-        "candidate_tokens": summary.get("generate", {}).get("tokens", 0),
-        "examples": summary.get("train", {}).get("examples", 0),
-        "round_seconds": round(seconds, 1),
-    }
-
-
 def plot(rows: list[dict], path: Path) -> None:
     """One panel per task: held-out score against candidate tokens, each axis a line, the base model dashed."""
     import matplotlib
@@ -107,7 +59,9 @@ def plot(rows: list[dict], path: Path) -> None:
     for ax, task in zip(axes[0], tasks, strict=True):
         mine = [r for r in rows if r["task"] == task]
         for axis, label, key in (("n", "candidates per prompt (n)", "n"), ("prompts", "prompts per round", "prompts")):
-            points = sorted((r for r in mine if r["axis"] == axis), key=lambda r: r["candidate_tokens"])
+            # A skipped round has no adapter to score: it has no point on the curve (the table keeps its row).
+            kept = (r for r in mine if r["axis"] == axis and math.isfinite(r["heldout_score"]))
+            points = sorted(kept, key=lambda r: r["candidate_tokens"])
             if not points:
                 continue
             xs = [r["candidate_tokens"] for r in points]
@@ -185,10 +139,26 @@ def run_task(task, args, work: Path) -> list[dict]:
         for seed in range(args.seeds):
             name = f"{axis}-n{n}-p{prompts}-s{seed}"
             print(f"== {task.name} {name}", flush=True)
-            path = side_config(work, name, task, n=n, prompts=prompts, seed=seed)
-            train = random.Random(seed).sample(pool, prompts)
+            path = promoting_config(
+                work,
+                name,
+                task,
+                generate={"n": n, "max_prompts": prompts, "seed": seed},
+                train={"seed": seed},
+            )
+            result = one_round(path, task, random.Random(seed).sample(pool, prompts), 10_000, gate_problems)
             runs.append(
-                {"axis": axis, "n": n, "prompts": prompts, "seed": seed, **one_round(path, task, train, gate_problems)}
+                {
+                    "axis": axis,
+                    "n": n,
+                    "prompts": prompts,
+                    "seed": seed,
+                    "status": result["status"],
+                    "adapter": result["adapter"],
+                    "candidate_tokens": result["candidate_tokens"],
+                    "examples": result["examples"] or 0,
+                    "round_seconds": round(result["seconds"], 1),
+                }
             )
 
     generator = TransformersGenerator(resolve_model(eval_settings).path, batch_rows=96)

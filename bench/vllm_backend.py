@@ -80,6 +80,7 @@ def main() -> None:
             env=env,
             cwd=work,
             check=False,
+            timeout=1800,  # an engine that hangs ends the bench instead of holding it forever
         )
     lines = [line for line in run.stdout.splitlines() if line.startswith("RESULT ")]
     if run.returncode != 0 or not lines:

@@ -34,14 +34,16 @@ from taoflow.daemon.store.buffer import PromptBuffer
 from taoflow.daemon.store.state import open_state
 
 
-def side_config(work: Path, init: str, args, task) -> Path:
+def promoting_config(work: Path, name: str, task, *, generate: dict, train: dict) -> Path:
+    """A side's settings file: the bench's model and budget, its own state directory, and a gate that promotes
+    every adapter (one evaluator outside the rounds judges them)."""
     data = {
         "model": {"served_name": "bench"},
-        "storage": {"state_dir": str(work / init)},
+        "storage": {"state_dir": str(work / name)},
         "ingest": {"heldout_fraction": 0.0},
-        "generate": {"n": args.n, "max_prompts": args.prompts, "temperature": 0.7, "max_new_tokens": 32},
+        "generate": {"temperature": 0.7, "max_new_tokens": 32, **generate},
         "score": {"tasks": {task.name: task.verifier}},
-        "train": {"lora_rank": 16, "epochs": 3, "learning_rate": 1e-3, "batch_size": 8, "init": init},
+        "train": {"lora_rank": 16, "epochs": 3, "learning_rate": 1e-3, "batch_size": 8, **train},
         "gate": {
             "min_samples": 4,
             "max_new_tokens": 32,
@@ -50,9 +52,13 @@ def side_config(work: Path, init: str, args, task) -> Path:
             "confidence": 0.0,
         },
     }
-    path = work / f"{init}.yaml"
+    path = work / f"{name}.yaml"
     path.write_text(yaml.safe_dump(data))
     return path
+
+
+def side_config(work: Path, init: str, args, task) -> Path:
+    return promoting_config(work, init, task, generate={"n": args.n, "max_prompts": args.prompts}, train={"init": init})
 
 
 def one_round(path: Path, task, prompts, first_id: int, gate_prompts) -> dict:
@@ -73,6 +79,7 @@ def one_round(path: Path, task, prompts, first_id: int, gate_prompts) -> dict:
         "adapter": adapter,
         "init": summary.get("train", {}).get("init"),
         "examples": summary.get("train", {}).get("examples"),
+        "candidate_tokens": summary.get("generate", {}).get("tokens", 0),
         "champion": champion,
         "seconds": seconds,
     }
