@@ -261,6 +261,12 @@ class GenerateSettings(_Section):
     """Sequences decoded together by the local backend (prompts x n)."""
     seed: int = 0
     """Sampling seed, for reproducible rounds."""
+    retry_unsolved: int = Field(2, ge=0, le=16)
+    """A prompt in which a round found nothing to learn (no candidate passed train.selection) is not consumed: up to
+    this many later rounds try it again, with the champion they run and retry_n candidates, before new prompts (at
+    most half a round while new ones wait). It counts as new for retrain policies. 0: every prompt is tried once."""
+    retry_n: int = Field(0, ge=0, le=256)
+    """Candidates sampled for a prompt being tried again; 0: twice n (at most 256)."""
     vllm: VllmEngineSettings = VllmEngineSettings()
     """The `vllm` backend's engine: one per round process, for candidates and the gate's evaluation."""
 

@@ -99,6 +99,11 @@ class TrainingResult:
     log: list[dict[str, float]] = field(default_factory=list)
 
     @property
+    def tokens(self) -> int:
+        """Tokens the trainer fed the model (its cumulative `num_tokens` metric; 0 where it keeps none)."""
+        return int(max((e["num_tokens"] for e in self.log if "num_tokens" in e), default=0))
+
+    @property
     def samples_per_second(self) -> float:
         return self.samples_seen / self.seconds if self.seconds > 0 else 0.0
 

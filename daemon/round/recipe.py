@@ -34,6 +34,7 @@ from taoflow.daemon.round import candidates as cand
 from taoflow.daemon.round.evaluation import evaluate, load_golden, rescore, slices
 from taoflow.daemon.round.parts import TaskScorers, gate_policy, resolve_model, training_config
 from taoflow.daemon.settings import Settings
+from taoflow.daemon.store.buffer import StoredPrompt
 from taoflow.daemon.store.erasure import erased_request_ids
 from taoflow.daemon.store.rounds import RoundRecord, RoundStore
 from taoflow.daemon.store.state import State
@@ -134,18 +135,27 @@ class TaoRound:
         return {"prompts": len(prompts), "tasks": tasks, "champion": champion}, None
 
     def generate(self, record: RoundRecord) -> tuple[dict[str, Any], str | None]:
-        prompts, champion = self._prompts(record)
+        stored, champion = self._stored(record)
+        prompts = [p.record for p in stored]
         g = self.settings.generate
         sampling = SamplingConfig(
             n=g.n, temperature=g.temperature, top_p=g.top_p, max_new_tokens=g.max_new_tokens, seed=g.seed + record.id
         )
+        # Prompts earlier rounds found nothing to learn in get more candidates (generate.retry_n).
+        again = replace(sampling, n=g.retry_n or min(2 * g.n, 256))
+        retried = [i for i, p in enumerate(stored) if p.attempts]
+        fresh = [i for i, p in enumerate(stored) if not p.attempts]
+        progress = self.progress("generate", len(prompts))
+        outputs: list[Any] = [None] * len(prompts)
         started = time.perf_counter()
-        outputs = self.generator().generate(
-            [p.messages for p in prompts],
-            sampling,
-            adapter=self._adapter_path(champion),
-            progress=self.progress("generate", len(prompts)),
-        )
+        for indices, config in ((fresh, sampling), (retried, again)):
+            if not indices:
+                continue
+            rows = self.generator().generate(
+                [prompts[i].messages for i in indices], config, adapter=self._adapter_path(champion), progress=progress
+            )
+            for i, row in zip(indices, rows, strict=True):
+                outputs[i] = row
         seconds = time.perf_counter() - started
         placement = "fleet" if self.settings.generate.backend == "fleet" else self.placement.device
         cand.write_candidates(record.work_dir / "candidates.jsonl", prompts, outputs)
@@ -157,6 +167,7 @@ class TaoRound:
             "backend": self.settings.generate.backend,
             "device": placement,
             "sampling": asdict(sampling),
+            "retried": {"prompts": len(retried), "n": again.n},
         }, None
 
     def score(self, record: RoundRecord) -> tuple[dict[str, Any], str | None]:
@@ -223,6 +234,7 @@ class TaoRound:
             "steps": result.steps,
             "final_loss": result.final_loss,
             "samples_per_second": round(result.samples_per_second, 2),
+            "tokens": result.tokens,
             "train_seconds": round(result.seconds, 2),
             "resumed_from": result.resumed_from,
             "init": warm or "base",
@@ -259,10 +271,14 @@ class TaoRound:
                 manifest=manifest,
             )
         skipped = record.work_dir / "erased-before-training.json"
-        self.state.buffer.mark_consumed(
-            _ids(record), record.id, not_trained=json.loads(skipped.read_text()) if skipped.exists() else ()
+        again = self.state.buffer.mark_consumed(
+            _ids(record),
+            record.id,
+            not_trained=json.loads(skipped.read_text()) if skipped.exists() else (),
+            unsolved=self._unsolved(record),
+            retries=self.settings.generate.retry_unsolved,
         )
-        return {"version": version, "uri": uri}, version
+        return {"version": version, "uri": uri, "retry": len(again)}, version
 
     def gate(self, record: RoundRecord) -> tuple[dict[str, Any], str | None]:
         version = record.version
@@ -381,10 +397,17 @@ class TaoRound:
         )
 
     def _skip(self, record: RoundRecord, step: str, reason: str, started: float) -> RoundRecord:
-        """A skipped round consumes its prompts (they were tried with this champion) and trains on none of them."""
+        """A skipped round trains on none of its prompts: each is left for a later round while it has tries left
+        (generate.retry_unsolved), else consumed."""
         prompts, _ = self._prompts(record)
-        self.state.buffer.mark_consumed(_ids(record), record.id, not_trained=[p.request_id for p in prompts])
-        summary = {"skipped": reason, "seconds": round(time.perf_counter() - started, 2)}
+        again = self.state.buffer.mark_consumed(
+            _ids(record),
+            record.id,
+            not_trained=[p.request_id for p in prompts],
+            unsolved=_ids(record),
+            retries=self.settings.generate.retry_unsolved,
+        )
+        summary = {"skipped": reason, "seconds": round(time.perf_counter() - started, 2), "retry": len(again)}
         return self.rounds.skip(record.id, step, reason, summary)
 
     def generator(self) -> Generator:
@@ -436,9 +459,21 @@ class TaoRound:
         return self.state.store.fetch(version) if version else None
 
     def _prompts(self, record: RoundRecord) -> tuple[list[PromptRecord], str | None]:
+        stored, champion = self._stored(record)
+        return [p.record for p in stored], champion
+
+    def _stored(self, record: RoundRecord) -> tuple[list[StoredPrompt], str | None]:
         data = json.loads((record.work_dir / "prompts.json").read_text())
-        stored = self.state.buffer.get(data["ids"])
-        return [p.record for p in stored], data["champion"]
+        return self.state.buffer.get(data["ids"]), data["champion"]
+
+    def _unsolved(self, record: RoundRecord) -> list[int]:
+        """The round's prompts in which no candidate passed the selection (nothing to learn from them)."""
+        stored, _ = self._stored(record)
+        ids = {p.record.request_id: p.id for p in stored}
+        scored = cand.read_scored(record.work_dir / "scored.jsonl")
+        return [
+            ids[p.request_id] for p, cands in scored if p.request_id in ids and not self.selection.learns_from(cands)
+        ]
 
 
 def _verdict(gate: dict[str, Any]) -> str:

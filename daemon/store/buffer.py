@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Literal, NamedTuple
 
 from taoflow.connectors.records import PromptRecord
-from taoflow.daemon.store.erasure import record_trained
+from taoflow.daemon.store.erasure import chunks, record_trained
 from taoflow.daemon.store.storage import Database, prompt_hash_key
 from taoflow.policies.admission import plan_evictions
 from taoflow.policies.split import assign_split
@@ -41,6 +41,7 @@ class StoredPrompt:
     id: int
     record: PromptRecord
     split: str
+    attempts: int = 0  # rounds that tried it and found nothing to learn in it
 
 
 @dataclass(frozen=True)
@@ -278,27 +279,41 @@ class PromptBuffer:
         return {(r[0], r[1]): int(r[2]) for r in self._db.query("SELECT task, reason, count FROM evictions")}
 
     def training_prompts(self, limit: int, *, tasks: Sequence[str] | None = None) -> list[StoredPrompt]:
-        """Up to `limit` untrained prompts, newest first, taken round-robin across tasks. Reads only the rows it
-        returns (each task's newest ids through an index, then those records)."""
+        """Up to `limit` untrained prompts, taken round-robin across tasks: those earlier rounds tried without
+        finding anything to learn first (up to half the limit, more when new ones are short), then new ones, each
+        newest first. Reads only the rows it returns (each task's newest ids through an index, then those
+        records)."""
         counts = {row[0]: row[1] for row in self._db.query("SELECT task, new FROM task_counts WHERE new > 0")}
-        queues = [
+        wanted = [task for task in sorted(counts) if tasks is None or task in tasks]
+        untrained = "task = ? AND split = 'train' AND consumed_by IS NULL"
+        retried = _round_robin(
             [
-                r[0]
-                for r in self._db.query(
-                    "SELECT id FROM prompts WHERE task = ? AND split = 'train' AND consumed_by IS NULL"
-                    " ORDER BY id DESC LIMIT ?",
-                    (task, limit),
-                )
-            ]
-            for task in sorted(counts)
-            if tasks is None or task in tasks
-        ]
-        chosen: list[int] = []
-        depth = 0
-        while len(chosen) < limit and any(depth < len(q) for q in queues):
-            chosen.extend(q[depth] for q in queues if depth < len(q))
-            depth += 1
-        return self.get(chosen[:limit])
+                [
+                    r[0]
+                    for r in self._db.query(
+                        f"SELECT id FROM prompts WHERE {untrained} AND attempts > 0 ORDER BY id DESC LIMIT ?",
+                        (task, limit),
+                    )
+                ]
+                for task in wanted
+            ],
+            limit,
+        )
+        fresh = _round_robin(
+            [
+                [
+                    r[0]
+                    for r in self._db.query(
+                        f"SELECT id FROM prompts WHERE {untrained} AND attempts = 0 ORDER BY id DESC LIMIT ?",
+                        (task, limit),
+                    )
+                ]
+                for task in wanted
+            ],
+            limit,
+        )
+        again = min(len(retried), max(limit // 2, limit - len(fresh)))
+        return self.get(retried[:again] + fresh[: limit - again])
 
     def heldout(self, *, tasks: Sequence[str] | None = None) -> list[StoredPrompt]:
         rows = self._db.query("SELECT id, record, split, task FROM prompts WHERE split='heldout' ORDER BY id")
@@ -319,17 +334,44 @@ class PromptBuffer:
         if not ids:
             return []
         marks = ",".join("?" * len(ids))
-        rows = self._db.query(f"SELECT id, record, split FROM prompts WHERE id IN ({marks}) ORDER BY id", tuple(ids))
-        return [StoredPrompt(r[0], PromptRecord.from_json(r[1]), r[2]) for r in rows]
+        rows = self._db.query(
+            f"SELECT id, record, split, attempts FROM prompts WHERE id IN ({marks}) ORDER BY id", tuple(ids)
+        )
+        return [StoredPrompt(r[0], PromptRecord.from_json(r[1]), r[2], r[3]) for r in rows]
 
-    def mark_consumed(self, ids: Sequence[int], round_id: int, *, not_trained: Collection[str] = ()) -> None:
+    def mark_consumed(
+        self,
+        ids: Sequence[int],
+        round_id: int,
+        *,
+        not_trained: Collection[str] = (),
+        unsolved: Collection[int] = (),
+        retries: int = 0,
+    ) -> list[int]:
         """The round trained on these prompts. Those erased meanwhile (but after the round's training began: not
-        among the request ids `not_trained`) become tombstones of this round."""
+        among the request ids `not_trained`) become tombstones of this round. Of the `unsolved` ones (the round
+        found nothing to learn in them), those tried fewer than `retries` times stay for a later round with one
+        more attempt counted; returns their ids."""
         with self._db.transaction() as conn:
+            again: list[int] = []
+            wanted = set(unsolved)
+            for chunk in chunks([i for i in ids if i in wanted], 500):
+                marks = ",".join("?" * len(chunk))
+                again += [
+                    r[0]
+                    for r in conn.execute(
+                        f"SELECT id FROM prompts WHERE id IN ({marks}) AND split = 'train' AND attempts < ?",
+                        (*chunk, retries),
+                    )
+                ]
+            conn.executemany("UPDATE prompts SET attempts = attempts + 1 WHERE id = ?", [(i,) for i in again])
+            kept = set(again)
+            done = [i for i in ids if i not in kept]
             conn.executemany(
-                "UPDATE prompts SET consumed_by=? WHERE id=? AND split='train'", [(round_id, i) for i in ids]
+                "UPDATE prompts SET consumed_by=? WHERE id=? AND split='train'", [(round_id, i) for i in done]
             )
-            record_trained(conn, ids, round_id, not_trained=not_trained)
+            record_trained(conn, done, round_id, not_trained=not_trained)
+        return again
 
     def dead_letters(self, *, limit: int = 100) -> list[DeadLetter]:
         rows = self._db.query(
@@ -337,3 +379,13 @@ class PromptBuffer:
             (limit,),
         )
         return [DeadLetter(*tuple(r)) for r in rows]
+
+
+def _round_robin(queues: Sequence[Sequence[int]], limit: int) -> list[int]:
+    """Up to `limit` ids, one from each queue in turn."""
+    chosen: list[int] = []
+    depth = 0
+    while len(chosen) < limit and any(depth < len(q) for q in queues):
+        chosen.extend(q[depth] for q in queues if depth < len(q))
+        depth += 1
+    return chosen[:limit]

@@ -30,6 +30,7 @@ __all__ = [
     "ErasedPrompt",
     "ErasureKey",
     "ErasureReport",
+    "chunks",
     "erase",
     "erased",
     "erased_request_ids",
@@ -113,7 +114,7 @@ def erase(
         report.dead_letters += conn.execute(
             "DELETE FROM dead_letters WHERE source = ? AND origin = ?", (source, origin)
         ).rowcount
-    for chunk in _chunks(list(dead_payloads), 200):
+    for chunk in chunks(list(dead_payloads), 200):
         marks = ",".join("?" * len(chunk))
         report.dead_letters += conn.execute(f"DELETE FROM dead_letters WHERE payload IN ({marks})", chunk).rowcount
     return report
@@ -308,7 +309,7 @@ def record_trained(
     """Prompts of a round erased while it ran, that its training still saw (their request ids are not among
     `not_trained`): tombstones of that round. Returns how many."""
     changed = 0
-    for chunk in _chunks(list(prompt_ids), 500):
+    for chunk in chunks(list(prompt_ids), 500):
         marks = ",".join("?" * len(chunk))
         for erasure_id, request_id in conn.execute(
             f"SELECT id, request_id FROM erasures WHERE consumed_by IS NULL AND prompt_id IN ({marks})", chunk
@@ -322,7 +323,7 @@ def record_trained(
 def erased_request_ids(db: Database, request_ids: Sequence[str]) -> set[str]:
     """Which of `request_ids` have been erased."""
     found: set[str] = set()
-    for chunk in _chunks(list(request_ids), 500):
+    for chunk in chunks(list(request_ids), 500):
         marks = ",".join("?" * len(chunk))
         found |= {
             r[0] for r in db.query(f"SELECT request_id FROM erasures WHERE request_id IN ({marks})", tuple(chunk))
@@ -356,7 +357,8 @@ def trained_by_version(db: Database) -> dict[tuple[str, str], int]:
     return {(str(r[0]), str(r[1])): int(r[2]) for r in rows}
 
 
-def _chunks(items: list[T], size: int) -> Iterable[list[T]]:
+def chunks(items: list[T], size: int) -> Iterable[list[T]]:
+    """`items` in lists of at most `size` (SQLite's bound parameters per statement are limited)."""
     for start in range(0, len(items), size):
         yield items[start : start + size]
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 __all__ = ["SCHEMA_VERSION", "Database", "prompt_hash_key"]
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 _PAGE_SIZE = 16384
 # About 64 MiB of WAL: reached only if the background checkpointer falls far behind.
 _WRITER_CHECKPOINT_PAGES = 4096
@@ -46,11 +46,14 @@ CREATE TABLE IF NOT EXISTS prompts (
     record TEXT NOT NULL,
     source TEXT NOT NULL,
     ingested_at REAL NOT NULL,
-    consumed_by INTEGER
+    consumed_by INTEGER,
+    -- Rounds that tried the prompt and found nothing to learn in it (generate.retry_unsolved).
+    attempts INTEGER NOT NULL DEFAULT 0
 );
 -- The untrained prompts of a task, newest or oldest first: a round's selection and eviction read only the rows
 -- they take.
 CREATE INDEX IF NOT EXISTS prompts_new ON prompts (task, id) WHERE split = 'train' AND consumed_by IS NULL;
+-- prompts_retry, on the column `attempts` a version-4 table lacks, is made by the migration to version 5.
 -- The gate's held-out set, in order.
 CREATE INDEX IF NOT EXISTS prompts_heldout ON prompts (task) WHERE split = 'heldout';
 -- Consumed prompts: what retention looks at (new prompts are not in it).
@@ -292,6 +295,16 @@ class Database:
             if version < 4:  # 3 had no erasures: its trigger let an erased prompt back in
                 conn.execute("DROP TRIGGER IF EXISTS prompts_not_again")
                 conn.execute(_NOT_AGAIN)
+            if version < 5:  # 4 consumed every prompt a round tried; 5 counts the tries that found nothing to learn
+                columns = {row[1] for row in conn.execute("PRAGMA table_info(prompts)")}
+                if "attempts" not in columns:
+                    conn.execute("ALTER TABLE prompts ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0")
+                # The untrained prompts a round tried without finding anything to learn: the next rounds take
+                # them first.
+                conn.execute(
+                    "CREATE INDEX IF NOT EXISTS prompts_retry ON prompts (task, id)"
+                    " WHERE split = 'train' AND consumed_by IS NULL AND attempts > 0"
+                )
             conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
     def _connect(self) -> sqlite3.Connection:

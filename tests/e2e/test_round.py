@@ -101,8 +101,11 @@ def test_round_end_to_end_on_the_real_model(tmp_path, generator, base_model):
     assert manifest["data"]["prompts"] == summary["prepare"]["prompts"]
     assert set(manifest["timings_seconds"]) >= {"prepare", "generate", "score", "train"}
     assert manifest["scores"]["math"]["candidates"] == summary["generate"]["candidates"]
-    # Prompts used by the round are no longer new; held-out prompts are untouched.
-    assert state.buffer.stats().tasks["math"].new == state.buffer.stats().tasks["math"].train - 6
+    # Prompts the round learnt from are no longer new, those it found nothing to learn in stay to be tried again
+    # (generate.retry_unsolved); held-out prompts are untouched.
+    retry = summary["register"]["retry"]
+    assert 0 <= retry < 6 and summary["train"]["tokens"] > 0
+    assert state.buffer.stats().tasks["math"].new == state.buffer.stats().tasks["math"].train - 6 + retry
     # Generation (1), the gate's two evaluations (base and candidate) and two on the golden set: one generator.
     assert counting.calls == 5
     assert (summary["generate"]["backend"], summary["generate"]["device"]) == ("transformers", "cpu")
@@ -226,6 +229,7 @@ def test_a_round_with_nothing_to_learn_is_skipped_with_its_figures(tmp_path, gen
     # A scorer that rates every answer alike: under relative selection no candidate beats its group.
     state = seeded_state(
         tmp_path,
+        generate={"retry_unsolved": 1},
         train={"selection": "relative", "relative_margin": 0.1},
         score={"tasks": {"math": [{"type": "regex", "params": {"pattern": "^never matches$"}}]}},
     )
@@ -240,9 +244,19 @@ def test_a_round_with_nothing_to_learn_is_skipped_with_its_figures(tmp_path, gen
         f"math: {prompts} prompts, best scores median 0.0 max 0.0, 0/{3 * prompts} candidates unscored"
     )
     assert record.summary["train"]["skipped"] == record.reason
-    # Its prompts are consumed (tried with this champion): the next round takes others.
+    # Its prompts stay to be tried again (generate.retry_unsolved: 1 here), first and with twice the candidates ...
     taken = set(json.loads((record.work_dir / "prompts.json").read_text())["ids"])
-    assert taken and not taken & {p.id for p in state.buffer.training_prompts(100)}
+    assert record.summary["train"]["retry"] == len(taken) == prompts
+    assert {p.id: p.attempts for p in state.buffer.training_prompts(100) if p.id in taken} == dict.fromkeys(taken, 1)
+    again = TaoRound(
+        state.settings, state, scorers=build_scorers(state.settings), generator_factory=lambda p: generator
+    ).run()
+    retaken = set(json.loads((again.work_dir / "prompts.json").read_text())["ids"])
+    retried = again.summary["generate"]["retried"]
+    assert retried == {"prompts": len(taken & retaken), "n": 6} and retried["prompts"] >= prompts // 2
+    assert again.summary["generate"]["candidates"] == 6 * retried["prompts"] + 3 * (len(retaken) - retried["prompts"])
+    # ... and once their tries run out they are consumed: the next round takes others.
+    assert again.status == "skipped" and not taken & retaken & {p.id for p in state.buffer.training_prompts(100)}
 
 
 def test_a_grpo_round_trains_on_the_prompts_whose_answers_score_differently(tmp_path, generator):

@@ -184,3 +184,53 @@ def test_freshness_reads_the_newest_and_oldest_untrained_prompt(tmp_path):
     newest, median, oldest = buffer.freshness()["t"]
     assert (newest, oldest) == (2000.0, 1000.0) and median in (1000.0, 2000.0)
     db.close()
+
+
+def test_unsolved_prompts_stay_for_the_next_rounds_until_their_tries_run_out(buffer):
+    buffer.add_many([(rec(i), None) for i in range(40)], source="t")
+    batch = buffer.training_prompts(8)
+    hard = [batch[0].id, batch[3].id]
+    kept = buffer.mark_consumed([p.id for p in batch], round_id=1, unsolved=hard, retries=2)
+    assert sorted(kept) == sorted(hard)
+    left = {p.id: p.attempts for p in buffer.training_prompts(1000)}
+    assert {i: left[i] for i in hard} == dict.fromkeys(hard, 1)
+    assert not {p.id for p in batch[1:3] + batch[4:]} & set(left)  # solved ones are consumed
+    # The next round takes them first, though newer prompts wait; a second miss counts a second try ...
+    again = buffer.training_prompts(4)
+    assert set(hard) <= {p.id for p in again} and sum(p.attempts for p in again) == 2
+    assert sorted(buffer.mark_consumed(hard, round_id=2, unsolved=hard, retries=2)) == sorted(hard)
+    # ... and the third consumes them: no prompt is tried more than 1 + retries times.
+    assert buffer.mark_consumed(hard, round_id=3, unsolved=hard, retries=2) == []
+    assert not set(hard) & {p.id for p in buffer.training_prompts(1000)}
+    assert buffer.mark_consumed([batch[5].id], round_id=4, unsolved=[batch[5].id], retries=0) == []
+
+
+def test_retried_prompts_take_at_most_half_a_round_while_new_ones_wait(buffer):
+    buffer.add_many([(rec(i), None) for i in range(60)], source="t")
+    first = buffer.training_prompts(20)
+    buffer.mark_consumed([p.id for p in first], round_id=1, unsolved=[p.id for p in first], retries=1)
+    stats = buffer.stats()
+    assert stats.new == stats.tasks["math"].train  # retried prompts still count as new
+    batch = buffer.training_prompts(10)
+    assert sum(p.attempts > 0 for p in batch) == 5
+    # With no new prompts left, retried ones fill the round.
+    fresh = [p.id for p in buffer.training_prompts(1000) if not p.attempts]
+    buffer.mark_consumed(fresh, round_id=2)
+    assert all(p.attempts == 1 for p in buffer.training_prompts(10)) and len(buffer.training_prompts(10)) == 10
+
+
+def test_a_version_4_state_file_gains_the_attempts_column(tmp_path):
+    db = Database(tmp_path / "v4.db")
+    PromptBuffer(db, heldout_fraction=0.0, heldout_max_per_task=0).add_many([(rec(1), None)], source="t")
+    with db.transaction() as conn:  # what version 4 wrote: no attempts column, no retry index
+        conn.execute("DROP INDEX prompts_retry")
+        conn.execute("ALTER TABLE prompts DROP COLUMN attempts")
+        conn.execute("PRAGMA user_version=4")
+    db.close()
+    db = Database(tmp_path / "v4.db")
+    buffer = PromptBuffer(db, heldout_fraction=0.0, heldout_max_per_task=0)
+    (prompt,) = buffer.training_prompts(10)
+    assert prompt.attempts == 0
+    assert buffer.mark_consumed([prompt.id], round_id=1, unsolved=[prompt.id], retries=1) == [prompt.id]
+    assert db.query("SELECT name FROM sqlite_master WHERE name = 'prompts_retry'")
+    db.close()

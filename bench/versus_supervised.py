@@ -1,0 +1,365 @@
+"""Label-free rounds against supervised fine-tuning on gold answers, on the demo tasks, in one run.
+
+    .venv/bin/python bench/versus_supervised.py [--tasks arithmetic json_extract] [--labeled 32] [--rounds 3]
+                                                [--factor 4] [--heldout 48] [--seeds 1 2 3]
+                                                [--lrs 3e-4 1e-3 3e-3] [--set train.objective=dpo ...]
+
+Per task and seed, from the same base model:
+- supervised: a LoRA adapter trained on the gold answers of L labeled prompts (`--labeled`), with the training
+  settings' defaults (rank, epochs, batch) and its learning rate chosen by a sweep (`--lrs`) on a validation split;
+- taoflow, no labels, on the same L prompts: one round, then rounds 2..K (`--rounds`) on the same state: the
+  flywheel as it runs, each round's adapter continuing the champion's, the prompts no candidate solved retried
+  (`generate.retry_unsolved`);
+- taoflow, no labels, one round on factor x L prompts (`--factor`): unlabeled prompts are the cheap resource.
+The taoflow sides run `taoflow round` with the settings' defaults (the recipe under test; `--set` overrides any of
+it), only the round's size, answer length and seeds set here, and a gate that promotes every adapter (the
+evaluator below judges them all). One evaluator judges every adapter and the base model: greedy `evaluate` with
+the task's verifiers on the same held-out prompts no side trained on. Each figure is the median over `--seeds`
+(prompts drawn, sampling and training seeded by it). Tuning compute: candidate tokens generated and tokens the
+trainer fed the model. Writes docs/versus_supervised.csv and docs/versus_supervised.png (matplotlib).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from scoring import ROOT, TAOFLOW, TASKS, record
+
+from taoflow.connectors.generation.local import TransformersGenerator
+from taoflow.connectors.training.lora import DistillExample, TrainingConfig, train_adapter
+from taoflow.daemon.round.evaluation import evaluate
+from taoflow.daemon.round.parts import build_scorers, resolve_model
+from taoflow.daemon.settings import load_settings
+from taoflow.daemon.store.buffer import PromptBuffer
+from taoflow.daemon.store.state import open_state
+
+ANSWER_TOKENS = 48
+FIELDS = [
+    "task",
+    "side",
+    "seed",
+    "prompts",
+    "rounds",
+    "learning_rate",
+    "examples",
+    "candidate_tokens",
+    "training_tokens",
+    "seconds",
+    "heldout_score",
+    "lift",
+]
+
+
+def parse_overrides(pairs: list[str]) -> dict:
+    """`a.b=value` pairs (values read as YAML) as nested settings."""
+    tree: dict = {}
+    for pair in pairs:
+        key, _, value = pair.partition("=")
+        node = tree
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = yaml.safe_load(value)
+    return tree
+
+
+def merge(base: dict, extra: dict) -> dict:
+    out = dict(base)
+    for key, value in extra.items():
+        out[key] = merge(out.get(key, {}), value) if isinstance(value, dict) else value
+    return out
+
+
+def round_config(work: Path, name: str, task, *, prompts: int, seed: int, overrides: dict) -> Path:
+    """A taoflow side: the settings' defaults but for the round's size, answer length and seeds, and a gate that
+    promotes every adapter (the one evaluator outside the rounds judges them)."""
+    data = {
+        "model": {"served_name": "bench"},
+        "storage": {"state_dir": str(work / name)},
+        "ingest": {"heldout_fraction": 0.0},
+        "generate": {"max_prompts": prompts, "max_new_tokens": ANSWER_TOKENS, "seed": seed},
+        "score": {"tasks": {task.name: task.verifier}},
+        "train": {"seed": seed},
+        "gate": {
+            "min_samples": 4,
+            "max_new_tokens": ANSWER_TOKENS,
+            "min_mean_improvement": -1.0,
+            "max_slice_regression": 1.0,
+            "confidence": 0.0,
+        },
+    }
+    path = work / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(merge(data, overrides)))
+    return path
+
+
+def add_prompts(path: Path, task, problems, first_id: int, gate_problems) -> None:
+    state = open_state(load_settings(path))
+    state.buffer.add_many([(record(task, first_id + i, p), None) for i, p in enumerate(problems)], source="bench")
+    heldout = PromptBuffer(state.db, heldout_fraction=1.0, heldout_max_per_task=len(gate_problems))
+    heldout.add_many([(record(task, 900_000 + i, p), None) for i, p in enumerate(gate_problems)], source="bench")
+    state.close()
+
+
+def run_round(path: Path, after: int = 0) -> dict | None:
+    """One `taoflow round` process; None when it recorded no round past `after` (nothing left to try)."""
+    started = time.perf_counter()
+    subprocess.run([str(TAOFLOW), "round", "--config", str(path), "--no-progress"], check=False)
+    seconds = time.perf_counter() - started
+    state = open_state(load_settings(path))
+    try:
+        rows = state.db.query("SELECT id, status, version, summary FROM rounds ORDER BY id DESC LIMIT 1")
+        if not rows or rows[0]["id"] <= after:
+            return None
+        row = rows[0]
+        summary = json.loads(row["summary"])
+        return {
+            "id": row["id"],
+            "status": row["status"],
+            "adapter": state.store.fetch(row["version"]) if row["version"] else None,
+            "examples": summary.get("train", {}).get("examples", 0),
+            "prompts": summary.get("prepare", {}).get("prompts", 0),
+            "candidate_tokens": summary.get("generate", {}).get("tokens", 0),
+            "training_tokens": summary.get("train", {}).get("tokens", 0),
+            "seconds": seconds,
+        }
+    finally:
+        state.close()
+
+
+def supervised(task, base: Path, problems, validation, lrs, seed: int, work: Path, judge) -> dict:
+    """LoRA on gold answers: one adapter per learning rate, the best on the validation split kept."""
+    examples = [DistillExample(record(task, i, p).messages, task.right(p)) for i, p in enumerate(problems)]
+    defaults = load_settings(None).train
+    started = time.perf_counter()
+    tried = []
+    for lr in lrs:
+        config = TrainingConfig(
+            lora_rank=defaults.lora_rank,
+            lora_alpha=defaults.lora_alpha,
+            epochs=defaults.epochs,
+            batch_size=defaults.batch_size,
+            learning_rate=lr,
+            seed=seed,
+        )
+        result = train_adapter(base, examples, config, work_dir=work / f"sft-{lr:g}")
+        tried.append((judge(validation, result.adapter_dir), lr, result))
+        print(f"   supervised lr {lr:g}: validation {tried[-1][0]:.1%}", flush=True)
+    _, lr, result = max(tried, key=lambda t: (t[0], -abs(t[1] - 1e-3)))
+    return {
+        "adapter": result.adapter_dir,
+        "learning_rate": lr,
+        "examples": len(examples),
+        "candidate_tokens": 0,
+        "training_tokens": sum(r.tokens for _, _, r in tried),
+        "seconds": time.perf_counter() - started,
+        "rounds": 0,
+        "prompts": len(problems),
+    }
+
+
+def run_seed(task, args, seed: int, work: Path, base: Path, judge, heldout) -> list[dict]:
+    problems = task.problems(random.Random(11))
+    validation = [record(task, 800_000 + i, p) for i, p in enumerate(problems[300 : 300 + args.validation])]
+    gate_problems = problems[300 : 300 + args.validation]
+    pool = problems[400:]
+    random.Random(seed).shuffle(pool)
+    labeled, unlabeled = pool[: args.labeled], pool[: args.labeled * args.factor]
+    overrides = parse_overrides(args.set)
+    runs = []
+
+    if "supervised" in args.sides:
+        print(f"== {task.name} seed {seed}: supervised on {len(labeled)} gold answers", flush=True)
+        sft = supervised(task, base, labeled, validation, args.lrs, seed, work / f"sft-s{seed}", judge)
+        runs.append({"side": "supervised", **sft})
+
+    path = round_config(work, f"flywheel-s{seed}", task, prompts=args.labeled, seed=seed, overrides=overrides)
+    add_prompts(path, task, labeled, 10_000, gate_problems)
+    rounds = args.rounds if "flywheel" in args.sides else 0
+    spent = {"candidate_tokens": 0, "training_tokens": 0, "seconds": 0.0, "examples": 0}
+    after, adapter = 0, None
+    for r in range(1, rounds + 1):
+        print(f"== {task.name} seed {seed}: taoflow round {r} on the {len(labeled)} prompts", flush=True)
+        found = run_round(path, after)
+        if found is None:
+            print("   nothing left to try", flush=True)
+            break
+        after = found["id"]
+        for key in spent:
+            spent[key] += found[key]
+        adapter = found["adapter"] or adapter  # a skipped round leaves the champion as it was
+        side = f"taoflow {r} round{'s' if r > 1 else ''}"
+        runs.append({"side": side, **found, **spent, "rounds": r, "adapter": adapter, "prompts": len(labeled)})
+
+    if "wide" in args.sides:
+        print(f"== {task.name} seed {seed}: taoflow one round on {len(unlabeled)} prompts", flush=True)
+        path = round_config(work, f"wide-s{seed}", task, prompts=len(unlabeled), seed=seed, overrides=overrides)
+        add_prompts(path, task, unlabeled, 20_000, gate_problems)
+        found = run_round(path)
+        if found is not None:
+            runs.append({"side": f"taoflow {args.factor}x prompts", **found, "rounds": 1, "prompts": len(unlabeled)})
+
+    for run in runs:
+        run["heldout_score"] = judge(heldout, run["adapter"]) if run.get("adapter") else float("nan")
+        run["seed"] = seed
+        run["task"] = task.name
+    return runs
+
+
+def run_task(task, args, work: Path) -> list[dict]:
+    work.mkdir(parents=True, exist_ok=True)
+    eval_settings = load_settings(
+        None,
+        storage={"state_dir": str(work / "eval")},
+        score={"tasks": {task.name: task.verifier}, "sandbox": {"enabled": False}},
+    )
+    base = resolve_model(eval_settings).path
+    generator = TransformersGenerator(base, batch_rows=96)
+    scorers = build_scorers(eval_settings)
+    problems = task.problems(random.Random(11))
+    heldout = [record(task, 700_000 + i, p) for i, p in enumerate(problems[200 : 200 + args.heldout])]
+
+    def judge(records, adapter: Path | None) -> float:
+        return evaluate(generator, records, scorers, adapter=adapter, max_new_tokens=ANSWER_TOKENS).mean(task.name)
+
+    before = judge(heldout, None)
+    rows = [{"task": task.name, "side": "base model", "seed": "", "heldout_score": before, "lift": 0.0}]
+    for seed in args.seeds:
+        for run in run_seed(task, args, seed, work, base, judge, heldout):
+            run["lift"] = run["heldout_score"] - before
+            rows.append(run)
+    generator.close()
+    return rows
+
+
+def medians(rows: list[dict]) -> list[dict]:
+    """One row per (task, side): the median of each figure over the seeds, with the scores' range."""
+    out = []
+    for task in dict.fromkeys(r["task"] for r in rows):
+        for side in dict.fromkeys(r["side"] for r in rows if r["task"] == task):
+            mine = [r for r in rows if r["task"] == task and r["side"] == side]
+
+            def med(key: str, group: list[dict] = mine) -> float:
+                values = [float(r[key]) for r in group if r.get(key) not in (None, "")]
+                return statistics.median(values) if values else float("nan")
+
+            scores = [float(r["heldout_score"]) for r in mine]
+            lrs = sorted({float(r["learning_rate"]) for r in mine if r.get("learning_rate") not in (None, "")})
+            out.append(
+                {
+                    "task": task,
+                    "side": side,
+                    "runs": len(mine),
+                    "score": med("heldout_score"),
+                    "lift": med("lift"),
+                    "low": min(scores),
+                    "high": max(scores),
+                    "prompts": med("prompts"),
+                    "examples": med("examples"),
+                    "candidate_tokens": med("candidate_tokens"),
+                    "training_tokens": med("training_tokens"),
+                    "seconds": med("seconds"),
+                    "learning_rates": "/".join(f"{lr:g}" for lr in lrs),
+                }
+            )
+    return out
+
+
+def plot(summary: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tasks = list(dict.fromkeys(r["task"] for r in summary))
+    fig, axes = plt.subplots(1, len(tasks), figsize=(7 * len(tasks), 4.4), squeeze=False)
+    for ax, task in zip(axes[0], tasks, strict=True):
+        mine = [r for r in summary if r["task"] == task and r["side"] != "base model"]
+        base = next(r for r in summary if r["task"] == task and r["side"] == "base model")["score"]
+        names = [r["side"] for r in mine]
+        scores = [100 * r["score"] for r in mine]
+        errors = [[100 * (r["score"] - r["low"]) for r in mine], [100 * (r["high"] - r["score"]) for r in mine]]
+        colours = ["tab:orange" if r["side"] == "supervised" else "tab:blue" for r in mine]
+        ax.bar(range(len(mine)), scores, yerr=errors, color=colours, capsize=4)
+        ax.axhline(100 * base, color="grey", linestyle="--", label="base model")
+        supervised_score = next((r["score"] for r in mine if r["side"] == "supervised"), None)
+        if supervised_score is not None:
+            ax.axhline(100 * supervised_score, color="tab:orange", linestyle=":", label="supervised (gold answers)")
+        ax.set_xticks(range(len(mine)), [n.replace("taoflow ", "taoflow\n") for n in names], fontsize=8)
+        ax.set_ylabel("held-out score, % (greedy, one evaluator)")
+        ax.set_title(f"{task}: median of {mine[0]['runs']} seeds (bars: range)", fontsize=10)
+        ax.set_ylim(0, 105)
+        ax.grid(axis="y", alpha=0.3)
+        ax.legend(loc="lower right", fontsize=8)
+    fig.suptitle("taoflow without labels against LoRA fine-tuning on gold answers, SmolLM2-135M on CPU", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main() -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--tasks", choices=sorted(TASKS), nargs="*", default=["arithmetic", "json_extract"])
+    parser.add_argument("--labeled", type=int, default=32, help="L: the labeled prompts (and the flywheel's)")
+    parser.add_argument("--rounds", type=int, default=3, help="K: successive rounds on the L prompts")
+    parser.add_argument("--factor", type=int, default=4, help="the wide round's prompts: factor x L")
+    parser.add_argument("--heldout", type=int, default=48)
+    parser.add_argument("--validation", type=int, default=16, help="the learning-rate sweep's (and gate's) prompts")
+    parser.add_argument("--seeds", type=int, nargs="*", default=[1, 2, 3])
+    parser.add_argument("--lrs", type=float, nargs="*", default=[3e-4, 1e-3, 3e-3])
+    parser.add_argument(
+        "--sides", nargs="*", choices=["supervised", "flywheel", "wide"], default=["supervised", "flywheel", "wide"]
+    )
+    parser.add_argument("--set", action="append", default=[], help="a settings override for the taoflow sides")
+    parser.add_argument("--out", type=Path, default=ROOT / "docs")
+    parser.add_argument("--replot", type=Path, help="only summarise and plot again from this csv")
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    table = args.out / "versus_supervised.csv"
+    if not args.replot:
+        work = Path(tempfile.mkdtemp(prefix="taoflow-bench-supervised-"))
+        rows = [row for name in args.tasks for row in run_task(TASKS[name](), args, work / name)]
+        with table.open("w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=FIELDS)
+            writer.writeheader()
+            for row in rows:
+                writer.writerow({k: row.get(k, "") for k in FIELDS})
+    with (args.replot or table).open() as fh:
+        rows = list(csv.DictReader(fh))
+    summary = medians(rows)
+    plot(summary, args.out / "versus_supervised.png")
+    print(f"\none evaluator: greedy, {ANSWER_TOKENS} tokens, the task's verifiers, {args.heldout} held-out prompts")
+    for task in dict.fromkeys(r["task"] for r in summary):
+        mine = [r for r in summary if r["task"] == task]
+        best = next((r["lift"] for r in mine if r["side"] == "supervised"), float("nan"))
+        print(f"\n{task} (median of {max(r['runs'] for r in mine)} seeds)")
+        print(
+            f"{'side':<22} {'score':>7} {'range':>13} {'lift':>7} {'x sup.':>6} {'prompts':>7} {'examples':>8} "
+            f"{'cand. tok':>9} {'train tok':>9} {'s':>5}  lr"
+        )
+        for r in mine:
+            ratio = r["lift"] / best if best and r["side"] != "base model" else float("nan")
+            print(
+                f"{r['side']:<22} {r['score']:>7.1%} {r['low']:>6.1%}-{r['high']:>6.1%} {r['lift']:>+7.1%} "
+                f"{ratio:>6.2f} {r['prompts']:>7.0f} {r['examples']:>8.0f} {r['candidate_tokens']:>9.0f} "
+                f"{r['training_tokens']:>9.0f} {r['seconds']:>5.0f}  {r['learning_rates']}"
+            )
+    print(f"\nwrote {table} and {args.out / 'versus_supervised.png'}")
+
+
+if __name__ == "__main__":
+    main()
