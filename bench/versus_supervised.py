@@ -9,14 +9,15 @@ Per task and seed, from the same base model:
   settings' defaults (rank, epochs, batch) and its learning rate chosen by a sweep (`--lrs`) on a validation split;
 - taoflow, no labels, on the same L prompts: one round, then rounds 2..K (`--rounds`) on the same state: the
   flywheel as it runs, each round's adapter continuing the champion's, the prompts no candidate solved retried
-  (`generate.retry_unsolved`);
+  (`generate.retry_unsolved`), the gate deciding what is served;
 - taoflow, no labels, one round on factor x L prompts (`--factor`): unlabeled prompts are the cheap resource.
-The taoflow sides run `taoflow round` with the settings' defaults (the recipe under test; `--set` overrides any of
-it), only the round's size, answer length and seeds set here, and a gate that promotes every adapter (the
-evaluator below judges them all). One evaluator judges every adapter and the base model: greedy `evaluate` with
-the task's verifiers on the same held-out prompts no side trained on. Each figure is the median over `--seeds`
-(prompts drawn, sampling and training seeded by it). Tuning compute: candidate tokens generated and tokens the
-trainer fed the model. Writes docs/versus_supervised.csv and docs/versus_supervised.png (matplotlib).
+The taoflow sides run `taoflow round` with the settings' defaults (the recipe under test, the gate's included, on
+the validation prompts; `--set` overrides any of it), only the round's size, answer length and seeds set here;
+each is measured by the champion after its rounds: what the fleet would serve. One evaluator judges every adapter
+and the base model: greedy `evaluate` with the task's verifiers on the same held-out prompts no side trained on.
+Each figure is the median over `--seeds` (prompts drawn, sampling and training seeded by it). Tuning compute:
+candidate tokens generated and tokens the trainer fed the model (the supervised side: its whole sweep). Writes
+docs/versus_supervised.csv and docs/versus_supervised.png (matplotlib).
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ FIELDS = [
     "rounds",
     "learning_rate",
     "examples",
+    "promoted",
     "candidate_tokens",
     "training_tokens",
     "seconds",
@@ -84,8 +86,8 @@ def merge(base: dict, extra: dict) -> dict:
 
 
 def round_config(work: Path, name: str, task, *, prompts: int, seed: int, overrides: dict) -> Path:
-    """A taoflow side: the settings' defaults but for the round's size, answer length and seeds, and a gate that
-    promotes every adapter (the one evaluator outside the rounds judges them)."""
+    """A taoflow side: the settings' defaults (the gate's too, on the validation prompts as its held-out set) but
+    for the round's size, answer length and seeds."""
     data = {
         "model": {"served_name": "bench"},
         "storage": {"state_dir": str(work / name)},
@@ -93,13 +95,7 @@ def round_config(work: Path, name: str, task, *, prompts: int, seed: int, overri
         "generate": {"max_prompts": prompts, "max_new_tokens": ANSWER_TOKENS, "seed": seed},
         "score": {"tasks": {task.name: task.verifier}},
         "train": {"seed": seed},
-        "gate": {
-            "min_samples": 4,
-            "max_new_tokens": ANSWER_TOKENS,
-            "min_mean_improvement": -1.0,
-            "max_slice_regression": 1.0,
-            "confidence": 0.0,
-        },
+        "gate": {"max_new_tokens": ANSWER_TOKENS},
     }
     path = work / f"{name}.yaml"
     path.write_text(yaml.safe_dump(merge(data, overrides)))
@@ -115,7 +111,8 @@ def add_prompts(path: Path, task, problems, first_id: int, gate_problems) -> Non
 
 
 def run_round(path: Path, after: int = 0) -> dict | None:
-    """One `taoflow round` process; None when it recorded no round past `after` (nothing left to try)."""
+    """One `taoflow round` process; None when it recorded no round past `after` (nothing left to try). Its
+    `adapter` is the champion after it (what the fleet serves: the round's adapter if the gate passed it)."""
     started = time.perf_counter()
     subprocess.run([str(TAOFLOW), "round", "--config", str(path), "--no-progress"], check=False)
     seconds = time.perf_counter() - started
@@ -126,10 +123,12 @@ def run_round(path: Path, after: int = 0) -> dict | None:
             return None
         row = rows[0]
         summary = json.loads(row["summary"])
+        champion = state.registry.alias("bench", "champion")
         return {
             "id": row["id"],
             "status": row["status"],
-            "adapter": state.store.fetch(row["version"]) if row["version"] else None,
+            "promoted": bool(summary.get("gate", {}).get("promoted")),
+            "adapter": state.store.fetch(champion) if champion else None,
             "examples": summary.get("train", {}).get("examples", 0),
             "prompts": summary.get("prepare", {}).get("prompts", 0),
             "candidate_tokens": summary.get("generate", {}).get("tokens", 0),
@@ -190,7 +189,7 @@ def run_seed(task, args, seed: int, work: Path, base: Path, judge, heldout) -> l
     add_prompts(path, task, labeled, 10_000, gate_problems)
     rounds = args.rounds if "flywheel" in args.sides else 0
     spent = {"candidate_tokens": 0, "training_tokens": 0, "seconds": 0.0, "examples": 0}
-    after, adapter = 0, None
+    after = 0
     for r in range(1, rounds + 1):
         print(f"== {task.name} seed {seed}: taoflow round {r} on the {len(labeled)} prompts", flush=True)
         found = run_round(path, after)
@@ -200,9 +199,8 @@ def run_seed(task, args, seed: int, work: Path, base: Path, judge, heldout) -> l
         after = found["id"]
         for key in spent:
             spent[key] += found[key]
-        adapter = found["adapter"] or adapter  # a skipped round leaves the champion as it was
         side = f"taoflow {r} round{'s' if r > 1 else ''}"
-        runs.append({"side": side, **found, **spent, "rounds": r, "adapter": adapter, "prompts": len(labeled)})
+        runs.append({"side": side, **found, **spent, "rounds": r, "prompts": len(labeled)})
 
     if "wide" in args.sides:
         print(f"== {task.name} seed {seed}: taoflow one round on {len(unlabeled)} prompts", flush=True)
@@ -213,7 +211,7 @@ def run_seed(task, args, seed: int, work: Path, base: Path, judge, heldout) -> l
             runs.append({"side": f"taoflow {args.factor}x prompts", **found, "rounds": 1, "prompts": len(unlabeled)})
 
     for run in runs:
-        run["heldout_score"] = judge(heldout, run["adapter"]) if run.get("adapter") else float("nan")
+        run["heldout_score"] = judge(heldout, run["adapter"])  # no champion yet: the base model
         run["seed"] = seed
         run["task"] = task.name
     return runs
@@ -318,7 +316,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="K: successive rounds on the L prompts")
     parser.add_argument("--factor", type=int, default=4, help="the wide round's prompts: factor x L")
     parser.add_argument("--heldout", type=int, default=48)
-    parser.add_argument("--validation", type=int, default=16, help="the learning-rate sweep's (and gate's) prompts")
+    parser.add_argument("--validation", type=int, default=64, help="the learning-rate sweep's and the gate's prompts")
     parser.add_argument("--seeds", type=int, nargs="*", default=[1, 2, 3])
     parser.add_argument("--lrs", type=float, nargs="*", default=[3e-4, 1e-3, 3e-3])
     parser.add_argument(

@@ -370,6 +370,10 @@ class TrainSettings(_Section):
     fsdp: bool = False
     """With several processes, shard weights, gradients and optimiser state (FSDP) instead of copying them: for
     models that do not fit one GPU."""
+    replay: int = Field(64, ge=0, le=100_000)
+    """Examples of the rounds behind the champion (its round's, then its parent's, ...) trained on again beside the
+    round's own, a seeded sample when there are more: a round with a few new examples does not pull the adapter
+    towards those alone. 0: a round trains on its own examples only."""
     init: Literal["champion", "base"] = "champion"
     """Where a round's adapter starts: `champion` continues the champion adapter's weights (its rank and target
     modules kept), so successive rounds on new prompts accumulate; `base` trains a fresh adapter each round. With no

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, replace
@@ -16,7 +17,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from taoflow.connectors.errors import ConfigurationError, NothingToLearn, NothingToTrain, RoundError
+from taoflow.connectors.errors import ConfigurationError, NothingToLearn, NothingToTrain, RoundError, UnknownVersion
 from taoflow.connectors.generation.base_model import ResolvedModel
 from taoflow.connectors.generation.placement import (
     Placement,
@@ -197,6 +198,7 @@ class TaoRound:
         if not examples:
             raise NothingToLearn(self._nothing_to_learn(scored, erased=len(gone)))
         _, champion = self._prompts(record)
+        replayed = self._replay(champion, seed=record.id)
         warm = champion if self.settings.train.init == "champion" else None
         config = replace(training_config(self.settings, self.placement), init_adapter=self._adapter_path(warm))
         self._free_generator()
@@ -206,11 +208,12 @@ class TaoRound:
             int(weights_bytes(self.base.path, self.placement.dtype) * _TRAINING_HEADROOM),
             what=f"training {self.base.reference} in {self.placement.dtype}",
         )
-        progress = self.progress("train", cand.planned_steps(len(examples), config, processes=processes))
+        trained = [*examples, *replayed]
+        progress = self.progress("train", cand.planned_steps(len(trained), config, processes=processes))
         if processes > 1:
             result = train_adapter_distributed(
                 self.base.path,
-                examples,
+                trained,
                 config,
                 work_dir=record.work_dir / "train",
                 processes=processes,
@@ -220,7 +223,7 @@ class TaoRound:
         else:
             result = train_adapter(
                 self.base.path,
-                examples,
+                trained,
                 config,
                 work_dir=record.work_dir / "train",
                 progress=progress,
@@ -231,6 +234,7 @@ class TaoRound:
             "dtype": self.placement.dtype,
             "processes": processes,
             "examples": len(examples),
+            "replayed": len(replayed),
             "steps": result.steps,
             "final_loss": result.final_loss,
             "samples_per_second": round(result.samples_per_second, 2),
@@ -358,6 +362,30 @@ class TaoRound:
 
     def _examples(self, scored: list[cand.ScoredPrompt]) -> list[Any]:
         return list(cand.training_examples(scored, self.selection))
+
+    def _replay(self, champion: str | None, *, seed: int) -> list[Any]:
+        """Up to train.replay examples of the rounds behind the champion (its round's, then its parent's, ...),
+        selected from their scored candidates as this round selects, erased prompts left out; a seeded sample
+        when there are more."""
+        limit = self.settings.train.replay
+        found: list[Any] = []
+        seen: set[str] = set()
+        version = champion
+        while version is not None and version not in seen and len(found) < limit:
+            seen.add(version)
+            for (work_dir,) in self.state.db.query("SELECT work_dir FROM rounds WHERE version = ?", (version,)):
+                path = Path(work_dir) / "scored.jsonl"
+                if path.is_file():
+                    scored = cand.read_scored(path)
+                    gone = erased_request_ids(self.state.db, [prompt.request_id for prompt, _ in scored])
+                    found += self._examples([(p, c) for p, c in scored if p.request_id not in gone])
+            try:
+                version = self.state.registry.get(version).parent
+            except UnknownVersion:
+                break
+        if len(found) > limit:
+            found = random.Random(seed).sample(found, limit)
+        return found
 
     def _reward(self, records: Sequence[PromptRecord], answers: Sequence[str]) -> list[float | None]:
         """GRPO's reward: the task's scorers, each prompt's answers of one batch scored together."""

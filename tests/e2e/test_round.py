@@ -11,6 +11,7 @@ from taoflow.daemon.round import recipe as round_module
 from taoflow.daemon.round.parts import build_gate_scorers, build_scorers
 from taoflow.daemon.round.recipe import TaoRound
 from taoflow.daemon.settings import load_settings
+from taoflow.daemon.store.erasure import forget
 from taoflow.daemon.store.state import State
 
 pytestmark = pytest.mark.slow
@@ -158,6 +159,41 @@ def test_a_round_trains_on_several_processes_when_asked(tmp_path, generator):
     train = record.summary["train"]
     assert train["processes"] == 2 and train["steps"] >= 1 and train["final_loss"] is not None
     assert check_adapter_dir(state.store.fetch(record.version))["r"] == 16
+
+
+def test_a_round_trains_again_on_the_examples_behind_its_champion(tmp_path, generator, monkeypatch):
+    # A lenient scorer (any finished answer passes): every round has examples to learn and replay.
+    state = seeded_state(tmp_path, score={"tasks": {"math": [{"type": "length", "params": {"max_chars": 1000}}]}})
+    real_train, seen = round_module.train_adapter, []
+
+    def recording(base, examples, config, **kwargs):
+        seen.append([(e.messages[-1].content, e.completion) for e in examples])
+        return real_train(base, examples, config, **kwargs)
+
+    monkeypatch.setattr(round_module, "train_adapter", recording)
+    make = lambda: TaoRound(  # noqa: E731
+        state.settings, state, scorers=build_scorers(state.settings), generator_factory=lambda p: generator
+    )
+    first = make().run()
+    assert first.summary["train"]["replayed"] == 0 and first.summary["gate"]["promoted"]
+    own = first.summary["train"]["examples"]
+    assert own == len(seen[0]) >= 2
+    # The next round trains on its own examples and, after them, on the first round's (the champion's) again ...
+    second = make().run()
+    assert second.summary["train"]["replayed"] == own
+    assert sorted(seen[1][-own:]) == sorted(seen[0]) and len(seen[1]) == second.summary["train"]["examples"] + own
+    # The next one would replay both rounds' examples, except those of an erased prompt, and never more than
+    # train.replay.
+    champion = state.registry.alias(state.settings.model.served_name, "champion")
+    assert champion == second.version
+    erased = seen[0][0][0]
+    forget(state.db, texts=[erased], reason="test")
+    replay = make()._replay(champion, seed=1)
+    assert erased not in {e.messages[-1].content for e in replay}
+    assert len(replay) == len(seen[1]) - sum(prompt == erased for prompt, _ in seen[1])
+    one = state.settings.model_copy(update={"train": state.settings.train.model_copy(update={"replay": 1})})
+    limited = TaoRound(one, state, scorers=build_scorers(one), generator_factory=lambda p: generator)
+    assert len(limited._replay(champion, seed=1)) == 1
 
 
 def test_an_interrupted_round_resumes_at_its_next_step(tmp_path, generator, monkeypatch):
