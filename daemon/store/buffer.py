@@ -357,14 +357,17 @@ class PromptBuffer:
             wanted = set(unsolved)
             for chunk in chunks([i for i in ids if i in wanted], 500):
                 marks = ",".join("?" * len(chunk))
-                again += [
-                    r[0]
-                    for r in conn.execute(
-                        f"SELECT id FROM prompts WHERE id IN ({marks}) AND split = 'train' AND attempts < ?",
-                        (*chunk, retries),
-                    )
-                ]
-            conn.executemany("UPDATE prompts SET attempts = attempts + 1 WHERE id = ?", [(i,) for i in again])
+                rows = conn.execute(
+                    f"SELECT id, attempts, tried_by FROM prompts WHERE id IN ({marks}) AND split = 'train'", chunk
+                ).fetchall()
+                # A round resumed after this committed finds its tries counted already: it counts none twice.
+                again += [r[0] for r in rows if r[2] == round_id]
+                counted = [r[0] for r in rows if r[2] != round_id and r[1] < retries]
+                conn.executemany(
+                    "UPDATE prompts SET attempts = attempts + 1, tried_by = ? WHERE id = ?",
+                    [(round_id, i) for i in counted],
+                )
+                again += counted
             kept = set(again)
             done = [i for i in ids if i not in kept]
             conn.executemany(

@@ -47,9 +47,11 @@ CREATE TABLE IF NOT EXISTS prompts (
     source TEXT NOT NULL,
     ingested_at REAL NOT NULL,
     consumed_by INTEGER,
-    -- Rounds that tried the prompt and found nothing to learn in it (generate.retry_unsolved).
-    attempts INTEGER NOT NULL DEFAULT 0
+    attempts INTEGER NOT NULL DEFAULT 0,
+    tried_by INTEGER
 );
+-- attempts: the rounds that tried a prompt and found nothing to learn in it (generate.retry_unsolved); tried_by:
+-- the last of them.
 -- The untrained prompts of a task, newest or oldest first: a round's selection and eviction read only the rows
 -- they take.
 CREATE INDEX IF NOT EXISTS prompts_new ON prompts (task, id) WHERE split = 'train' AND consumed_by IS NULL;
@@ -299,6 +301,8 @@ class Database:
                 columns = {row[1] for row in conn.execute("PRAGMA table_info(prompts)")}
                 if "attempts" not in columns:
                     conn.execute("ALTER TABLE prompts ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0")
+                if "tried_by" not in columns:
+                    conn.execute("ALTER TABLE prompts ADD COLUMN tried_by INTEGER")
                 # The untrained prompts a round tried without finding anything to learn: the next rounds take
                 # them first.
                 conn.execute(

@@ -192,6 +192,8 @@ def test_unsolved_prompts_stay_for_the_next_rounds_until_their_tries_run_out(buf
     hard = [batch[0].id, batch[3].id]
     kept = buffer.mark_consumed([p.id for p in batch], round_id=1, unsolved=hard, retries=2)
     assert sorted(kept) == sorted(hard)
+    # A round resumed after this step counts nothing twice.
+    assert sorted(buffer.mark_consumed([p.id for p in batch], round_id=1, unsolved=hard, retries=2)) == sorted(hard)
     left = {p.id: p.attempts for p in buffer.training_prompts(1000)}
     assert {i: left[i] for i in hard} == dict.fromkeys(hard, 1)
     assert not {p.id for p in batch[1:3] + batch[4:]} & set(left)  # solved ones are consumed
@@ -224,6 +226,7 @@ def test_a_version_4_state_file_gains_the_attempts_column(tmp_path):
     PromptBuffer(db, heldout_fraction=0.0, heldout_max_per_task=0).add_many([(rec(1), None)], source="t")
     with db.transaction() as conn:  # what version 4 wrote: no attempts column, no retry index
         conn.execute("DROP INDEX prompts_retry")
+        conn.execute("ALTER TABLE prompts DROP COLUMN tried_by")
         conn.execute("ALTER TABLE prompts DROP COLUMN attempts")
         conn.execute("PRAGMA user_version=4")
     db.close()
