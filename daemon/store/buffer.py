@@ -285,35 +285,25 @@ class PromptBuffer:
         records)."""
         counts = {row[0]: row[1] for row in self._db.query("SELECT task, new FROM task_counts WHERE new > 0")}
         wanted = [task for task in sorted(counts) if tasks is None or task in tasks]
-        untrained = "task = ? AND split = 'train' AND consumed_by IS NULL"
-        retried = _round_robin(
-            [
-                [
-                    r[0]
-                    for r in self._db.query(
-                        f"SELECT id FROM prompts WHERE {untrained} AND attempts > 0 ORDER BY id DESC LIMIT ?",
-                        (task, limit),
-                    )
-                ]
-                for task in wanted
-            ],
-            limit,
-        )
-        fresh = _round_robin(
-            [
-                [
-                    r[0]
-                    for r in self._db.query(
-                        f"SELECT id FROM prompts WHERE {untrained} AND attempts = 0 ORDER BY id DESC LIMIT ?",
-                        (task, limit),
-                    )
-                ]
-                for task in wanted
-            ],
-            limit,
-        )
+        retried = self._newest(wanted, "attempts > 0", limit)
+        fresh = self._newest(wanted, "attempts = 0", limit)
         again = min(len(retried), max(limit // 2, limit - len(fresh)))
         return self.get(retried[:again] + fresh[: limit - again])
+
+    def _newest(self, tasks: Sequence[str], which: str, limit: int) -> list[int]:
+        """Up to `limit` ids of untrained prompts matching `which`, each task's newest first, round-robin."""
+        queues = [
+            [
+                r[0]
+                for r in self._db.query(
+                    "SELECT id FROM prompts WHERE task = ? AND split = 'train' AND consumed_by IS NULL"
+                    f" AND {which} ORDER BY id DESC LIMIT ?",
+                    (task, limit),
+                )
+            ]
+            for task in tasks
+        ]
+        return _round_robin(queues, limit)
 
     def heldout(self, *, tasks: Sequence[str] | None = None) -> list[StoredPrompt]:
         rows = self._db.query("SELECT id, record, split, task FROM prompts WHERE split='heldout' ORDER BY id")
