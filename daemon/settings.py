@@ -39,6 +39,8 @@ __all__ = [
     "gateway_token",
     "load_settings",
     "metrics_token",
+    "ray_runner_problems",
+    "ray_token",
     "reference_table",
 ]
 
@@ -488,6 +490,59 @@ class DaemonSettings(_Section):
     """Longest wait between attempts while a broker or bucket is unreachable (outages are retried until they end)."""
 
 
+class RaySettings(_Section):
+    """Where `round.runner: ray` sends rounds: an existing Ray cluster's Jobs API and the exchange both sides read."""
+
+    address: str | None = Field(None, pattern=r"^https?://[^\s/]+(/[^\s]*)?$")
+    """The cluster's dashboard (Jobs REST API), e.g. http://raycluster-head-svc:8265."""
+    token: SecretStr | None = None
+    """The cluster's token (its RAY_AUTH_MODE=token; TAOFLOW_RAY__TOKEN), sent as a bearer token; never logged."""
+    token_file: Path | None = None
+    """File holding the token (a mounted secret); used when token is unset."""
+    exchange_uri: str | None = Field(None, pattern=r"^(s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?|/.+)$")
+    """Where a round's inputs and outputs travel (prompts and candidates as Parquet, adapters as files):
+    `s3://bucket/prefix`, or an absolute path both sides mount. Credentials: each side's own AWS chain."""
+    exchange_endpoint_url: str | None = None
+    """S3-compatible endpoint of exchange_uri (MinIO, Ceph, ...); unset for AWS."""
+    exchange_region: str | None = None
+    """AWS region of the exchange bucket."""
+    python: str = Field("python", pattern=r"^[A-Za-z0-9_./-]+$")
+    """The interpreter that runs the round's job on the cluster (taoflow and ray installed there)."""
+    placement_timeout_seconds: float = Field(600.0, gt=0)
+    """A job the cluster does not start, or a stage it cannot place (too few CPUs or GPUs), waits for ever in Ray:
+    after this long the round fails with that reason."""
+    poll_seconds: float = Field(2.0, gt=0)
+    """How often the round asks the Jobs API for its job's status and new log lines."""
+    generation_actors: int = Field(1, ge=1)
+    """Actors holding the generation model (Ray Data map_batches); each loads the model once."""
+    generation_cpus: float = Field(1.0, ge=0)
+    """CPUs each generation actor (and the gate's evaluation) takes."""
+    generation_gpus: float = Field(0.0, ge=0)
+    """GPUs each generation actor (and the gate's evaluation) takes."""
+    generation_batch: int = Field(64, ge=1)
+    """Prompts per generation batch (each batch sampled with its own seed)."""
+    score_actors: int = Field(1, ge=1)
+    """CPU actors scoring candidates (each holds the task's scorers and their sandbox)."""
+    score_batch: int = Field(256, ge=1)
+    """Prompts per scoring batch."""
+    train_workers: int = Field(1, ge=1)
+    """Ray Train workers (data parallel; one per GPU on a GPU cluster)."""
+    train_cpus: float = Field(1.0, ge=0)
+    """CPUs each training worker takes."""
+    train_gpus: float = Field(0.0, ge=0)
+    """GPUs each training worker takes (1 on a GPU cluster)."""
+    max_failures: int = Field(3, ge=0)
+    """Times training restarts from its last checkpoint after losing a worker or node before the round fails."""
+
+
+class RoundSettings(_Section):
+    """Where rounds run."""
+
+    runner: Literal["local", "ray"] = "local"
+    """`local`: a child process of the daemon on its machine; `ray`: the round's generation, scoring, training and
+    gate evaluation run as one job on a Ray cluster (`ray.*`), the daemon recording it as for a local round."""
+
+
 class WatchSettings(_Section):
     """After a deploy: watch the fleet and roll back to `previous` when a threshold is crossed."""
 
@@ -652,6 +707,10 @@ class Settings(BaseSettings):
     """The vLLM serving fleet."""
     gateway: GatewaySettings = GatewaySettings()
     """The serving edge (`taoflow gateway`)."""
+    round: RoundSettings = RoundSettings()
+    """Where rounds run."""
+    ray: RaySettings = RaySettings()
+    """The Ray cluster of `round.runner: ray`."""
 
     @classmethod
     def settings_customise_sources(
@@ -807,16 +866,46 @@ def gateway_token(settings: Settings) -> str | None:
     return _secret(d.gateway_token, d.gateway_token_file, "gateway")
 
 
-def _secret(value: SecretStr | None, file: Path | None, name: str) -> str | None:
-    token, where = "", f"daemon.{name}_token"
+def ray_token(settings: Settings) -> str | None:
+    """The Ray cluster's token (ray.token or the file ray.token_file names), if one is set."""
+    r = settings.ray
+    return _secret(r.token, r.token_file, "Ray", where="ray.token")
+
+
+def ray_runner_problems(settings: Settings) -> list[str]:
+    """What stops `round.runner: ray` from running a round with these settings (empty: nothing)."""
+    if settings.round.runner != "ray":
+        return []
+    problems = []
+    if settings.ray.address is None:
+        problems.append("ray.address is unset: the Ray cluster's dashboard, e.g. http://raycluster-head-svc:8265")
+    if settings.ray.exchange_uri is None:
+        problems.append("ray.exchange_uri is unset: s3://bucket/prefix (or a path both sides mount) for the rounds")
+    if settings.generate.backend == "fleet":
+        problems.append("generate.backend fleet generates on the serving fleet, not the cluster: use transformers")
+    if settings.train.objective == "grpo":
+        problems.append("train.objective grpo is not run on Ray yet: use sft or dpo, or round.runner local")
+    every = [*settings.score.tasks.values(), *settings.gate.scorers.values(), settings.score.default]
+    model_scorers = sorted({s.type for specs in every for s in specs} & {"reward_model", "self_certainty"})
+    if model_scorers:
+        problems.append(
+            f"scorers {', '.join(model_scorers)} fit statistics over the whole round, which Ray's scoring batches "
+            "split: score with verifiers or a judge, or use round.runner local"
+        )
+    return problems
+
+
+def _secret(value: SecretStr | None, file: Path | None, name: str, *, where: str = "") -> str | None:
+    setting = where or f"daemon.{name}_token"
+    token, where = "", setting
     if value is not None and value.get_secret_value():
         token = value.get_secret_value()
     elif file is not None:
-        where = f"daemon.{name}_token_file ({file})"
+        where = f"{setting}_file ({file})"
         try:
             token = file.read_text().strip()
         except OSError as exc:
-            raise ConfigurationError(f"cannot read daemon.{name}_token_file: {exc}") from None
+            raise ConfigurationError(f"cannot read {setting}_file: {exc}") from None
         if not token:
             raise ConfigurationError(f"{where} is empty: write the token into it (openssl rand -hex 32)")
     if not token:

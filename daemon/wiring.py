@@ -10,7 +10,8 @@ from pathlib import Path
 
 from taoflow.connectors.errors import ConfigurationError
 from taoflow.connectors.protocols import Generator
-from taoflow.daemon.round.parts import build_gate_scorers, build_scorers
+from taoflow.daemon.round.cluster import ClusterRound
+from taoflow.daemon.round.parts import build_gate_scorers, build_local_generator, build_scorers
 from taoflow.daemon.round.recipe import ProgressFactory, TaoRound, no_progress
 from taoflow.daemon.settings import Settings
 from taoflow.daemon.store.state import State, build_artifact_store
@@ -33,31 +34,7 @@ def build_generator(settings: Settings, model_dir: Path) -> Generator:
             concurrency=settings.fleet.generate_concurrency,
             path_on_servers=lambda adapter: fleet.server_path(adapter.name),
         )
-    if settings.generate.backend == "vllm":
-        from taoflow.connectors.generation.vllm import VllmGenerator
-
-        if settings.model.device.startswith("cuda:") and settings.model.device != "cuda:0":
-            raise ConfigurationError(
-                f"generate.backend vllm uses the GPUs this process sees, not model.device {settings.model.device!r}; "
-                "choose them with CUDA_VISIBLE_DEVICES (and generate.vllm.tensor_parallel_size)"
-            )
-        engine = settings.generate.vllm
-        return VllmGenerator(
-            model_dir,
-            max_lora_rank=engine.max_lora_rank or settings.train.lora_rank,
-            seed=settings.generate.seed,
-            dtype=settings.model.dtype,
-            gpu_memory_utilization=engine.gpu_memory_utilization,
-            tensor_parallel_size=engine.tensor_parallel_size,
-            max_model_len=engine.max_model_len,
-            enable_prefix_caching=engine.enable_prefix_caching,
-            enforce_eager=engine.enforce_eager,
-        )
-    from taoflow.connectors.generation.local import TransformersGenerator
-    from taoflow.connectors.generation.placement import resolve_placement
-
-    placement = resolve_placement(settings.model.device, settings.model.dtype)
-    return TransformersGenerator(model_dir, batch_rows=settings.generate.batch_rows, placement=placement)
+    return build_local_generator(settings, model_dir)
 
 
 def build_round(
@@ -80,4 +57,5 @@ def build_round(
         auto_promote=auto_promote,
         tasks=tasks,
         max_prompts=max_prompts,
+        cluster=ClusterRound(settings) if settings.round.runner == "ray" else None,
     )

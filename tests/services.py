@@ -9,6 +9,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
+from pathlib import Path
 
 
 def free_port() -> int:
@@ -401,3 +402,48 @@ def flood(port: int, path: str, size: int, *, token: str | None = None, chunked:
         sock.settimeout(10)
         answer = sock.recv(4096)
     return int(answer.split(b" ", 2)[1])
+
+
+class RayTestCluster:
+    """A real Ray cluster on loopback (`ray.cluster_utils.Cluster`): a head node holding the dashboard (the Jobs
+    API, token authentication on) and the jobs' drivers, with `head_cpus` CPUs, and worker nodes added and
+    removed by the test. Every Ray process it starts is stopped by `shutdown`."""
+
+    TOKEN = "ray-test-token-0123456789abcdef"
+
+    def __init__(self, *, head_cpus: int = 0, env: dict[str, str] | None = None) -> None:
+        os.environ.update({"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": self.TOKEN, **(env or {})})
+        # The cluster's processes find the project's interpreter and packages (a job's `python` is this one).
+        os.environ["PATH"] = f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"
+        from ray.cluster_utils import Cluster
+
+        self.dashboard_port = free_port()
+        self.cluster = Cluster(
+            initialize_head=True,
+            connect=False,
+            head_node_args={
+                "num_cpus": head_cpus,
+                "include_dashboard": True,
+                "dashboard_host": "127.0.0.1",
+                "dashboard_port": self.dashboard_port,
+            },
+        )
+        self.address = f"http://127.0.0.1:{self.dashboard_port}"
+        poll_until(self._answers, deadline_s=60, message="the Ray dashboard")
+
+    def _answers(self) -> bool:
+        import httpx
+
+        try:
+            return httpx.get(f"{self.address}/api/version", timeout=2).status_code in (200, 401)
+        except httpx.HTTPError:
+            return False
+
+    def add_worker(self, cpus: int = 2):  # type: ignore[no-untyped-def]
+        return self.cluster.add_node(num_cpus=cpus)
+
+    def remove_worker(self, node) -> None:  # type: ignore[no-untyped-def]
+        self.cluster.remove_node(node, allow_graceful=False)
+
+    def shutdown(self) -> None:
+        self.cluster.shutdown()

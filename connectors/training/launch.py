@@ -32,7 +32,7 @@ from taoflow.connectors.training.lora import (
     TrainingResult,
 )
 
-__all__ = ["STEP_MARK", "read_job", "train_adapter_distributed", "write_result"]
+__all__ = ["STEP_MARK", "read_job", "train_adapter_distributed", "write_job", "write_result"]
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +66,7 @@ def train_adapter_distributed(
     work_dir.mkdir(parents=True, exist_ok=True)
     job, result = work_dir / "distributed-job.json", work_dir / "distributed-result.json"
     result.unlink(missing_ok=True)
-    _write_job(job, base_model_dir, examples, config)
+    write_job(job, base_model_dir, examples, config)
     command = launch_command(job, processes=processes, config=config, fsdp=fsdp)
     env = dict(os.environ, TAOFLOW_TRAIN_OWNER=str(os.getpid()))
     if config.device == "cpu":
@@ -154,7 +154,7 @@ def _free_port() -> int:
 
 
 # ---------------------------------------------------------------------- the job file
-def _write_job(path: Path, base_model_dir: Path, examples: Examples, config: TrainingConfig) -> None:
+def write_job(path: Path, base_model_dir: Path, examples: Examples, config: TrainingConfig) -> None:
     rows: list[dict[str, Any]] = []
     for e in examples:
         if isinstance(e, DistillExample):

@@ -119,8 +119,10 @@ def train_adapter(
     work_dir: Path,
     progress: Progress | None = None,
     reward: RewardFunction | None = None,
+    callbacks: Sequence[Any] = (),
 ) -> TrainingResult:
-    """Train a LoRA adapter; the adapter lands in `work_dir / "adapter"`. GRPO needs `reward`."""
+    """Train a LoRA adapter; the adapter lands in `work_dir / "adapter"`. GRPO needs `reward`. `callbacks`:
+    more `TrainerCallback`s (a cluster's worker reports its checkpoints through one)."""
     if not examples:
         raise RoundError("no training examples passed the selection; nothing to train")
     if config.objective == "grpo" and reward is None:
@@ -170,6 +172,8 @@ def train_adapter(
 
     trainer.remove_callback(PrinterCallback)  # it prints every log dict to stdout; we return the log instead
     trainer.add_callback(_Progress())
+    for callback in callbacks:
+        trainer.add_callback(callback)
     started = time.perf_counter()
     output = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     seconds = time.perf_counter() - started

@@ -32,6 +32,7 @@ __all__ = [
     "read_scored",
     "score_all",
     "score_statistics",
+    "selection_of",
     "training_examples",
     "write_candidates",
     "write_scored",
@@ -122,6 +123,20 @@ class Selection:
         if self.objective == "grpo":
             return self.spread(candidates)
         return bool(self.pair(candidates) if self.objective == "dpo" else self.targets(candidates))
+
+
+def selection_of(settings: Settings) -> Selection:
+    """The selection the `train` settings name."""
+    t = settings.train
+    return Selection(
+        objective=t.objective,
+        mode=t.selection,
+        threshold=t.score_threshold,
+        relative_margin=t.relative_margin,
+        floor=t.score_floor,
+        per_prompt=t.targets_per_prompt,
+        dpo_margin=t.dpo_margin,
+    )
 
 
 def training_examples(

@@ -6,9 +6,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from taoflow.connectors.errors import ConfigurationError
 from taoflow.connectors.generation.base_model import ResolvedModel, resolve_base_model
-from taoflow.connectors.generation.placement import Placement
-from taoflow.connectors.protocols import Scorer
+from taoflow.connectors.generation.placement import Placement, resolve_placement
+from taoflow.connectors.protocols import Generator, Scorer
 from taoflow.connectors.records import PromptRecord
 from taoflow.connectors.scoring.composite import IN_PROCESS, CompositeScorer, build_scorer
 from taoflow.connectors.scoring.judge import JudgeScorer
@@ -18,7 +19,15 @@ from taoflow.connectors.training.lora import TrainingConfig
 from taoflow.daemon.settings import SandboxSettings, ScorerSpec, Settings
 from taoflow.policies.gate import GatePolicy
 
-__all__ = ["TaskScorers", "build_gate_scorers", "build_scorers", "gate_policy", "resolve_model", "training_config"]
+__all__ = [
+    "TaskScorers",
+    "build_gate_scorers",
+    "build_local_generator",
+    "build_scorers",
+    "gate_policy",
+    "resolve_model",
+    "training_config",
+]
 
 
 class TaskScorers:
@@ -167,6 +176,35 @@ def build_gate_scorers(settings: Settings) -> TaskScorers | None:
 
 def _judge_cache(settings: Settings) -> Path:
     return settings.storage.state_dir / "judge-cache"
+
+
+def build_local_generator(settings: Settings, model_dir: Path) -> Generator:
+    """The generation backend that runs in this process (transformers or vLLM's engine); imports torch (or vLLM)
+    only when called. The fleet backend is built by `wiring`."""
+    if settings.generate.backend == "vllm":
+        from taoflow.connectors.generation.vllm import VllmGenerator
+
+        if settings.model.device.startswith("cuda:") and settings.model.device != "cuda:0":
+            raise ConfigurationError(
+                f"generate.backend vllm uses the GPUs this process sees, not model.device {settings.model.device!r}; "
+                "choose them with CUDA_VISIBLE_DEVICES (and generate.vllm.tensor_parallel_size)"
+            )
+        engine = settings.generate.vllm
+        return VllmGenerator(
+            model_dir,
+            max_lora_rank=engine.max_lora_rank or settings.train.lora_rank,
+            seed=settings.generate.seed,
+            dtype=settings.model.dtype,
+            gpu_memory_utilization=engine.gpu_memory_utilization,
+            tensor_parallel_size=engine.tensor_parallel_size,
+            max_model_len=engine.max_model_len,
+            enable_prefix_caching=engine.enable_prefix_caching,
+            enforce_eager=engine.enforce_eager,
+        )
+    from taoflow.connectors.generation.local import TransformersGenerator
+
+    placement = resolve_placement(settings.model.device, settings.model.dtype)
+    return TransformersGenerator(model_dir, batch_rows=settings.generate.batch_rows, placement=placement)
 
 
 def resolve_model(settings: Settings) -> ResolvedModel:

@@ -32,7 +32,8 @@ from taoflow.connectors.records import PromptRecord
 from taoflow.connectors.training.launch import train_adapter_distributed
 from taoflow.connectors.training.lora import train_adapter
 from taoflow.daemon.round import candidates as cand
-from taoflow.daemon.round.evaluation import evaluate, load_golden, rescore, slices
+from taoflow.daemon.round.cluster import ClusterRound, RoundInputs
+from taoflow.daemon.round.evaluation import Evaluation, evaluate, load_golden, rescore, slices
 from taoflow.daemon.round.parts import TaskScorers, gate_policy, resolve_model, training_config
 from taoflow.daemon.settings import Settings
 from taoflow.daemon.store.buffer import StoredPrompt
@@ -72,8 +73,12 @@ class TaoRound:
         auto_promote: bool = True,
         tasks: Sequence[str] = (),
         max_prompts: int | None = None,
+        cluster: ClusterRound | None = None,
     ) -> None:
+        """`cluster`: the round's generation, scoring, training and gate evaluation run as a job on a Ray cluster
+        (`round.runner: ray`); None runs them in this process."""
         self.settings = settings
+        self.cluster = cluster
         self.tasks = tuple(tasks)  # empty: every task
         self.max_prompts = max_prompts
         self.state = state
@@ -136,6 +141,8 @@ class TaoRound:
         return {"prompts": len(prompts), "tasks": tasks, "champion": champion}, None
 
     def generate(self, record: RoundRecord) -> tuple[dict[str, Any], str | None]:
+        if self.cluster is not None:
+            return self._on_cluster(record, self.cluster), None
         stored, champion = self._stored(record)
         prompts = [p.record for p in stored]
         g = self.settings.generate
@@ -172,6 +179,8 @@ class TaoRound:
         }, None
 
     def score(self, record: RoundRecord) -> tuple[dict[str, Any], str | None]:
+        if self.cluster is not None:
+            return dict(_stages(record)["score"]), None
         prompts, champion = self._prompts(record)
         self.scorers.use_policy(self.base.path, self._adapter_path(champion))
         rows = cand.read_candidates(record.work_dir / "candidates.jsonl")
@@ -186,6 +195,14 @@ class TaoRound:
         return summary, None
 
     def train(self, record: RoundRecord) -> tuple[dict[str, Any], str | None]:
+        if self.cluster is not None:
+            stages = _stages(record)
+            if stages.get("nothing_to_learn"):
+                gone = json.loads((record.work_dir / "erased-before-training.json").read_text())
+                raise NothingToLearn(
+                    self._nothing_to_learn(cand.read_scored(record.work_dir / "scored.jsonl"), erased=len(gone))
+                )
+            return {**stages["train"], "runner": "ray"}, None
         scored = cand.read_scored(record.work_dir / "scored.jsonl")
         # Prompts erased since the round took them are not trained on (those erased from here on are recorded
         # against this round when it registers its adapter).
@@ -248,13 +265,14 @@ class TaoRound:
         # Idempotent: a round interrupted after storing or registering resumes here without duplicates.
         adapter_dir = record.work_dir / "train" / "adapter"
         prompts, champion = self._prompts(record)
+        base = self._base_of(record)
         started = time.strftime("%Y%m%d%H%M%S", time.gmtime(record.started_at))
         version = f"{self.model_name}-r{record.id:04d}-{started}"
         store, registry = self.state.store, self.state.registry
         if not store.exists(version):
             manifest = cand.manifest(
                 version=version,
-                base=self.base,
+                base=base,
                 parent=champion,
                 prompts=prompts,
                 settings=self.settings,
@@ -269,8 +287,8 @@ class TaoRound:
                 version=version,
                 model=self.model_name,
                 parent=champion,
-                base_model=self.base.reference,
-                base_digest=self.base.digest,
+                base_model=base.reference,
+                base_digest=base.digest,
                 uri=uri,
                 manifest=manifest,
             )
@@ -294,18 +312,28 @@ class TaoRound:
         judge = self.gate_scorers or self.scorers
         # Model scorers judge both sides with the champion as policy; the training scorers with the statistics of
         # the score step (the gate's own scorers have none: both sides go through the same plain mapping).
-        for scorers in {id(judge): judge, id(self.scorers): self.scorers}.values():
-            scorers.use_policy(self.base.path, self._adapter_path(champion))
-        self.scorers.restore(record.summary.get("score", {}).get("normalisation", {}))
-        baseline = self._evaluate(heldout, champion, "eval champion" if champion else "eval base", judge)
-        candidate = self._evaluate(heldout, version, "eval candidate", judge)
-        golden_slices = []
-        if g.golden_file is not None:
-            golden = load_golden(g.golden_file)
-            golden_slices = slices(
-                self._evaluate(golden, version, "golden candidate", judge),
-                self._evaluate(golden, champion, "golden champion", judge),
+        if self.cluster is not None:  # the job evaluated both sides against the champion the round started from
+            _, champion = self._prompts(record)
+            evaluations = _evaluations(record)
+            baseline, candidate = evaluations["champion"], evaluations["candidate"]
+            golden_slices = (
+                slices(evaluations["golden candidate"], evaluations["golden champion"])
+                if "golden candidate" in evaluations
+                else []
             )
+        else:
+            for scorers in {id(judge): judge, id(self.scorers): self.scorers}.values():
+                scorers.use_policy(self.base.path, self._adapter_path(champion))
+            self.scorers.restore(record.summary.get("score", {}).get("normalisation", {}))
+            baseline = self._evaluate(heldout, champion, "eval champion" if champion else "eval base", judge)
+            candidate = self._evaluate(heldout, version, "eval candidate", judge)
+            golden_slices = []
+            if g.golden_file is not None:
+                golden = load_golden(g.golden_file)
+                golden_slices = slices(
+                    self._evaluate(golden, version, "golden candidate", judge),
+                    self._evaluate(golden, champion, "golden champion", judge),
+                )
         decision = decide_gate(slices(candidate, baseline), gate_policy(self.settings), golden=golden_slices)
         registry = self.state.registry
         if registry.get(version).state == "candidate":  # not yet judged (a resumed gate may find it judged)
@@ -325,17 +353,63 @@ class TaoRound:
             "unscored": {"baseline": baseline.unscored, "candidate": candidate.unscored},
         }
         if self.gate_scorers is not None:  # what the training scorers say of the same answers, beside the gate's
-            summary["training_scorers"] = [
-                _slice_summary(s)
-                for s in slices(rescore(candidate, heldout, self.scorers), rescore(baseline, heldout, self.scorers))
-            ]
+            if self.cluster is not None:
+                again = (evaluations["candidate training scorers"], evaluations["champion training scorers"])
+            else:
+                again = (rescore(candidate, heldout, self.scorers), rescore(baseline, heldout, self.scorers))
+            summary["training_scorers"] = [_slice_summary(s) for s in slices(*again)]
         return summary, None
+
+    def _on_cluster(self, record: RoundRecord, cluster: ClusterRound) -> dict[str, Any]:
+        """The round's job on the cluster, from its inputs to its outputs in the work directory, where the steps
+        after it read them as they read their own. Prompts erased before the job starts are not sent."""
+        stored, champion = self._stored(record)
+        gone = erased_request_ids(self.state.db, [p.record.request_id for p in stored])
+        _write_json(record.work_dir / "erased-before-training.json", sorted(gone))
+        sent = [p for p in stored if p.record.request_id not in gone]
+        if not sent:
+            raise NothingToLearn(f"all {len(stored)} prompts of the round were erased before it started")
+        g = self.settings.generate
+        again = g.retry_n or min(2 * g.n, 256)
+        inputs = RoundInputs(
+            prompts=[p.record for p in sent],
+            candidates=[again if p.attempts else g.n for p in sent],
+            heldout=[p.record for p in self.state.buffer.heldout()],
+            golden=load_golden(self.settings.gate.golden_file) if self.settings.gate.golden_file else [],
+            replay=self._replay(champion, seed=record.id),
+            training=training_config(self.settings),
+            champion=champion,
+            champion_dir=self._adapter_path(champion),
+        )
+        stages = cluster.run(record, inputs)
+        home = record.work_dir / "ray"
+        for name in ("candidates.jsonl", "scored.jsonl"):
+            (home / name).replace(record.work_dir / name)
+        if (home / "adapter").is_dir():
+            (record.work_dir / "train").mkdir(parents=True, exist_ok=True)
+            (home / "adapter").replace(record.work_dir / "train" / "adapter")
+        retried = sum(1 for p in sent if p.attempts)
+        return {
+            **stages["generate"],
+            "backend": g.backend,
+            "runner": "ray",
+            "job": stages["job"],
+            "retried": {"prompts": retried, "n": again},
+        }
 
     # ------------------------------------------------------------------ helpers
     @cached_property
     def base(self) -> ResolvedModel:
         """The base model, converted and cached on first use (a round with nothing to train never loads it)."""
         return resolve_model(self.settings)
+
+    def _base_of(self, record: RoundRecord) -> ResolvedModel:
+        """The base model the round's adapter was trained on: on a cluster, the one its training workers resolved
+        (this side never loads it)."""
+        if self.cluster is None:
+            return self.base
+        base = _stages(record)["train"]["base"]
+        return ResolvedModel(base["reference"], Path(base["path"]), base["digest"])
 
     def _check_new_prompts(self) -> None:
         counts = {task: c.new for task, c in self.state.buffer.stats().tasks.items()}
@@ -349,16 +423,7 @@ class TaoRound:
 
     @cached_property
     def selection(self) -> cand.Selection:
-        t = self.settings.train
-        return cand.Selection(
-            objective=t.objective,
-            mode=t.selection,
-            threshold=t.score_threshold,
-            relative_margin=t.relative_margin,
-            floor=t.score_floor,
-            per_prompt=t.targets_per_prompt,
-            dpo_margin=t.dpo_margin,
-        )
+        return cand.selection_of(self.settings)
 
     def _examples(self, scored: list[cand.ScoredPrompt]) -> list[Any]:
         return list(cand.training_examples(scored, self.selection))
@@ -518,6 +583,20 @@ def _slice_summary(s: SliceScores) -> dict[str, Any]:
         "candidate_mean": s.candidate_mean,
         "champion_mean": s.champion_mean,
         "changed": s.changed,
+    }
+
+
+def _stages(record: RoundRecord) -> dict[str, Any]:
+    """What the round's job on the cluster reported of its stages."""
+    data: dict[str, Any] = json.loads((record.work_dir / "ray" / "stages.json").read_text())
+    return data
+
+
+def _evaluations(record: RoundRecord) -> dict[str, Evaluation]:
+    data = json.loads((record.work_dir / "ray" / "evaluations.json").read_text())
+    return {
+        label: Evaluation(scores=e["scores"], answers=e["answers"], unscored=int(e["unscored"]))
+        for label, e in data.items()
     }
 
 

@@ -1,0 +1,151 @@
+"""Rounds as Ray jobs (`round.runner: ray`) on a real Ray cluster on loopback: a head node with the Jobs API (token
+authentication on) and worker nodes, the real small model in the generation actors, real Ray Train workers
+(gloo), and the real S3 endpoint (moto's server) as the exchange. Nodes are killed mid-stage."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import boto3
+import pytest
+
+from taoflow.connectors.artifacts.local import check_adapter_dir
+from taoflow.connectors.cluster.jobs import RayJobs
+from taoflow.connectors.errors import RoundError
+from taoflow.daemon.round.cluster import ClusterRound
+from taoflow.daemon.round.parts import build_gate_scorers, build_scorers
+from taoflow.daemon.round.recipe import TaoRound
+from tests.e2e.test_round import seeded_state
+from tests.services import RayTestCluster, moto_s3, poll_until
+
+pytestmark = pytest.mark.slow
+
+S3_ENV = {
+    "AWS_ACCESS_KEY_ID": "test",
+    "AWS_SECRET_ACCESS_KEY": "test",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
+
+
+@pytest.fixture(scope="module")
+def s3():
+    with moto_s3() as endpoint:
+        import os
+
+        os.environ.update(S3_ENV)
+        boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket="rounds")
+        yield endpoint
+
+
+@pytest.fixture
+def ray_cluster(s3):
+    cluster = RayTestCluster(head_cpus=0, env=S3_ENV)
+    try:
+        yield cluster
+    finally:
+        cluster.shutdown()
+
+
+def ray_state(tmp_path, cluster, s3, **overrides):
+    ray = {
+        "address": cluster.address,
+        "token": RayTestCluster.TOKEN,
+        "exchange_uri": f"s3://rounds/{tmp_path.name}",
+        "exchange_endpoint_url": s3,
+        "poll_seconds": 0.5,
+        "placement_timeout_seconds": 120,
+        **overrides.pop("ray", {}),
+    }
+    return seeded_state(tmp_path, round={"runner": "ray"}, ray=ray, **overrides)
+
+
+def ray_round(state) -> TaoRound:
+    return TaoRound(
+        state.settings,
+        state,
+        scorers=build_scorers(state.settings),
+        gate_scorers=build_gate_scorers(state.settings),
+        generator_factory=lambda path: pytest.fail("a round on the cluster generates nothing on this side"),
+        cluster=ClusterRound(state.settings),
+    )
+
+
+def job_log(cluster, state, record_id: int = 1) -> str:
+    jobs = RayJobs(cluster.address, token=RayTestCluster.TOKEN)
+    work = state.rounds_dir
+    found = sorted(work.glob("*/ray-job.json"))
+    if not found:
+        return ""
+    return jobs.logs(json.loads(found[-1].read_text())["submission_id"])
+
+
+def test_a_round_runs_as_a_ray_job_across_two_nodes(tmp_path, s3, ray_cluster, base_model):
+    ray_cluster.add_worker(cpus=1)
+    ray_cluster.add_worker(cpus=1)
+    state = ray_state(tmp_path, ray_cluster, s3, ray={"train_workers": 2})
+    record = ray_round(state).run()
+    assert (record.status, record.step) == ("done", "done"), record.reason
+    summary = record.summary
+    assert summary["generate"]["runner"] == "ray" and summary["generate"]["job"].startswith("taoflow-taoflow-r0001-")
+    assert summary["generate"]["candidates"] == 3 * summary["prepare"]["prompts"]
+    assert summary["score"]["tasks"]["math"]["candidates"] == summary["generate"]["candidates"]
+    train = summary["train"]
+    assert train["workers"] == 2 and train["steps"] >= 1 and train["final_loss"] is not None
+    assert train["examples"] == summary["score"]["examples"] and train["resumed_from"] is None
+    gate = summary["gate"]
+    assert gate["against"] == "base" and gate["slices"][0]["n"] == state.buffer.stats().tasks["math"].heldout
+    adapter = state.store.fetch(record.version)
+    assert check_adapter_dir(adapter)["r"] == 16
+    manifest = json.loads((adapter / "taoflow-manifest.json").read_text())
+    assert manifest["base_model"] == {"reference": "smollm2-135m-instruct", "digest": base_model.digest}
+    # The candidates came home whole: every prompt with its three candidates.
+    rows = [json.loads(line) for line in (record.work_dir / "candidates.jsonl").read_text().splitlines()]
+    assert len(rows) == summary["prepare"]["prompts"] and all(len(r["candidates"]) == 3 for r in rows)
+    # The token never travels to the cluster with the round's settings.
+    client = boto3.client("s3", endpoint_url=s3)
+    keys = [o["Key"] for o in client.list_objects_v2(Bucket="rounds", Prefix=tmp_path.name)["Contents"]]
+    (spec,) = [k for k in keys if k.endswith("/inputs/spec.json")]
+    assert spec.startswith(f"{tmp_path.name}/taoflow/r0001-")
+    sent = client.get_object(Bucket="rounds", Key=spec)["Body"].read().decode()
+    assert RayTestCluster.TOKEN not in sent and '"round": 1' in sent
+
+
+def test_a_stage_the_cluster_cannot_place_fails_the_round_with_the_reason(tmp_path, s3, ray_cluster):
+    ray_cluster.add_worker(cpus=2)
+    state = ray_state(tmp_path, ray_cluster, s3, ray={"generation_gpus": 1, "placement_timeout_seconds": 3})
+    with pytest.raises(RoundError, match=r"could not place generation within ray.placement_timeout_seconds \(3 s\).*GPU: 1"):
+        ray_round(state).run()
+    (record,) = state.db.query("SELECT status, reason FROM rounds")
+    assert record[0] == "failed" and "GPU" in record[1]
+
+
+def test_a_node_lost_during_generation_loses_no_candidate(tmp_path, s3, ray_cluster):
+    first = ray_cluster.add_worker(cpus=2)
+    state = ray_state(tmp_path, ray_cluster, s3, ray={"generation_batch": 2})
+    outcome: dict[str, object] = {}
+    runner = threading.Thread(target=lambda: outcome.update(record=ray_round(state).run()))
+    runner.start()
+    poll_until(lambda: "generation actor ready" in job_log(ray_cluster, state), deadline_s=240, message="generation")
+    ray_cluster.add_worker(cpus=2)
+    ray_cluster.remove_worker(first)
+    runner.join(timeout=600)
+    record = outcome["record"]
+    assert record.status == "done", record.reason
+    rows = [json.loads(line) for line in (record.work_dir / "candidates.jsonl").read_text().splitlines()]
+    assert len(rows) == record.summary["prepare"]["prompts"] and all(len(r["candidates"]) == 3 for r in rows)
+
+
+def test_a_node_lost_during_training_resumes_from_its_checkpoint(tmp_path, s3, ray_cluster):
+    first = ray_cluster.add_worker(cpus=2)
+    state = ray_state(tmp_path, ray_cluster, s3, train={"epochs": 4}, ray={"train_workers": 2})
+    outcome: dict[str, object] = {}
+    runner = threading.Thread(target=lambda: outcome.update(record=ray_round(state).run()))
+    runner.start()
+    poll_until(lambda: "checkpoint of step 1" in job_log(ray_cluster, state), deadline_s=400, message="a checkpoint")
+    ray_cluster.add_worker(cpus=2)
+    ray_cluster.remove_worker(first)
+    runner.join(timeout=600)
+    record = outcome["record"]
+    assert record.status == "done", record.reason
+    assert record.summary["train"]["resumed_from"] is not None
