@@ -1,0 +1,63 @@
+"""The exchange on the real S3 endpoint (moto's server) and on a shared folder."""
+
+from __future__ import annotations
+
+import os
+
+import boto3
+import pytest
+
+from taoflow.connectors.cluster.exchange import Exchange
+from taoflow.connectors.errors import ConfigurationError, TemporaryError
+from tests.services import moto_s3
+
+
+@pytest.fixture(scope="module")
+def s3_exchange():
+    with moto_s3() as endpoint:
+        os.environ.update({"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test"})
+        boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1").create_bucket(Bucket="rounds")
+        yield Exchange("s3://rounds/prefix", endpoint_url=endpoint)
+
+
+@pytest.fixture(params=["s3", "folder"])
+def exchange(request, s3_exchange, tmp_path):
+    root = s3_exchange if request.param == "s3" else Exchange(str(tmp_path / "exchange"))
+    return root.child("model", f"r0001-{request.node.name[-20:].replace('[', '-').replace(']', '')}")
+
+
+def test_rows_travel_as_parquet_with_their_types(exchange):
+    rows = [{"request_id": f"r{i}", "record": '{"a": "\\u00e9"}', "n": i} for i in range(5)]
+    exchange.write_rows("inputs/prompts.parquet", rows, {"request_id": "string", "record": "string", "n": "int64"})
+    assert list(exchange.read_rows("inputs/prompts.parquet")) == rows
+
+
+def test_json_files_and_folders_round_trip_and_can_be_removed(exchange, tmp_path):
+    exchange.write_json("outputs/score.json", {"examples": 3})
+    assert exchange.exists("outputs/score.json") and exchange.read_json("outputs/score.json") == {"examples": 3}
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text("{}")
+    (adapter / "adapter_model.safetensors").write_bytes(b"\0" * 1000)
+    exchange.put_dir("outputs/adapter", adapter)
+    home = exchange.get_dir("outputs/adapter", tmp_path / "home")
+    assert sorted(p.name for p in home.iterdir()) == ["adapter_config.json", "adapter_model.safetensors"]
+    assert (home / "adapter_model.safetensors").read_bytes() == b"\0" * 1000
+    exchange.remove("outputs/adapter")
+    exchange.remove("outputs/score.json")
+    assert not exchange.exists("outputs/adapter/adapter_config.json") and not exchange.exists("outputs/score.json")
+    exchange.remove("outputs/never-written")  # nothing there: nothing to do
+
+
+def test_a_file_larger_than_the_limit_is_not_read(exchange):
+    exchange.write_bytes("outputs/big.json", b"1" * 2000)
+    with pytest.raises(TemporaryError, match="larger than 1000 bytes"):
+        exchange.read_bytes("outputs/big.json", limit=1000)
+
+
+def test_names_that_climb_out_of_the_folder_are_refused(exchange):
+    for bad in ("..", ".", "a/b", ""):
+        with pytest.raises(ValueError):
+            exchange.child(bad)
+    with pytest.raises(ConfigurationError, match="neither"):
+        Exchange("relative/path")
