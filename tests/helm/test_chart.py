@@ -410,3 +410,41 @@ def test_the_gateway_is_a_scaled_deployment_of_its_own_that_reads_routes_from_th
     with pytest.raises(Exception, match="gatewayToken"):
         render({"gateway": {"enabled": True}})
     assert not by_kind(render(None), "Deployment")  # off by default
+
+
+def test_rounds_on_a_ray_cluster_take_the_token_from_a_secret_and_only_taoflow_reaches_its_jobs_api():
+    docs = render(
+        {
+            "settings": {
+                "round": {"runner": "ray"},
+                "ray": {"address": "http://rc-head-svc.ray.svc:8265", "exchange_uri": "s3://bucket/rounds"},
+            },
+            "secrets": {"rayToken": {"existingSecret": "ray-token"}},
+            "rayNetworkPolicy": {"enabled": True, "clusterName": "rc", "namespace": "ray"},
+        }
+    )
+    (sts,) = by_kind(docs, "StatefulSet")
+    (container,) = sts["spec"]["template"]["spec"]["containers"]
+    (env,) = [e for e in container["env"] if e["name"] == "TAOFLOW_RAY__TOKEN"]
+    assert env["valueFrom"] == {"secretKeyRef": {"name": "ray-token", "key": "token"}}
+    (policy,) = [p for p in by_kind(docs, "NetworkPolicy") if p["metadata"].get("namespace") == "ray"]
+    assert policy["spec"]["podSelector"] == {"matchLabels": {"ray.io/cluster": "rc"}}
+    within, jobs_api = policy["spec"]["ingress"]
+    assert within == {"from": [{"podSelector": {"matchLabels": {"ray.io/cluster": "rc"}}}]}
+    assert jobs_api["ports"] == [{"port": 8265, "protocol": "TCP"}]
+    (source,) = jobs_api["from"]
+    assert source["namespaceSelector"] == {"matchLabels": {"kubernetes.io/metadata.name": "ml"}}
+    assert source["podSelector"]["matchLabels"]["app.kubernetes.io/name"] == "taoflow"
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"settings": {"ray": {"token": "hunter2hunter2hunter2"}}}, "use secrets.rayToken"),
+        ({"rayNetworkPolicy": {"enabled": True}}, "clusterName"),
+    ],
+)
+def test_ray_values_that_would_leak_or_select_nothing_are_refused(values, message):
+    with helm.Chart.load(CHART) as chart, pytest.raises(helm.HelmError) as failure:
+        chart.render(values, name="tf", namespace="ml")
+    assert message in str(failure.value), str(failure.value)

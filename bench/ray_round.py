@@ -1,0 +1,147 @@
+"""The demo's round as a Ray job (`round.runner: ray`) against the same round run locally, in one run.
+
+    .venv/bin/python bench/ray_round.py [--max-prompts 160] [--workers 1]
+
+Both sides: the demo's settings (daemon/cli/samples/demo.yaml), the same sample logs ingested into their own state
+(so the same training and held-out prompts), one `taoflow round` process each, timed from start to exit. The Ray
+side runs against a two-node cluster on loopback (a head node holding the Jobs API and the job's driver, and a
+worker node with this machine's two cores for the stages' actors and training workers), the round's files on a
+real S3 endpoint (moto's server); the cluster's start-up is reported apart (an existing cluster is the setting).
+One evaluator judges both adapters and the base model: greedy `evaluate` with the demo's verifiers on the same
+held-out prompts, in this process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from taoflow.connectors.generation.local import TransformersGenerator
+from taoflow.daemon.cli.demo import SAMPLES
+from taoflow.daemon.round.evaluation import evaluate
+from taoflow.daemon.round.parts import build_scorers, resolve_model
+from taoflow.daemon.settings import load_settings
+from taoflow.daemon.store.rounds import RoundStore
+from taoflow.daemon.store.state import open_state
+from tests.services import RayTestCluster, moto_s3
+
+CLI = [sys.executable, "-m", "taoflow.daemon.cli"]
+
+
+def side_config(work: Path, name: str, max_prompts: int, extra: dict) -> Path:
+    data = yaml.safe_load((SAMPLES / "demo.yaml").read_text())
+    data["storage"] = {"state_dir": str(work / name)}
+    data["source"]["paths"] = [str(SAMPLES / "arithmetic.jsonl"), str(SAMPLES / "json_extract.jsonl")]
+    data["generate"]["max_prompts"] = max_prompts
+    data.update(extra)
+    path = work / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def run_side(config: Path, env: dict[str, str]) -> tuple[float, object, object]:
+    subprocess.run([*CLI, "ingest", "--config", str(config)], check=True, env=env, capture_output=True)
+    started = time.perf_counter()
+    done = subprocess.run([*CLI, "round", "--config", str(config), "--no-progress"], env=env, capture_output=True)
+    wall = time.perf_counter() - started
+    if done.returncode not in (0, 3):
+        sys.exit(f"{config.stem} round failed ({done.returncode}):\n{done.stderr.decode()[-4000:]}")
+    state = open_state(load_settings(config))
+    record = RoundStore(state.db, state.rounds_dir).get(1)
+    return wall, record, state
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--max-prompts", type=int, default=160, help="the demo's generate.max_prompts")
+    parser.add_argument("--workers", type=int, default=1, help="Ray Train workers (the local side trains in one)")
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="taoflow-bench-ray-"))
+    s3_env = {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench", "AWS_DEFAULT_REGION": "us-east-1"}
+    env = {**os.environ, **s3_env}
+    local_config = side_config(work, "local", args.max_prompts, {})
+    print(f"local runner: taoflow round on this machine ({args.max_prompts} prompts) ...", flush=True)
+    local_wall, local_record, local_state = run_side(local_config, env)
+    print(f"  {local_wall:.0f} s", flush=True)
+
+    with moto_s3() as endpoint:
+        import boto3
+
+        os.environ.update(s3_env)
+        boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket="rounds")
+        started = time.perf_counter()
+        cluster = RayTestCluster(head_cpus=0)
+        cluster.add_worker(cpus=2)
+        cluster_start = time.perf_counter() - started
+        try:
+            ray = {
+                "address": cluster.address,
+                "exchange_uri": "s3://rounds/bench",
+                "exchange_endpoint_url": endpoint,
+                "python": sys.executable,
+                "generation_cpus": 2,
+                "train_cpus": 2 / args.workers,
+                "train_workers": args.workers,
+                "poll_seconds": 1.0,
+            }
+            ray_config = side_config(work, "ray", args.max_prompts, {"round": {"runner": "ray"}, "ray": ray})
+            print(f"ray runner: the same round as a Ray job (cluster up in {cluster_start:.1f} s) ...", flush=True)
+            ray_wall, ray_record, ray_state = run_side(ray_config, {**env, "TAOFLOW_RAY__TOKEN": cluster.TOKEN})
+            print(f"  {ray_wall:.0f} s", flush=True)
+        finally:
+            cluster.shutdown()
+
+    print("one evaluator: greedy, the demo's verifiers, the same held-out prompts ...", flush=True)
+    settings = load_settings(local_config)
+    heldout = [p.record for p in local_state.buffer.heldout()]
+    assert [p.record.request_id for p in ray_state.buffer.heldout()] == [r.request_id for r in heldout]
+    generator = TransformersGenerator(resolve_model(settings).path, batch_rows=settings.generate.batch_rows)
+    scorers = build_scorers(settings)
+    tokens = settings.gate.max_new_tokens
+    scores = {
+        "base model": evaluate(generator, heldout, scorers, adapter=None, max_new_tokens=tokens),
+        "local runner": evaluate(
+            generator, heldout, scorers, adapter=local_state.store.fetch(local_record.version), max_new_tokens=tokens
+        ),
+        "ray runner": evaluate(
+            generator, heldout, scorers, adapter=ray_state.store.fetch(ray_record.version), max_new_tokens=tokens
+        ),
+    }
+    tasks = sorted(scores["base model"].scores)
+    print(f"\n| side | {' | '.join(tasks)} | lift (mean over tasks) | round wall time | x local |")
+    print(f"| --- | {' | '.join('---' for _ in tasks)} | --- | --- | --- |")
+    base = sum(scores["base model"].mean(t) for t in tasks) / len(tasks)
+    walls = {"base model": None, "local runner": local_wall, "ray runner": ray_wall}
+    for name, evaluation in scores.items():
+        mean = sum(evaluation.mean(t) for t in tasks) / len(tasks)
+        cells = " | ".join(f"{evaluation.mean(t):.3f}" for t in tasks)
+        wall = walls[name]
+        if wall is None:
+            print(f"| {name} | {cells} | - | - | - |")
+        else:
+            print(f"| {name} | {cells} | {mean - base:+.3f} | {wall:.0f} s | x{wall / local_wall:.2f} |")
+    print("\nstage seconds (round summaries):")
+    for name, record in (("local", local_record), ("ray", ray_record)):
+        steps = {step: s.get("seconds") for step, s in record.summary.items() if isinstance(s, dict)}
+        print(f"  {name}: {steps}")
+    print(f"  ray job stages: { {k: v.get('seconds') for k, v in _stages(ray_record).items() if isinstance(v, dict)} }")
+    print(f"\ncluster start-up (two nodes, not in the round's time): {cluster_start:.1f} s; work in {work}")
+
+
+def _stages(record) -> dict:
+    import json
+
+    return json.loads((record.work_dir / "ray" / "stages.json").read_text())
+
+
+if __name__ == "__main__":
+    main()
