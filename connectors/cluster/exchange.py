@@ -9,6 +9,7 @@ pyarrow's file systems; S3 credentials come from each side's own AWS chain.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import posixpath
 from collections.abc import Iterator, Sequence
@@ -130,6 +131,23 @@ class Exchange:
         sink = pa.BufferOutputStream()
         pq.write_table(table, sink)
         self.write_bytes(name, sink.getvalue().to_pybytes())
+
+    def read_table(self, name: str) -> Any:
+        """A Parquet file, or a folder of them, as one Arrow table."""
+        import pyarrow.dataset as ds
+
+        return self._call(lambda: ds.dataset(self.path(name), filesystem=self.fs, format="parquet").to_table())
+
+    @contextlib.contextmanager
+    def output_stream(self, name: str) -> Iterator[Any]:
+        """A stream writing `name` (on S3 a multipart upload, completed when the block ends without error)."""
+        target = self.path(name)
+        self._call(lambda: self.fs.create_dir(posixpath.dirname(target), recursive=True))
+        stream = self._call(lambda: self.fs.open_output_stream(target))
+        try:
+            yield stream
+        finally:
+            stream.close()
 
     def read_rows(self, name: str) -> Iterator[dict[str, Any]]:
         """The rows of a Parquet file or of a folder of them (what Ray Data writes), batch by batch."""

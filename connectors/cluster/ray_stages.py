@@ -86,26 +86,36 @@ def map_rows(
     num_cpus: float,
     num_gpus: float,
 ) -> None:
-    """The Parquet rows under `source`, through `actors` actors running the stage `factory` builds, into Parquet
-    files under `target`. An actor lost with its node is restarted and its batches retried: every row comes out."""
+    """The Parquet rows under `source`, through `actors` actors running the stage `factory` builds, into one
+    Parquet file under `target`, in their order. The driver reads and writes the files itself and hands the actors
+    one block per batch: no read or write task competes with actors that may hold every CPU of the cluster. An
+    actor lost with its node is restarted and its batches retried (Ray Data's defaults): every row comes out
+    (tests/e2e/test_ray_round.py kills a node mid-generation)."""
+    import pyarrow.parquet as pq
     import ray.data
 
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False
     context.execution_options.preserve_order = True  # the same rows in the same order, whatever the actors
-    dataset = ray.data.read_parquet(exchange.path(source), filesystem=exchange.fs)
-    mapped = dataset.map_batches(
+    table = exchange.read_table(source)
+    blocks = [table.slice(start, batch_size) for start in range(0, table.num_rows, batch_size)] or [table]
+    mapped = ray.data.from_arrow(blocks).map_batches(
         _Stage,
         fn_constructor_args=(factory,),
-        batch_size=batch_size,
+        batch_size=None,  # a block is a batch
         batch_format="pyarrow",
         compute=ray.data.ActorPoolStrategy(size=actors),
         num_cpus=num_cpus,
         num_gpus=num_gpus or None,
-        max_restarts=-1,
-        max_task_retries=-1,
     )
-    mapped.write_parquet(exchange.path(target), filesystem=exchange.fs)
+    with exchange.output_stream(f"{target}/part-00000.parquet") as stream:
+        writer = None
+        batch: Any
+        for batch in mapped.iter_batches(batch_size=None, batch_format="pyarrow"):
+            writer = writer or pq.ParquetWriter(stream, batch.schema)
+            writer.write_table(batch)
+        if writer is not None:
+            writer.close()
 
 
 def run_task(fn: Callable[..., Any], *args: Any, num_cpus: float, num_gpus: float) -> Any:

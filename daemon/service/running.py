@@ -34,7 +34,14 @@ from taoflow.daemon.service.answers import Answers
 from taoflow.daemon.service.flywheel import Flywheel
 from taoflow.daemon.service.metrics import DaemonMetrics, StateCollector
 from taoflow.daemon.service.supervisor import Supervisor, TaskFailed
-from taoflow.daemon.settings import Settings, admin_token, gateway_token, metrics_token
+from taoflow.daemon.settings import (
+    Settings,
+    admin_token,
+    gateway_token,
+    metrics_token,
+    ray_runner_problems,
+    ray_token,
+)
 from taoflow.daemon.store.lease import Lease
 from taoflow.daemon.store.retention import RetentionPolicy, apply_retention
 from taoflow.daemon.store.rounds import STEPS
@@ -57,6 +64,9 @@ class Service:
         if self.gateway_token == self.token:
             raise ConfigurationError("daemon.gateway_token must differ from the admin token (it may only read routes)")
         build_scorers(settings)  # every scorer is built once now: a bad one stops the start, not a round hours later
+        if problems := ray_runner_problems(settings):
+            raise ConfigurationError("round.runner is ray, but " + "; ".join(problems))
+        ray_token(settings)  # a token file that cannot be read, or a short token, stops the start too
         self.state = open_state(settings)
         self.registry = CollectorRegistry()
         self.ingest_metrics = IngestMetrics(self.registry)

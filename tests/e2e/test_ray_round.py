@@ -173,7 +173,8 @@ def test_a_round_stopped_at_shutdown_and_killed_with_the_daemon_runs_its_job_onc
     from tests.e2e.test_round import TINY
 
     ray_cluster.add_worker(cpus=2)
-    state = ray_state(tmp_path, ray_cluster, s3)
+    # The generation actor takes every CPU of the cluster: Parquet reads and writes must still run beside it.
+    state = ray_state(tmp_path, ray_cluster, s3, ray={"generation_cpus": 2})
     config = tmp_path / "taoflow.yaml"
     sections = {**TINY, "storage": {"state_dir": str(tmp_path / "state")}, "round": {"runner": "ray"}}
     sections["ray"] = state.settings.ray.model_dump(mode="json", exclude={"token", "token_file"})

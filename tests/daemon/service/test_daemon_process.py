@@ -142,6 +142,14 @@ def test_tokens_and_settings_that_cannot_work_are_refused_before_start(tmp_path)
     scorer = {"tasks": {"math": [{"type": "python", "params": {"callable": "no_such_module_here:check"}}]}}
     bad = taoflow("run", "--config", str(write_config(tmp_path, daemon=daemon_settings, score=scorer)))
     assert bad.returncode == 2 and "cannot import python scorer 'no_such_module_here:check'" in bad.stderr
+    unplaced = taoflow("run", "--config", str(write_config(tmp_path, daemon=daemon_settings, round={"runner": "ray"})))
+    assert unplaced.returncode == 2 and "round.runner is ray, but ray.address is unset" in unplaced.stderr
+    (tmp_path / "ray-token").write_text("short\n")
+    ray = {"address": "http://head:8265", "exchange_uri": "s3://rounds/x", "token_file": str(tmp_path / "ray-token")}
+    weak = taoflow(
+        "run", "--config", str(write_config(tmp_path, daemon=daemon_settings, round={"runner": "ray"}, ray=ray))
+    )
+    assert weak.returncode == 2 and "the Ray token in ray.token_file" in weak.stderr and "short" not in weak.stderr
     assert not (tmp_path / "state").exists()  # nothing was created for settings that cannot run
 
 
