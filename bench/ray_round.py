@@ -1,6 +1,6 @@
 """The demo's round as a Ray job (`round.runner: ray`) against the same round run locally, in one run.
 
-    .venv/bin/python bench/ray_round.py [--max-prompts 160] [--workers 1]
+    .venv/bin/python bench/ray_round.py [--max-prompts 160] [--workers 1] [--generation-batch 256]
 
 Both sides: the demo's settings (daemon/cli/samples/demo.yaml), the same sample logs ingested into their own state
 (so the same training and held-out prompts), one `taoflow round` process each, timed from start to exit. The Ray
@@ -64,6 +64,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--max-prompts", type=int, default=160, help="the demo's generate.max_prompts")
     parser.add_argument("--workers", type=int, default=1, help="Ray Train workers (the local side trains in one)")
+    parser.add_argument(
+        "--generation-batch",
+        type=int,
+        default=256,
+        help="ray.generation_batch: prompts per batch, each sampled with its own seed (256 holds the demo's 160 "
+        "prompts in one batch: the local runner's sampling, candidate for candidate)",
+    )
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="taoflow-bench-ray-"))
     s3_env = {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench", "AWS_DEFAULT_REGION": "us-east-1"}
@@ -89,6 +96,7 @@ def main() -> None:
                 "exchange_endpoint_url": endpoint,
                 "python": sys.executable,
                 "generation_cpus": 2,
+                "generation_batch": args.generation_batch,
                 "train_cpus": 2 / args.workers,
                 "train_workers": args.workers,
                 "poll_seconds": 1.0,

@@ -412,9 +412,12 @@ class RayTestCluster:
     TOKEN = "ray-test-token-0123456789abcdef"
 
     def __init__(self, *, head_cpus: int = 0, env: dict[str, str] | None = None) -> None:
-        os.environ.update({"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": self.TOKEN, **(env or {})})
-        # The cluster's processes find the project's interpreter and packages (a job's `python` is this one).
-        os.environ["PATH"] = f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"
+        # The cluster's processes inherit this environment (set back by `shutdown`): token auth on, and the
+        # project's interpreter first on PATH (a job's `python` is this one).
+        changes = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": self.TOKEN, **(env or {})}
+        changes["PATH"] = f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"
+        self._saved = {name: os.environ.get(name) for name in changes}
+        os.environ.update(changes)
         from ray.cluster_utils import Cluster
 
         self.dashboard_port = free_port()
@@ -447,3 +450,8 @@ class RayTestCluster:
 
     def shutdown(self) -> None:
         self.cluster.shutdown()
+        for name, value in self._saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
