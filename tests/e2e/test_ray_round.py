@@ -219,3 +219,24 @@ def test_a_round_stopped_at_shutdown_and_killed_with_the_daemon_runs_its_job_onc
     }
     assert not {m for m in imported if m == "ray" or m.startswith("ray.")}
     assert "pyarrow" in imported  # the check can fail: the round's process imports what it uses
+
+
+def test_a_round_on_the_cluster_with_nothing_to_learn_is_skipped_and_its_prompts_kept_for_another_try(
+    tmp_path, s3, ray_cluster
+):
+    ray_cluster.add_worker(cpus=2)
+    state = ray_state(
+        tmp_path,
+        ray_cluster,
+        s3,
+        generate={"retry_unsolved": 1},
+        train={"selection": "relative", "relative_margin": 0.1},
+        score={"tasks": {"math": [{"type": "regex", "params": {"pattern": "^never matches$"}}]}},
+    )
+    record = ray_round(state).run()
+    assert (record.status, record.step) == ("skipped", "score")  # the job trained nothing and evaluated nothing
+    assert record.version is None and state.registry.versions() == []
+    prompts = record.summary["prepare"]["prompts"]
+    assert record.reason.startswith(f"no candidate of {prompts} prompts beat their group's mean by 0.1")
+    assert record.summary["train"]["retry"] == prompts
+    assert not (record.work_dir / "ray" / "adapter").exists()
