@@ -235,7 +235,7 @@ class ClusterRound:
         if folder.exists("outputs/nothing-to-learn.json"):
             stages["nothing_to_learn"] = True
         candidates = [
-            f"{json.dumps({'request_id': r['request_id'], 'candidates': json.loads(r['candidates'])})}"
+            json.dumps({"request_id": r["request_id"], "candidates": json.loads(r["candidates"])})
             for r in folder.read_rows("outputs/candidates")
         ]
         (home / "candidates.jsonl").write_text("\n".join(candidates) + "\n")

@@ -77,7 +77,7 @@ def run(exchange: Exchange) -> None:
     where = _Where(exchange.uri, exchange.endpoint_url, exchange.region)
     stages: list[tuple[str, Callable[[], dict[str, Any]]]] = [
         ("generate", lambda: _generate(exchange, where, spec, settings)),
-        ("score", lambda: _score(exchange, where, spec, settings)),
+        ("score", lambda: _score(exchange, spec, settings)),
         ("train", lambda: _train(exchange, where, spec, settings)),
         ("evaluate", lambda: _evaluate(exchange, where, spec, settings)),
     ]
@@ -122,7 +122,7 @@ def _generate(exchange: Exchange, where: _Where, spec: dict[str, Any], settings:
     return {"candidates": count, "tokens": tokens, "tokens_per_second": round(tokens / seconds, 1) if seconds else 0.0}
 
 
-def _score(exchange: Exchange, where: _Where, spec: dict[str, Any], settings: Settings) -> dict[str, Any]:
+def _score(exchange: Exchange, spec: dict[str, Any], settings: Settings) -> dict[str, Any]:
     r = settings.ray
     ray_stages.place([{"CPU": 1.0}] * r.score_actors, timeout_s=r.placement_timeout_seconds, what="scoring")
     exchange.remove("outputs/scored")

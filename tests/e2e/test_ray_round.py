@@ -83,6 +83,30 @@ def job_log(cluster, state, record_id: int = 1) -> str:
         return ""
 
 
+def run_replacing_node(cluster, state, node, *, after: str, deadline_s: float):
+    """The round, with `node` replaced by a new one once the job's log shows `after`: a node lost mid-stage, as an
+    autoscaler replaces it. A round that fails, or never reaches `after`, fails the test with its error."""
+    outcome: dict[str, object] = {}
+
+    def run() -> None:
+        try:
+            outcome["record"] = ray_round(state).run()
+        except BaseException as exc:
+            outcome["error"] = exc
+
+    runner = threading.Thread(target=run, daemon=True)
+    runner.start()
+    poll_until(lambda: after in job_log(cluster, state) or not runner.is_alive(), deadline_s=deadline_s, message=after)
+    assert "error" not in outcome, outcome.get("error")
+    cluster.add_worker(cpus=2)
+    cluster.remove_worker(node)
+    runner.join(timeout=600)
+    assert not runner.is_alive(), "the round did not end within 600 s of the node's loss"
+    if "error" in outcome:
+        raise outcome["error"]  # type: ignore[misc]
+    return outcome["record"]
+
+
 def test_a_round_runs_as_a_ray_job_across_two_nodes(tmp_path, s3, ray_cluster, base_model):
     ray_cluster.add_worker(cpus=1)
     ray_cluster.add_worker(cpus=1)
@@ -128,14 +152,7 @@ def test_a_stage_the_cluster_cannot_place_fails_the_round_with_the_reason(tmp_pa
 def test_a_node_lost_during_generation_loses_no_candidate(tmp_path, s3, ray_cluster):
     first = ray_cluster.add_worker(cpus=2)
     state = ray_state(tmp_path, ray_cluster, s3, ray={"generation_batch": 2})
-    outcome: dict[str, object] = {}
-    runner = threading.Thread(target=lambda: outcome.update(record=ray_round(state).run()))
-    runner.start()
-    poll_until(lambda: "generation actor ready" in job_log(ray_cluster, state), deadline_s=240, message="generation")
-    ray_cluster.add_worker(cpus=2)
-    ray_cluster.remove_worker(first)
-    runner.join(timeout=600)
-    record = outcome["record"]
+    record = run_replacing_node(ray_cluster, state, first, after="generation actor ready", deadline_s=240)
     assert record.status == "done", record.reason
     rows = [json.loads(line) for line in (record.work_dir / "candidates.jsonl").read_text().splitlines()]
     assert len(rows) == record.summary["prepare"]["prompts"] and all(len(r["candidates"]) == 3 for r in rows)
@@ -144,14 +161,7 @@ def test_a_node_lost_during_generation_loses_no_candidate(tmp_path, s3, ray_clus
 def test_a_node_lost_during_training_resumes_from_its_checkpoint(tmp_path, s3, ray_cluster):
     first = ray_cluster.add_worker(cpus=2)
     state = ray_state(tmp_path, ray_cluster, s3, train={"epochs": 4}, ray={"train_workers": 2})
-    outcome: dict[str, object] = {}
-    runner = threading.Thread(target=lambda: outcome.update(record=ray_round(state).run()))
-    runner.start()
-    poll_until(lambda: "checkpoint of step 1" in job_log(ray_cluster, state), deadline_s=400, message="a checkpoint")
-    ray_cluster.add_worker(cpus=2)
-    ray_cluster.remove_worker(first)
-    runner.join(timeout=600)
-    record = outcome["record"]
+    record = run_replacing_node(ray_cluster, state, first, after="checkpoint of step 1", deadline_s=400)
     assert record.status == "done", record.reason
     assert record.summary["train"]["resumed_from"] is not None
 
