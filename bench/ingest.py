@@ -220,8 +220,8 @@ def bench_delta(versions: int, per_version: int, tmp: Path, *, repeat: int) -> t
     from deltalake import DeltaTable
 
     from taoflow.connectors.sources.delta import DeltaConfig, DeltaSource
-    from taoflow.daemon.ingest.delta import ingest_delta
     from taoflow.daemon.ingest.ingestor import Ingestor
+    from taoflow.daemon.ingest.table_follower import ingest_delta
     from tests.delta_tables import append
     from tests.services import moto_s3
 

@@ -68,7 +68,7 @@ def main() -> None:
         "--generation-batch",
         type=int,
         default=256,
-        help="ray.generation_batch: prompts per batch, each sampled with its own seed (256 holds the demo's 160 "
+        help="ray.generation.batch: prompts per batch, each sampled with its own seed (256 holds the demo's 160 "
         "prompts in one batch: the local runner's sampling, candidate for candidate)",
     )
     args = parser.parse_args()
@@ -92,13 +92,10 @@ def main() -> None:
         try:
             ray = {
                 "address": cluster.address,
-                "exchange_uri": "s3://rounds/bench",
-                "exchange_endpoint_url": endpoint,
+                "exchange": {"uri": "s3://rounds/bench", "endpoint_url": endpoint},
                 "python": sys.executable,
-                "generation_cpus": 2,
-                "generation_batch": args.generation_batch,
-                "train_cpus": 2 / args.workers,
-                "train_workers": args.workers,
+                "generation": {"cpus": 2, "batch": args.generation_batch},
+                "train": {"cpus": 2 / args.workers, "workers": args.workers},
                 "poll_seconds": 1.0,
             }
             ray_config = side_config(work, "ray", args.max_prompts, {"round": {"runner": "ray"}, "ray": ray})

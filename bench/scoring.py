@@ -205,8 +205,8 @@ def main() -> None:
         "judge": ([], {"selection": "relative", "relative_margin": 0.05}),
         "reward_model": ([], {"selection": "relative", "relative_margin": 0.1}),
         "self_certainty": ([{"type": "self_certainty"}], {"selection": "relative", "relative_margin": 0.1}),
-        "dpo": (task.verifier, {"objective": "dpo", "dpo_margin": 0.5, "learning_rate": 2e-4}),
-        "grpo": (task.verifier, {"objective": "grpo", "grpo_generations": 4, "relative_margin": 0.5, "epochs": 1}),
+        "dpo": (task.verifier, {"objective": "dpo", "dpo": {"margin": 0.5}, "learning_rate": 2e-4}),
+        "grpo": (task.verifier, {"objective": "grpo", "grpo": {"generations": 4}, "relative_margin": 0.5, "epochs": 1}),
     }
     wanted = set(args.only.split(",")) if args.only else set(sides)
     server = None

@@ -10,13 +10,15 @@ from pathlib import Path
 
 from taoflow.connectors.errors import ConfigurationError
 from taoflow.connectors.protocols import Generator
-from taoflow.daemon.round.cluster import ClusterRound
+from taoflow.daemon.round.local_stages import LocalStages
 from taoflow.daemon.round.parts import build_gate_scorers, build_local_generator, build_scorers
-from taoflow.daemon.round.recipe import ProgressFactory, TaoRound, no_progress
+from taoflow.daemon.round.ray_stages import RayStages
+from taoflow.daemon.round.recipe import TaoRound
+from taoflow.daemon.round.stages import ProgressFactory, Stages, no_progress
 from taoflow.daemon.settings import Settings
 from taoflow.daemon.store.state import State, build_artifact_store
 
-__all__ = ["build_generator", "build_round"]
+__all__ = ["build_generator", "build_round", "build_stages"]
 
 
 def build_generator(settings: Settings, model_dir: Path) -> Generator:
@@ -46,16 +48,26 @@ def build_round(
     tasks: Sequence[str] = (),
     max_prompts: int | None = None,
 ) -> TaoRound:
-    """The round with the scorers and generation backend that the settings name."""
+    """The round with the runner, scorers and generation backend that the settings name."""
     return TaoRound(
+        settings,
+        state,
+        stages=build_stages(settings, state, progress=progress),
+        auto_promote=auto_promote,
+        tasks=tasks,
+        max_prompts=max_prompts,
+    )
+
+
+def build_stages(settings: Settings, state: State, *, progress: ProgressFactory = no_progress) -> Stages:
+    """A round's stages where `round.runner` says: in the round's process, or as a job on a Ray cluster."""
+    if settings.round.runner == "ray":
+        return RayStages(settings, state)
+    return LocalStages(
         settings,
         state,
         scorers=build_scorers(settings),
         gate_scorers=build_gate_scorers(settings),
         generator_factory=lambda path: build_generator(settings, path),
         progress=progress,
-        auto_promote=auto_promote,
-        tasks=tasks,
-        max_prompts=max_prompts,
-        cluster=ClusterRound(settings) if settings.round.runner == "ray" else None,
     )

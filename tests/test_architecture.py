@@ -62,7 +62,7 @@ def test_daemon_core_and_cli_do_not_import_torch():
         "import sys\n"
         "import taoflow.daemon.cli, taoflow.daemon.round.recipe, taoflow.daemon.wiring, taoflow.daemon.cli.demo\n"
         "import taoflow.daemon.service.running, taoflow.daemon.service.admin, taoflow.daemon.service.flywheel\n"
-        "import taoflow.daemon.ingest.sources, taoflow.daemon.fleet.loop\n"
+        "import taoflow.daemon.ingest.configured, taoflow.daemon.fleet.loop\n"
         "heavy = {'torch', 'transformers', 'trl', 'peft', 'vllm'} & set(sys.modules)\n"
         "assert not heavy, heavy\n"
     )

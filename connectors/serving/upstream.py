@@ -7,7 +7,9 @@ retried).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+import json
+from collections.abc import AsyncIterator, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 import httpx
@@ -27,6 +29,22 @@ class Broken(Exception):
     """The exchange failed after the request was sent."""
 
 
+@contextmanager
+def _sorted_failures(*, connecting: bool) -> Iterator[None]:
+    """httpx's failures as Refused, Timeout or Broken. While `connecting`, a connection that could not be made
+    (refused, or not made in time) is Refused: nothing reached the replica."""
+    try:
+        yield
+    except httpx.HTTPError as exc:
+        message = str(exc) or type(exc).__name__
+        unmade = isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout)
+        if connecting and unmade:
+            raise Refused(message) from None
+        if isinstance(exc, httpx.TimeoutException):
+            raise Timeout(message) from None
+        raise Broken(message) from None
+
+
 class UpstreamAnswer:
     """A replica's answer, its body still to be read (as it arrives)."""
 
@@ -37,13 +55,9 @@ class UpstreamAnswer:
 
     async def chunks(self) -> AsyncIterator[bytes]:
         """The body as it arrives, bytes unchanged (no decoding)."""
-        try:
+        with _sorted_failures(connecting=False):
             async for chunk in self._response.aiter_raw():
                 yield chunk
-        except httpx.TimeoutException as exc:
-            raise Timeout(str(exc) or type(exc).__name__) from None
-        except httpx.HTTPError as exc:
-            raise Broken(str(exc) or type(exc).__name__) from None
 
     async def read(self, limit: int) -> bytes:
         body = bytearray()
@@ -65,14 +79,8 @@ class Upstream:
     async def open(self, url: str, body: bytes, headers: Mapping[str, str]) -> UpstreamAnswer:
         """POST `body` to `url` and return once the answer's headers are in."""
         request = self._client.build_request("POST", url, content=body, headers=dict(headers))
-        try:
+        with _sorted_failures(connecting=True):
             return UpstreamAnswer(await self._client.send(request, stream=True))
-        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
-            raise Refused(str(exc) or type(exc).__name__) from None
-        except httpx.TimeoutException as exc:
-            raise Timeout(str(exc) or type(exc).__name__) from None
-        except httpx.HTTPError as exc:
-            raise Broken(str(exc) or type(exc).__name__) from None
 
     async def get_json(self, url: str, *, headers: Mapping[str, str], timeout_s: float, limit: int) -> tuple[int, Any]:
         """GET a small JSON document: (status, decoded body or None). Raises Refused, Timeout or Broken."""
@@ -86,7 +94,7 @@ class Upstream:
     async def _json(
         self, method: str, url: str, payload: Any, headers: Mapping[str, str], timeout_s: float, limit: int
     ) -> tuple[int, Any]:
-        try:
+        with _sorted_failures(connecting=True):
             async with self._client.stream(
                 method, url, json=payload, headers=dict(headers), timeout=timeout_s
             ) as response:
@@ -95,15 +103,7 @@ class Upstream:
                     body += chunk
                     if len(body) > limit:
                         return response.status_code, None
-        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
-            raise Refused(str(exc) or type(exc).__name__) from None
-        except httpx.TimeoutException as exc:
-            raise Timeout(str(exc) or type(exc).__name__) from None
-        except httpx.HTTPError as exc:
-            raise Broken(str(exc) or type(exc).__name__) from None
         try:
-            import json
-
             return response.status_code, json.loads(body)
         except ValueError:
             return response.status_code, None

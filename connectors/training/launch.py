@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from taoflow.connectors.errors import ConfigurationError, RoundError
+from taoflow.connectors.files import write_atomic
 from taoflow.connectors.protocols import Progress
 from taoflow.connectors.records import Message
 from taoflow.connectors.training.lora import (
@@ -164,9 +165,7 @@ def write_job(path: Path, base_model_dir: Path, examples: Examples, config: Trai
     settings = {f.name: getattr(config, f.name) for f in fields(config)}
     settings["target_modules"] = list(config.target_modules)
     settings["init_adapter"] = str(config.init_adapter) if config.init_adapter else None
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"base_model_dir": str(base_model_dir), "config": settings, "examples": rows}))
-    tmp.replace(path)
+    write_atomic(path, json.dumps({"base_model_dir": str(base_model_dir), "config": settings, "examples": rows}))
 
 
 def read_job(path: Path) -> tuple[Path, list[DistillExample] | list[PreferenceExample], TrainingConfig]:
@@ -187,6 +186,4 @@ def read_job(path: Path) -> tuple[Path, list[DistillExample] | list[PreferenceEx
 
 def write_result(path: Path, result: TrainingResult) -> None:
     data = {k: v for k, v in asdict(result).items() if k != "adapter_dir"}
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data))
-    tmp.replace(path)
+    write_atomic(path, json.dumps(data))

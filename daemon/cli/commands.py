@@ -66,7 +66,7 @@ def existing_state(args: argparse.Namespace) -> tuple[Settings, State]:
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
-    from taoflow.daemon.ingest import sources
+    from taoflow.daemon.ingest import configured as sources
     from taoflow.daemon.store.state import open_state
 
     settings = load(args)
@@ -109,7 +109,7 @@ def cmd_round(args: argparse.Namespace) -> int:
     from taoflow.connectors.lifetime import exit_with
     from taoflow.daemon.cli import report
     from taoflow.daemon.round.launcher import NOTHING_TO_TRAIN, SKIPPED
-    from taoflow.daemon.round.recipe import no_progress
+    from taoflow.daemon.round.stages import no_progress
     from taoflow.daemon.store.lease import Lease
     from taoflow.daemon.store.state import open_state
     from taoflow.daemon.wiring import build_round
@@ -151,7 +151,7 @@ def cmd_round(args: argparse.Namespace) -> int:
     print(report.round_table(record))
     if record.status == "skipped":
         return SKIPPED
-    return 0 if record.summary.get("gate", {}).get("passed") else 3
+    return 0 if record.summary.gate is not None and record.summary.gate.passed else 3
 
 
 def cmd_run(args: argparse.Namespace) -> int:

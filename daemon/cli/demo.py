@@ -13,7 +13,7 @@ from importlib.resources import files
 from pathlib import Path
 
 from taoflow.daemon.cli import report
-from taoflow.daemon.ingest.sources import build_ingestor, build_source
+from taoflow.daemon.ingest.configured import build_ingestor, build_source
 from taoflow.daemon.settings import load_settings
 from taoflow.daemon.store.state import open_state
 from taoflow.daemon.wiring import build_round
@@ -44,17 +44,17 @@ def run_demo(*, state_dir: Path | None = None, config: Path | None = None) -> in
     print(f"\n2. round: base model {settings.model.base} (converted and cached on first use)")
     tao_round = build_round(settings, state, progress=report.tqdm_progress)
     record = tao_round.run()
-    score = record.summary.get("score", {})
-    for task, stats in score.get("tasks", {}).items():
+    summary = record.summary
+    for task, stats in (summary.score.tasks if summary.score else {}).items():
         print(
-            f"   {task}: {stats['candidates']} candidates, mean score {stats['mean']}, "
-            f"{stats['prompts_with_target']}/{stats['prompts']} prompts with an answer to learn from"
+            f"   {task}: {stats.candidates} candidates, mean score {stats.mean}, "
+            f"{stats.prompts_with_target}/{stats.prompts} prompts with an answer to learn from"
         )
-    print(f"   trained on {record.summary.get('train', {}).get('examples')} examples")
+    print(f"   trained on {summary.train.examples if summary.train else None} examples")
     print("\n3. gate on held-out prompts (greedy), candidate vs base:\n")
     print(report.round_table(record))
     registry = state.registry
     print("\n4. registry:\n" + report.adapters_table(registry.versions(), registry, settings.model.served_name))
     print(f"\ndemo finished in {time.perf_counter() - started:.0f} s")
     state.close()
-    return 0 if record.summary.get("gate", {}).get("passed") else 3
+    return 0 if summary.gate is not None and summary.gate.passed else 3

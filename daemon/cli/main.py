@@ -21,7 +21,7 @@ __all__ = ["build_parser", "main"]
 RUN_HELP = """\
 The admin API (status, pause, resume, trigger, promote, rollback, /metrics) listens on
 daemon.admin_host:daemon.admin_port (default 127.0.0.1:8470) and needs a bearer token of at least
-16 characters: TAOFLOW_DAEMON__ADMIN_TOKEN, or daemon.admin_token_file (a mounted secret).
+16 characters: TAOFLOW_DAEMON__ADMIN_TOKEN, or daemon.admin_token.file (a mounted secret).
 /healthz and /readyz need none.
 
 SIGTERM or SIGINT drains: the source stops fetching and commits what it stored, the scheduler

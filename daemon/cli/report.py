@@ -13,6 +13,7 @@ from taoflow.daemon.store.buffer import BufferStats
 from taoflow.daemon.store.erasure import ErasedPrompt
 from taoflow.daemon.store.registry import AdapterEvent, AdapterVersion, Registry
 from taoflow.daemon.store.rounds import RoundRecord
+from taoflow.daemon.store.summaries import SliceSummary
 from taoflow.policies.retrain import duration
 
 if TYPE_CHECKING:
@@ -61,43 +62,39 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 
 
 def round_table(record: RoundRecord) -> str:
-    gate = record.summary.get("gate", {})
+    gate = record.summary.gate
     lines = [
         f"round {record.id}: {record.status} at step {record.step}" + (f" ({record.reason})" if record.reason else "")
     ]
     if record.version:
         lines.append(f"adapter: {record.version}")
-    if gate:
-        lines += ["", gate_table(gate["slices"], gate["against"])]
-        if gate.get("training_scorers"):
-            lines += [
-                "",
-                "the same answers by the training scorers:",
-                gate_table(gate["training_scorers"], gate["against"]),
-            ]
-        noise = gate.get("noise")
-        if noise:
+    if gate is not None:
+        lines += ["", gate_table(gate.slices, gate.against)]
+        if gate.training_scorers:
+            lines += ["", "the same answers by the training scorers:", gate_table(gate.training_scorers, gate.against)]
+        noise = gate.noise
+        if noise is not None:
             lines.append(
-                f"improvement {noise['confidence']:.0%} bounds [{noise['lower']:+.3f}, {noise['upper']:+.3f}], "
-                f"{noise['improved']} prompts up, {noise['worsened']} down (sign test p={noise['p_value']:.3f})"
+                f"improvement {noise.confidence:.0%} bounds [{noise.lower:+.3f}, {noise.upper:+.3f}], "
+                f"{noise.improved} prompts up, {noise.worsened} down (sign test p={noise.p_value:.3f})"
             )
         lines.append("")
-        verdict = "PASSED" if gate["passed"] else "REJECTED"
-        lines.append(f"gate {verdict}: {gate['reason']}" + ("; promoted to champion" if gate["promoted"] else ""))
-    timings = {step: s.get("seconds") for step, s in record.summary.items() if isinstance(s, dict)}
-    lines.append("step seconds: " + ", ".join(f"{k} {v}" for k, v in timings.items() if v is not None))
+        verdict = "PASSED" if gate.passed else "REJECTED"
+        lines.append(f"gate {verdict}: {gate.reason}" + ("; promoted to champion" if gate.promoted else ""))
+    timings = record.summary.seconds()
+    lines.append("step seconds: " + ", ".join(f"{k} {v}" for k, v in timings.items()))
     return "\n".join(lines)
 
 
-def gate_table(slices: Sequence[dict[str, Any]], against: str) -> str:
+def gate_table(slices: Sequence[SliceSummary], against: str) -> str:
     rows = [
         [
-            s["task"],
-            s["n"],
-            f"{s['champion_mean']:.3f}",
-            f"{s['candidate_mean']:.3f}",
-            f"{s['candidate_mean'] - s['champion_mean']:+.3f}",
-            s.get("changed", "-"),
+            s.task,
+            s.n,
+            f"{s.champion_mean:.3f}",
+            f"{s.candidate_mean:.3f}",
+            f"{s.candidate_mean - s.champion_mean:+.3f}",
+            "-" if s.changed is None else s.changed,
         ]
         for s in slices
     ]

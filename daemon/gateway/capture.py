@@ -1,4 +1,4 @@
-"""What the gateway captures of an exchange, and the thread that moves spooled records to the sink.
+"""What the gateway captures of an exchange, where it waits (the spool) and the thread that moves it to the sink.
 
 A record has the Databricks inference-table shape that taoflow's sources parse (connectors/sources/
 formats.py): `databricks_request_id`, `timestamp_ms`, `status_code`, `execution_time_ms`, the
@@ -8,6 +8,7 @@ request as the client sent it, the response (a streamed one assembled into a com
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
@@ -16,13 +17,18 @@ from typing import Any
 
 import orjson
 
-from taoflow.connectors.errors import TemporaryError
+from taoflow.connectors.errors import ConfigurationError, TemporaryError
+from taoflow.connectors.serving.upstream import UpstreamAnswer
 from taoflow.connectors.sinks.base import CaptureSink
 from taoflow.connectors.sources.redaction import Redactor
-from taoflow.daemon.gateway.spool import Spool, SpoolDepth
+from taoflow.daemon.gateway.exchange import Exchange
+from taoflow.daemon.gateway.metrics import GatewayMetrics
+from taoflow.daemon.gateway.routing import Choice
+from taoflow.daemon.settings import Settings
+from taoflow.daemon.store.spool import Spool, SpoolDepth
 from taoflow.policies.ingest_filter import sampled_in
 
-__all__ = ["Drainer", "assemble_stream", "exchange_record", "wanted"]
+__all__ = ["Capture", "Drainer", "assemble_stream", "build_sink", "exchange_record", "wanted"]
 
 log = logging.getLogger(__name__)
 
@@ -183,3 +189,116 @@ class Drainer:
                 log.warning("capture sink %s at shutdown: %s (records stay spooled)", self.sink.name, exc)
                 break
         return self.spool.depth()
+
+
+class Capture:
+    """What the gateway keeps of each exchange: sampled by request id, the answer assembled, redacted, spooled on
+    disk and drained to the sink in the background."""
+
+    def __init__(self, settings: Settings, sink: CaptureSink, *, gateway: str, metrics: GatewayMetrics) -> None:
+        c = settings.gateway.capture
+        self.settings = c
+        self.task_rates = settings.ingest.sample_rates
+        self.gateway = gateway
+        self.metrics = metrics
+        self.redactor = Redactor(settings.ingest.redact)
+        self.max_record_bytes = c.max_record_bytes
+        self.sink = sink
+        self.spool = Spool(c.spool_dir / "spool.db", max_bytes=c.spool_max_bytes, durable=c.durable)
+        self.drainer = Drainer(
+            self.spool,
+            sink,
+            batch_records=c.batch_records,
+            flush_s=c.flush_seconds,
+            on_sent=metrics.sent.inc,
+            on_sink=lambda up: metrics.sink_up.set(1 if up else 0),
+        )
+
+    def wants(self, exchange: Exchange) -> bool:
+        return wanted(exchange.request_id, exchange.task, rate=self.settings.sample_rate, task_rates=self.task_rates)
+
+    async def record(
+        self, exchange: Exchange, choice: Choice, upstream: UpstreamAnswer, kept: bytes, *, too_large: bool
+    ) -> None:
+        """Spool the exchange's record (a durable spool answers once it is on disk, or after 10 s)."""
+        if too_large:
+            self.metrics.dropped.labels("too_large").inc()
+            return
+        streamed = upstream.headers.get("content-type", "").startswith("text/event-stream")
+        try:
+            response = assemble_stream(kept, chat=exchange.endpoint == "chat") if streamed else orjson.loads(kept)
+        except orjson.JSONDecodeError:
+            response = None
+        if response is not None and not isinstance(response, dict):
+            response = None
+        if response is None and upstream.status == 200:
+            self.metrics.dropped.labels("unparseable").inc()
+            return
+        record = exchange_record(
+            request_id=exchange.request_id,
+            task=exchange.task,
+            request=exchange.payload,
+            status=upstream.status,
+            response=response,
+            started=exchange.wall,
+            latency_s=time.monotonic() - exchange.started,
+            model=exchange.model,
+            version=choice.name,
+            replica=choice.url,
+            gateway=self.gateway,
+            redactor=self.redactor,
+        )
+        done = self.spool.put(exchange.request_id, record, exchange.wall)
+        if not self.settings.durable:
+            done.add_done_callback(lambda f: self._spooled(f.result()))
+            return
+        try:
+            self._spooled(await asyncio.wait_for(asyncio.wrap_future(done), timeout=10.0))
+        except TimeoutError:
+            log.warning(
+                "gateway: the capture spool took over 10 s for %s: answered before it was on disk", exchange.request_id
+            )
+
+    def _spooled(self, accepted: bool) -> None:
+        if accepted:
+            self.metrics.captured.inc()
+        else:
+            self.metrics.dropped.labels("spool_full").inc()
+
+    def start(self) -> None:
+        self.drainer.start()
+
+    async def finish(self, deadline_s: float = 10.0) -> None:
+        """Send what is spooled (bounded), then close the spool and the sink; what is left waits for the next start."""
+        left = await asyncio.to_thread(self.drainer.finish, deadline_s)
+        if left.records:
+            log.warning(
+                "gateway %s: %d captured exchange(s) stay spooled for the next start", self.gateway, left.records
+            )
+        self.spool.close()
+        self.sink.close()
+
+
+def build_sink(settings: Settings, gateway: str) -> CaptureSink | None:
+    c = settings.gateway.capture
+    if c.sink == "none":
+        return None
+    if c.sink == "jsonl":
+        from taoflow.connectors.sinks.jsonl import JsonlSink
+
+        return JsonlSink(c.jsonl_dir, gateway=gateway)
+    if c.sink == "s3":
+        from taoflow.connectors.sinks.s3 import S3Sink
+
+        s3 = settings.source.s3
+        if not s3.bucket:
+            raise ConfigurationError("gateway.capture.sink: s3 writes to source.s3.bucket/prefix: set source.s3.bucket")
+        return S3Sink(s3.bucket, s3.prefix, gateway=gateway, endpoint_url=s3.endpoint_url, region=s3.region)
+    from taoflow.connectors.sinks.kafka import KafkaSink
+    from taoflow.daemon.ingest.configured import kafka_client_options
+
+    k = settings.source.kafka
+    topic = c.topic or (k.topics[0] if k.topics else None)
+    if not topic:
+        raise ConfigurationError("gateway.capture.sink: kafka needs gateway.capture.topic or source.kafka.topics")
+    return KafkaSink(k.bootstrap_servers, topic, client_options=kafka_client_options(settings))

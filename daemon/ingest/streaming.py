@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
-import sqlite3
 import threading
 import time
 from collections import deque
@@ -27,6 +26,7 @@ from taoflow.connectors.sources.s3 import ObjectRef
 from taoflow.daemon.ingest.ingestor import Ingestor, IngestReport, Prepared, RecordPreparer
 from taoflow.daemon.ingest.metrics import IngestMetrics
 from taoflow.daemon.store.buffer import PromptBuffer
+from taoflow.daemon.store.cursors import ingested_objects, objects_ingested
 from taoflow.daemon.store.storage import Database
 
 __all__ = [
@@ -37,7 +37,6 @@ __all__ = [
     "Ref",
     "StreamSource",
     "ingest_objects",
-    "ingested_objects",
     "run_stream",
 ]
 
@@ -200,10 +199,6 @@ class ObjectSource(ObjectReader[ObjectRef], Protocol):
     def pending(self, done: Collection[tuple[str, str]]) -> list[ObjectRef]: ...
 
 
-def ingested_objects(db: Database, source: str) -> set[tuple[str, str]]:
-    return {(r[0], r[1]) for r in db.query("SELECT key, etag FROM ingested_objects WHERE source=?", (source,))}
-
-
 def ingest_objects(
     source: ObjectSource,
     ingestor: Ingestor,
@@ -300,7 +295,9 @@ class ObjectLoader(Generic[R]):
                 if next_ready:
                     continue  # everything already loaded commits together: one fsync for several objects
                 ingestor.store(
-                    _joined(p for _, p in group), totals, also=_checkpoints(self._reader.name, [r for r, _ in group])
+                    _joined(p for _, p in group),
+                    totals,
+                    also=objects_ingested(self._reader.name, [(r.key, r.etag) for r, _ in group]),
                 )
                 if metrics is not None:
                     metrics.objects_pending.labels(self._reader.name).dec(len(group))
@@ -380,14 +377,3 @@ def _joined(parts: Iterable[Prepared]) -> Prepared:
         joined.dead += part.dead
         joined.skipped.update(part.skipped)
     return joined
-
-
-def _checkpoints(source: str, refs: Sequence[Ref]) -> Callable[[sqlite3.Connection], object]:
-    def record(conn: sqlite3.Connection) -> object:
-        now = time.time()
-        return conn.executemany(
-            "INSERT OR IGNORE INTO ingested_objects (source, key, etag, completed_at) VALUES (?, ?, ?, ?)",
-            [(source, ref.key, ref.etag, now) for ref in refs],
-        )
-
-    return record

@@ -1,21 +1,18 @@
-"""Candidates on disk between steps, their scores, the training examples and the manifest."""
+"""Candidates scored, the selection of those a round learns from, and figures about them."""
 
 from __future__ import annotations
 
-import hashlib
-import json
 import statistics
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
-from taoflow.connectors.generation.base_model import ResolvedModel
 from taoflow.connectors.protocols import Completion, Progress
 from taoflow.connectors.records import PromptRecord
 from taoflow.connectors.training.lora import DistillExample, PreferenceExample, PromptExample, TrainingConfig
 from taoflow.daemon.round.parts import TaskScorers
 from taoflow.daemon.settings import Settings
+from taoflow.daemon.store.round_files import ScoredPrompt
 from taoflow.policies.selection import (
     ScoredCandidate,
     select_distill_targets,
@@ -24,37 +21,13 @@ from taoflow.policies.selection import (
 )
 
 __all__ = [
-    "ScoredPrompt",
     "Selection",
-    "manifest",
     "planned_steps",
-    "read_candidates",
-    "read_scored",
     "score_all",
     "score_statistics",
     "selection_of",
     "training_examples",
-    "write_candidates",
-    "write_scored",
 ]
-
-ScoredPrompt = tuple[PromptRecord, list[ScoredCandidate]]
-
-
-def write_candidates(path: Path, prompts: Sequence[PromptRecord], outputs: Sequence[Sequence[Completion]]) -> None:
-    lines = [
-        json.dumps({"request_id": p.request_id, "candidates": [asdict(c) for c in row]})
-        for p, row in zip(prompts, outputs, strict=True)
-    ]
-    _atomic_write(path, "\n".join(lines) + "\n")
-
-
-def read_candidates(path: Path) -> dict[str, list[Completion]]:
-    rows = {}
-    for line in path.read_text().splitlines():
-        data = json.loads(line)
-        rows[data["request_id"]] = [Completion(**c) for c in data["candidates"]]
-    return rows
 
 
 def score_all(
@@ -75,20 +48,6 @@ def score_all(
         if progress is not None:
             progress(1)
     return scored
-
-
-def write_scored(path: Path, scored: Sequence[ScoredPrompt]) -> None:
-    lines = [json.dumps({"record": json.loads(r.to_json()), "candidates": [asdict(c) for c in cs]}) for r, cs in scored]
-    _atomic_write(path, "\n".join(lines) + "\n")
-
-
-def read_scored(path: Path) -> list[ScoredPrompt]:
-    out: list[ScoredPrompt] = []
-    for line in path.read_text().splitlines():
-        data = json.loads(line)
-        record = PromptRecord.from_json(json.dumps(data["record"]))
-        out.append((record, [ScoredCandidate(**c) for c in data["candidates"]]))
-    return out
 
 
 @dataclass(frozen=True)
@@ -135,7 +94,7 @@ def selection_of(settings: Settings) -> Selection:
         relative_margin=t.relative_margin,
         floor=t.score_floor,
         per_prompt=t.targets_per_prompt,
-        dpo_margin=t.dpo_margin,
+        dpo_margin=t.dpo.margin,
     )
 
 
@@ -185,37 +144,3 @@ def planned_steps(num_examples: int, config: TrainingConfig, *, processes: int =
         batches = -(-num_examples // (config.batch_size * processes))
     per_epoch = max(1, batches // config.gradient_accumulation)
     return max(1, int(per_epoch * config.epochs + 0.999))
-
-
-def manifest(
-    *,
-    version: str,
-    base: ResolvedModel,
-    parent: str | None,
-    prompts: Sequence[PromptRecord],
-    settings: Settings,
-    summary: dict[str, Any],
-) -> dict[str, Any]:
-    """What an adapter was made from: enough to audit or reproduce it."""
-    prompt_hashes = sorted(p.prompt_hash for p in prompts)
-    data_hash = hashlib.sha256("\n".join(prompt_hashes).encode()).hexdigest()
-    return {
-        "version": version,
-        "base_model": {"reference": base.reference, "digest": base.digest},
-        "parent": parent,
-        "data": {"prompts": len(prompts), "prompt_set_sha256": data_hash},
-        "config": {
-            "generate": settings.generate.model_dump(mode="json"),
-            "score": settings.score.model_dump(mode="json"),
-            "train": settings.train.model_dump(mode="json"),
-        },
-        "timings_seconds": {step: s.get("seconds") for step, s in summary.items() if isinstance(s, dict)},
-        "scores": summary.get("score", {}).get("tasks", {}),
-        "training": {k: v for k, v in summary.get("train", {}).items() if k != "seconds"},
-    }
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,22 +18,10 @@ from taoflow.connectors.records import PromptRecord
 from taoflow.connectors.scoring.verifiers import last_number
 from taoflow.connectors.sources.formats import parse_record
 from taoflow.daemon.round.parts import TaskScorers
+from taoflow.daemon.store.round_files import Evaluation
 from taoflow.policies.gate import SliceScores
 
 __all__ = ["Evaluation", "evaluate", "golden_rows", "load_golden", "rescore", "slices"]
-
-
-@dataclass(frozen=True)
-class Evaluation:
-    """Per-task greedy scores (unscored answers count as 0.0) and the answers themselves."""
-
-    scores: dict[str, list[float]]
-    answers: list[str] = field(default_factory=list)
-    unscored: int = 0
-
-    def mean(self, task: str) -> float:
-        values = self.scores.get(task, [])
-        return sum(values) / len(values) if values else 0.0
 
 
 def evaluate(

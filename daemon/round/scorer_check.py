@@ -8,7 +8,6 @@ file whose rows carry their own rated candidates: `{"messages": [...], "task": "
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +17,6 @@ from taoflow.connectors.errors import InvalidRequest
 from taoflow.connectors.records import PromptRecord
 from taoflow.connectors.scoring.composite import IN_PROCESS
 from taoflow.daemon.round import agreement
-from taoflow.daemon.round import candidates as cand
 from taoflow.daemon.round.evaluation import golden_rows
 from taoflow.daemon.round.parts import TaskScorers
 from taoflow.daemon.settings import ScorerSpec, Settings
@@ -46,17 +44,14 @@ def round_set(state: State, model: str, *, round_id: int | None, sample: int) ->
     if round_id is not None:
         record = rounds.get(round_id)
     else:
-        ids = [r[0] for r in state.db.query("SELECT id FROM rounds WHERE model=? ORDER BY id DESC", (model,))]
-        latest = next((r for r in map(rounds.get, ids) if (r.work_dir / "candidates.jsonl").exists()), None)
+        latest = next((r for r in rounds.all(model) if r.files.has_candidates()), None)
         if latest is None:
             raise InvalidRequest(f"no round of {model} has candidates yet: run one, or give --golden FILE")
         record = latest
-    path = record.work_dir / "candidates.jsonl"
-    if not path.exists():
+    if not record.files.has_candidates():
         raise InvalidRequest(f"round {record.id} has no candidates (it stopped at step {record.step})")
-    rows = cand.read_candidates(path)
-    ids = json.loads((record.work_dir / "prompts.json").read_text())["ids"]
-    stored = [p.record for p in state.buffer.get(ids) if p.record.request_id in rows]
+    rows = record.files.candidates()
+    stored = [p.record for p in state.buffer.get(record.files.prompts().ids) if p.record.request_id in rows]
     chosen = sorted(stored, key=lambda r: r.prompt_hash)[:sample]
     return CheckSet(f"round {record.id}", chosen, [[c.text for c in rows[r.request_id]] for r in chosen])
 

@@ -15,6 +15,7 @@ from taoflow.daemon.service.flywheel import Flywheel
 from taoflow.daemon.service.supervisor import Supervisor
 from taoflow.daemon.store.deploys import DeployStore
 from taoflow.daemon.store.erasure import erasure_summary, forget, report_counts
+from taoflow.daemon.store.rounds import RoundStore
 from taoflow.daemon.store.routes import RouteStore
 from taoflow.daemon.store.state import State
 from taoflow.policies.retrain import RetrainDecision
@@ -119,7 +120,7 @@ class Answers:
 
     def database_ok(self) -> bool:
         try:
-            self.state.db.query("SELECT 1")
+            self.state.db.ping()
         except Exception:  # readiness says no; the error itself shows up in every other path
             return False
         return True
@@ -128,11 +129,7 @@ class Answers:
         stats = self.state.buffer.stats()
         registry = self.state.registry
         flywheel = self._flywheel
-        rows = self.state.db.query(
-            "SELECT id, step, status, reason, version, started_at, updated_at FROM rounds WHERE model=?"
-            " ORDER BY id DESC LIMIT 5",
-            (self.model,),
-        )
+        rounds = RoundStore(self.state.db, self.state.rounds_dir).recent(self.model, limit=5)
         lease = flywheel.lease.holder()
         decision = flywheel.dry_run()  # as of now: a resume or a new prompt shows at once
         paused, reason = flywheel.paused(), flywheel.controls.pause_reason()
@@ -152,7 +149,10 @@ class Answers:
             "previous": registry.alias(self.model, "previous"),
             "round_running": flywheel.launcher.running or lease is not None,
             "round_lock": None if lease is None else {"owner": lease.owner, "since": lease.acquired_at},
-            "rounds": [dict(r) for r in rows],
+            "rounds": [
+                {k: getattr(r, k) for k in ("id", "step", "status", "reason", "version", "started_at", "updated_at")}
+                for r in rounds
+            ],
             "next_trigger": {
                 "trigger": decision.trigger,
                 "rule": decision.rule,

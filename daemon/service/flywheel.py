@@ -11,7 +11,6 @@ single-flight `round` lease itself, exactly as a round started by hand does.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -21,7 +20,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from taoflow.connectors.errors import TaoflowError
-from taoflow.daemon.round import candidates as cand
 from taoflow.daemon.round.launcher import EXIT_OUTCOMES, RoundLauncher
 from taoflow.daemon.round.parts import build_scorers
 from taoflow.daemon.service.metrics import DaemonMetrics
@@ -100,15 +98,15 @@ class Flywheel:
         self._config_mtime = config_path.stat().st_mtime if config_path else None
         self._started_at = time.time()
         self._job_errors = 0
-        self._observed = {r[0] for r in state.db.query("SELECT id FROM rounds WHERE status != 'running'")}
+        self._observed = self.rounds.ended_ids()
         self._scheduler: BackgroundScheduler | None = None
 
     # ------------------------------------------------------------------ deciding
     def seed_metrics(self) -> None:
         """Last successes survive a restart: read them from the rounds table once, at start."""
-        rows = self.state.db.query("SELECT max(updated_at) FROM rounds WHERE model=? AND status='done'", (self.model,))
-        if rows and rows[0][0] is not None:
-            self.metrics.last_success.labels("round").set(float(rows[0][0]))
+        last = self.rounds.last_done_at(self.model)
+        if last is not None:
+            self.metrics.last_success.labels("round").set(last)
 
     def inputs(self, now: float) -> RetrainState:
         latest = self.rounds.latest(self.model)
@@ -269,12 +267,8 @@ class Flywheel:
     # ------------------------------------------------------------------ history
     def _consecutive_rejections(self) -> int:
         count = 0
-        for (summary,) in self.state.db.query(
-            "SELECT summary FROM rounds WHERE model=? AND status='done' AND started_at>=? ORDER BY id DESC",
-            (self.model, self.controls.rejections_reset_at()),
-        ):
-            gate = json.loads(summary).get("gate") or {}
-            if gate.get("passed"):
+        for record in self.rounds.done_since(self.model, self.controls.rejections_reset_at()):
+            if record.summary.gate is not None and record.summary.gate.passed:
                 break
             count += 1
         return count
@@ -286,20 +280,18 @@ class Flywheel:
         if latest is None or latest.status == "running" or latest.id in self._observed:
             return  # interrupted (observed once it finishes), or finished before this daemon started
         self._observed.add(latest.id)
-        for step, summary in latest.summary.items():
-            if isinstance(summary, dict) and "seconds" in summary:
-                self.metrics.step_seconds.labels(step).observe(float(summary["seconds"]))
-        scored = latest.work_dir / "scored.jsonl"
-        if "score" in latest.summary and scored.exists():
-            for record, candidates in cand.read_scored(scored):
+        for step, seconds in latest.summary.seconds().items():
+            self.metrics.step_seconds.labels(step).observe(seconds)
+        if latest.summary.score is not None and latest.files.has_scores():
+            for record, candidates in latest.files.scored():
                 self.metrics.candidates.inc(len(candidates))
                 for candidate in candidates:
                     if candidate.score is not None:
                         self.metrics.candidate_scores.labels(record.task).observe(candidate.score)
         if latest.status == "done":
             self.metrics.last_success.labels("round").set(latest.updated_at)
-            gate = latest.summary.get("gate", {})
-            if gate.get("passed"):
+            gate = latest.summary.gate
+            if gate is not None and gate.passed:
                 self.metrics.last_success.labels("gate").set(latest.updated_at)
-            if gate.get("promoted"):
+            if gate is not None and gate.promoted:
                 self.metrics.last_success.labels("promote").set(latest.updated_at)

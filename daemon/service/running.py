@@ -32,7 +32,8 @@ from taoflow.daemon.round.parts import build_scorers
 from taoflow.daemon.service.admin import create_app
 from taoflow.daemon.service.answers import Answers
 from taoflow.daemon.service.flywheel import Flywheel
-from taoflow.daemon.service.metrics import DaemonMetrics, StateCollector
+from taoflow.daemon.service.metrics import DaemonMetrics
+from taoflow.daemon.service.state_metrics import StateCollector
 from taoflow.daemon.service.supervisor import Supervisor, TaskFailed
 from taoflow.daemon.settings import (
     Settings,
@@ -189,7 +190,7 @@ class Service:
         return sock
 
     def _source(self, stop: threading.Event) -> None:
-        from taoflow.daemon.ingest.sources import run_source
+        from taoflow.daemon.ingest.configured import run_source
 
         run_source(
             self.settings,

@@ -320,6 +320,14 @@ class PromptBuffer:
         )
         return [PromptRecord.from_json(r[0]) for r in rows]
 
+    def request_ids_from(self, source: str, origin_prefix: str) -> list[str]:
+        """Request ids of the prompts a source stored from origins that start with `origin_prefix` (a file's)."""
+        rows = self._db.query(
+            "SELECT request_id FROM prompts WHERE source = ? AND substr(origin, 1, ?) = ?",
+            (source, len(origin_prefix), origin_prefix),
+        )
+        return [str(r[0]) for r in rows]
+
     def get(self, ids: Sequence[int]) -> list[StoredPrompt]:
         if not ids:
             return []

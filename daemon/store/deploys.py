@@ -86,6 +86,26 @@ class DeployStore:
         rows = self._db.query("SELECT * FROM deploys WHERE model=? ORDER BY id DESC LIMIT ?", (model, limit))
         return [_record(r) for r in rows]
 
+    def counts(self, model: str) -> dict[tuple[str, str, str], int]:
+        """The model's deploys by (kind, trigger, status)."""
+        rows = self._db.query(
+            "SELECT kind, trigger, status, count(*) FROM deploys WHERE model=? GROUP BY kind, trigger, status", (model,)
+        )
+        return {(str(r[0]), str(r[1]), str(r[2])): int(r[3]) for r in rows}
+
+    def running_count(self, model: str) -> int:
+        """The model's deploys rolling out or reverting now."""
+        return int(
+            self._db.query("SELECT count(*) FROM deploys WHERE model=? AND status IN (?, ?)", (model, *OPEN))[0][0]
+        )
+
+    def watch_rollbacks(self, model: str) -> list[DeployRecord]:
+        """The model's deploys the post-deploy watch rolled back."""
+        rows = self._db.query(
+            "SELECT * FROM deploys WHERE model=? AND reason LIKE 'rolled back by the watch%' ORDER BY id", (model,)
+        )
+        return [_record(r) for r in rows]
+
     def attempted(self, version: str) -> bool:
         return bool(self._db.query("SELECT 1 FROM deploys WHERE version=? AND kind='promote'", (version,)))
 

@@ -9,7 +9,8 @@ operator which adapter versions hold it (`taoflow buffer --erased`, a metric, an
 
 A prompt a round trained on is a *tombstone*: its text is gone, its round stays; the operator decides whether
 to retrain or roll back. Rounds never take an erased prompt again (the row is gone), and a round already under
-way drops the ones erased before it trains (daemon/round/recipe.py) and records the ones erased after.
+way drops the ones erased before it trains (daemon/round/local_stages.py, ray_stages.py) and records the ones
+erased after.
 """
 
 from __future__ import annotations
@@ -24,7 +25,9 @@ from typing import Any, TypeVar
 
 from taoflow.connectors.errors import InvalidRequest
 from taoflow.connectors.records import PromptRecord
+from taoflow.daemon.store.round_files import RoundFiles
 from taoflow.daemon.store.storage import Database, prompt_hash_key
+from taoflow.policies.erasure import ErasureKey
 
 __all__ = [
     "ErasedPrompt",
@@ -47,16 +50,6 @@ T = TypeVar("T")
 
 #: The fewest characters a `forget` text match may have: a short one would erase half the buffer.
 MIN_MATCH_CHARS = 8
-
-
-@dataclass(frozen=True)
-class ErasureKey:
-    """What identifies an erased prompt: its request id, its prompt hash (hex), or both."""
-
-    request_id: str | None = None
-    prompt_hash: str | None = None
-    #: The prompt's text is still live in the source under other requests: the request goes, the text may stay.
-    text_live: bool = False
 
 
 @dataclass
@@ -256,51 +249,21 @@ def _dead_payloads(conn: sqlite3.Connection, *, request_id: str | None = None, t
     return found
 
 
-#: A round's files that hold prompt text, and where each line names its request id.
-_ROUND_FILES = {"candidates.jsonl": ("request_id",), "scored.jsonl": ("record", "request_id")}
-
-
 def scrub_rounds(db: Database, prompts: Mapping[int, str]) -> int:
     """Take erased prompts (buffer id -> request id) out of the files of the rounds that took them (candidates and
-    scores; a round's adapter manifest holds only hashes). Each file is rewritten whole and atomically; a round
-    reads it by request id, so one still running goes on without the prompt. Returns the files rewritten."""
+    scores; a round's adapter manifest holds only hashes). Returns the files rewritten."""
     if not prompts:
         return 0
     rewritten = 0
     for (work_dir,) in db.query("SELECT work_dir FROM rounds"):
-        directory = Path(work_dir)
+        files = RoundFiles(Path(work_dir))
         try:
-            taken = set(json.loads((directory / "prompts.json").read_text())["ids"]) & prompts.keys()
+            taken = set(files.prompts().ids) & prompts.keys()
         except (OSError, ValueError, KeyError, TypeError):
             continue  # a round that never got its prompts (or whose files are gone)
         if taken:
-            gone = {prompts[i] for i in taken}
-            for name, path in _ROUND_FILES.items():
-                rewritten += _scrub_file(directory / name, path, gone)
+            rewritten += files.scrub({prompts[i] for i in taken})
     return rewritten
-
-
-def _scrub_file(path: Path, key: tuple[str, ...], request_ids: set[str]) -> int:
-    try:
-        lines = path.read_text().splitlines()
-    except OSError:
-        return 0
-    kept = []
-    for line in lines:
-        try:
-            value: Any = json.loads(line)
-            for part in key:
-                value = value[part]
-        except (ValueError, KeyError, TypeError):
-            value = None
-        if value not in request_ids:
-            kept.append(line)
-    if len(kept) == len(lines):
-        return 0
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text("".join(f"{line}\n" for line in kept))
-    tmp.replace(path)
-    return 1
 
 
 def record_trained(

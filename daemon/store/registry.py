@@ -118,6 +118,20 @@ class Registry:
         )
         return [AdapterEvent(*tuple(r)) for r in rows]
 
+    def transition_counts(self) -> dict[tuple[str | None, str], int]:
+        """How often each registry edge (from state, to state) has been taken, over every model."""
+        rows = self._db.query("SELECT from_state, to_state, count(*) FROM adapter_events GROUP BY from_state, to_state")
+        return {(r[0], str(r[1])): int(r[2]) for r in rows}
+
+    def last_rollback_at(self, model: str) -> float | None:
+        """When a retired adapter of the model was last made champion again (by the watch or by hand)."""
+        rows = self._db.query(
+            "SELECT max(e.at) FROM adapter_events e JOIN adapters a ON a.version = e.version"
+            " WHERE a.model=? AND e.to_state='champion' AND e.from_state='retired'",
+            (model,),
+        )
+        return float(rows[0][0]) if rows and rows[0][0] is not None else None
+
     def transition(self, version: str, to_state: str, *, reason: str, now: float | None = None) -> AdapterVersion:
         """Move one version along an allowed edge (gate results; use promote/rollback for champions)."""
         if to_state == "champion":

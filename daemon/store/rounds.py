@@ -15,11 +15,11 @@ from pathlib import Path
 from typing import Any
 
 from taoflow.connectors.errors import RoundError
+from taoflow.daemon.store.round_files import RoundFiles
 from taoflow.daemon.store.storage import Database
+from taoflow.daemon.store.summaries import STEPS, RoundSummary, SkipSummary, StepSummary
 
 __all__ = ["STEPS", "RoundRecord", "RoundStore"]
-
-STEPS: tuple[str, ...] = ("pending", "prepare", "generate", "score", "train", "register", "gate", "done")
 
 
 @dataclass(frozen=True)
@@ -33,10 +33,19 @@ class RoundRecord:
     version: str | None
     started_at: float
     updated_at: float
-    summary: dict[str, Any]
+    summary: RoundSummary
 
     def next_step(self) -> str:
         return STEPS[STEPS.index(self.step) + 1]
+
+    @property
+    def files(self) -> RoundFiles:
+        return RoundFiles(self.work_dir)
+
+    @property
+    def started_stamp(self) -> str:
+        """When the round started, as names made of it spell it (UTC, to the second)."""
+        return time.strftime("%Y%m%d%H%M%S", time.gmtime(self.started_at))
 
 
 class RoundStore:
@@ -74,11 +83,49 @@ class RoundStore:
         )
         return _record(rows[0]) if rows else None
 
+    def recent(self, model: str, *, limit: int) -> list[RoundRecord]:
+        """The model's last `limit` rounds, newest first."""
+        rows = self._db.query("SELECT * FROM rounds WHERE model=? ORDER BY id DESC LIMIT ?", (model, limit))
+        return [_record(r) for r in rows]
+
+    def all(self, model: str) -> list[RoundRecord]:
+        """Every round of the model, newest first."""
+        return [_record(r) for r in self._db.query("SELECT * FROM rounds WHERE model=? ORDER BY id DESC", (model,))]
+
+    def done_since(self, model: str, since: float) -> list[RoundRecord]:
+        """The model's finished rounds that started at or after `since`, newest first."""
+        rows = self._db.query(
+            "SELECT * FROM rounds WHERE model=? AND status='done' AND started_at>=? ORDER BY id DESC", (model, since)
+        )
+        return [_record(r) for r in rows]
+
+    def last_done_at(self, model: str) -> float | None:
+        """When the model's last round that ran to its end finished."""
+        rows = self._db.query("SELECT max(updated_at) FROM rounds WHERE model=? AND status='done'", (model,))
+        return float(rows[0][0]) if rows and rows[0][0] is not None else None
+
+    def last_gated(self, model: str) -> RoundRecord | None:
+        """The model's newest round whose gate has judged it."""
+        rows = self._db.query(
+            "SELECT * FROM rounds WHERE model=? AND summary LIKE '%\"gate\"%' ORDER BY id DESC LIMIT 1", (model,)
+        )
+        return _record(rows[0]) if rows else None
+
+    def ended_ids(self) -> set[int]:
+        """Rounds of every model that are no longer running."""
+        return {int(r[0]) for r in self._db.query("SELECT id FROM rounds WHERE status != 'running'")}
+
+    def work_dirs(self, *, version: str | None = None) -> list[Path]:
+        """Every round's work directory, or those of the rounds that made `version`."""
+        if version is None:
+            return [Path(r[0]) for r in self._db.query("SELECT work_dir FROM rounds")]
+        return [Path(r[0]) for r in self._db.query("SELECT work_dir FROM rounds WHERE version = ?", (version,))]
+
     def complete_step(
         self,
         round_id: int,
         step: str,
-        summary: dict[str, Any],
+        summary: StepSummary,
         *,
         version: str | None = None,
         reason: str | None = None,
@@ -86,23 +133,23 @@ class RoundStore:
         current = self.get(round_id)
         if current.next_step() != step:
             raise RoundError(f"round {round_id}: cannot complete {step!r} after {current.step!r}")
-        merged = {**current.summary, step: summary}
+        merged = current.summary.with_step(step, summary)
         status = "done" if step == "done" else "running"
         with self._db.transaction() as conn:
             conn.execute(
                 "UPDATE rounds SET step=?, status=?, summary=?, version=COALESCE(?, version),"
                 " reason=COALESCE(?, reason), updated_at=? WHERE id=?",
-                (step, status, json.dumps(merged), version, reason, time.time(), round_id),
+                (step, status, json.dumps(merged.to_json()), version, reason, time.time(), round_id),
             )
         return self.get(round_id)
 
-    def skip(self, round_id: int, step: str, reason: str, summary: dict[str, Any]) -> RoundRecord:
+    def skip(self, round_id: int, step: str, summary: SkipSummary) -> RoundRecord:
         """The round ended at `step` with nothing to learn: not a failure (its summary says what it found)."""
-        merged = {**self.get(round_id).summary, step: summary}
+        merged = self.get(round_id).summary.with_step(step, summary)
         with self._db.transaction() as conn:
             conn.execute(
                 "UPDATE rounds SET status='skipped', reason=?, summary=?, updated_at=? WHERE id=?",
-                (reason, json.dumps(merged), time.time(), round_id),
+                (summary.skipped, json.dumps(merged.to_json()), time.time(), round_id),
             )
         return self.get(round_id)
 
@@ -117,5 +164,5 @@ class RoundStore:
 def _record(row: Any) -> RoundRecord:
     data = dict(row)
     data["work_dir"] = Path(data["work_dir"])
-    data["summary"] = json.loads(data["summary"])
+    data["summary"] = RoundSummary.from_json(json.loads(data["summary"]))
     return RoundRecord(**data)

@@ -38,15 +38,15 @@ class State:
 
 
 def build_artifact_store(settings: Settings) -> ArtifactStore:
-    """Adapters on local disk (or a shared volume) by default, in S3 when storage.artifacts_uri says so."""
+    """Adapters on local disk (or a shared volume) by default, in S3 when storage.artifacts.uri says so."""
     s = settings.storage
-    if s.artifacts_uri is None:
+    if s.artifacts.uri is None:
         return LocalArtifactStore(s.state_dir / "adapters")
     from taoflow.connectors.artifacts.s3 import S3ArtifactStore
 
-    bucket, _, prefix = s.artifacts_uri.removeprefix("s3://").partition("/")
+    bucket, prefix = s.artifacts.bucket_and_prefix()
     return S3ArtifactStore(
-        bucket, prefix, s.state_dir / "adapter-cache", endpoint_url=s.artifacts_endpoint_url, region=s.artifacts_region
+        bucket, prefix, s.state_dir / "adapter-cache", endpoint_url=s.artifacts.endpoint_url, region=s.artifacts.region
     )
 
 

@@ -363,6 +363,10 @@ class Database:
         with self._lock:
             self._conn.executescript(f"PRAGMA incremental_vacuum({int(pages)});")
 
+    def ping(self) -> None:
+        """Raises if the database cannot be read (what readiness asks)."""
+        self.query("SELECT 1")
+
     def query(self, sql: str, params: tuple[object, ...] = ()) -> list[sqlite3.Row]:
         with self._lock:
             return list(self._conn.execute(sql, params))

@@ -277,7 +277,7 @@ def test_a_deploy_interrupted_mid_rollout_is_finished_by_the_restarted_daemon_fr
     import boto3
 
     boto3.client("s3", endpoint_url=s3_endpoint).create_bucket(Bucket="models")
-    storage = {"artifacts_uri": "s3://models/taoflow", "artifacts_endpoint_url": s3_endpoint}
+    storage = {"artifacts": {"uri": "s3://models/taoflow", "endpoint_url": s3_endpoint}}
     settings, state = make_state(tmp_path, clean_fleet, storage=storage, stage_dir=str(tmp_path / "shared"))
     register(state, "v42", fleet_adapters["v42"], base_model)
     assert state.registry.get("v42").uri == "s3://models/taoflow/v42/"

@@ -13,8 +13,7 @@ import pytest
 from taoflow.connectors.artifacts.local import check_adapter_dir
 from taoflow.connectors.cluster.jobs import RayJobs
 from taoflow.connectors.errors import RoundError
-from taoflow.daemon.round.cluster import ClusterRound
-from taoflow.daemon.round.parts import build_gate_scorers, build_scorers
+from taoflow.daemon.round.ray_stages import RayStages
 from taoflow.daemon.round.recipe import TaoRound
 from tests.e2e.test_round import seeded_state
 from tests.services import RayTestCluster, moto_s3, poll_until
@@ -51,8 +50,7 @@ def ray_state(tmp_path, cluster, s3, **overrides):
     ray = {
         "address": cluster.address,
         "token": RayTestCluster.TOKEN,
-        "exchange_uri": f"s3://rounds/{tmp_path.name}",
-        "exchange_endpoint_url": s3,
+        "exchange": {"uri": f"s3://rounds/{tmp_path.name}", "endpoint_url": s3},
         "poll_seconds": 0.5,
         "placement_timeout_seconds": 120,
         **overrides.pop("ray", {}),
@@ -61,14 +59,8 @@ def ray_state(tmp_path, cluster, s3, **overrides):
 
 
 def ray_round(state) -> TaoRound:
-    return TaoRound(
-        state.settings,
-        state,
-        scorers=build_scorers(state.settings),
-        gate_scorers=build_gate_scorers(state.settings),
-        generator_factory=lambda path: pytest.fail("a round on the cluster generates nothing on this side"),
-        cluster=ClusterRound(state.settings),
-    )
+    # No generator on this side: the stages of a round on the cluster have none to call.
+    return TaoRound(state.settings, state, stages=RayStages(state.settings, state))
 
 
 def job_log(cluster, state, record_id: int = 1) -> str:
@@ -110,25 +102,25 @@ def run_replacing_node(cluster, state, node, *, after: str, deadline_s: float):
 def test_a_round_runs_as_a_ray_job_across_two_nodes(tmp_path, s3, ray_cluster, base_model):
     ray_cluster.add_worker(cpus=1)
     ray_cluster.add_worker(cpus=1)
-    state = ray_state(tmp_path, ray_cluster, s3, ray={"train_workers": 2})
+    state = ray_state(tmp_path, ray_cluster, s3, ray={"train": {"workers": 2}})
     record = ray_round(state).run()
     assert (record.status, record.step) == ("done", "done"), record.reason
     summary = record.summary
-    assert summary["generate"]["runner"] == "ray" and summary["generate"]["job"].startswith("taoflow-taoflow-r0001-")
-    assert summary["generate"]["candidates"] == 3 * summary["prepare"]["prompts"]
-    assert summary["score"]["tasks"]["math"]["candidates"] == summary["generate"]["candidates"]
-    train = summary["train"]
-    assert train["workers"] == 2 and train["steps"] >= 1 and train["final_loss"] is not None
-    assert train["examples"] == summary["score"]["examples"] and train["resumed_from"] is None
-    gate = summary["gate"]
-    assert gate["against"] == "base" and gate["slices"][0]["n"] == state.buffer.stats().tasks["math"].heldout
+    assert summary.generate.runner == "ray" and summary.generate.job.startswith("taoflow-taoflow-r0001-")
+    assert summary.generate.candidates == 3 * summary.prepare.prompts
+    assert summary.score.tasks["math"].candidates == summary.generate.candidates
+    train = summary.train
+    assert train.workers == 2 and train.steps >= 1 and train.final_loss is not None
+    assert train.examples == summary.score.examples and train.resumed_from is None
+    gate = summary.gate
+    assert gate.against == "base" and gate.slices[0].n == state.buffer.stats().tasks["math"].heldout
     adapter = state.store.fetch(record.version)
     assert check_adapter_dir(adapter)["r"] == 16
     manifest = json.loads((adapter / "taoflow-manifest.json").read_text())
     assert manifest["base_model"] == {"reference": "smollm2-135m-instruct", "digest": base_model.digest}
     # The candidates came home whole: every prompt with its three candidates.
     rows = [json.loads(line) for line in (record.work_dir / "candidates.jsonl").read_text().splitlines()]
-    assert len(rows) == summary["prepare"]["prompts"] and all(len(r["candidates"]) == 3 for r in rows)
+    assert len(rows) == summary.prepare.prompts and all(len(r["candidates"]) == 3 for r in rows)
     # The token never travels to the cluster with the round's settings.
     client = boto3.client("s3", endpoint_url=s3)
     keys = [o["Key"] for o in client.list_objects_v2(Bucket="rounds", Prefix=tmp_path.name)["Contents"]]
@@ -140,7 +132,7 @@ def test_a_round_runs_as_a_ray_job_across_two_nodes(tmp_path, s3, ray_cluster, b
 
 def test_a_stage_the_cluster_cannot_place_fails_the_round_with_the_reason(tmp_path, s3, ray_cluster):
     ray_cluster.add_worker(cpus=2)
-    state = ray_state(tmp_path, ray_cluster, s3, ray={"generation_gpus": 1, "placement_timeout_seconds": 3})
+    state = ray_state(tmp_path, ray_cluster, s3, ray={"generation": {"gpus": 1}, "placement_timeout_seconds": 3})
     with pytest.raises(
         RoundError, match=r"could not place generation within ray.placement_timeout_seconds \(3 s\).*GPU: 1"
     ):
@@ -151,19 +143,19 @@ def test_a_stage_the_cluster_cannot_place_fails_the_round_with_the_reason(tmp_pa
 
 def test_a_node_lost_during_generation_loses_no_candidate(tmp_path, s3, ray_cluster):
     first = ray_cluster.add_worker(cpus=2)
-    state = ray_state(tmp_path, ray_cluster, s3, ray={"generation_batch": 2})
+    state = ray_state(tmp_path, ray_cluster, s3, ray={"generation": {"batch": 2}})
     record = run_replacing_node(ray_cluster, state, first, after="generation actor ready", deadline_s=240)
     assert record.status == "done", record.reason
     rows = [json.loads(line) for line in (record.work_dir / "candidates.jsonl").read_text().splitlines()]
-    assert len(rows) == record.summary["prepare"]["prompts"] and all(len(r["candidates"]) == 3 for r in rows)
+    assert len(rows) == record.summary.prepare.prompts and all(len(r["candidates"]) == 3 for r in rows)
 
 
 def test_a_node_lost_during_training_resumes_from_its_checkpoint(tmp_path, s3, ray_cluster):
     first = ray_cluster.add_worker(cpus=2)
-    state = ray_state(tmp_path, ray_cluster, s3, train={"epochs": 4}, ray={"train_workers": 2})
+    state = ray_state(tmp_path, ray_cluster, s3, train={"epochs": 4}, ray={"train": {"workers": 2}})
     record = run_replacing_node(ray_cluster, state, first, after="checkpoint of step 1", deadline_s=400)
     assert record.status == "done", record.reason
-    assert record.summary["train"]["resumed_from"] is not None
+    assert record.summary.train.resumed_from is not None
 
 
 def test_a_round_stopped_at_shutdown_and_killed_with_the_daemon_runs_its_job_once_per_attempt(
@@ -184,10 +176,10 @@ def test_a_round_stopped_at_shutdown_and_killed_with_the_daemon_runs_its_job_onc
 
     ray_cluster.add_worker(cpus=2)
     # The generation actor takes every CPU of the cluster: Parquet reads and writes must still run beside it.
-    state = ray_state(tmp_path, ray_cluster, s3, ray={"generation_cpus": 2})
+    state = ray_state(tmp_path, ray_cluster, s3, ray={"generation": {"cpus": 2}})
     config = tmp_path / "taoflow.yaml"
     sections = {**TINY, "storage": {"state_dir": str(tmp_path / "state")}, "round": {"runner": "ray"}}
-    sections["ray"] = state.settings.ray.model_dump(mode="json", exclude={"token", "token_file"})
+    sections["ray"] = state.settings.ray.model_dump(mode="json", exclude={"token"})
     config.write_text(yaml.safe_dump(sections))
     env = {**os.environ, "TAOFLOW_RAY__TOKEN": RayTestCluster.TOKEN}
     command = [sys.executable, "-m", "taoflow.daemon.cli", "round", "--config", str(config), "--no-progress"]
@@ -221,7 +213,7 @@ def test_a_round_stopped_at_shutdown_and_killed_with_the_daemon_runs_its_job_onc
     from taoflow.daemon.store.rounds import RoundStore
 
     record = RoundStore(state.db, state.rounds_dir).get(1)
-    assert record.status == "done" and record.summary["generate"]["job"].endswith("-a2")
+    assert record.status == "done" and record.summary.generate.job.endswith("-a2")
     log = job_log(ray_cluster, state)
     assert "stage generate: done by an earlier attempt" in log
     imported = {
@@ -246,7 +238,7 @@ def test_a_round_on_the_cluster_with_nothing_to_learn_is_skipped_and_its_prompts
     record = ray_round(state).run()
     assert (record.status, record.step) == ("skipped", "score")  # the job trained nothing and evaluated nothing
     assert record.version is None and state.registry.versions() == []
-    prompts = record.summary["prepare"]["prompts"]
+    prompts = record.summary.prepare.prompts
     assert record.reason.startswith(f"no candidate of {prompts} prompts beat their group's mean by 0.1")
-    assert record.summary["train"]["retry"] == prompts
-    assert not (record.work_dir / "ray" / "adapter").exists()
+    assert record.summary.skipped_at == "train" and record.summary.skip.retry == prompts
+    assert not record.files.adapter_dir.exists()

@@ -417,7 +417,7 @@ def test_rounds_on_a_ray_cluster_take_the_token_from_a_secret_and_only_taoflow_r
         {
             "settings": {
                 "round": {"runner": "ray"},
-                "ray": {"address": "http://rc-head-svc.ray.svc:8265", "exchange_uri": "s3://bucket/rounds"},
+                "ray": {"address": "http://rc-head-svc.ray.svc:8265", "exchange": {"uri": "s3://bucket/rounds"}},
             },
             "secrets": {"rayToken": {"existingSecret": "ray-token"}},
             "rayNetworkPolicy": {"enabled": True, "clusterName": "rc", "namespace": "ray"},

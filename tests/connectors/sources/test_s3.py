@@ -17,7 +17,8 @@ from taoflow.connectors.errors import ConfigurationError, TemporaryError
 from taoflow.connectors.sources.s3 import S3Config, S3Source
 from taoflow.daemon.ingest.ingestor import Ingestor
 from taoflow.daemon.ingest.metrics import IngestMetrics
-from taoflow.daemon.ingest.streaming import ingest_objects, ingested_objects
+from taoflow.daemon.ingest.streaming import ingest_objects
+from taoflow.daemon.store.cursors import ingested_objects
 
 
 def bucket(endpoint: str) -> tuple[str, object]:

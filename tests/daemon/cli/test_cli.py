@@ -60,7 +60,7 @@ def test_effective_settings_never_show_secrets(tmp_path, capsys, monkeypatch):
     assert main(["settings", "--config", str(config)]) == 0
     shown = capsys.readouterr().out
     assert "supersecret" not in shown
-    assert json.loads(shown)["daemon"]["admin_token"] == "**********"
+    assert json.loads(shown)["daemon"]["admin_token"]["value"] == "**********"
 
 
 def run_cli(*args, cwd=None, env=None):

@@ -10,7 +10,7 @@ from taoflow.connectors.sinks.jsonl import JsonlSink
 from taoflow.connectors.sources.formats import parse_payload
 from taoflow.connectors.sources.redaction import Redactor
 from taoflow.daemon.gateway.capture import Drainer, assemble_stream, exchange_record, wanted
-from taoflow.daemon.gateway.spool import Spool
+from taoflow.daemon.store.spool import Spool
 
 
 def sse(*events) -> bytes:

@@ -13,9 +13,9 @@ from prometheus_client import CollectorRegistry
 
 from taoflow.connectors.errors import ConfigurationError
 from taoflow.connectors.sources.delta import DeltaConfig, DeltaSource
-from taoflow.daemon.ingest.delta import ingest_delta, table_checkpoint
 from taoflow.daemon.ingest.ingestor import Ingestor
 from taoflow.daemon.ingest.metrics import IngestMetrics
+from taoflow.daemon.ingest.table_follower import ingest_delta, table_checkpoint
 from taoflow.daemon.store.erasure import erased
 from taoflow.daemon.store.registry import Registry
 from taoflow.daemon.store.rounds import RoundStore

@@ -8,9 +8,9 @@ import yaml
 from taoflow.connectors.protocols import Completion
 from taoflow.connectors.records import Message, PromptRecord
 from taoflow.daemon.cli import main
-from taoflow.daemon.round import candidates as cand
 from taoflow.daemon.round.agreement import pairwise_accuracy, report, spearman
 from taoflow.daemon.settings import load_settings
+from taoflow.daemon.store.round_files import RoundPrompts
 from taoflow.daemon.store.rounds import RoundStore
 from taoflow.daemon.store.state import State
 
@@ -71,12 +71,10 @@ def test_scorers_check_on_a_rounds_candidates_takes_the_verifier_as_reference(co
     stored = state.buffer.training_prompts(10)
     rounds = RoundStore(state.db, state.rounds_dir)
     record = rounds.start("taoflow")
-    (record.work_dir / "prompts.json").write_text(json.dumps({"ids": [p.id for p in stored], "champion": None}))
+    record.files.write_prompts(RoundPrompts(ids=[p.id for p in stored], champion=None))
     answers = [[f"{2 * i}", f"{i} + {i} is {2 * i}, as anyone can check.", "no idea"] for i in range(len(stored))]
-    cand.write_candidates(
-        record.work_dir / "candidates.jsonl",
-        [p.record for p in stored],
-        [[Completion(a, 5, True) for a in row] for row in answers],
+    record.files.write_candidates(
+        [p.record for p in stored], [[Completion(a, 5, True) for a in row] for row in answers]
     )
     state.close()
     assert main(["scorers", "check", "--config", str(config), "-o", "json"]) == 0

@@ -15,9 +15,10 @@ from taoflow.connectors.cluster.jobs import RayJobs
 from taoflow.connectors.errors import ConfigurationError, RoundError
 from taoflow.connectors.records import Message, PromptRecord
 from taoflow.connectors.training.lora import TrainingConfig
-from taoflow.daemon.round.cluster import ClusterRound, RoundInputs
+from taoflow.daemon.round.ray_job import RayRoundJob, RoundInputs
 from taoflow.daemon.settings import load_settings, ray_runner_problems
 from taoflow.daemon.store.rounds import RoundRecord
+from taoflow.daemon.store.summaries import RoundSummary
 
 
 class FakeJobsApi:
@@ -42,19 +43,19 @@ class FakeJobsApi:
         return httpx.Response(200, json={"submission_id": job, "status": self.status, "message": "waiting"})
 
 
-def cluster_round(tmp_path, api: FakeJobsApi, **ray) -> ClusterRound:
+def cluster_round(tmp_path, api: FakeJobsApi, **ray) -> RayRoundJob:
     settings = load_settings(
         None,
         round={"runner": "ray"},
-        ray={"address": "http://head:8265", "exchange_uri": str(tmp_path / "x"), "poll_seconds": 0.05, **ray},
+        ray={"address": "http://head:8265", "exchange": {"uri": str(tmp_path / "x")}, "poll_seconds": 0.05, **ray},
     )
     jobs = RayJobs("http://head:8265", transport=httpx.MockTransport(api))
-    return ClusterRound(settings, jobs=jobs, exchange=Exchange(str(tmp_path / "x")))
+    return RayRoundJob(settings, jobs=jobs, exchange=Exchange(str(tmp_path / "x")))
 
 
 def record(tmp_path) -> RoundRecord:
     (tmp_path / "work").mkdir(exist_ok=True)
-    return RoundRecord(1, "taoflow", "prepare", "running", "", tmp_path / "work", None, 1.7e9, 1.7e9, {})
+    return RoundRecord(1, "taoflow", "prepare", "running", "", tmp_path / "work", None, 1.7e9, 1.7e9, RoundSummary())
 
 
 def inputs() -> RoundInputs:
@@ -85,7 +86,7 @@ def test_an_interrupted_round_stops_its_job_and_the_next_run_submits_the_next_at
             raise KeyboardInterrupt
         real_sleep(seconds)
 
-    monkeypatch.setattr("taoflow.daemon.round.cluster.time.sleep", sleep)
+    monkeypatch.setattr("taoflow.daemon.round.ray_job.time.sleep", sleep)
     with pytest.raises(KeyboardInterrupt):
         runner.run(record(tmp_path), inputs())
     monkeypatch.undo()
@@ -110,12 +111,12 @@ def test_the_ray_runner_says_what_its_settings_lack():
     problems = " | ".join(ray_runner_problems(settings))
     for expected in (
         "ray.address is unset",
-        "ray.exchange_uri is unset",
+        "ray.exchange.uri is unset",
         "generate.backend fleet",
         "grpo",
         "reward_model",
     ):
         assert expected in problems
     with pytest.raises(ConfigurationError, match=r"round\.runner is ray, but ray\.address is unset"):
-        ClusterRound(settings)
+        RayRoundJob(settings)
     assert ray_runner_problems(load_settings(None)) == []

@@ -131,7 +131,7 @@ def test_tokens_and_settings_that_cannot_work_are_refused_before_start(tmp_path)
     assert short.returncode == 2 and "has 7 characters; use at least 16" in short.stderr
     (tmp_path / "token").write_text("\n")
     empty = taoflow(
-        "run", "--config", str(write_config(tmp_path, daemon={"admin_token_file": str(tmp_path / "token")}))
+        "run", "--config", str(write_config(tmp_path, daemon={"admin_token": {"file": str(tmp_path / "token")}}))
     )
     assert empty.returncode == 2 and "is empty: write the token into it" in empty.stderr
     daemon_settings = {"admin_token": TOKEN, "admin_port": free_port()}
@@ -145,11 +145,15 @@ def test_tokens_and_settings_that_cannot_work_are_refused_before_start(tmp_path)
     unplaced = taoflow("run", "--config", str(write_config(tmp_path, daemon=daemon_settings, round={"runner": "ray"})))
     assert unplaced.returncode == 2 and "round.runner is ray, but ray.address is unset" in unplaced.stderr
     (tmp_path / "ray-token").write_text("short\n")
-    ray = {"address": "http://head:8265", "exchange_uri": "s3://rounds/x", "token_file": str(tmp_path / "ray-token")}
+    ray = {
+        "address": "http://head:8265",
+        "exchange": {"uri": "s3://rounds/x"},
+        "token": {"file": str(tmp_path / "ray-token")},
+    }
     weak = taoflow(
         "run", "--config", str(write_config(tmp_path, daemon=daemon_settings, round={"runner": "ray"}, ray=ray))
     )
-    assert weak.returncode == 2 and "the Ray token in ray.token_file" in weak.stderr and "short" not in weak.stderr
+    assert weak.returncode == 2 and "the Ray token in ray.token.file" in weak.stderr and "short" not in weak.stderr
     assert not (tmp_path / "state").exists()  # nothing was created for settings that cannot run
 
 

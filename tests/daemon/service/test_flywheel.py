@@ -13,6 +13,7 @@ from taoflow.daemon.service.flywheel import MAX_RESUMES, cron_window
 from taoflow.daemon.service.running import Service
 from taoflow.daemon.settings import load_settings
 from taoflow.daemon.store.rounds import RoundStore
+from taoflow.daemon.store.summaries import GenerateSummary, PrepareSummary, ScoreSummary, SkipSummary
 from tests.services import poll_until
 
 
@@ -93,7 +94,7 @@ def test_an_unfinished_round_is_resumed_first_and_given_up_after_repeated_interr
     add_prompts(service, 10)
     rounds = RoundStore(service.state.db, service.state.rounds_dir)
     record = rounds.start("taoflow")
-    rounds.complete_step(record.id, "prepare", {})
+    rounds.complete_step(record.id, "prepare", PrepareSummary(prompts=0))
     for _ in range(MAX_RESUMES):
         decision = service.flywheel.evaluate()
         assert (decision.trigger, decision.rule) == (True, "resume"), decision
@@ -148,7 +149,7 @@ def test_a_skipped_round_starts_the_cooldown_and_is_counted_with_its_judge(servi
     rounds = RoundStore(service.state.db, service.state.rounds_dir)
     # What `taoflow round` leaves when its candidates gave nothing to learn: a skipped round, exit 6.
     record = rounds.start(service.flywheel.model)
-    for step, summary in [("prepare", {"prompts": 5}), ("generate", {"candidates": 40})]:
+    for step, summary in [("prepare", PrepareSummary(prompts=5)), ("generate", GenerateSummary(candidates=40))]:
         record = rounds.complete_step(record.id, step, summary)
     judges = {
         "support": {
@@ -159,8 +160,8 @@ def test_a_skipped_round_starts_the_cooldown_and_is_counted_with_its_judge(servi
             "cached": 5,
         }
     }
-    record = rounds.complete_step(record.id, "score", {"tasks": {}, "judges": judges})
-    rounds.skip(record.id, "train", "no candidate of 5 prompts ...: nothing to learn", {"skipped": "..."})
+    record = rounds.complete_step(record.id, "score", ScoreSummary(tasks={}, judges=judges))
+    rounds.skip(record.id, "train", SkipSummary(skipped="no candidate of 5 prompts ...: nothing to learn"))
     assert service.flywheel.evaluate().rule == "cooldown"  # it did work: its end starts the cooldown
     service.flywheel.launcher._command = [sys.executable, "-c", "raise SystemExit(6)"]
     assert service.flywheel.launcher.start()

@@ -6,7 +6,7 @@ from prometheus_client import CollectorRegistry
 
 from taoflow.connectors.errors import InvalidRequest
 from taoflow.connectors.records import Message, PromptRecord
-from taoflow.daemon.service.metrics import StateCollector
+from taoflow.daemon.service.state_metrics import StateCollector
 from taoflow.daemon.store.buffer import DeadRow, PromptBuffer
 from taoflow.daemon.store.erasure import (
     ErasureKey,
@@ -21,6 +21,7 @@ from taoflow.daemon.store.registry import Registry
 from taoflow.daemon.store.retention import RetentionPolicy, apply_retention
 from taoflow.daemon.store.rounds import RoundStore
 from taoflow.daemon.store.storage import Database
+from taoflow.daemon.store.summaries import PrepareSummary
 
 
 def record(i, text=None):
@@ -38,7 +39,7 @@ def trained_round(db, tmp_path, buffer, ids, version="m-r0001"):
     """A round that trained on `ids` and registered `version` (as a round's register step does)."""
     rounds = RoundStore(db, tmp_path / "rounds")
     started = rounds.start("m")
-    rounds.complete_step(started.id, "prepare", {})
+    rounds.complete_step(started.id, "prepare", PrepareSummary(prompts=0))
     Registry(db).register(
         version=version, model="m", parent=None, base_model="b", base_digest="d", uri="file:///a", manifest={}
     )
@@ -154,29 +155,30 @@ def test_a_round_under_way_records_what_it_trained_on_before_the_erasure(db, tmp
 
 
 def test_the_files_of_rounds_that_took_an_erased_prompt_lose_it(db, tmp_path):
-    import json
 
     from taoflow.connectors.protocols import Completion
     from taoflow.daemon.round import candidates as cand
     from taoflow.daemon.round.parts import TaskScorers
     from taoflow.daemon.settings import SandboxSettings, ScorerSpec
+    from taoflow.daemon.store.round_files import RoundFiles, RoundPrompts
 
     buffer = PromptBuffer(db, heldout_fraction=0.0, heldout_max_per_task=0)
     buffer.add_many([(record(i, f"private question {i}"), None) for i in range(4)], source="s")
     taken = buffer.training_prompts(4)
     rounds = RoundStore(db, tmp_path / "rounds")
     work = rounds.start("m").work_dir
-    (work / "prompts.json").write_text(json.dumps({"ids": [p.id for p in taken], "champion": None}))
+    files = RoundFiles(work)
+    files.write_prompts(RoundPrompts(ids=[p.id for p in taken], champion=None))
     prompts = [p.record for p in taken]
     outputs = [[Completion(f"answer to {p.request_id}", 3, True)] for p in prompts]
-    cand.write_candidates(work / "candidates.jsonl", prompts, outputs)
+    files.write_candidates(prompts, outputs)
     length = [ScorerSpec(type="length", params={"max_chars": 1000})]
     scorers = TaskScorers({}, length, sandbox=SandboxSettings(enabled=False))
-    scored = cand.score_all(prompts, cand.read_candidates(work / "candidates.jsonl"), scorers)
-    cand.write_scored(work / "scored.jsonl", scored)
+    scored = cand.score_all(prompts, files.candidates(), scorers)
+    files.write_scored(scored)
     victim = prompts[2].request_id
     forget(db, request_ids=[victim], reason="t")
-    assert victim not in cand.read_candidates(work / "candidates.jsonl")
-    left = [r.request_id for r, _ in cand.read_scored(work / "scored.jsonl")]
+    assert victim not in files.candidates()
+    left = [r.request_id for r, _ in files.scored()]
     assert left == [p.request_id for p in prompts if p.request_id != victim]
     assert "private question 2" not in (work / "scored.jsonl").read_text()

@@ -1,6 +1,6 @@
-"""The daemon's side of a round on a Ray cluster (`round.runner: ray`): the round's inputs onto the exchange,
+"""The daemon's side of a round's job on a Ray cluster (`round.runner: ray`): the round's inputs onto the exchange,
 its job submitted through the Jobs REST API, followed and stopped, its outputs brought back into the round's
-work directory, where the recipe's register and gate steps read them as they read a local round's.
+work directory (`ray_stages.py` hands them to the recipe as a local round's stages would).
 
 No Ray import: HTTP to the cluster's dashboard and Parquet through pyarrow. The job's submission id is the round's
 (`taoflow-<model>-r<id>-<started>-a<attempt>`): a round resumed after the daemon restarted finds its job and
@@ -22,13 +22,16 @@ from typing import Any, TypeVar
 from taoflow.connectors.cluster.exchange import Exchange
 from taoflow.connectors.cluster.jobs import JobInfo, RayJobs
 from taoflow.connectors.errors import ConfigurationError, RoundError, TemporaryError
+from taoflow.connectors.files import write_atomic
+from taoflow.connectors.protocols import Completion
 from taoflow.connectors.records import PromptRecord
 from taoflow.connectors.training.launch import write_job
 from taoflow.connectors.training.lora import TrainingConfig
 from taoflow.daemon.settings import Settings, ray_runner_problems, ray_token
+from taoflow.daemon.store.round_files import RoundFiles, candidates_line
 from taoflow.daemon.store.rounds import RoundRecord
 
-__all__ = ["ClusterRound", "RoundInputs"]
+__all__ = ["RayRoundJob", "RoundInputs"]
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +59,7 @@ class RoundInputs:
     champion_dir: Path | None
 
 
-class ClusterRound:
+class RayRoundJob:
     """Runs one round's job on the cluster and brings its outputs home."""
 
     def __init__(self, settings: Settings, *, jobs: RayJobs | None = None, exchange: Exchange | None = None) -> None:
@@ -64,14 +67,14 @@ class ClusterRound:
         if problems:
             raise ConfigurationError("round.runner is ray, but " + "; ".join(problems))
         r = settings.ray
-        assert r.address is not None and r.exchange_uri is not None  # checked above
+        assert r.address is not None and r.exchange.uri is not None  # checked above
         self.settings = settings
         self.jobs = jobs or RayJobs(r.address, token=ray_token(settings))
-        self.root = exchange or Exchange(r.exchange_uri, endpoint_url=r.exchange_endpoint_url, region=r.exchange_region)
+        self.root = exchange or Exchange(r.exchange.uri, endpoint_url=r.exchange.endpoint_url, region=r.exchange.region)
 
     def run(self, record: RoundRecord, inputs: RoundInputs) -> dict[str, Any]:
-        """The round's job, submitted (or found) and followed to its end; its outputs in `record.work_dir/ray`.
-        Returns what the job's stages reported."""
+        """The round's job, submitted (or found) and followed to its end; its outputs in the round's cluster
+        folder (`RoundFiles.cluster_dir`). Returns what the job's stages reported."""
         folder = self.folder(record)
         if not folder.exists("inputs/spec.json"):
             self._write_inputs(folder, record, inputs)
@@ -79,11 +82,10 @@ class ClusterRound:
         info = self._follow(submission)
         if info.status != "SUCCEEDED":
             raise RoundError(self._failure(folder, info))
-        return self._bring_home(folder, record.work_dir / "ray", submission)
+        return self._bring_home(folder, record.files, submission)
 
     def folder(self, record: RoundRecord) -> Exchange:
-        started = time.strftime("%Y%m%d%H%M%S", time.gmtime(record.started_at))
-        return self.root.child(self.settings.model.served_name, f"r{record.id:04d}-{started}")
+        return self.root.child(self.settings.model.served_name, f"r{record.id:04d}-{record.started_stamp}")
 
     def stop(self, submission_id: str) -> None:
         try:
@@ -94,8 +96,8 @@ class ClusterRound:
 
     # ------------------------------------------------------------------ inputs
     def _write_inputs(self, folder: Exchange, record: RoundRecord, inputs: RoundInputs) -> None:
-        seed = self.settings.generate.seed + record.id
-        batch = self.settings.ray.generation_batch
+        seed = record.id  # the round's offset to generate.seed, as a local round samples
+        batch = self.settings.ray.generation.batch
         folder.write_rows(
             "inputs/prompts.parquet",
             [
@@ -110,7 +112,7 @@ class ClusterRound:
         if inputs.golden:
             folder.write_rows("inputs/golden.parquet", [_row(p) for p in inputs.golden], records)
         if inputs.replay:
-            local = record.work_dir / "replay-job.json"
+            local = record.files.replay_job_file
             write_job(local, Path("."), inputs.replay, inputs.training)
             folder.write_bytes("inputs/replay.json", local.read_bytes())
         if inputs.champion_dir is not None:
@@ -126,8 +128,8 @@ class ClusterRound:
     # ------------------------------------------------------------------ the job
     def _submitted(self, record: RoundRecord, folder: Exchange) -> str:
         """The round's job: the one already submitted (still running, or finished), or a new attempt."""
-        state_file = record.work_dir / "ray-job.json"
-        attempt = json.loads(state_file.read_text())["attempt"] if state_file.exists() else 1
+        known = record.files.cluster_job()
+        attempt = int(known["attempt"]) if known is not None else 1
         while True:
             submission = self._submission_id(record, attempt)
             info = self.jobs.info(submission)
@@ -137,13 +139,13 @@ class ClusterRound:
                 log.info("round %d: following Ray job %s (%s)", record.id, submission, info.status)
                 return submission
             attempt += 1  # stopped at a shutdown: the next attempt goes on from its finished stages
-        state_file.write_text(json.dumps({"attempt": attempt, "submission_id": submission, "exchange": folder.uri}))
+        record.files.write_cluster_job({"attempt": attempt, "submission_id": submission, "exchange": folder.uri})
         r = self.settings.ray
         command = [r.python, "-m", "taoflow.daemon.round.on_ray", "--exchange", folder.uri]
-        if r.exchange_endpoint_url:
-            command += ["--endpoint-url", r.exchange_endpoint_url]
-        if r.exchange_region:
-            command += ["--region", r.exchange_region]
+        if r.exchange.endpoint_url:
+            command += ["--endpoint-url", r.exchange.endpoint_url]
+        if r.exchange.region:
+            command += ["--region", r.exchange.region]
         self.jobs.submit(
             submission,
             shlex.join(command),
@@ -153,8 +155,7 @@ class ClusterRound:
         return submission
 
     def _submission_id(self, record: RoundRecord, attempt: int) -> str:
-        started = time.strftime("%Y%m%d%H%M%S", time.gmtime(record.started_at))
-        return f"taoflow-{self.settings.model.served_name}-r{record.id:04d}-{started}-a{attempt}"
+        return f"taoflow-{self.settings.model.served_name}-r{record.id:04d}-{record.started_stamp}-a{attempt}"
 
     def _follow(self, submission: str) -> JobInfo:
         """Poll the job to its end, relaying its new log lines; a job the cluster does not start within
@@ -226,30 +227,30 @@ class ClusterRound:
         return f"Ray job {info.submission_id} {info.status.lower()}: {reason[0][:2000]}"
 
     # ------------------------------------------------------------------ outputs
-    def _bring_home(self, folder: Exchange, home: Path, submission: str) -> dict[str, Any]:
-        home.mkdir(parents=True, exist_ok=True)
+    def _bring_home(self, folder: Exchange, files: RoundFiles, submission: str) -> dict[str, Any]:
+        """The job's outputs into the round's files, where a local round keeps its own (candidates, scores, the
+        adapter, the gate's evaluations), and what each stage reported."""
         stages: dict[str, Any] = {"job": submission}
         for stage in ("generate", "score", "train", "evaluate"):
             if folder.exists(f"outputs/{stage}.json"):
                 stages[stage] = folder.read_json(f"outputs/{stage}.json")
         if folder.exists("outputs/nothing-to-learn.json"):
             stages["nothing_to_learn"] = True
-        candidates = [
-            json.dumps({"request_id": r["request_id"], "candidates": json.loads(r["candidates"])})
-            for r in folder.read_rows("outputs/candidates")
+        lines = [
+            candidates_line(row["request_id"], [Completion(**c) for c in json.loads(row["candidates"])])
+            for row in folder.read_rows("outputs/candidates")
         ]
-        (home / "candidates.jsonl").write_text("\n".join(candidates) + "\n")
-        scored = [row["scored"] for row in folder.read_rows("outputs/scored")]
-        (home / "scored.jsonl").write_text("\n".join(scored) + "\n")
+        write_atomic(files.candidates_file, "".join(f"{line}\n" for line in lines))
+        write_atomic(files.scored_file, "".join(row["scored"] + "\n" for row in folder.read_rows("outputs/scored")))
         if "evaluate" in stages:
-            folder.get_dir("outputs/adapter", home / "adapter")
-            (home / "evaluations.json").write_bytes(folder.read_bytes("outputs/evaluations.json"))
-        (home / "stages.json").write_text(json.dumps(stages, indent=2, sort_keys=True))
+            folder.get_dir("outputs/adapter", files.adapter_dir)
+            write_atomic(files.evaluations_file, folder.read_bytes("outputs/evaluations.json"))
+        files.write_cluster_stages(stages)
         return stages
 
 
 #: Fields of a section that never leave the daemon's side.
-_EXCLUDED: dict[str, set[str]] = {"ray": {"token", "token_file"}, "gate": {"golden_file"}}
+_EXCLUDED: dict[str, set[str]] = {"ray": {"token"}, "gate": {"golden_file"}}
 
 
 def _row(record: PromptRecord) -> dict[str, str]:

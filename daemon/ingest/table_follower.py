@@ -26,22 +26,19 @@ from dataclasses import dataclass, field
 from taoflow.connectors.protocols import SourceItem
 from taoflow.connectors.sources.delta import INSERTED, DeltaCommit, DeltaFile, DeltaSource
 from taoflow.connectors.sources.formats import check_columns
-from taoflow.daemon.ingest.ingestor import Ingestor, IngestReport, RecordPreparer
+from taoflow.daemon.ingest.ingestor import Ingestor, IngestReport
 from taoflow.daemon.ingest.metrics import IngestMetrics
-from taoflow.daemon.ingest.streaming import IngestProgress, ObjectLoader, ingested_objects
+from taoflow.daemon.ingest.streaming import IngestProgress, ObjectLoader
+from taoflow.daemon.store import cursors
 from taoflow.daemon.store.buffer import PromptBuffer
-from taoflow.daemon.store.erasure import ErasureKey, ErasureReport, erase, scrub_rounds
+from taoflow.daemon.store.cursors import TableCheckpoint
+from taoflow.daemon.store.erasure import ErasureReport, erase, scrub_rounds
 from taoflow.daemon.store.storage import Database
+from taoflow.policies.erasure import ErasureKey, erasures_of_removed_rows
 
 __all__ = ["DeltaReport", "TableCheckpoint", "ingest_delta", "table_checkpoint"]
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class TableCheckpoint:
-    version: int
-    snapshot: bool  # the snapshot of `version` is still being read
 
 
 @dataclass
@@ -52,20 +49,7 @@ class DeltaReport(IngestReport):
 
 
 def table_checkpoint(db: Database, source: DeltaSource) -> TableCheckpoint | None:
-    rows = db.query(
-        "SELECT version, snapshot FROM table_versions WHERE source = ? AND table_uri = ?", (source.name, source.uri)
-    )
-    return TableCheckpoint(int(rows[0][0]), bool(rows[0][1])) if rows else None
-
-
-def _set_checkpoint(db: Database, source: DeltaSource, version: int, *, snapshot: bool = False) -> None:
-    with db.transaction() as conn:
-        conn.execute(
-            "INSERT INTO table_versions (source, table_uri, version, snapshot, updated_at) VALUES (?, ?, ?, ?, ?)"
-            " ON CONFLICT (source, table_uri) DO UPDATE SET version = excluded.version,"
-            " snapshot = excluded.snapshot, updated_at = excluded.updated_at",
-            (source.name, source.uri, version, int(snapshot), time.time()),
-        )
+    return cursors.table_checkpoint(db, source.name, source.uri)
 
 
 def ingest_delta(
@@ -136,7 +120,7 @@ class _Run:
         if checkpoint is None:
             after = self.source.start_after()
             if after is None:  # the snapshot, recorded first: a restart finishes this one
-                _set_checkpoint(self.db, self.source, latest, snapshot=True)
+                cursors.set_table_checkpoint(self.db, self.source.name, self.source.uri, latest, snapshot=True)
                 checkpoint = TableCheckpoint(latest, snapshot=True)
             else:
                 checkpoint = TableCheckpoint(after, snapshot=False)
@@ -193,20 +177,20 @@ class _Run:
         if not commits:
             return True
         assert self.loader is not None
-        done = ingested_objects(self.db, self.source.name)
+        done = cursors.ingested_objects(self.db, self.source.name)
         files = [f for c in commits for f in c.added if (f.key, f.etag) not in done]
         before = self.loader.bytes_read
         complete = self.loader.store(
             files, self.ingestor, self.buffer, self.totals, stop=self.stop, metrics=self.metrics
         )
         if complete:
-            stored = ingested_objects(self.db, self.source.name)
+            stored = cursors.ingested_objects(self.db, self.source.name)
             if any((f.key, f.etag) not in stored for f in files):
                 complete = self._store_live(commits[-1].version)
         self.totals.bytes_read += self.loader.bytes_read - before
         if not complete:
             return False
-        _set_checkpoint(self.db, self.source, commits[-1].version)
+        cursors.set_table_checkpoint(self.db, self.source.name, self.source.uri, commits[-1].version)
         if self.metrics is not None:
             self.metrics.table_version.labels(self.source.name).set(commits[-1].version)
         return True
@@ -225,7 +209,7 @@ class _Run:
             len(snapshot.added),
             snapshot.version,
         )
-        done = ingested_objects(self.db, self.source.name)
+        done = cursors.ingested_objects(self.db, self.source.name)
         files = [f for f in snapshot.added if (f.key, f.etag) not in done]
         return self.loader.store(files, self.ingestor, self.buffer, self.totals, stop=self.stop, metrics=self.metrics)
 
@@ -262,7 +246,9 @@ class _Run:
             if rows is None:
                 gone.append(file)
             removed += [item for item, _ in rows or ()]
-        keys, dead = _erasure_keys(preparer, removed, kept_ids, kept_hashes)
+        decision = erasures_of_removed_rows([preparer.identify(item) for item in removed], kept_ids, kept_hashes)
+        keys, dead = list(decision.keys), [removed[i] for i in decision.unparsed]
+        log.debug("%s: version %d: %s", self.source.uri, commit.version, decision.reason)
         keys += self._vacuumed(gone, kept_ids)
         reason = f"{commit.operation} at version {commit.version} of {self.source.uri}"
         with self.db.transaction() as conn:
@@ -307,10 +293,7 @@ class _Run:
         keys: list[ErasureKey] = []
         for file in files:
             prefix = f"{self.source.uri}/{file.path}:"
-            rows = self.db.query(
-                "SELECT request_id FROM prompts WHERE source = ? AND substr(origin, 1, ?) = ?",
-                (self.source.name, len(prefix), prefix),
-            )
+            rows = self.buffer.request_ids_from(self.source.name, prefix)
             log.warning(
                 "%s: version %d removed %s, which is gone already (vacuumed): the %d prompts stored from it are "
                 "matched by origin (prompts it held that were stored from other files cannot be)",
@@ -319,29 +302,8 @@ class _Run:
                 file.path,
                 len(rows),
             )
-            keys += [ErasureKey(request_id=r[0]) for r in rows if r[0] not in kept_ids]
+            keys += [ErasureKey(request_id=r) for r in rows if r not in kept_ids]
         return keys
-
-
-def _erasure_keys(
-    preparer: RecordPreparer, removed: Sequence[SourceItem], kept_ids: set[str], kept_hashes: set[str]
-) -> tuple[list[ErasureKey], list[SourceItem]]:
-    """What the removed rows erase: a request the commit did not keep (and its prompt, unless another kept row
-    has it), or, for a request kept with another text, its old prompt. Rows that never parsed: dead letters."""
-    keys: list[ErasureKey] = []
-    dead: list[SourceItem] = []
-    for item in removed:
-        found = preparer.identify(item)
-        if found is None:
-            dead.append(item)
-            continue
-        request_id, prompt_hash = found
-        if request_id not in kept_ids:
-            live = prompt_hash in kept_hashes
-            keys.append(ErasureKey(request_id=request_id, prompt_hash=None if live else prompt_hash, text_live=live))
-        elif prompt_hash not in kept_hashes:
-            keys.append(ErasureKey(prompt_hash=prompt_hash))
-    return keys, dead
 
 
 def _span(commits: Sequence[DeltaCommit]) -> str:

@@ -93,7 +93,7 @@ def ingest_delta_table(
     metrics: IngestMetrics | None = None,
     on_healthy: Callable[[], None] | None = None,
 ) -> IngestReport:
-    from taoflow.daemon.ingest.delta import ingest_delta
+    from taoflow.daemon.ingest.table_follower import ingest_delta
 
     source = build_delta_source(settings)
     d = settings.source.delta

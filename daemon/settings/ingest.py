@@ -1,0 +1,45 @@
+"""What happens to a record before it is buffered: filters, redaction, the held-out split, the buffer's cap."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from taoflow.connectors.sources.redaction import REDACTION_KINDS
+from taoflow.daemon.settings.base import Section
+
+__all__ = ["IngestSettings"]
+
+
+class IngestSettings(Section):
+    default_task: str = "default"
+    """Task name for records that carry no task, endpoint or model name."""
+    redact: list[str] = Field(default_factory=list)
+    """Redact before storing: any of `secrets`, `emails`, `phones`."""
+    heldout_fraction: float = Field(0.2, ge=0.0, lt=1.0)
+    """Share of each task's distinct prompts held out for the eval gate (never trained on)."""
+    heldout_max_per_task: int = Field(64, ge=0)
+    """Cap on held-out prompts per task; once reached, new prompts all go to training."""
+    max_prompt_chars: int = Field(16_000, gt=0)
+    """Longer prompts are skipped (counted as `too_long`) instead of buffered."""
+    keep_status: list[int] = Field(default_factory=lambda: [200])
+    """Only records whose logged status_code is one of these are buffered ([] keeps all)."""
+    sample_rates: dict[str, float] = Field(default_factory=dict)
+    """Share of each high-volume task to keep, e.g. {support: 0.1}; by request-id hash, so replays agree."""
+    task_map: dict[str, str] = Field(default_factory=dict)
+    """Rename tasks: served entity / endpoint / model name -> task name."""
+    buffer_cap: int = Field(100_000, ge=1)
+    """Most untrained prompts to hold (held-out ones aside); past it, `overflow` decides."""
+    overflow: Literal["evict_oldest", "reservoir", "pause"] = "evict_oldest"
+    """At the cap: keep each task's newest prompts (evict_oldest), a uniform sample of them (reservoir), or pause."""
+    task_quotas: dict[str, int] = Field(default_factory=dict)
+    """Most untrained prompts per task, below its equal share of buffer_cap (a loud task cannot crowd others out)."""
+
+    @field_validator("redact")
+    @classmethod
+    def _known_kinds(cls, value: list[str]) -> list[str]:
+        unknown = set(value) - set(REDACTION_KINDS)
+        if unknown:
+            raise ValueError(f"unknown redaction kinds {sorted(unknown)}; choose from {list(REDACTION_KINDS)}")
+        return value

@@ -1,0 +1,33 @@
+"""The tokens taoflow holds, each read through one `TokenSource` (inline or from a mounted file, never logged)."""
+
+from __future__ import annotations
+
+from taoflow.connectors.errors import ConfigurationError
+from taoflow.daemon.settings.root import Settings
+
+__all__ = ["admin_token", "gateway_token", "metrics_token", "ray_token"]
+
+
+def admin_token(settings: Settings) -> str:
+    """The admin API's bearer token (daemon.admin_token); required."""
+    token = settings.daemon.admin_token.read("daemon.admin_token", what="admin")
+    if token is None:
+        raise ConfigurationError(
+            "the admin API needs a token: set TAOFLOW_DAEMON__ADMIN_TOKEN or daemon.admin_token.file (a mounted secret)"
+        )
+    return token
+
+
+def metrics_token(settings: Settings) -> str | None:
+    """The read-only token that may only GET /metrics (what a scraper holds), if one is set."""
+    return settings.daemon.metrics_token.read("daemon.metrics_token", what="metrics")
+
+
+def gateway_token(settings: Settings) -> str | None:
+    """The token that may only read routes and report (what `taoflow gateway` presents), if one is set."""
+    return settings.daemon.gateway_token.read("daemon.gateway_token", what="gateway")
+
+
+def ray_token(settings: Settings) -> str | None:
+    """The Ray cluster's token (ray.token), if one is set."""
+    return settings.ray.token.read("ray.token", what="Ray")
