@@ -34,7 +34,6 @@ from taoflow.daemon.round.evaluation import load_golden
 from taoflow.daemon.round.parts import TaskScorers, resolve_model, training_config
 from taoflow.daemon.round.stages import Judged, ProgressFactory, RoundWork, no_progress
 from taoflow.daemon.settings import Settings
-from taoflow.daemon.store.erasure import erased_request_ids
 from taoflow.daemon.store.state import State
 from taoflow.daemon.store.summaries import GenerateSummary, RetriedSummary, ScoreSummary, TrainSummary
 
@@ -108,7 +107,7 @@ class LocalStages:
         scored = work.files.scored()
         # Prompts erased since the round took them are not trained on (those erased from here on are recorded
         # against this round when it registers its adapter).
-        gone = erased_request_ids(self.state.db, [prompt.request_id for prompt, _ in scored])
+        gone = stages.erased_since_taken(self.state, work, [prompt.request_id for prompt, _ in scored])
         if gone:
             log.info(
                 "round %d: %d of its prompts were erased since it took them; not trained on", work.record.id, len(gone)

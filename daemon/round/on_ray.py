@@ -121,8 +121,10 @@ def _generate(exchange: Exchange, where: _Where, spec: dict[str, Any], settings:
         [Completion(**c) for c in json.loads(row["candidates"])] for row in exchange.read_rows("outputs/candidates")
     ]
     device = "cuda" if r.generation.gpus else "cpu"
+    # Each batch is sampled with its first prompt's seed: the round's is the first batch's.
+    sampling = stages.sampling_for(settings, seed=int(spec["round"]))
     summary = stages.generation_summary(
-        outputs, seconds, settings=settings, retried=RetriedSummary(), device=device, sampling=None
+        outputs, seconds, settings=settings, retried=RetriedSummary(), device=device, sampling=sampling
     )
     return summary.model_dump(mode="json")
 

@@ -28,7 +28,7 @@ from taoflow.connectors.records import PromptRecord
 from taoflow.connectors.training.launch import write_job
 from taoflow.connectors.training.lora import TrainingConfig
 from taoflow.daemon.settings import Settings, ray_runner_problems, ray_token
-from taoflow.daemon.store.round_files import RoundFiles, candidates_line
+from taoflow.daemon.store.round_files import ClusterStages, RoundFiles, candidates_line
 from taoflow.daemon.store.rounds import RoundRecord
 
 __all__ = ["RayRoundJob", "RoundInputs"]
@@ -72,9 +72,9 @@ class RayRoundJob:
         self.jobs = jobs or RayJobs(r.address, token=ray_token(settings))
         self.root = exchange or Exchange(r.exchange.uri, endpoint_url=r.exchange.endpoint_url, region=r.exchange.region)
 
-    def run(self, record: RoundRecord, inputs: RoundInputs) -> dict[str, Any]:
-        """The round's job, submitted (or found) and followed to its end; its outputs in the round's cluster
-        folder (`RoundFiles.cluster_dir`). Returns what the job's stages reported."""
+    def run(self, record: RoundRecord, inputs: RoundInputs) -> ClusterStages:
+        """The round's job, submitted (or found) and followed to its end; its outputs brought into the round's files.
+        Returns what the job's stages reported."""
         folder = self.folder(record)
         if not folder.exists("inputs/spec.json"):
             self._write_inputs(folder, record, inputs)
@@ -227,27 +227,28 @@ class RayRoundJob:
         return f"Ray job {info.submission_id} {info.status.lower()}: {reason[0][:2000]}"
 
     # ------------------------------------------------------------------ outputs
-    def _bring_home(self, folder: Exchange, files: RoundFiles, submission: str) -> dict[str, Any]:
+    def _bring_home(self, folder: Exchange, files: RoundFiles, submission: str) -> ClusterStages:
         """The job's outputs into the round's files, where a local round keeps its own (candidates, scores, the
         adapter, the gate's evaluations), and what each stage reported."""
-        stages: dict[str, Any] = {"job": submission}
-        for stage in ("generate", "score", "train", "evaluate"):
-            if folder.exists(f"outputs/{stage}.json"):
-                stages[stage] = folder.read_json(f"outputs/{stage}.json")
-        if folder.exists("outputs/nothing-to-learn.json"):
-            stages["nothing_to_learn"] = True
+        reported = {s: folder.read_json(f"outputs/{s}.json") for s in _STAGES if folder.exists(f"outputs/{s}.json")}
+        stages = ClusterStages.from_json(
+            {"job": submission, **reported, "nothing_to_learn": folder.exists("outputs/nothing-to-learn.json")}
+        )
         lines = [
             candidates_line(row["request_id"], [Completion(**c) for c in json.loads(row["candidates"])])
             for row in folder.read_rows("outputs/candidates")
         ]
         write_atomic(files.candidates_file, "".join(f"{line}\n" for line in lines))
         write_atomic(files.scored_file, "".join(row["scored"] + "\n" for row in folder.read_rows("outputs/scored")))
-        if "evaluate" in stages:
+        if stages.evaluated:
             folder.get_dir("outputs/adapter", files.adapter_dir)
             write_atomic(files.evaluations_file, folder.read_bytes("outputs/evaluations.json"))
         files.write_cluster_stages(stages)
         return stages
 
+
+#: The job's stages, each reported in outputs/<stage>.json.
+_STAGES = ("generate", "score", "train", "evaluate")
 
 #: Fields of a section that never leave the daemon's side.
 _EXCLUDED: dict[str, set[str]] = {"ray": {"token"}, "gate": {"golden_file"}}

@@ -9,18 +9,21 @@ prompts erased during a local round's training are. No Ray import: the job runs 
 
 from __future__ import annotations
 
-from taoflow.connectors.errors import NothingToLearn
+from typing import TypeVar
+
+from taoflow.connectors.errors import NothingToLearn, RoundError
 from taoflow.daemon.round import stages
 from taoflow.daemon.round.evaluation import load_golden
 from taoflow.daemon.round.parts import training_config
 from taoflow.daemon.round.ray_job import RayRoundJob, RoundInputs
 from taoflow.daemon.round.stages import Judged, RoundWork
 from taoflow.daemon.settings import Settings
-from taoflow.daemon.store.erasure import erased_request_ids
 from taoflow.daemon.store.state import State
 from taoflow.daemon.store.summaries import GenerateSummary, RetriedSummary, ScoreSummary, TrainSummary
 
 __all__ = ["RayStages"]
+
+S = TypeVar("S", GenerateSummary, ScoreSummary, TrainSummary)
 
 
 class RayStages:
@@ -34,11 +37,12 @@ class RayStages:
     def generate(self, work: RoundWork) -> GenerateSummary:
         """The round's whole job: its inputs sent, the job run, its outputs brought home."""
         s = self.settings
-        gone = erased_request_ids(self.state.db, [p.record.request_id for p in work.prompts])
+        gone = stages.erased_since_taken(self.state, work, [p.record.request_id for p in work.prompts])
         work.files.write_erased(gone)
         sent = [p for p in work.prompts if p.record.request_id not in gone]
         if not sent:
-            raise NothingToLearn(f"all {len(work.prompts)} prompts of the round were erased before it started")
+            taken = len(work.files.prompts().ids)
+            raise NothingToLearn(f"all {taken} prompts of the round were erased before it started")
         champion_dir = self.state.store.fetch(work.champion) if work.champion else None
         inputs = RoundInputs(
             prompts=[p.record for p in sent],
@@ -52,19 +56,26 @@ class RayStages:
         )
         reported = self.job.run(work.record, inputs)
         retried = RetriedSummary(prompts=sum(1 for p in sent if p.attempts), n=s.generate.retry_candidates)
-        summary = GenerateSummary.model_validate(reported["generate"])
-        return summary.model_copy(update={"runner": "ray", "job": reported["job"], "retried": retried})
+        return _reported(reported.generate, "generate").model_copy(
+            update={"runner": "ray", "job": reported.job, "retried": retried}
+        )
 
     def score(self, work: RoundWork) -> ScoreSummary:
-        return ScoreSummary.model_validate(work.files.cluster_stages()["score"])
+        return _reported(work.files.cluster_stages().score, "score")
 
     def train(self, work: RoundWork) -> TrainSummary:
         reported = work.files.cluster_stages()
-        if reported.get("nothing_to_learn"):
+        if reported.nothing_to_learn:
             scored = work.files.scored()
             raise NothingToLearn(stages.nothing_to_learn(scored, self.settings, erased=len(work.files.erased())))
-        return TrainSummary.model_validate(reported["train"])
+        return _reported(reported.train, "train")
 
     def evaluate(self, work: RoundWork, version: str) -> Judged:
         """The job evaluated both sides against the champion the round started from."""
         return Judged(against=work.champion, evaluations=work.files.evaluations())
+
+
+def _reported(summary: S | None, stage: str) -> S:
+    if summary is None:
+        raise RoundError(f"the round's job on the cluster succeeded but reported no {stage} stage")
+    return summary

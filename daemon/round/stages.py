@@ -7,7 +7,7 @@ the gate reaches every runner (tests/daemon/round/test_stages.py fails when a ru
 
     generate   candidate_counts, sampling_for, generate_candidates, generation_summary
     score      score_candidates, score_summary
-    train      training_examples, replay_examples, nothing_to_learn, train_summary
+    train      erased_since_taken, training_examples, replay_examples, nothing_to_learn, train_summary
     evaluate   evaluate_gate
 """
 
@@ -30,7 +30,7 @@ from taoflow.daemon.round.evaluation import evaluate, rescore
 from taoflow.daemon.round.parts import TaskScorers
 from taoflow.daemon.settings import Settings
 from taoflow.daemon.store.buffer import StoredPrompt
-from taoflow.daemon.store.erasure import erased_request_ids
+from taoflow.daemon.store.erasure import erased_prompts, erased_request_ids
 from taoflow.daemon.store.round_files import GateEvaluations, RoundFiles, ScoredPrompt
 from taoflow.daemon.store.rounds import RoundRecord, RoundStore
 from taoflow.daemon.store.state import State
@@ -51,6 +51,7 @@ __all__ = [
     "RoundWork",
     "Stages",
     "candidate_counts",
+    "erased_since_taken",
     "evaluate_gate",
     "generate_candidates",
     "generation_summary",
@@ -76,7 +77,7 @@ def no_progress(description: str, total: int) -> Progress:
 STAGE_BODIES: dict[str, tuple[str, ...]] = {
     "generate": ("candidate_counts", "sampling_for", "generate_candidates", "generation_summary"),
     "score": ("score_candidates", "score_summary"),
-    "train": ("training_examples", "replay_examples", "nothing_to_learn", "train_summary"),
+    "train": ("erased_since_taken", "training_examples", "replay_examples", "nothing_to_learn", "train_summary"),
     "evaluate": ("evaluate_gate",),
 }
 
@@ -210,6 +211,12 @@ def score_summary(scored: Sequence[ScoredPrompt], settings: Settings, scorers: T
 
 
 # ---------------------------------------------------------------------- train
+def erased_since_taken(state: State, work: RoundWork, request_ids: Sequence[str]) -> set[str]:
+    """The round's prompts erased since it took them (by the buffer ids it took: an erased prompt's row and its
+    lines in the round's files are gone), and any of `request_ids` erased: not trained on, recorded as such."""
+    return erased_prompts(state.db, work.files.prompts().ids) | erased_request_ids(state.db, request_ids)
+
+
 def training_examples(scored: Sequence[ScoredPrompt], settings: Settings) -> list[Any]:
     return list(cand.training_examples(scored, cand.selection_of(settings)))
 

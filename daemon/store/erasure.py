@@ -294,6 +294,17 @@ def erased_request_ids(db: Database, request_ids: Sequence[str]) -> set[str]:
     return found
 
 
+def erased_prompts(db: Database, prompt_ids: Sequence[int]) -> set[str]:
+    """Request ids of the buffer prompts among `prompt_ids` that have been erased (their rows are gone; their
+    erasures keep which prompt they were)."""
+    found: set[str] = set()
+    for chunk in chunks(list(prompt_ids), 500):
+        marks = ",".join("?" * len(chunk))
+        rows = db.query(f"SELECT request_id FROM erasures WHERE prompt_id IN ({marks})", tuple(chunk))
+        found |= {str(r[0]) for r in rows if r[0] is not None}
+    return found
+
+
 def erased(db: Database, *, limit: int = 100) -> list[ErasedPrompt]:
     """The newest tombstones: erased prompts a round had trained on, with that round's adapter."""
     rows = db.query(

@@ -26,9 +26,11 @@ from typing import Any
 from taoflow.connectors.files import write_atomic
 from taoflow.connectors.protocols import Completion
 from taoflow.connectors.records import PromptRecord
+from taoflow.daemon.store.summaries import GenerateSummary, ScoreSummary, TrainSummary
 from taoflow.policies.selection import ScoredCandidate
 
 __all__ = [
+    "ClusterStages",
     "Evaluation",
     "GateEvaluations",
     "RoundFiles",
@@ -104,6 +106,38 @@ _LABELS = {
 }
 
 
+@dataclass(frozen=True)
+class ClusterStages:
+    """What a round's job on a cluster reported of its stages (`ray/stages.json`): each stage's summary as the job
+    wrote it, and whether it found nothing to learn (then it trained and evaluated nothing)."""
+
+    job: str
+    generate: GenerateSummary | None = None
+    score: ScoreSummary | None = None
+    train: TrainSummary | None = None
+    evaluated: bool = False
+    nothing_to_learn: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"job": self.job, "evaluated": self.evaluated, "nothing_to_learn": self.nothing_to_learn}
+        for stage in ("generate", "score", "train"):
+            summary = getattr(self, stage)
+            if summary is not None:
+                data[stage] = summary.model_dump(mode="json")
+        return data
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> ClusterStages:
+        return cls(
+            job=str(data["job"]),
+            generate=GenerateSummary.model_validate(data["generate"]) if "generate" in data else None,
+            score=ScoreSummary.model_validate(data["score"]) if "score" in data else None,
+            train=TrainSummary.model_validate(data["train"]) if "train" in data else None,
+            evaluated=bool(data.get("evaluated", "evaluate" in data)),
+            nothing_to_learn=bool(data.get("nothing_to_learn", False)),
+        )
+
+
 class RoundFiles:
     """A round's work directory."""
 
@@ -175,12 +209,11 @@ class RoundFiles:
         return GateEvaluations.from_json(json.loads(self.evaluations_file.read_text()))
 
     # ------------------------------------------------------------------ a round on a cluster
-    def write_cluster_stages(self, stages: Mapping[str, Any]) -> None:
-        _write_json(self.cluster_stages_file, dict(stages))
+    def write_cluster_stages(self, stages: ClusterStages) -> None:
+        _write_json(self.cluster_stages_file, stages.to_json())
 
-    def cluster_stages(self) -> dict[str, Any]:
-        data: dict[str, Any] = json.loads(self.cluster_stages_file.read_text())
-        return data
+    def cluster_stages(self) -> ClusterStages:
+        return ClusterStages.from_json(json.loads(self.cluster_stages_file.read_text()))
 
     def cluster_job(self) -> dict[str, Any] | None:
         if not self.cluster_job_file.exists():
