@@ -1,6 +1,6 @@
 """Unauthenticated body floods against the admin API: the daemon's memory before, at its peak and after.
 
-    .venv/bin/python bench/admin_flood.py [--mib 200] [--requests 6]
+    .venv/bin/python -m bench.admin_flood [--mib 200] [--requests 6]
 
 Sides, each a real server process on loopback, flooded the same way (200 MiB POSTs without a token, half with
 Content-Length, half chunked; then an authenticated 200 MiB POST, which must get 413):
@@ -11,7 +11,6 @@ Content-Length, half chunked; then an authenticated 200 MiB POST, which must get
 
 from __future__ import annotations
 
-import argparse
 import os
 import subprocess
 import sys
@@ -21,11 +20,11 @@ import time
 import urllib.request
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 import yaml
 
-from tests.services import flood, free_port, poll_until, rss_mib
+from bench.lib import cli
+from tests.support.ports import flood, free_port
+from tests.support.processes import poll_until, rss_mib
 
 TOKEN = "bench-admin-token-0123456789abcdef"
 REFERENCE = """
@@ -101,11 +100,11 @@ def run(
         process.wait(30)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv: list[str] | None = None) -> None:
+    parser = cli.parser(__doc__)
     parser.add_argument("--mib", type=int, default=200, help="size of each flood")
     parser.add_argument("--requests", type=int, default=6, help="unauthenticated floods per side")
-    args = parser.parse_args()
+    args = cli.parse(parser, argv, smoke={"mib": 8, "requests": 1})
     size = args.mib << 20
     with tempfile.TemporaryDirectory() as work:
         port = free_port()

@@ -1,7 +1,7 @@
 """The buffer's own costs: the prompt hash's ASCII fast path, the database page size, and what a round and a
 scrape cost as the buffer grows.
 
-    .venv/bin/python bench/buffer.py [--records 60000] [--held 10000,100000,1000000] [--steady 200]
+    .venv/bin/python -m bench.buffer [--records 60000] [--held 10000,100000,1000000] [--steady 200]
 
 1. Folding a prompt for its hash: the ASCII fast path (`folded_text`) against the reference
    `" ".join(NFKC(text).casefold().split())`, on the same 1 KB prompts, in the same run.
@@ -18,10 +18,8 @@ scrape cost as the buffer grows.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import statistics
-import sys
 import tempfile
 import threading
 import time
@@ -31,9 +29,8 @@ from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from bench.ingest import record  # a realistic 2.2 KB inference-log line
+from bench.lib import cli
+from bench.lib.records import record  # a realistic 2.2 KB inference-log line
 from taoflow.connectors.records import folded_text
 from taoflow.connectors.sources.formats import parse_payload
 from taoflow.daemon.store import storage
@@ -140,20 +137,20 @@ def steady(cycles: int, *, retention: bool) -> tuple[float, int]:
     return size, rows
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv: list[str] | None = None) -> None:
+    parser = cli.parser(__doc__)
     parser.add_argument("--records", type=int, default=60_000)
     parser.add_argument("--held", help="comma-separated buffer sizes for the per-round and per-scrape costs")
     parser.add_argument("--steady", type=int, help="cycles of a steady stream, retention on against off")
-    args = parser.parse_args()
+    args = cli.parse(parser, argv, smoke={"records": 2000, "held": "500,1000", "steady": 2})
     if args.held:
         scale([int(n) for n in args.held.split(",")])
-        return
     if args.steady:
         (off, off_rows), (on, on_rows) = steady(args.steady, retention=False), steady(args.steady, retention=True)
         print(f"steady stream of {args.steady} cycles ({args.steady * 2000} prompts in, {args.steady * 500} consumed):")
         print(f"  retention off: {off:.0f} MiB ({off_rows} prompt rows)")
         print(f"  retention on:  {on:.0f} MiB ({on_rows} prompt rows), x{on / off:.2f}")
+    if (args.held or args.steady) and not args.smoke:
         return
     records = [parse_payload(record(i)) for i in range(args.records)]
     prompts = [r.messages[0].content for r in records[:2000]]

@@ -1,6 +1,6 @@
 """The idle daemon: time from start to /readyz, resident memory and CPU while idle, and no torch.
 
-    .venv/bin/python bench/daemon.py [--idle-seconds 20]
+    .venv/bin/python -m bench.daemon [--idle-seconds 20]
 
 Starts `taoflow run` with a Kafka source (a real tansu broker, no traffic) and the admin
 API, polls /readyz until 200, then samples /proc for RSS and CPU time over an idle window.
@@ -10,7 +10,6 @@ and memory, and `python -c "import torch"` for what importing the ML stack would
 
 from __future__ import annotations
 
-import argparse
 import os
 import subprocess
 import sys
@@ -19,11 +18,11 @@ import time
 import urllib.request
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 import yaml
 
-from tests.services import free_port, tansu_broker
+from bench.lib import cli
+from tests.support.brokers import tansu_broker
+from tests.support.ports import free_port
 
 TOKEN = "bench-token-0123456789abcdef"
 TICK = os.sysconf("SC_CLK_TCK")
@@ -68,10 +67,10 @@ def ready(port: int) -> bool:
         return False
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv: list[str] | None = None) -> None:
+    parser = cli.parser(__doc__)
     parser.add_argument("--idle-seconds", type=float, default=20.0)
-    args = parser.parse_args()
+    args = cli.parse(parser, argv, smoke={"idle_seconds": 2.0})
     bare_s, bare_mib = reference("pass")
     torch_s, torch_mib = reference("import torch")
     with tempfile.TemporaryDirectory() as tmp, tansu_broker() as bootstrap:

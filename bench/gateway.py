@@ -1,7 +1,7 @@
 """The gateway's cost and its deploys: latency through it against straight to the replica, and the serving
 latency after a deploy through it against before.
 
-    .venv/bin/python bench/gateway.py [--requests 24]
+    .venv/bin/python -m bench.gateway [--requests 24]
 
 Two real vLLM CPU servers (.venv-vllm, one core each), two adapters trained here on SmolLM2-135M, a real
 Kafka-protocol broker as the capture sink (durable capture: every record fsynced before the answer's last
@@ -17,7 +17,6 @@ byte), the real daemon (`taoflow run`, the route table) and `taoflow gateway` pr
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
 import signal
@@ -29,13 +28,11 @@ import time
 from collections import Counter
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench.lib import cli
+from bench.lib.fleet import MODEL, QUESTION, percentile, replicas, steady_latency, train_adapters
 
-MODEL = "support-bot"
 TOKEN = "bench-gateway-admin-token-0123"
 GATEWAY_TOKEN = "bench-gateway-route-token-0123"
-QUESTION = [{"role": "user", "content": "What is 12 + 30?"}]
 TOPIC = "captured"
 
 
@@ -92,11 +89,6 @@ def run_clients(url: str, model: str, clients: int, requests: int) -> tuple[list
     return latencies, failed
 
 
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
 def added_quantiles(gateway_url: str) -> tuple[float, float, int]:
     """p50, p99 (upper bucket bounds) and count of taoflow_gateway_added_seconds from the gateway's /metrics."""
     import httpx
@@ -114,38 +106,37 @@ def added_quantiles(gateway_url: str) -> tuple[float, float, int]:
     return q(0.5), q(0.99), int(total)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv: list[str] | None = None) -> None:
+    parser = cli.parser(__doc__)
     parser.add_argument("--requests", type=int, default=24, help="requests per phase at 1 client (x4 at 16)")
-    args = parser.parse_args()
+    parser.add_argument("--steady-requests", type=int, default=10, help="sequential requests per steady latency")
+    parser.add_argument("--replicas", help="comma-separated URLs of two running vLLM servers of the base model")
+    args = cli.parse(parser, argv, smoke={"requests": 2, "steady_requests": 2})
 
     import httpx
     import yaml
     from kafka.admin import KafkaAdminClient, NewTopic
-    from swap import steady_latency, train_adapters
 
     from taoflow.connectors.generation.base_model import resolve_base_model
     from taoflow.daemon.settings import load_settings
     from taoflow.daemon.store.state import State
-    from tests.services import VllmServer, free_port, store_adapter, tansu_broker, wait_for_port
+    from tests.support.brokers import tansu_broker
+    from tests.support.ports import free_port, wait_for_port
+    from tests.support.state import store_adapter
 
     root = Path(tempfile.mkdtemp(prefix="taoflow-bench-gateway-"))
     settings = load_settings(None)
     base = resolve_base_model(settings.model.base, cache_dir=settings.model.cache_dir.expanduser())
     print("training two adapters ...", flush=True)
     adapters = train_adapters(root, base.path)
-    servers = [VllmServer(base.path, root / f"replica-{i}", core=i) for i in range(2)]
     processes: list[subprocess.Popen[bytes]] = []
-    cli = [sys.executable, "-m", "taoflow.daemon.cli"]
-    for server in servers:
-        server.start()
+    taoflow = [sys.executable, "-m", "taoflow.daemon.cli"]
+    urls = args.replicas.split(",") if args.replicas else None
     try:
-        with tansu_broker() as bootstrap:
+        with replicas(base.path, root, urls) as servers, tansu_broker() as bootstrap:
             admin = KafkaAdminClient(bootstrap_servers=bootstrap)
             admin.create_topics([NewTopic(TOPIC, 2, 1)])
             admin.close()
-            for server in servers:
-                server.wait_healthy()
             admin_port, gw_port, solo_port = free_port(), free_port(), free_port()
 
             def config(name: str, replicas: list[str], port: int) -> Path:
@@ -179,16 +170,16 @@ def main() -> None:
                 )
                 return path
 
-            fleet_config = config("fleet", [s.url for s in servers], gw_port)
-            solo_config = config("solo", [servers[0].url], solo_port)
+            fleet_config = config("fleet", servers, gw_port)
+            solo_config = config("solo", [servers[0]], solo_port)
             state = State(load_settings(fleet_config))
             for name, directory in adapters.items():
                 store_adapter(state, MODEL, name, directory, base, gated=True)
             state.close()
             for command, port in (
-                ([*cli, "run", "--config", str(fleet_config)], admin_port),
-                ([*cli, "gateway", "--config", str(fleet_config)], gw_port),
-                ([*cli, "gateway", "--config", str(solo_config)], solo_port),
+                ([*taoflow, "run", "--config", str(fleet_config)], admin_port),
+                ([*taoflow, "gateway", "--config", str(fleet_config)], gw_port),
+                ([*taoflow, "gateway", "--config", str(solo_config)], solo_port),
             ):
                 processes.append(subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
                 wait_for_port(port, deadline_s=90)
@@ -224,7 +215,7 @@ def main() -> None:
                 sides: dict[str, list[float]] = {"direct": [], "gateway": []}
                 failures = 0
                 for _ in range(2):
-                    for side, url, model in (("direct", servers[0].url, "v1"), ("gateway", solo, MODEL)):
+                    for side, url, model in (("direct", servers[0], "v1"), ("gateway", solo, MODEL)):
                         latencies, failed = run_clients(url, model, clients, n // 2)
                         sides[side] += latencies
                         failures += failed
@@ -233,7 +224,7 @@ def main() -> None:
 
             # 2. A deploy through the gateway under load, and the steady state before and after.
             print("deploys through the gateway under load ...", flush=True)
-            before = steady_latency(gateway)
+            before = steady_latency(gateway, args.steady_requests)
             results: list[int] = []
             stop = threading.Event()
 
@@ -251,10 +242,10 @@ def main() -> None:
             stop.set()
             for thread in threads:
                 thread.join()
-            after = steady_latency(gateway)
+            after = steady_latency(gateway, args.steady_requests)
             rolled = deploy("/v1/adapters/rollback", {"reason": "bench"})
-            after_rollback = steady_latency(gateway)
-            served = {s.url: sorted(m["id"] for m in httpx.get(s.url + "/v1/models").json()["data"]) for s in servers}
+            after_rollback = steady_latency(gateway, args.steady_requests)
+            served = {url: sorted(m["id"] for m in httpx.get(url + "/v1/models").json()["data"]) for url in servers}
 
             print()
             for clients, (sides, failures) in overhead.items():
@@ -282,7 +273,8 @@ def main() -> None:
                 f"{dict(Counter(s for s in results if s != 200))}"
             )
             print(
-                f"steady latency (median of 10 x 32 tokens): before {before:.3f} s, after the deploy {after:.3f} s "
+                f"steady latency (median of {args.steady_requests} x 32 tokens): before {before:.3f} s, "
+                f"after the deploy {after:.3f} s "
                 f"(x{after / before:.3f}), after a rollback deploy {after_rollback:.3f} s "
                 f"(x{after_rollback / before:.3f}); "
                 f"rollback {rolled['status']} in {rolled['seconds']:.1f} s"
@@ -295,8 +287,6 @@ def main() -> None:
                 process.wait(timeout=60)
             except subprocess.TimeoutExpired:
                 process.kill()
-        for server in servers:
-            server.stop()
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Ingest throughput: the sources into the durable buffer, against bare client loops, in one run.
 
-    .venv/bin/python bench/ingest.py [--records 20000] [--objects 300] [--chars 1000] [--only kafka|s3|delta]
+    .venv/bin/python -m bench.ingest [--records 20000] [--objects 300] [--chars 1000] [--only kafka|s3|delta]
 
 Kafka: a real Kafka-protocol broker (tansu); the reference is a bare kafka-python consume
 loop that does no work with the records; taoflow's source polls, parses, dedups, writes
@@ -16,11 +16,9 @@ records/s of each and the ratio.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import statistics
-import sys
 import tempfile
 import threading
 import time
@@ -28,7 +26,8 @@ import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench.lib import cli
+from bench.lib.records import SIZE, record
 
 if TYPE_CHECKING:
     from taoflow.daemon.store.state import State
@@ -37,26 +36,6 @@ if TYPE_CHECKING:
 # source's parser processes start by importing this module, and should pay only for what they run.
 
 GROUP = {"session_timeout_ms": 6000, "heartbeat_interval_ms": 1000, "max_poll_interval_ms": 5000}
-
-
-TEXT = (
-    "The customer writes that the invoice total does not match the order confirmation and asks for a "
-    "corrected invoice, a refund of the difference and an explanation of the shipping surcharge. "
-)
-SIZE = {"chars": 1000}
-
-
-def record(i: int) -> bytes:
-    """An inference-log line: a prompt and a logged answer of about SIZE['chars'] characters each."""
-    body = (TEXT * (1 + SIZE["chars"] // len(TEXT)))[: SIZE["chars"]]
-    return json.dumps(
-        {
-            "id": f"req-{i}",
-            "task": f"task-{i % 4}",
-            "request": {"model": "m", "messages": [{"role": "user", "content": f"Ticket {i}: {body}"}]},
-            "response": {"id": f"req-{i}", "created": 1790000000, "choices": [{"message": {"content": body}}]},
-        }
-    ).encode()
 
 
 def fresh_state(tmp: Path) -> State:
@@ -73,7 +52,7 @@ def bench_kafka(records: int, tmp: Path, *, repeat: int) -> tuple[float, float]:
     from taoflow.connectors.sources.kafka import KafkaConfig, KafkaSource
     from taoflow.daemon.ingest.ingestor import Ingestor
     from taoflow.daemon.ingest.streaming import run_stream
-    from tests.services import tansu_broker
+    from tests.support.brokers import tansu_broker
 
     with tansu_broker() as bootstrap:
         topic = "bench"
@@ -141,7 +120,7 @@ def bench_s3(objects: int, per_object: int, tmp: Path, *, repeat: int) -> tuple[
     from taoflow.connectors.sources.s3 import S3Config, S3Source
     from taoflow.daemon.ingest.ingestor import Ingestor
     from taoflow.daemon.ingest.streaming import ingest_objects
-    from tests.services import moto_s3
+    from tests.support.brokers import moto_s3
 
     os.environ.update(
         {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench", "AWS_DEFAULT_REGION": "us-east-1"}
@@ -192,7 +171,7 @@ def inference_table(start: int, count: int):  # type: ignore[no-untyped-def]
     """Rows of a Databricks inference table holding the same requests and answers as `record`."""
     import pyarrow as pa
 
-    from tests.delta_tables import SCHEMA
+    from tests.support.delta_tables import SCHEMA
 
     rows = []
     for i in range(start, start + count):
@@ -222,8 +201,8 @@ def bench_delta(versions: int, per_version: int, tmp: Path, *, repeat: int) -> t
     from taoflow.connectors.sources.delta import DeltaConfig, DeltaSource
     from taoflow.daemon.ingest.ingestor import Ingestor
     from taoflow.daemon.ingest.table_follower import ingest_delta
-    from tests.delta_tables import append
-    from tests.services import moto_s3
+    from tests.support.brokers import moto_s3
+    from tests.support.delta_tables import append
 
     os.environ.update(
         {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench", "AWS_DEFAULT_REGION": "us-east-1"}
@@ -268,8 +247,8 @@ def bench_delta(versions: int, per_version: int, tmp: Path, *, repeat: int) -> t
     return bare, ours
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv: list[str] | None = None) -> None:
+    parser = cli.parser(__doc__)
     parser.add_argument("--records", type=int, default=20_000)
     parser.add_argument("--objects", type=int, default=300)
     parser.add_argument("--per-object", type=int, default=200)
@@ -278,7 +257,11 @@ def main() -> None:
     parser.add_argument("--only", choices=["kafka", "s3", "delta"], help="run one source's comparison")
     parser.add_argument("--versions", type=int, default=100, help="delta: table versions (appends) to read")
     parser.add_argument("--per-version", type=int, default=200, help="delta: rows per version")
-    args = parser.parse_args()
+    args = cli.parse(
+        parser,
+        argv,
+        smoke={"records": 300, "objects": 4, "per_object": 20, "repeat": 1, "versions": 3, "per_version": 20},
+    )
     SIZE["chars"] = args.chars
     print(f"records of {len(record(0))} bytes")
     with tempfile.TemporaryDirectory() as tmp:

@@ -1,6 +1,6 @@
 """The demo's round as a Ray job (`round.runner: ray`) against the same round run locally, in one run.
 
-    .venv/bin/python bench/ray_round.py [--max-prompts 160] [--workers 1] [--generation-batch 256]
+    .venv/bin/python -m bench.ray_round [--max-prompts 160] [--workers 1] [--generation-batch 256]
 
 Both sides: the demo's settings (daemon/cli/samples/demo.yaml), the same sample logs ingested into their own state
 (so the same training and held-out prompts), one `taoflow round` process each, timed from start to exit. The Ray
@@ -13,7 +13,6 @@ held-out prompts, in this process.
 
 from __future__ import annotations
 
-import argparse
 import os
 import subprocess
 import sys
@@ -23,8 +22,7 @@ from pathlib import Path
 
 import yaml
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
+from bench.lib import cli
 from taoflow.connectors.generation.local import TransformersGenerator
 from taoflow.daemon.cli.demo import SAMPLES
 from taoflow.daemon.round.evaluation import evaluate
@@ -32,16 +30,23 @@ from taoflow.daemon.round.parts import build_scorers, resolve_model
 from taoflow.daemon.settings import load_settings
 from taoflow.daemon.store.rounds import RoundStore
 from taoflow.daemon.store.state import open_state
-from tests.services import RayTestCluster, moto_s3
+from tests.support.brokers import moto_s3
+from tests.support.servers import RayTestCluster
 
 CLI = [sys.executable, "-m", "taoflow.daemon.cli"]
 
 
-def side_config(work: Path, name: str, max_prompts: int, extra: dict) -> Path:
+def side_config(work: Path, name: str, args, extra: dict) -> Path:
     data = yaml.safe_load((SAMPLES / "demo.yaml").read_text())
     data["storage"] = {"state_dir": str(work / name)}
     data["source"]["paths"] = [str(SAMPLES / "arithmetic.jsonl"), str(SAMPLES / "json_extract.jsonl")]
-    data["generate"]["max_prompts"] = max_prompts
+    data["generate"]["max_prompts"] = args.max_prompts
+    if args.n is not None:
+        data["generate"]["n"] = args.n
+    if args.max_new_tokens is not None:
+        data["generate"]["max_new_tokens"] = data.setdefault("gate", {})["max_new_tokens"] = args.max_new_tokens
+    if args.epochs is not None:
+        data.setdefault("train", {})["epochs"] = args.epochs
     data.update(extra)
     path = work / f"{name}.yaml"
     path.write_text(yaml.safe_dump(data))
@@ -60,8 +65,8 @@ def run_side(config: Path, env: dict[str, str]) -> tuple[float, object, object]:
     return wall, record, state
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv: list[str] | None = None) -> None:
+    parser = cli.parser(__doc__)
     parser.add_argument("--max-prompts", type=int, default=160, help="the demo's generate.max_prompts")
     parser.add_argument("--workers", type=int, default=1, help="Ray Train workers (the local side trains in one)")
     parser.add_argument(
@@ -71,11 +76,14 @@ def main() -> None:
         help="ray.generation.batch: prompts per batch, each sampled with its own seed (256 holds the demo's 160 "
         "prompts in one batch: the local runner's sampling, candidate for candidate)",
     )
-    args = parser.parse_args()
+    parser.add_argument("--n", type=int, help="generate.n (default: the demo's)")
+    parser.add_argument("--max-new-tokens", type=int, help="generate and gate max_new_tokens (default: the demo's)")
+    parser.add_argument("--epochs", type=float, help="train.epochs (default: the demo's)")
+    args = cli.parse(parser, argv, smoke={"max_prompts": 6, "n": 2, "max_new_tokens": 12, "epochs": 1.0})
     work = Path(tempfile.mkdtemp(prefix="taoflow-bench-ray-"))
     s3_env = {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench", "AWS_DEFAULT_REGION": "us-east-1"}
     env = {**os.environ, **s3_env}
-    local_config = side_config(work, "local", args.max_prompts, {})
+    local_config = side_config(work, "local", args, {})
     print(f"local runner: taoflow round on this machine ({args.max_prompts} prompts) ...", flush=True)
     local_wall, local_record, local_state = run_side(local_config, env)
     print(f"  {local_wall:.0f} s", flush=True)
@@ -98,7 +106,7 @@ def main() -> None:
                 "train": {"cpus": 2 / args.workers, "workers": args.workers},
                 "poll_seconds": 1.0,
             }
-            ray_config = side_config(work, "ray", args.max_prompts, {"round": {"runner": "ray"}, "ray": ray})
+            ray_config = side_config(work, "ray", args, {"round": {"runner": "ray"}, "ray": ray})
             print(f"ray runner: the same round as a Ray job (cluster up in {cluster_start:.1f} s) ...", flush=True)
             ray_wall, ray_record, ray_state = run_side(ray_config, {**env, "TAOFLOW_RAY__TOKEN": cluster.TOKEN})
             print(f"  {ray_wall:.0f} s", flush=True)
@@ -136,16 +144,11 @@ def main() -> None:
             print(f"| {name} | {cells} | {mean - base:+.3f} | {wall:.0f} s | x{wall / local_wall:.2f} |")
     print("\nstage seconds (round summaries):")
     for name, record in (("local", local_record), ("ray", ray_record)):
-        steps = {step: s.get("seconds") for step, s in record.summary.items() if isinstance(s, dict)}
-        print(f"  {name}: {steps}")
-    print(f"  ray job stages: { {k: v.get('seconds') for k, v in _stages(ray_record).items() if isinstance(v, dict)} }")
+        print(f"  {name}: {record.summary.seconds()}")
+    job = ray_record.files.cluster_stages()
+    stages = {k: getattr(job, k).seconds for k in ("generate", "score", "train") if getattr(job, k)}
+    print(f"  ray job stages: {stages}")
     print(f"\ncluster start-up (two nodes, not in the round's time): {cluster_start:.1f} s; work in {work}")
-
-
-def _stages(record) -> dict:
-    import json
-
-    return json.loads((record.work_dir / "ray" / "stages.json").read_text())
 
 
 if __name__ == "__main__":

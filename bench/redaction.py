@@ -1,6 +1,6 @@
 """Redaction speed on ordinary and adversarial text: it must stay linear whatever a log line holds.
 
-    .venv/bin/python bench/redaction.py [--mib 2]
+    .venv/bin/python -m bench.redaction [--mib 2]
 
 Each input is about `--mib` MiB. Ordinary: chat prompts with a few addresses, phone numbers and keys.
 Adversarial: the shapes that made the old patterns quadratic or slow ("a." repeated with no `@`, JWT-like runs
@@ -10,15 +10,11 @@ adversarial input's speed as a ratio of the ordinary one (a quadratic pattern sh
 
 from __future__ import annotations
 
-import argparse
 import re
-import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
+from bench.lib import cli
 from taoflow.connectors.sources.redaction import Redactor
 
 ORDINARY = (
@@ -50,10 +46,10 @@ def speed(redact: Callable[[str], str], text: str, *, rounds: int = 3) -> float:
     return len(text.encode()) / best / 1e6
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv: list[str] | None = None) -> None:
+    parser = cli.parser(__doc__)
     parser.add_argument("--mib", type=float, default=2.0, help="size of each input")
-    args = parser.parse_args()
+    args = cli.parse(parser, argv, smoke={"mib": 0.05})
     size = int(args.mib * (1 << 20))
     redactor = Redactor(["secrets", "emails", "phones"])
     ordinary = speed(redactor.text, (ORDINARY * (size // len(ORDINARY) + 1))[:size])

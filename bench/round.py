@@ -1,7 +1,7 @@
 """Round throughput: the round's generation against the raw backend, and training samples/s.
 
-    .venv/bin/python bench/round.py [--prompts 32] [--n 8] [--max-new-tokens 48] [--device auto] [--dtype auto]
-                                    [--train-dtypes float32,bfloat16]
+    .venv/bin/python -m bench.round [--prompts 32] [--n 8] [--max-new-tokens 48] [--device auto] [--dtype auto]
+                                      [--train-dtypes float32,bfloat16]
 
 On a GPU (`--device auto` finds it) the same command measures the GPU path: generation in the placement's dtype,
 the GPU's utilisation during each generation phase (sampled from nvidia-smi), and training in each of
@@ -16,7 +16,6 @@ the round's own training path (TRL SFT + LoRA) over the candidates that passed.
 
 from __future__ import annotations
 
-import argparse
 import shutil
 import statistics
 import subprocess
@@ -27,22 +26,15 @@ from pathlib import Path
 
 import torch
 
+from bench.lib import cli
+from bench.lib.tasks import demo_prompts
 from taoflow.connectors.generation.local import TransformersGenerator
 from taoflow.connectors.generation.placement import Placement, resolve_placement
 from taoflow.connectors.protocols import SamplingConfig
-from taoflow.connectors.sources.formats import parse_payload
 from taoflow.connectors.training.lora import DistillExample, TrainingConfig, train_adapter
 from taoflow.daemon.cli.demo import SAMPLES
 from taoflow.daemon.round.parts import build_scorers, resolve_model
 from taoflow.daemon.settings import load_settings
-
-
-def sample_prompts(count: int) -> list:
-    records = []
-    for name in ("arithmetic.jsonl", "json_extract.jsonl"):
-        lines = (SAMPLES / name).read_text().splitlines()
-        records += [parse_payload(line) for line in lines[: count // 2]]
-    return records
 
 
 def raw_generate(generator: TransformersGenerator, records: list, sampling: SamplingConfig) -> tuple[int, float]:
@@ -71,8 +63,8 @@ def raw_generate(generator: TransformersGenerator, records: list, sampling: Samp
     return tokens, time.perf_counter() - started
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv: list[str] | None = None) -> None:
+    parser = cli.parser(__doc__)
     parser.add_argument("--prompts", type=int, default=32)
     parser.add_argument("--n", type=int, default=8)
     parser.add_argument("--max-new-tokens", type=int, default=48)
@@ -80,13 +72,13 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--dtype", default="auto")
     parser.add_argument("--train-dtypes", default="", help="comma-separated; default: bfloat16,float32 on a GPU")
-    args = parser.parse_args()
+    args = cli.parse(parser, argv, smoke={"prompts": 4, "n": 2, "max_new_tokens": 8, "epochs": 1.0})
 
     settings = load_settings(SAMPLES / "demo.yaml")
     base = resolve_model(settings)
     placement = resolve_placement(args.device, args.dtype)
     generator = TransformersGenerator(base.path, batch_rows=settings.generate.batch_rows, placement=placement)
-    records = sample_prompts(args.prompts)
+    records = demo_prompts(args.prompts)
     sampling = SamplingConfig(n=args.n, temperature=0.7, max_new_tokens=args.max_new_tokens, seed=1)
     print(
         f"{len(records)} prompts x {args.n} candidates, max {args.max_new_tokens} new tokens, "

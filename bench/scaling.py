@@ -1,7 +1,7 @@
 """The scaling curve: held-out score against tuning compute, at the same inference cost.
 
-    .venv/bin/python bench/scaling.py [--tasks arithmetic json_extract] [--n 1 2 4 8 16] [--prompts 48]
-                                      [--prompt-axis 16 32 64 96] [--axis-n 8] [--heldout 48] [--seeds 1]
+    .venv/bin/python -m bench.scaling [--tasks arithmetic json_extract] [--n 1 2 4 8 16] [--prompts 48]
+                                        [--prompt-axis 16 32 64 96] [--axis-n 8] [--heldout 48] [--seeds 1]
 
 Two axes of test-time compute, each point one `taoflow round` process on a fresh state directory: candidates per
 prompt (n, at --prompts prompts) and prompts per round (at --axis-n candidates). Tuning compute is what the round
@@ -17,16 +17,12 @@ import csv
 import math
 import random
 import statistics
-import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from scoring import ROOT, TASKS, record
-from warm_start import one_round, promoting_config
-
+from bench.lib import cli
+from bench.lib.rounds import one_round, promoting_config
+from bench.lib.tasks import ROOT, TASKS, record
 from taoflow.connectors.generation.local import TransformersGenerator
 from taoflow.daemon.round.evaluation import evaluate
 from taoflow.daemon.round.parts import build_scorers, resolve_model
@@ -83,10 +79,8 @@ def plot(rows: list[dict], path: Path) -> None:
     fig.savefig(path, dpi=120)
 
 
-def main() -> None:
-    import argparse
-
-    parser = argparse.ArgumentParser()
+def main(argv: list[str] | None = None) -> None:
+    parser = cli.parser(__doc__)
     parser.add_argument("--tasks", choices=sorted(TASKS), nargs="*", default=["arithmetic", "json_extract"])
     parser.add_argument("--n", type=int, nargs="*", default=[1, 2, 4, 8, 16])
     parser.add_argument("--prompts", type=int, default=48, help="prompts per round on the n axis")
@@ -96,7 +90,24 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=1, help="rounds per point (the median is reported)")
     parser.add_argument("--out", type=Path, default=ROOT / "docs")
     parser.add_argument("--replot", type=Path, help="only draw the plot again from this scaling.csv")
-    args = parser.parse_args()
+    parser.add_argument("--gate-prompts", type=int, default=16, help="held-out prompts of each round's own gate")
+    parser.add_argument("--max-new-tokens", type=int, default=32, help="longest candidate and gate answer")
+    smoke_out = Path(tempfile.mkdtemp(prefix="taoflow-bench-scaling-smoke-"))  # never docs/ at the smoke size
+    args = cli.parse(
+        parser,
+        argv,
+        smoke={
+            "tasks": ["arithmetic"],
+            "n": [2],
+            "prompts": 4,
+            "prompt_axis": [4],
+            "axis_n": 2,
+            "heldout": 4,
+            "gate_prompts": 4,
+            "max_new_tokens": 12,
+            "out": smoke_out,
+        },
+    )
     args.out.mkdir(parents=True, exist_ok=True)
     if not args.replot:
         work = Path(tempfile.mkdtemp(prefix="taoflow-bench-scaling-"))
@@ -132,7 +143,11 @@ def run_task(task, args, work: Path) -> list[dict]:
         score={"tasks": {task.name: task.verifier}, "sandbox": {"enabled": False}},
     )
     problems = task.problems(random.Random(11))
-    heldout, gate_problems, pool = problems[200 : 200 + args.heldout], problems[300:316], problems[400:]
+    heldout, gate_problems, pool = (
+        problems[200 : 200 + args.heldout],
+        problems[300 : 300 + args.gate_prompts],
+        problems[400:],
+    )
     points = [("n", n, args.prompts) for n in args.n] + [("prompts", args.axis_n, p) for p in args.prompt_axis]
     runs = []
     for axis, n, prompts in points:
@@ -143,7 +158,7 @@ def run_task(task, args, work: Path) -> list[dict]:
                 work,
                 name,
                 task,
-                generate={"n": n, "max_prompts": prompts, "seed": seed},
+                generate={"n": n, "max_prompts": prompts, "seed": seed, "max_new_tokens": args.max_new_tokens},
                 train={"seed": seed},
             )
             result = one_round(path, task, random.Random(seed).sample(pool, prompts), 10_000, gate_problems)

@@ -1,6 +1,6 @@
 """Label-free scorers against the verifiers, and GRPO vs best-of-N SFT vs DPO, on a demo task, in one run.
 
-    .venv/bin/python bench/scoring.py [--task arithmetic|json_extract] [--prompts 64] [--n 6] [--heldout 48]
+    .venv/bin/python -m bench.scoring [--task arithmetic|json_extract] [--prompts 64] [--n 6] [--heldout 48]
 
 Every side is one `taoflow round` process (its wall time and peak RSS measured with wait4) on the same
 training prompts, from the same base model; the verifiers are hidden from the label-free rounds and used only to
@@ -19,100 +19,27 @@ default `gate.confidence` on those held-out prompts.
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import yaml
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
+from bench.lib import cli
+from bench.lib.tasks import TAOFLOW, TASKS, record
 from taoflow.connectors.generation.local import TransformersGenerator
 from taoflow.connectors.protocols import SamplingConfig
-from taoflow.connectors.records import Message, PromptRecord
 from taoflow.connectors.training.lora import DistillExample, TrainingConfig, train_adapter
 from taoflow.daemon.round.evaluation import evaluate, slices
 from taoflow.daemon.round.parts import build_scorers, gate_policy, resolve_model
 from taoflow.daemon.settings import load_settings
 from taoflow.daemon.store.buffer import PromptBuffer
+from taoflow.daemon.store.rounds import RoundStore
 from taoflow.daemon.store.state import open_state
 from taoflow.policies.gate import decide_gate
-
-ROOT = Path(__file__).resolve().parent.parent
-TAOFLOW = ROOT / ".venv" / "bin" / "taoflow"
-NAMES = ["Anna", "Tom", "Omar", "Hana", "Lucas", "Maria", "Chloe", "Elena", "Priya", "Yusuf", "Li Wei", "Sven"]
-JOBS = ["baker", "nurse", "dentist", "teacher", "farmer", "chef", "pilot", "engineer"]
-CITIES = ["Cairo", "Quito", "Lisbon", "Oslo", "Perth", "Osaka", "Riga", "Lima"]
-
-
-class Arithmetic:
-    name = "arithmetic"
-    rubric = "The answer must state the correct sum of the two numbers. A wrong or missing sum scores 0."
-
-    def __init__(self) -> None:
-        self.verifier = [{"type": "arithmetic"}]
-
-    def problems(self, rng: random.Random) -> list:
-        return list(dict.fromkeys((rng.randint(10, 99), rng.randint(10, 99)) for _ in range(2000)))
-
-    def prompt(self, problem) -> str:
-        return f"What is {problem[0]} + {problem[1]}?"
-
-    def right(self, problem) -> str:
-        return f"{problem[0]} + {problem[1]} = {problem[0] + problem[1]}"
-
-    def wrong(self, problem, rng: random.Random) -> str:
-        a, b = problem
-        return rng.choice([f"{a} + {b} = {a + b + rng.randint(1, 20)}", f"It is {a * b}."])
-
-
-class JsonExtract:
-    name = "json_extract"
-    rubric = (
-        'The answer must be only a JSON object {"name": <the person\'s name>, "age": <their age as an integer>} with '
-        "exactly the values in the text. Anything else, extra keys, prose or a wrong value scores 0."
-    )
-
-    def __init__(self) -> None:
-        demo = load_settings(ROOT / "daemon" / "cli" / "samples" / "demo.yaml")
-        self.verifier = [s.model_dump(mode="json") for s in demo.score.tasks["json_extract"]]
-
-    def problems(self, rng: random.Random) -> list:
-        draws = ((rng.choice(NAMES), rng.randint(18, 90), rng.choice(JOBS), rng.choice(CITIES)) for _ in range(4000))
-        return list(dict.fromkeys(draws))
-
-    def prompt(self, problem) -> str:
-        name, age, job, city = problem
-        return (
-            'Extract the person\'s name and age from the text and reply with only a JSON object with keys "name" '
-            f'(string) and "age" (integer).\n\nText: {name} is {age} years old and works as a {job} in {city}.'
-        )
-
-    def right(self, problem) -> str:
-        return json.dumps({"name": problem[0], "age": problem[1]})
-
-    def wrong(self, problem, rng: random.Random) -> str:
-        name, age, job, city = problem
-        return rng.choice(
-            [
-                json.dumps({"name": name, "age": age + rng.randint(1, 9)}),
-                json.dumps({"name": name, "age": age, "job": job}),
-                f"{name} is {age} years old.",
-                json.dumps({"name": city, "age": age}),
-            ]
-        )
-
-
-TASKS = {"arithmetic": Arithmetic, "json_extract": JsonExtract}
-
-
-def record(task, i: int, problem) -> PromptRecord:
-    return PromptRecord(f"bench-{i}", task.name, (Message("user", task.prompt(problem)),))
 
 
 def config(work: Path, name: str, args, task, *, score, train) -> Path:
@@ -122,8 +49,8 @@ def config(work: Path, name: str, args, task, *, score, train) -> Path:
         "ingest": {"heldout_fraction": 0.0, "heldout_max_per_task": 32},
         "generate": {"n": args.n, "max_prompts": args.prompts, "temperature": 0.7, "max_new_tokens": 32},
         "score": {"tasks": {task.name: score}},
-        "train": {"lora_rank": 16, "epochs": 3, "learning_rate": 1e-3, "batch_size": 8, **train},
-        "gate": {"min_samples": 16, "max_new_tokens": 32},
+        "train": {"lora_rank": 16, "epochs": args.epochs, "learning_rate": 1e-3, "batch_size": 8, **train},
+        "gate": {"min_samples": min(16, args.gate_prompts), "max_new_tokens": 32},
     }
     path = work / f"{name}.yaml"
     path.write_text(yaml.safe_dump(data))
@@ -141,25 +68,27 @@ def run_round(path: Path, task, train, gate_prompts) -> dict:
     process = subprocess.Popen([str(TAOFLOW), "round", "--config", str(path), "--no-progress", "--no-promote"])
     _, status, usage = os.wait4(process.pid, 0)
     seconds = time.perf_counter() - started
-    row = state.db.query("SELECT status, reason, version, summary FROM rounds ORDER BY id DESC LIMIT 1")[0]
-    summary = json.loads(row["summary"])
-    adapter = state.store.fetch(row["version"]) if row["version"] else None
+    latest = RoundStore(state.db, state.rounds_dir).latest(settings.model.served_name)
+    assert latest is not None, f"`taoflow round` recorded no round (exit {os.waitstatus_to_exitcode(status)})"
+    adapter = state.store.fetch(latest.version) if latest.version else None
     state.close()
+    summary = latest.summary
     return {
-        "status": row["status"],
-        "reason": row["reason"],
+        "status": latest.status,
+        "reason": latest.reason,
         "adapter": adapter,
         "seconds": seconds,
         "peak_rss_mib": usage.ru_maxrss / 1024,
-        "examples": summary.get("train", {}).get("examples"),
-        "judges": summary.get("score", {}).get("judges", {}),
+        "examples": summary.train.examples if summary.train else None,
+        "judges": summary.score.judges if summary.score else {},
         "exit": os.waitstatus_to_exitcode(status),
     }
 
 
 def reward_model(base: Path, directory: Path, task, problems) -> Path:
-    """The small model with a head trained on verifier-labelled pairs of other problems (tests/reward_model.py)."""
-    from tests.reward_model import train_reward_head
+    """The small model with a head trained on verifier-labelled pairs of other problems
+    (tests/support/reward_model.py)."""
+    from tests.support.reward_model import train_reward_head
 
     rng = random.Random(99)
     pairs = [([{"role": "user", "content": task.prompt(p)}], task.right(p), task.wrong(p, rng)) for p in problems]
@@ -176,16 +105,25 @@ def noise_adapter(base: Path, generator: TransformersGenerator, task, train, wor
     return train_adapter(base, examples, config, work_dir=work / "noise").adapter_dir
 
 
-def main() -> None:
-    import argparse
-
-    parser = argparse.ArgumentParser()
+def main(argv: list[str] | None = None) -> None:
+    parser = cli.parser(__doc__)
     parser.add_argument("--task", choices=sorted(TASKS), default="arithmetic")
     parser.add_argument("--prompts", type=int, default=64)
     parser.add_argument("--n", type=int, default=6)
     parser.add_argument("--heldout", type=int, default=48)
+    parser.add_argument("--gate-prompts", type=int, default=32, help="held-out prompts of each side's own gate")
+    parser.add_argument("--reward-pairs", type=int, default=320, help="verifier-labelled pairs the reward head learns")
+    parser.add_argument("--epochs", type=float, default=3.0)
     parser.add_argument("--only", help="comma-separated sides to run (default: all)")
-    args = parser.parse_args()
+    parser.add_argument(
+        "--judge-url",
+        help="an OpenAI-compatible server of the base model to judge with (default: a vLLM CPU server started here)",
+    )
+    args = cli.parse(
+        parser,
+        argv,
+        smoke={"prompts": 6, "n": 2, "heldout": 4, "gate_prompts": 4, "reward_pairs": 8, "epochs": 0.5},
+    )
     work = Path(tempfile.mkdtemp(prefix="taoflow-bench-scoring-"))
     task = TASKS[args.task]()
     # The evaluator's verifier runs in this process: its own answers on a busy machine must not time out.
@@ -197,8 +135,8 @@ def main() -> None:
     base = resolve_model(base_settings).path
     rng = random.Random(11)
     pairs = task.problems(rng)
-    train, heldout, gate_prompts = pairs[: args.prompts], pairs[200 : 200 + args.heldout], pairs[300:332]
-    rm_pairs = pairs[400:720]
+    train, heldout = pairs[: args.prompts], pairs[200 : 200 + args.heldout]
+    gate_prompts, rm_pairs = pairs[300 : 300 + args.gate_prompts], pairs[400 : 400 + args.reward_pairs]
 
     sides: dict[str, tuple[list, dict]] = {
         "verifiers": (task.verifier, {}),
@@ -213,12 +151,15 @@ def main() -> None:
     results = {}
     try:
         if "judge" in wanted:
-            from tests.services import VllmServer
+            url = args.judge_url
+            if url is None:
+                from tests.support.servers import VllmServer
 
-            server = VllmServer(base, work / "judge-server", core=1)
-            server.start()
-            server.wait_healthy()
-            judge = {"base_url": server.url + "/v1", "model": str(base), "rubric": task.rubric, "max_tokens": 40}
+                server = VllmServer(base, work / "judge-server", core=1)
+                server.start()
+                server.wait_healthy()
+                url = server.url
+            judge = {"base_url": url.rstrip("/") + "/v1", "model": str(base), "rubric": task.rubric, "max_tokens": 40}
             sides["judge"] = ([{"type": "judge", "params": {**judge, "concurrency": 6}}], sides["judge"][1])
         if "reward_model" in wanted:
             started = time.perf_counter()

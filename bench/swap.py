@@ -1,6 +1,6 @@
 """Hot-swapping an adapter into a live fleet: how long it takes and what clients see meanwhile.
 
-    .venv/bin/python bench/swap.py [--seconds 20] [--clients 2]
+    .venv/bin/python -m bench.swap [--seconds 20] [--clients 2]
 
 Two real vLLM CPU servers (.venv-vllm), two adapters trained here on SmolLM2-135M. Clients
 call the stable served name without pause. Four phases alternate under the same load:
@@ -17,93 +17,23 @@ back (a rollback deploy). Reported:
 
 from __future__ import annotations
 
-import argparse
 import statistics
-import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-MODEL = "support-bot"
-QUESTION = [{"role": "user", "content": "What is 12 + 30?"}]
+from bench.lib import cli
+from bench.lib.fleet import MODEL, Load, percentile, replicas, steady_latency, train_adapters
 
 
-class Load:
-    """Clients calling MODEL on every replica until stopped; records (start, end, status)."""
-
-    def __init__(self, urls: list[str], clients: int, *, max_tokens: int = 16) -> None:
-        import httpx
-
-        self.results: list[tuple[float, float, int]] = []
-        self._max_tokens = max_tokens
-        self._stop = threading.Event()
-        self._http = httpx.Client(timeout=120)
-        self._threads = [threading.Thread(target=self._run, args=(u,)) for u in urls for _ in range(clients)]
-
-    def _run(self, url: str) -> None:
-        import httpx
-
-        body = {"model": MODEL, "messages": QUESTION, "max_tokens": self._max_tokens, "temperature": 0}
-        while not self._stop.is_set():
-            started = time.monotonic()
-            try:
-                status = self._http.post(url + "/v1/chat/completions", json=body).status_code
-            except httpx.HTTPError:
-                status = 0
-            self.results.append((started, time.monotonic(), status))
-
-    def __enter__(self) -> Load:
-        for thread in self._threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        for thread in self._threads:
-            thread.join()
-
-
-def steady_latency(url: str, requests: int = 10) -> float:
-    """Median latency of sequential requests of exactly 32 generated tokens (greedy), nothing else running."""
-    import httpx
-
-    body = {"model": MODEL, "messages": QUESTION, "max_tokens": 32, "min_tokens": 32, "temperature": 0}
-    times = []
-    for _ in range(requests + 1):
-        started = time.monotonic()
-        response = httpx.post(url + "/v1/chat/completions", json=body, timeout=120)
-        assert response.status_code == 200, response.text
-        assert response.json()["usage"]["completion_tokens"] == 32
-        times.append(time.monotonic() - started)
-    return statistics.median(times[1:])  # the first one warms up
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
-def train_adapters(root: Path, base: Path) -> dict[str, Path]:
-    from taoflow.connectors.records import Message
-    from taoflow.connectors.training.lora import DistillExample, TrainingConfig, train_adapter
-
-    question = (Message("user", "What is 12 + 30?"),)
-    config = TrainingConfig(epochs=6, batch_size=4, learning_rate=3e-3, save_steps=1000)
-    answers = {"v1": "The answer is 42, my friend.", "v2": "The answer is 43, buddy."}
-    return {
-        name: train_adapter(base, [DistillExample(question, text)] * 8, config, work_dir=root / name).adapter_dir
-        for name, text in answers.items()
-    }
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv: list[str] | None = None) -> None:
+    parser = cli.parser(__doc__)
     parser.add_argument("--seconds", type=float, default=30.0, help="length of each no-swap phase")
     parser.add_argument("--clients", type=int, default=2, help="client threads per replica")
-    args = parser.parse_args()
+    parser.add_argument("--swaps", type=int, default=10, help="swaps per replica with each primitive")
+    parser.add_argument("--steady-requests", type=int, default=10, help="sequential requests per steady latency")
+    parser.add_argument("--replicas", help="comma-separated URLs of two running vLLM servers of the base model")
+    args = cli.parse(parser, argv, smoke={"seconds": 1.0, "clients": 1, "swaps": 2, "steady_requests": 2})
 
     import httpx
 
@@ -116,20 +46,14 @@ def main() -> None:
     from taoflow.daemon.round.parts import build_scorers
     from taoflow.daemon.settings import load_settings
     from taoflow.daemon.store.state import State
-    from tests.services import VllmServer, hold_out, store_adapter
+    from tests.support.state import hold_out, store_adapter
 
     root = Path(tempfile.mkdtemp(prefix="taoflow-bench-swap-"))
     settings = load_settings(None)
     base = resolve_base_model(settings.model.base, cache_dir=settings.model.cache_dir.expanduser())
     print("training two adapters ...", flush=True)
     adapters = train_adapters(root, base.path)
-    servers = [VllmServer(base.path, root / f"replica-{i}", core=i) for i in range(2)]
-    for server in servers:
-        server.start()
-    try:
-        for server in servers:
-            server.wait_healthy()
-        urls = [s.url for s in servers]
+    with replicas(base.path, root, args.replicas.split(",") if args.replicas else None) as urls:
         settings = load_settings(
             None,
             storage={"state_dir": str(root / "state")},
@@ -192,7 +116,7 @@ def main() -> None:
         # other version's path, or unload it and load it again. 10 swaps per replica each.
         fleet = Fleet(settings.fleet, state.store)
         paths = [fleet.server_path("v2"), fleet.server_path("v1")]
-        replicas = [VllmReplica(u) for u in urls]
+        clients = [VllmReplica(u) for u in urls]
 
         def in_place(replica, path):  # what taoflow no longer does, through vLLM's API directly
             body = {"lora_name": MODEL, "lora_path": path, "load_inplace": True}
@@ -206,8 +130,8 @@ def main() -> None:
         for name, swap in strategies.items():
             with Load(urls, 4, max_tokens=1) as load:
                 time.sleep(2.0)
-                for cycle in range(10):
-                    for replica in replicas:
+                for cycle in range(args.swaps):
+                    for replica in clients:
                         swap(replica, paths[cycle % 2])
                     time.sleep(0.3)
                 time.sleep(1.0)
@@ -215,15 +139,15 @@ def main() -> None:
 
         # The steady state after a swap, on one quiet replica: fresh load, then two swaps with each primitive.
         steady: dict[str, tuple[float, float, float]] = {}
-        probe = replicas[0]
+        probe = clients[0]
         for name, swap in strategies.items():
             probe.unload(MODEL)
             probe.load(MODEL, paths[1])
-            fresh = steady_latency(probe.url)
+            fresh = steady_latency(probe.url, args.steady_requests)
             swap(probe, paths[0])
-            once = steady_latency(probe.url)
+            once = steady_latency(probe.url, args.steady_requests)
             swap(probe, paths[1])
-            twice = steady_latency(probe.url)
+            twice = steady_latency(probe.url, args.steady_requests)
             steady[name] = (fresh, once, twice)
 
         p50q, p99q = percentile(quiet, 0.5), percentile(quiet, 0.99)
@@ -241,15 +165,14 @@ def main() -> None:
         )
         print(f"failed requests: no swap {failures['quiet']}, taoflow deploys {failures['swap']}")
         for name, (failed, total) in primitive.items():
-            print(f"swap primitive '{name}', 10 swaps per replica under 1-token load: {failed} of {total} failed")
+            swaps = f"{args.swaps} swaps per replica under 1-token load"
+            print(f"swap primitive '{name}', {swaps}: {failed} of {total} failed")
         for name, (fresh, once, twice) in steady.items():
             print(
-                f"steady state, '{name}': median of 10 x 32 tokens {fresh:.3f} s fresh, {once:.3f} s after one swap "
+                f"steady state, '{name}': median of {args.steady_requests} x 32 tokens {fresh:.3f} s fresh, "
+                f"{once:.3f} s after one swap "
                 f"(x{once / fresh:.2f}), {twice:.3f} s after two (x{twice / fresh:.2f})"
             )
-    finally:
-        for server in servers:
-            server.stop()
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """taoflow's round against a naive hand-written TAO round, on 2-digit addition, in one run.
 
-    .venv/bin/python bench/versus_naive.py
+    .venv/bin/python -m bench.versus_naive [--train 96] [--heldout 32] [--n 8]
 
 The reference: best-of-8 rejection-sampling SFT on 96 addition prompts, LoRA r16, 3 epochs,
 with plain `model.generate` and a plain TRL SFTTrainer (no taoflow code on its path).
@@ -28,6 +28,7 @@ from peft import LoraConfig
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from trl import SFTConfig, SFTTrainer
 
+from bench.lib import cli
 from taoflow.connectors.generation.local import TransformersGenerator
 from taoflow.connectors.records import Message, PromptRecord
 from taoflow.daemon.round.evaluation import evaluate
@@ -37,7 +38,7 @@ from taoflow.daemon.store.buffer import PromptBuffer
 from taoflow.daemon.store.state import open_state
 from taoflow.daemon.wiring import build_round
 
-BENCH = Path(__file__).resolve().parent
+BENCH_DIR = Path(__file__).resolve().parent
 
 
 def problems(rng: random.Random, count: int) -> list[tuple[int, int]]:
@@ -50,7 +51,14 @@ def correct(a: int, b: int, text: str) -> bool:
 
 
 #: What the naive recipe does, as the printout says it (taoflow's side comes from bench/arithmetic.yaml).
-NAIVE = {"learning_rate": 2e-4, "targets_per_prompt": 1, "temperature": 1.0, "max_new_tokens": 64, "batch_size": 8}
+NAIVE = {
+    "learning_rate": 2e-4,
+    "targets_per_prompt": 1,
+    "temperature": 1.0,
+    "max_new_tokens": 64,
+    "batch_size": 8,
+    "epochs": 3.0,
+}
 
 
 def sample(model, tokenizer, pairs, *, n: int) -> list[list[str]]:
@@ -79,15 +87,16 @@ def sample(model, tokenizer, pairs, *, n: int) -> list[list[str]]:
     return out
 
 
-def naive_round(path: Path, train: list[tuple[int, int]], adapter_dir: Path) -> float:
-    """Sample, keep the first correct answer per prompt, SFT a LoRA; the adapter is saved to `adapter_dir`."""
+def naive_round(path: Path, train: list[tuple[int, int]], adapter_dir: Path, *, n: int) -> tuple[Path | None, float]:
+    """Sample, keep the first correct answer per prompt, SFT a LoRA; the adapter is saved to `adapter_dir` (None:
+    no sample was right, nothing to train on)."""
     started = time.perf_counter()
     tokenizer = AutoTokenizer.from_pretrained(path)
     tokenizer.padding_side = "left"
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
     rows = []
     torch.manual_seed(0)
-    for (a, b), candidates in zip(train, sample(model, tokenizer, train, n=8), strict=True):
+    for (a, b), candidates in zip(train, sample(model, tokenizer, train, n=n), strict=True):
         good = [c for c in candidates if correct(a, b, c)]
         if good:
             rows.append(
@@ -97,10 +106,13 @@ def naive_round(path: Path, train: list[tuple[int, int]], adapter_dir: Path) -> 
                 }
             )
     tokenizer.padding_side = "right"
+    if not rows:
+        print(f"naive round: no right answer among {len(train)} prompts x {n} samples: nothing to train on")
+        return None, time.perf_counter() - started
     with tempfile.TemporaryDirectory() as out:
         args = SFTConfig(
             output_dir=out,
-            num_train_epochs=3,
+            num_train_epochs=NAIVE["epochs"],
             per_device_train_batch_size=NAIVE["batch_size"],
             learning_rate=NAIVE["learning_rate"],
             bf16=False,
@@ -119,15 +131,15 @@ def naive_round(path: Path, train: list[tuple[int, int]], adapter_dir: Path) -> 
         )
         trainer.train()
     trainer.model.save_pretrained(adapter_dir)
-    print(f"naive round: {len(rows)} training examples from {len(train)} prompts x 8 samples")
-    return time.perf_counter() - started
+    print(f"naive round: {len(rows)} training examples from {len(train)} prompts x {n} samples")
+    return adapter_dir, time.perf_counter() - started
 
 
 def record(i: int, a: int, b: int) -> PromptRecord:
     return PromptRecord(f"bench-{i}", "arithmetic", (Message("user", f"What is {a} + {b}?"),))
 
 
-def taoflow_round(settings: Settings, train, extra, work: Path) -> tuple[Path, float]:
+def taoflow_round(settings: Settings, train, extra, work: Path) -> tuple[Path | None, float]:
     """The round as the daemon runs it; its buffer holds the training prompts plus prompts for its own gate."""
     started = time.perf_counter()
     state = open_state(settings)
@@ -137,12 +149,15 @@ def taoflow_round(settings: Settings, train, extra, work: Path) -> tuple[Path, f
     all_heldout.add_many([(record(1000 + i, a, b), None) for i, (a, b) in enumerate(extra)], source="bench")
     done = build_round(settings, state).run()
     seconds = time.perf_counter() - started
-    gate = done.summary["gate"]["slices"][0]
+    if done.summary.gate is None or done.version is None:
+        print(f"taoflow round: {done.status}: {done.reason}")
+        return None, seconds
+    gate = done.summary.gate.slices[0]
+    examples = done.summary.train.examples if done.summary.train else 0
     print(
-        f"taoflow round: {done.summary['train']['examples']} training examples; its own gate "
-        f"{gate['champion_mean']:.1%} -> {gate['candidate_mean']:.1%} on {gate['n']} prompts"
+        f"taoflow round: {examples} training examples; its own gate "
+        f"{gate.champion_mean:.1%} -> {gate.candidate_mean:.1%} on {gate.n} prompts"
     )
-    assert done.version is not None
     return state.store.fetch(done.version), seconds
 
 
@@ -160,17 +175,48 @@ def judge(
     }
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    parser = cli.parser(__doc__)
+    parser.add_argument("--train", type=int, default=96, help="training prompts (both recipes)")
+    parser.add_argument("--heldout", type=int, default=32, help="the evaluator's prompts")
+    parser.add_argument("--gate-prompts", type=int, default=32, help="taoflow's own gate's prompts")
+    parser.add_argument("--n", type=int, default=8, help="samples per prompt (both recipes)")
+    parser.add_argument("--epochs", type=float, default=3.0, help="training epochs (both recipes)")
+    parser.add_argument("--max-new-tokens", type=int, default=64, help="the naive recipe's longest sample")
+    parser.add_argument("--taoflow-max-new-tokens", type=int, help="taoflow's (default: bench/arithmetic.yaml's)")
+    args = cli.parse(
+        parser,
+        argv,
+        smoke={
+            "train": 4,
+            "heldout": 4,
+            "gate_prompts": 4,
+            "n": 4,
+            "epochs": 1.0,
+            "max_new_tokens": 12,
+            "taoflow_max_new_tokens": 12,
+        },
+    )
+    NAIVE["max_new_tokens"], NAIVE["epochs"] = args.max_new_tokens, args.epochs
     work = Path(tempfile.mkdtemp(prefix="taoflow-bench-"))
-    settings = load_settings(BENCH / "arithmetic.yaml", storage={"state_dir": str(work / "state")})
+    tokens = {"max_new_tokens": args.taoflow_max_new_tokens} if args.taoflow_max_new_tokens else {}
+    settings = load_settings(
+        BENCH_DIR / "arithmetic.yaml",
+        storage={"state_dir": str(work / "state")},
+        generate={"n": args.n, "max_prompts": args.train, **tokens},
+        train={"epochs": args.epochs},
+        gate={"min_samples": min(16, args.gate_prompts), **tokens},
+    )
     path = resolve_model(settings).path
     rng = random.Random(7)
     pairs = list(dict.fromkeys(problems(rng, 400)))
-    train, heldout, extra = pairs[:96], pairs[96:128], pairs[128:160]
-    naive_s = naive_round(path, train, work / "naive-adapter")
+    train = pairs[: args.train]
+    heldout = pairs[args.train : args.train + args.heldout]
+    extra = pairs[args.train + args.heldout : args.train + args.heldout + args.gate_prompts]
+    naive_adapter, naive_s = naive_round(path, train, work / "naive-adapter", n=args.n)
     taoflow_adapter, taoflow_s = taoflow_round(settings, train, extra, work)
     tokens = max(NAIVE["max_new_tokens"], settings.generate.max_new_tokens, settings.gate.max_new_tokens)
-    sides = {"base": None, "naive": work / "naive-adapter", "taoflow": taoflow_adapter}
+    sides = {"base": None, "naive": naive_adapter, "taoflow": taoflow_adapter}
     scores = judge(path, heldout, sides, settings=settings, tokens=tokens)
     before = scores["base"]
     print(
@@ -181,7 +227,8 @@ def main() -> None:
         print(f"{name:8} {before:7.1%} {after:7.1%} {(after - before) * 100:+7.1f}p {seconds:7.0f}")
     naive_lift, taoflow_lift = scores["naive"] - before, scores["taoflow"] - before
     ratio = f"x{taoflow_lift / naive_lift:.2f}" if naive_lift > 0 else "n/a (the naive round lifted nothing)"
-    print(f"taoflow / naive on the same 32 held-out prompts: lift {ratio}, wall time x{taoflow_s / naive_s:.2f}")
+    wall = f"wall time x{taoflow_s / naive_s:.2f}"
+    print(f"taoflow / naive on the same {len(heldout)} held-out prompts: lift {ratio}, {wall}")
     t, g = settings.train, settings.generate
     print(
         "what differs: naive "

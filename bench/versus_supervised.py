@@ -1,8 +1,8 @@
 """Label-free rounds against supervised fine-tuning on gold answers, on the demo tasks, in one run.
 
-    .venv/bin/python bench/versus_supervised.py [--tasks arithmetic json_extract] [--labeled 32] [--rounds 3]
-                                                [--factor 4] [--heldout 48] [--seeds 1 2 3]
-                                                [--lrs 3e-4 1e-3 3e-3] [--set train.objective=dpo ...]
+    .venv/bin/python -m bench.versus_supervised [--tasks arithmetic json_extract] [--labeled 32] [--rounds 3]
+                                                  [--factor 4] [--heldout 48] [--seeds 1 2 3]
+                                                  [--lrs 3e-4 1e-3 3e-3] [--set train.objective=dpo ...]
 
 Per task and seed, from the same base model:
 - supervised: a LoRA adapter trained on the gold answers of L labeled prompts (`--labeled`), with the training
@@ -23,31 +23,26 @@ docs/versus_supervised.csv and docs/versus_supervised.png (matplotlib).
 from __future__ import annotations
 
 import csv
-import json
 import random
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import yaml
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from scoring import ROOT, TAOFLOW, TASKS, record
-
+from bench.lib import cli
+from bench.lib.tasks import ROOT, TAOFLOW, TASKS, record
 from taoflow.connectors.generation.local import TransformersGenerator
 from taoflow.connectors.training.lora import DistillExample, TrainingConfig, train_adapter
 from taoflow.daemon.round.evaluation import evaluate
 from taoflow.daemon.round.parts import build_scorers, resolve_model
 from taoflow.daemon.settings import load_settings
 from taoflow.daemon.store.buffer import PromptBuffer
+from taoflow.daemon.store.rounds import RoundStore
 from taoflow.daemon.store.state import open_state
 
-ANSWER_TOKENS = 48
 FIELDS = [
     "task",
     "side",
@@ -85,17 +80,17 @@ def merge(base: dict, extra: dict) -> dict:
     return out
 
 
-def round_config(work: Path, name: str, task, *, prompts: int, seed: int, overrides: dict) -> Path:
+def round_config(work: Path, name: str, task, *, prompts: int, seed: int, tokens: int, overrides: dict) -> Path:
     """A taoflow side: the settings' defaults (the gate's too, on the validation prompts as its held-out set) but
     for the round's size, answer length and seeds."""
     data = {
         "model": {"served_name": "bench"},
         "storage": {"state_dir": str(work / name)},
         "ingest": {"heldout_fraction": 0.0},
-        "generate": {"max_prompts": prompts, "max_new_tokens": ANSWER_TOKENS, "seed": seed},
+        "generate": {"max_prompts": prompts, "max_new_tokens": tokens, "seed": seed},
         "score": {"tasks": {task.name: task.verifier}},
         "train": {"seed": seed},
-        "gate": {"max_new_tokens": ANSWER_TOKENS},
+        "gate": {"max_new_tokens": tokens},
     }
     path = work / f"{name}.yaml"
     path.write_text(yaml.safe_dump(merge(data, overrides)))
@@ -118,21 +113,20 @@ def run_round(path: Path, after: int = 0) -> dict | None:
     seconds = time.perf_counter() - started
     state = open_state(load_settings(path))
     try:
-        rows = state.db.query("SELECT id, status, version, summary FROM rounds ORDER BY id DESC LIMIT 1")
-        if not rows or rows[0]["id"] <= after:
+        latest = RoundStore(state.db, state.rounds_dir).latest("bench")
+        if latest is None or latest.id <= after:
             return None
-        row = rows[0]
-        summary = json.loads(row["summary"])
+        s = latest.summary
         champion = state.registry.alias("bench", "champion")
         return {
-            "id": row["id"],
-            "status": row["status"],
-            "promoted": bool(summary.get("gate", {}).get("promoted")),
+            "id": latest.id,
+            "status": latest.status,
+            "promoted": bool(s.gate and s.gate.promoted),
             "adapter": state.store.fetch(champion) if champion else None,
-            "examples": summary.get("train", {}).get("examples", 0),
-            "prompts": summary.get("prepare", {}).get("prompts", 0),
-            "candidate_tokens": summary.get("generate", {}).get("tokens", 0),
-            "training_tokens": summary.get("train", {}).get("tokens", 0),
+            "examples": s.train.examples if s.train else 0,
+            "prompts": s.prepare.prompts if s.prepare else 0,
+            "candidate_tokens": s.generate.tokens if s.generate else 0,
+            "training_tokens": s.train.tokens if s.train else 0,
             "seconds": seconds,
         }
     finally:
@@ -185,7 +179,10 @@ def run_seed(task, args, seed: int, work: Path, base: Path, judge, heldout) -> l
         sft = supervised(task, base, labeled, validation, args.lrs, seed, work / f"sft-s{seed}", judge)
         runs.append({"side": "supervised", **sft})
 
-    path = round_config(work, f"flywheel-s{seed}", task, prompts=args.labeled, seed=seed, overrides=overrides)
+    tokens = args.answer_tokens
+    path = round_config(
+        work, f"flywheel-s{seed}", task, prompts=args.labeled, seed=seed, tokens=tokens, overrides=overrides
+    )
     add_prompts(path, task, labeled, 10_000, gate_problems)
     rounds = args.rounds if "flywheel" in args.sides else 0
     spent = {"candidate_tokens": 0, "training_tokens": 0, "seconds": 0.0, "examples": 0}
@@ -204,7 +201,9 @@ def run_seed(task, args, seed: int, work: Path, base: Path, judge, heldout) -> l
 
     if "wide" in args.sides:
         print(f"== {task.name} seed {seed}: taoflow one round on {len(unlabeled)} prompts", flush=True)
-        path = round_config(work, f"wide-s{seed}", task, prompts=len(unlabeled), seed=seed, overrides=overrides)
+        path = round_config(
+            work, f"wide-s{seed}", task, prompts=len(unlabeled), seed=seed, tokens=tokens, overrides=overrides
+        )
         add_prompts(path, task, unlabeled, 20_000, gate_problems)
         found = run_round(path)
         if found is not None:
@@ -231,7 +230,7 @@ def run_task(task, args, work: Path) -> list[dict]:
     heldout = [record(task, 700_000 + i, p) for i, p in enumerate(problems[200 : 200 + args.heldout])]
 
     def judge(records, adapter: Path | None) -> float:
-        return evaluate(generator, records, scorers, adapter=adapter, max_new_tokens=ANSWER_TOKENS).mean(task.name)
+        return evaluate(generator, records, scorers, adapter=adapter, max_new_tokens=args.answer_tokens).mean(task.name)
 
     before = judge(heldout, None)
     rows = [{"task": task.name, "side": "base model", "seed": "", "heldout_score": before, "lift": 0.0}]
@@ -307,10 +306,8 @@ def plot(summary: list[dict], path: Path) -> None:
     fig.savefig(path, dpi=120)
 
 
-def main() -> None:
-    import argparse
-
-    parser = argparse.ArgumentParser()
+def main(argv: list[str] | None = None) -> None:
+    parser = cli.parser(__doc__)
     parser.add_argument("--tasks", choices=sorted(TASKS), nargs="*", default=["arithmetic", "json_extract"])
     parser.add_argument("--labeled", type=int, default=32, help="L: the labeled prompts (and the flywheel's)")
     parser.add_argument("--rounds", type=int, default=3, help="K: successive rounds on the L prompts")
@@ -325,7 +322,24 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], help="a settings override for the taoflow sides")
     parser.add_argument("--out", type=Path, default=ROOT / "docs")
     parser.add_argument("--replot", type=Path, help="only summarise and plot again from this csv")
-    args = parser.parse_args()
+    parser.add_argument("--answer-tokens", type=int, default=48, help="longest candidate, gate and evaluator answer")
+    smoke_out = Path(tempfile.mkdtemp(prefix="taoflow-bench-supervised-smoke-"))  # never docs/ at the smoke size
+    args = cli.parse(
+        parser,
+        argv,
+        smoke={
+            "tasks": ["arithmetic"],
+            "labeled": 4,
+            "rounds": 2,
+            "factor": 2,
+            "heldout": 4,
+            "validation": 4,
+            "seeds": [1],
+            "lrs": [1e-3],
+            "answer_tokens": 12,
+            "out": smoke_out,
+        },
+    )
     args.out.mkdir(parents=True, exist_ok=True)
     table = args.out / "versus_supervised.csv"
     if not args.replot:
@@ -340,7 +354,8 @@ def main() -> None:
         rows = list(csv.DictReader(fh))
     summary = medians(rows)
     plot(summary, args.out / "versus_supervised.png")
-    print(f"\none evaluator: greedy, {ANSWER_TOKENS} tokens, the task's verifiers, {args.heldout} held-out prompts")
+    evaluator = f"greedy, {args.answer_tokens} tokens, the task's verifiers, {args.heldout} held-out prompts"
+    print(f"\none evaluator: {evaluator}")
     for task in dict.fromkeys(r["task"] for r in summary):
         mine = [r for r in summary if r["task"] == task]
         best = next((r["lift"] for r in mine if r["side"] == "supervised"), float("nan"))

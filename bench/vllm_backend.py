@@ -1,6 +1,6 @@
 """The `vllm` generation backend against the `transformers` one: the same prompts, sampling and model, same run.
 
-    .venv/bin/python bench/vllm_backend.py [--prompts 32] [--n 8] [--max-new-tokens 48] [--python .venv-vllm/bin/python]
+    .venv/bin/python -m bench.vllm_backend [--prompts 32] [--n 8] [--max-new-tokens 48] [--python .venv-vllm/bin/python]
 
 Each side is built the way a round builds it (`build_generator`), then generates the round's candidates (n per
 prompt, temperature 0.7) and the gate's greedy answers (one per prompt) for the demo's prompts. The vLLM side runs
@@ -11,7 +11,6 @@ the engine's start is reported apart from the generation it serves.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
@@ -20,10 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from round import sample_prompts
-
+from bench.lib import cli
+from bench.lib.tasks import demo_prompts
 from taoflow.connectors.protocols import SamplingConfig
 from taoflow.daemon.cli.demo import SAMPLES
 from taoflow.daemon.round.parts import resolve_model
@@ -33,17 +30,17 @@ from taoflow.daemon.wiring import build_generator
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv: list[str] | None = None) -> None:
+    parser = cli.parser(__doc__)
     parser.add_argument("--prompts", type=int, default=32)
     parser.add_argument("--n", type=int, default=8)
     parser.add_argument("--max-new-tokens", type=int, default=48)
     parser.add_argument("--python", default=str(ROOT / ".venv-vllm" / "bin" / "python"))
     parser.add_argument("--dtype", default="auto", help="model.dtype on both sides")
-    args = parser.parse_args()
+    args = cli.parse(parser, argv, smoke={"prompts": 2, "n": 2, "max_new_tokens": 8})
     settings = load_settings(SAMPLES / "demo.yaml", model={"dtype": args.dtype})
     base = resolve_model(settings)
-    records = sample_prompts(args.prompts)
+    records = demo_prompts(args.prompts)
     sampling = SamplingConfig(n=args.n, temperature=0.7, max_new_tokens=args.max_new_tokens, seed=1)
     greedy = SamplingConfig(n=1, temperature=0.0, max_new_tokens=args.max_new_tokens)
 
@@ -74,7 +71,7 @@ def main() -> None:
         )
         env = {"VLLM_CPU_KVCACHE_SPACE": "2", "HF_HUB_OFFLINE": "1", "TMPDIR": work, **os.environ}
         run = subprocess.run(
-            [args.python, str(ROOT / "bench" / "vllm_driver.py"), str(job)],
+            [args.python, str(ROOT / "bench" / "lib" / "vllm_driver.py"), str(job)],
             capture_output=True,
             text=True,
             env=env,

@@ -1,6 +1,6 @@
 """A burst of traffic through a real Kafka-protocol broker (tansu) into a capped buffer while rounds consume.
 
-    .venv/bin/python bench/volume.py [--messages 1000000] [--cap 10000]
+    .venv/bin/python -m bench.volume [--messages 1000000] [--cap 10000]
 
 Small records (~150 B) produced at full speed over two partitions, four tasks (one with 70 % of the traffic);
 the buffer has `--cap` places and `ingest.overflow: evict_oldest`; a stand-in for rounds marks 256 prompts
@@ -11,22 +11,19 @@ read = held + duplicates + evicted. The reference is the producer's own rate in 
 
 from __future__ import annotations
 
-import argparse
-import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench.lib import cli
+from tests.support.brokers import tansu_broker
+from tests.support.volume import run
 
-from tests.services import tansu_broker
-from tests.volume import run
 
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv: list[str] | None = None) -> None:
+    parser = cli.parser(__doc__)
     parser.add_argument("--messages", type=int, default=1_000_000)
     parser.add_argument("--cap", type=int, default=10_000)
-    args = parser.parse_args()
+    args = cli.parse(parser, argv, smoke={"messages": 3000, "cap": 1000})
     with tansu_broker() as bootstrap, tempfile.TemporaryDirectory() as work:
         result = run(bootstrap, Path(work), messages=args.messages, cap=args.cap)
     report = result.report

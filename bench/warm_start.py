@@ -1,7 +1,7 @@
 """Successive rounds on disjoint prompt sets: each round's adapter starting from the champion's weights
 (`train.init: champion`) against a fresh adapter each round (`train.init: base`), in one run.
 
-    .venv/bin/python bench/warm_start.py [--task arithmetic|json_extract] [--rounds 3] [--prompts 32] [--n 6]
+    .venv/bin/python -m bench.warm_start [--task arithmetic|json_extract] [--rounds 3] [--prompts 32] [--n 6]
 
 Each side is one state directory and `--rounds` `taoflow round` processes, each on its own new prompts (the
 flywheel: new traffic every round), the gate set to promote every adapter (min_mean_improvement -1, so the
@@ -11,90 +11,39 @@ on the same held-out prompts no round trained on; the base model is the first ro
 
 from __future__ import annotations
 
-import json
 import random
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
-import yaml
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from scoring import TAOFLOW, TASKS, record
-
+from bench.lib import cli
+from bench.lib.rounds import one_round, promoting_config
+from bench.lib.tasks import TASKS, record
 from taoflow.connectors.generation.local import TransformersGenerator
 from taoflow.daemon.round.evaluation import evaluate
 from taoflow.daemon.round.parts import build_scorers, resolve_model
 from taoflow.daemon.settings import load_settings
-from taoflow.daemon.store.buffer import PromptBuffer
-from taoflow.daemon.store.state import open_state
-
-
-def promoting_config(work: Path, name: str, task, *, generate: dict, train: dict) -> Path:
-    """A side's settings file: the bench's model and budget, its own state directory, and a gate that promotes
-    every adapter (one evaluator outside the rounds judges them)."""
-    data = {
-        "model": {"served_name": "bench"},
-        "storage": {"state_dir": str(work / name)},
-        "ingest": {"heldout_fraction": 0.0},
-        "generate": {"temperature": 0.7, "max_new_tokens": 32, **generate},
-        "score": {"tasks": {task.name: task.verifier}},
-        "train": {"lora_rank": 16, "epochs": 3, "learning_rate": 1e-3, "batch_size": 8, **train},
-        "gate": {
-            "min_samples": 4,
-            "max_new_tokens": 32,
-            "min_mean_improvement": -1.0,
-            "max_slice_regression": 1.0,
-            "confidence": 0.0,
-        },
-    }
-    path = work / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(data))
-    return path
 
 
 def side_config(work: Path, init: str, args, task) -> Path:
-    return promoting_config(work, init, task, generate={"n": args.n, "max_prompts": args.prompts}, train={"init": init})
+    generate = {"n": args.n, "max_prompts": args.prompts, "max_new_tokens": args.max_new_tokens}
+    return promoting_config(work, init, task, generate=generate, train={"init": init, "epochs": args.epochs})
 
 
-def one_round(path: Path, task, prompts, first_id: int, gate_prompts) -> dict:
-    state = open_state(load_settings(path))
-    state.buffer.add_many([(record(task, first_id + i, p), None) for i, p in enumerate(prompts)], source="bench")
-    heldout = PromptBuffer(state.db, heldout_fraction=1.0, heldout_max_per_task=len(gate_prompts))
-    heldout.add_many([(record(task, 100_000 + i, p), None) for i, p in enumerate(gate_prompts)], source="bench")
-    started = time.perf_counter()
-    subprocess.run([str(TAOFLOW), "round", "--config", str(path), "--no-progress"], check=False)
-    seconds = time.perf_counter() - started
-    row = state.db.query("SELECT status, version, summary FROM rounds ORDER BY id DESC LIMIT 1")[0]
-    summary = json.loads(row["summary"])
-    adapter = state.store.fetch(row["version"]) if row["version"] else None
-    champion = state.registry.alias("bench", "champion")
-    state.close()
-    return {
-        "status": row["status"],
-        "adapter": adapter,
-        "init": summary.get("train", {}).get("init"),
-        "examples": summary.get("train", {}).get("examples"),
-        "candidate_tokens": summary.get("generate", {}).get("tokens", 0),
-        "champion": champion,
-        "seconds": seconds,
-    }
-
-
-def main() -> None:
-    import argparse
-
-    parser = argparse.ArgumentParser()
+def main(argv: list[str] | None = None) -> None:
+    parser = cli.parser(__doc__)
     parser.add_argument("--task", choices=sorted(TASKS), default="arithmetic")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--prompts", type=int, default=32)
     parser.add_argument("--n", type=int, default=6)
     parser.add_argument("--heldout", type=int, default=48)
-    args = parser.parse_args()
+    parser.add_argument("--gate-prompts", type=int, default=16, help="held-out prompts of each round's own gate")
+    parser.add_argument("--max-new-tokens", type=int, default=32, help="longest candidate and gate answer")
+    parser.add_argument("--epochs", type=float, default=3.0)
+    args = cli.parse(
+        parser,
+        argv,
+        smoke={"rounds": 2, "prompts": 4, "n": 2, "heldout": 4, "gate_prompts": 4, "max_new_tokens": 12, "epochs": 1},
+    )
     work = Path(tempfile.mkdtemp(prefix="taoflow-bench-warm-"))
     task = TASKS[args.task]()
     eval_settings = load_settings(
@@ -104,7 +53,7 @@ def main() -> None:
     )
     base = resolve_model(eval_settings).path
     problems = task.problems(random.Random(11))
-    heldout, gate_prompts = problems[200 : 200 + args.heldout], problems[300:316]
+    heldout, gate_prompts = problems[200 : 200 + args.heldout], problems[300 : 300 + args.gate_prompts]
     batches = [problems[400 + r * args.prompts : 400 + (r + 1) * args.prompts] for r in range(args.rounds)]
     results: dict[str, list[dict]] = {}
     for init in ("champion", "base"):

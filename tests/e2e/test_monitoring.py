@@ -23,7 +23,10 @@ from taoflow.connectors.records import Message, PromptRecord
 from taoflow.daemon.settings import load_settings
 from taoflow.daemon.store.state import State
 from tests.helm.chart import CHART, by_kind, render
-from tests.services import PrometheusServer, free_port, hold_out, poll_until, start_until_logged, store_adapter
+from tests.support.ports import free_port
+from tests.support.processes import poll_until, start_until_logged
+from tests.support.servers import PrometheusServer
+from tests.support.state import hold_out, store_adapter
 
 pytestmark = pytest.mark.slow
 

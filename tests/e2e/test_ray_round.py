@@ -15,8 +15,10 @@ from taoflow.connectors.cluster.jobs import RayJobs
 from taoflow.connectors.errors import RoundError
 from taoflow.daemon.round.ray_stages import RayStages
 from taoflow.daemon.round.recipe import TaoRound
-from tests.e2e.test_round import seeded_state
-from tests.services import RayTestCluster, moto_s3, poll_until
+from tests.support.brokers import moto_s3
+from tests.support.processes import poll_until
+from tests.support.rounds import seeded_state
+from tests.support.servers import RayTestCluster
 
 pytestmark = pytest.mark.slow
 
@@ -172,7 +174,7 @@ def test_a_round_stopped_at_shutdown_and_killed_with_the_daemon_runs_its_job_onc
     import httpx
     import yaml
 
-    from tests.e2e.test_round import TINY
+    from tests.support.rounds import TINY
 
     ray_cluster.add_worker(cpus=2)
     # The generation actor takes every CPU of the cluster: Parquet reads and writes must still run beside it.

@@ -6,42 +6,15 @@ import pytest
 
 from taoflow.connectors.artifacts.local import check_adapter_dir
 from taoflow.connectors.errors import NothingToTrain
-from taoflow.connectors.records import Message, PromptRecord
 from taoflow.daemon.round import local_stages as round_module
 from taoflow.daemon.round.local_stages import LocalStages
 from taoflow.daemon.round.parts import build_gate_scorers, build_scorers
 from taoflow.daemon.round.recipe import TaoRound
 from taoflow.daemon.round.stages import replay_examples
-from taoflow.daemon.settings import load_settings
 from taoflow.daemon.store.erasure import forget
-from taoflow.daemon.store.state import State
+from tests.support.rounds import seeded_state
 
 pytestmark = pytest.mark.slow
-
-TINY = {
-    "generate": {"n": 3, "max_prompts": 6, "max_new_tokens": 24, "temperature": 0.8},
-    "train": {"epochs": 1, "batch_size": 4, "score_threshold": 0.5, "save_steps": 1},
-    "gate": {
-        "min_samples": 4,
-        "min_slice_samples": 2,
-        "max_new_tokens": 24,
-        "min_mean_improvement": -1.0,
-        "max_slice_regression": 1.0,
-    },
-    "ingest": {"heldout_fraction": 0.4, "heldout_max_per_task": 4},
-    "score": {"tasks": {"math": [{"type": "arithmetic"}, {"type": "length", "params": {"max_chars": 40}}]}},
-}
-
-
-def seeded_state(tmp_path, **overrides) -> State:
-    config = {**TINY, **{k: {**TINY.get(k, {}), **v} for k, v in overrides.items()}}
-    settings = load_settings(None, storage={"state_dir": str(tmp_path / "state")}, **config)
-    state = State(settings)
-    records = [
-        PromptRecord(f"r{i}", "math", (Message("user", f"What is {10 + i} + {20 + 2 * i}?"),)) for i in range(16)
-    ]
-    state.buffer.add_many([(r, None) for r in records], source="test")
-    return state
 
 
 def local_round(state, generator_factory, *, settings=None, **kwargs) -> TaoRound:

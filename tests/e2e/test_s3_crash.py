@@ -12,7 +12,8 @@ import uuid
 import boto3
 import yaml
 
-from tests.services import buffered_prompts, kill_at_random_progress, poll_until, start_until_logged
+from tests.support.processes import kill_at_random_progress, poll_until, start_until_logged
+from tests.support.state import buffered_prompts
 
 OBJECTS, PER_OBJECT = 40, 10
 N = OBJECTS * PER_OBJECT

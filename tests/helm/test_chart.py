@@ -17,7 +17,8 @@ import yaml
 from taoflow.daemon.cli.main import build_parser
 from taoflow.daemon.settings import load_settings
 from tests.helm.chart import ALERTS, CHART, PRODUCTION, ROOT, by_kind, render
-from tests.services import free_port, poll_until
+from tests.support.ports import free_port
+from tests.support.processes import poll_until
 
 SECRETISH = re.compile(r"TOKEN|PASSWORD|SECRET|API_KEY|ACCESS_KEY", re.IGNORECASE)
 

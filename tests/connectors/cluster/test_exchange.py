@@ -9,7 +9,7 @@ import pytest
 
 from taoflow.connectors.cluster.exchange import Exchange
 from taoflow.connectors.errors import ConfigurationError, TemporaryError
-from tests.services import moto_s3
+from tests.support.brokers import moto_s3
 
 
 @pytest.fixture(scope="module")

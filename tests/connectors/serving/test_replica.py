@@ -6,7 +6,7 @@ import pytest
 
 from taoflow.connectors.errors import DeployError, ReplicaUnavailable
 from taoflow.connectors.serving.replica import VllmReplica, discover_replicas
-from tests.services import free_port
+from tests.support.ports import free_port
 
 
 def replica(handler):

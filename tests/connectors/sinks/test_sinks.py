@@ -23,7 +23,7 @@ from taoflow.connectors.sources.s3 import S3Config, S3Source
 from taoflow.daemon.gateway.capture import exchange_record
 from taoflow.daemon.ingest.ingestor import Ingestor
 from taoflow.daemon.ingest.streaming import ingest_objects
-from tests.services import free_port
+from tests.support.ports import free_port
 
 
 def records(first: int, count: int) -> list[Captured]:

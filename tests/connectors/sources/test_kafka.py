@@ -14,7 +14,7 @@ from taoflow.daemon.ingest.ingestor import Ingestor
 from taoflow.daemon.ingest.metrics import IngestMetrics
 from taoflow.daemon.ingest.streaming import run_stream
 from taoflow.daemon.store.buffer import PromptBuffer
-from tests.services import poll_until
+from tests.support.processes import poll_until
 
 # tansu answers JoinGroup only after the rebalance timeout, which follows max_poll_interval_ms.
 FAST_GROUP = {"session_timeout_ms": 6000, "heartbeat_interval_ms": 1000, "max_poll_interval_ms": 5000}
@@ -210,7 +210,7 @@ def test_a_topic_that_does_not_exist_is_named_at_start(kafka_bootstrap, caplog):
 
 def test_an_unreachable_broker_is_a_temporary_error():
     from taoflow.connectors.errors import TemporaryError
-    from tests.services import free_port
+    from tests.support.ports import free_port
 
     with pytest.raises(TemporaryError, match="cannot reach Kafka at"):
         KafkaSource(

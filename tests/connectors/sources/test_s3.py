@@ -146,7 +146,7 @@ def test_last_modified_order(s3_endpoint):
 
 
 def test_a_delta_table_prefix_reads_no_log_as_records_and_says_to_read_it_as_a_table(s3_endpoint, state, caplog):
-    from tests.delta_tables import scenario
+    from tests.support.delta_tables import scenario
 
     name, _ = bucket(s3_endpoint)
     options = {"AWS_ENDPOINT_URL": s3_endpoint, "AWS_ALLOW_HTTP": "true", "AWS_REGION": "us-east-1"}

@@ -7,7 +7,7 @@ import uuid
 
 import boto3
 
-from tests.delta_tables import append, inference_rows
+from tests.support.delta_tables import append, inference_rows
 
 
 def reader_at_exit(uri: str, options: dict[str, str], *, guarded: bool) -> str:

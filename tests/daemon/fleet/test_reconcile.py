@@ -2,7 +2,7 @@
 
 from taoflow.daemon.fleet.reconcile import Reconciler
 from taoflow.daemon.fleet.replicas import Fleet
-from tests.services import free_port
+from tests.support.ports import free_port
 
 
 def test_a_replica_that_keeps_failing_is_alerted_on_and_cleared_when_scaled_in(state):

@@ -19,7 +19,7 @@ from taoflow.daemon.ingest.table_follower import ingest_delta, table_checkpoint
 from taoflow.daemon.store.erasure import erased
 from taoflow.daemon.store.registry import Registry
 from taoflow.daemon.store.rounds import RoundStore
-from tests.delta_tables import append, delete_with_deletion_vector, inference_rows, live_request_ids, scenario
+from tests.support.delta_tables import append, delete_with_deletion_vector, inference_rows, live_request_ids, scenario
 
 
 class Table:
@@ -261,7 +261,7 @@ def test_a_stop_between_files_resumes_without_loss_or_duplicates(tmp_path, state
 
 def test_an_unreachable_store_is_an_outage_and_a_missing_table_a_setting(s3_endpoint, tmp_path):
     from taoflow.connectors.errors import TemporaryError
-    from tests.services import free_port
+    from tests.support.ports import free_port
 
     down = DeltaSource(DeltaConfig("s3://tables/inference", endpoint_url=f"http://127.0.0.1:{free_port()}"))
     with pytest.raises(TemporaryError, match="cannot read the Delta table") as outage:

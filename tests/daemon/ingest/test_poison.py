@@ -20,7 +20,7 @@ from taoflow.connectors.sources.s3 import S3Config, S3Source
 from taoflow.daemon.ingest.ingestor import MAX_DEAD_PAYLOAD, Ingestor, RecordPreparer
 from taoflow.daemon.ingest.streaming import ingest_objects, run_stream
 from taoflow.policies.ingest_filter import IngestFilter
-from tests.services import poll_until
+from tests.support.processes import poll_until
 
 MESSAGES = '"messages": [{"role": "user", "content": "What is 2 + 2?"}]'
 
@@ -196,7 +196,8 @@ def test_the_daemon_reads_past_poison_and_stays_up(kafka_bootstrap, tmp_path):
 
     import yaml
 
-    from tests.services import free_port, start_until_logged
+    from tests.support.ports import free_port
+    from tests.support.processes import start_until_logged
 
     topic = publish(kafka_bootstrap, interleaved())
     port, token = free_port(), "poison-daemon-token-0123456789"

@@ -2,7 +2,7 @@
 million messages): the stream never waits, the buffer stays within its cap and fresh, every task keeps its
 share, and every message is accounted for."""
 
-from tests.volume import SHARES, run
+from tests.support.volume import SHARES, run
 
 MESSAGES, CAP = 20_000, 1_000
 

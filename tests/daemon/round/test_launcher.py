@@ -6,7 +6,7 @@ import time
 
 from taoflow.daemon.logs import relay_line
 from taoflow.daemon.round.launcher import RoundLauncher
-from tests.services import poll_until
+from tests.support.processes import poll_until
 
 
 def test_the_launcher_relays_a_rounds_stdout_and_stderr_tagged(capfd):

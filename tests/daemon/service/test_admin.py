@@ -162,7 +162,7 @@ def test_fuzzed_requests_never_get_a_server_error(service):
 def test_with_a_fleet_promote_and_rollback_become_recorded_deploys(tmp_path):
     """With a fleet, the admin API records deploys for the fleet task to carry out (202), and
     /v1/fleet reports each replica; here the one replica is down, as a replica can be."""
-    from tests.services import free_port
+    from tests.support.ports import free_port
 
     settings = load_settings(
         None,

@@ -12,7 +12,8 @@ import yaml
 from taoflow.connectors.records import Message, PromptRecord
 from taoflow.daemon.settings import load_settings
 from taoflow.daemon.store.state import State
-from tests.services import flood, free_port, poll_until, rss_mib, start_until_logged
+from tests.support.ports import flood, free_port
+from tests.support.processes import poll_until, rss_mib, start_until_logged
 
 READY = "taoflow started"
 TOKEN = "tok-123-0123456789abcdef"
@@ -191,7 +192,7 @@ def test_the_daemon_follows_a_delta_table_and_erases_what_it_deletes(tmp_path):
 
     from deltalake import DeltaTable
 
-    from tests.delta_tables import append, inference_rows
+    from tests.support.delta_tables import append, inference_rows
 
     table = str(tmp_path / "inference")
     append(table, inference_rows(0, 20))

@@ -14,7 +14,7 @@ from taoflow.daemon.service.running import Service
 from taoflow.daemon.settings import load_settings
 from taoflow.daemon.store.rounds import RoundStore
 from taoflow.daemon.store.summaries import GenerateSummary, PrepareSummary, ScoreSummary, SkipSummary
-from tests.services import poll_until
+from tests.support.processes import poll_until
 
 
 @pytest.fixture

@@ -14,7 +14,10 @@ import yaml
 from kafka import KafkaAdminClient, KafkaProducer
 from kafka.admin import NewTopic
 
-from tests.services import buffered_prompts, free_port, poll_until, start_until_logged, tansu_broker
+from tests.support.brokers import tansu_broker
+from tests.support.ports import free_port
+from tests.support.processes import poll_until, start_until_logged
+from tests.support.state import buffered_prompts
 
 TOKEN = "outage-test-token-0123456789abcdef"
 LISTENING = "admin API on http://"

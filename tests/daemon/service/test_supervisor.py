@@ -5,7 +5,7 @@ import pytest
 
 from taoflow.connectors.errors import TemporaryError
 from taoflow.daemon.service.supervisor import Supervisor, TaskFailed
-from tests.services import poll_until
+from tests.support.processes import poll_until
 
 
 def test_a_failing_task_is_restarted_with_backoff_and_others_keep_running():

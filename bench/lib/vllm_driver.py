@@ -1,7 +1,8 @@
-"""The vLLM side of bench/vllm_backend.py, run by the Python that has vLLM (.venv-vllm here, the train image on GPU
-nodes): one engine built as a round builds it, candidates then greedy evaluation, timed; prints one JSON line.
+"""The vLLM side of bench/vllm_backend.py (a program, not a benchmark), run by the Python that has vLLM (.venv-vllm
+here, the train image on GPU nodes): one engine built as a round builds it, candidates then greedy evaluation,
+timed; prints one JSON line.
 
-    PYTHON bench/vllm_driver.py JOB.json
+    PYTHON bench/lib/vllm_driver.py JOB.json
 """
 
 from __future__ import annotations

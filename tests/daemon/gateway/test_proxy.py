@@ -1,0 +1,164 @@
+"""The gateway's proxy, fast: the real gateway app over real HTTP in front of stand-in replicas that fail on demand
+(tests/support/replicas.py). Real vLLM replicas, the daemon's route table and a durable sink are in
+tests/e2e/test_gateway.py; here is what only a stand-in can be made to do, and the paths a request can take."""
+
+from __future__ import annotations
+
+import json
+import threading
+from contextlib import contextmanager
+
+import httpx
+import pytest
+
+from taoflow.daemon.gateway.app import Gateway
+from taoflow.daemon.settings import load_settings
+from tests.support.ports import free_port, wait_for_port
+from tests.support.processes import poll_until
+from tests.support.replicas import StandInReplica
+
+
+@contextmanager
+def gateway(tmp_path, replicas, *, routes=None, **gateway_settings):
+    """`taoflow gateway`'s app on a loopback port, capturing to JSON lines; `routes`: the last route table it read
+    (its cache), the daemon being away."""
+    spool = tmp_path / "spool"
+    spool.mkdir(exist_ok=True)
+    if routes is not None:
+        (spool / "routes.json").write_text(json.dumps({"generation": 1, "routes": routes}))
+    settings = load_settings(
+        None,
+        fleet={"replicas": [r.url for r in replicas]},
+        daemon={"admin_port": free_port()},  # nobody listens: the routes stay the cached ones
+        gateway={
+            "port": free_port(),
+            "replicas_poll_seconds": 3600,  # one look at start: a replica gone after it is found by its refusal
+            "routes_poll_seconds": 3600,
+            "max_body_bytes": 4096,
+            "capture": {"sink": "jsonl", "jsonl_dir": str(tmp_path / "captured"), "spool_dir": str(spool)},
+            **gateway_settings,
+        },
+    )
+    import uvicorn
+
+    app = Gateway(settings)
+    server = uvicorn.Server(
+        uvicorn.Config(app.app(), host="127.0.0.1", port=settings.gateway.port, log_level="warning")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        wait_for_port(settings.gateway.port)
+        url = f"http://127.0.0.1:{settings.gateway.port}"
+        ready = lambda: httpx.get(url + "/readyz").status_code == 200  # noqa: E731
+        poll_until(ready, deadline_s=10, message="the gateway ready")
+        yield app, url
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+
+
+def chat(url: str, model: str, *, stream: bool = False, task: str | None = None) -> httpx.Response:
+    headers = {"x-taoflow-task": task} if task else {}
+    body = {"model": model, "messages": [{"role": "user", "content": "What is 12 + 30?"}], "stream": stream}
+    return httpx.post(url + "/v1/chat/completions", json=body, headers=headers, timeout=30)
+
+
+def count(app: Gateway, name: str, labels: dict[str, str] | None = None) -> float:
+    return app.registry.get_sample_value(name, labels or {}) or 0.0
+
+
+def captured(tmp_path) -> list[dict]:
+    return [
+        json.loads(line) for f in sorted((tmp_path / "captured").glob("*.jsonl")) for line in f.read_text().splitlines()
+    ]
+
+
+def test_answers_pass_through_unchanged_and_each_exchange_is_captured_whole(tmp_path):
+    with StandInReplica({"base"}) as replica, gateway(tmp_path, [replica]) as (app, url):
+        plain = chat(url, "base", task="support")
+        streamed = chat(url, "base", stream=True)
+        assert plain.status_code == streamed.status_code == 200
+        assert plain.json()["choices"][0]["message"]["content"] == f"base at {replica.port} says 42"
+        assert streamed.text.rstrip().endswith("data: [DONE]") and streamed.headers["x-taoflow-served"] == "base"
+        poll_until(lambda: len(captured(tmp_path)) == 2, deadline_s=10, message="both exchanges captured")
+    records = {r["task"]: r for r in captured(tmp_path)}
+    assert set(records) == {"support", "base"}  # a client's task label, or the model name
+    whole = records["base"]["response"]["choices"][0]["message"]["content"]
+    assert whole == f"base at {replica.port} says 42"  # the stream, assembled
+    assert records["support"]["request_metadata"]["served_version"] == "base"
+    assert count(app, "taoflow_gateway_requests_total", {"endpoint": "chat", "code": "2xx"}) == 2
+
+
+def test_a_routed_name_reaches_the_replica_serving_its_version_under_the_versions_name(tmp_path):
+    with (
+        StandInReplica({"support-r1"}) as old,
+        StandInReplica({"support-r2"}) as new,
+        gateway(tmp_path, [old, new], routes={"support": [{"version": "support-r2", "weight": 1.0}]}) as (_, url),
+    ):
+        answer = chat(url, "support")
+        assert answer.status_code == 200 and answer.headers["x-taoflow-served"] == "support-r2"
+        assert [a["model"] for a in new.asked] == ["support-r2"] and old.asked == []
+
+
+def test_a_version_unloaded_since_the_last_poll_is_asked_of_another_replica_before_any_byte(tmp_path):
+    routes = {"support": [{"version": "support-r2", "weight": 1.0}]}
+    stale = StandInReplica(set(), lists={"support-r2"})  # its /v1/models is older than the unload
+    with (
+        stale,
+        StandInReplica({"support-r2"}) as serving,
+        gateway(tmp_path, [stale, serving], routes=routes) as (app, url),
+    ):
+        answers = [chat(url, "support") for _ in range(12)]
+        assert [a.status_code for a in answers] == [200] * 12
+        assert all(a.json()["choices"][0]["message"]["content"].endswith(f"{serving.port} says 42") for a in answers)
+        # The stale replica answered 404 once, was forgotten for that version, and never asked again.
+        assert len(stale.asked) == 1 and count(app, "taoflow_gateway_retries_total", {"reason": "gone"}) == 1
+
+
+def test_a_replica_gone_since_the_last_poll_is_refused_and_the_request_retried_elsewhere(tmp_path):
+    with (
+        StandInReplica({"base"}) as alive,
+        StandInReplica({"base"}) as doomed,
+        gateway(tmp_path, [alive, doomed]) as (app, url),
+    ):
+        doomed.stop()  # the gateway saw it at start; it is gone now
+        answers = [chat(url, "base") for _ in range(20)]
+        assert [a.status_code for a in answers] == [200] * 20
+        assert count(app, "taoflow_gateway_retries_total", {"reason": "refused"}) == 1  # then known to be down
+
+
+def test_a_stream_the_replica_cuts_is_counted_as_failed_and_not_captured(tmp_path):
+    with StandInReplica({"base"}, cut_streams=True) as replica, gateway(tmp_path, [replica]) as (app, url):
+        answer = chat(url, "base", stream=True)
+        # The status went before the replica failed: the client gets what came, without the stream's end.
+        assert answer.status_code == 200 and "data: [DONE]" not in answer.text and '"says"' not in answer.text
+        poll_until(
+            lambda: count(app, "taoflow_gateway_requests_total", {"endpoint": "chat", "code": "5xx"}) == 1,
+            deadline_s=10,
+            message="the cut answer counted",
+        )
+        assert captured(tmp_path) == []
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "message"),
+    [
+        (b"x" * 5000, 413, "request bodies are limited to 4096 bytes"),
+        (b"{not json", 400, "the body must be a JSON object with a model name"),
+        (b'{"messages": []}', 400, "the body must be a JSON object with a model name"),
+    ],
+)
+def test_requests_it_cannot_relay_are_refused_with_a_reason(tmp_path, body, status, message):
+    with StandInReplica({"base"}) as replica, gateway(tmp_path, [replica]) as (_, url):
+        answer = httpx.post(url + "/v1/chat/completions", content=body, headers={"content-type": "application/json"})
+        assert (answer.status_code, answer.json()["error"]["message"]) == (status, message)
+        assert replica.asked == [] and answer.headers["x-request-id"]
+
+
+def test_a_name_no_replica_serves_is_answered_by_a_replica_or_refused_when_none_is_healthy(tmp_path):
+    with StandInReplica({"base"}) as replica, gateway(tmp_path, [replica]) as (_, url):
+        unknown = chat(url, "no-such-model")
+        assert unknown.status_code == 404 and "does not exist" in unknown.json()["error"]["message"]
+        replica.stop()
+        assert chat(url, "base").status_code == 502  # it was the only one, and it refused

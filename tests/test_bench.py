@@ -1,0 +1,42 @@
+"""Every benchmark still runs: each `python -m bench.<name> --smoke`, the smallest run that goes through every path
+of it (its figures mean nothing at that size). A benchmark added to bench/ is picked up here; one without
+`--smoke` fails. The fleet benchmarks use the session's two vLLM servers instead of starting their own."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCHES = sorted(p.stem for p in (ROOT / "bench").glob("*.py") if p.stem != "__init__")
+#: Benchmarks that serve through vLLM servers, and how each is told to use running ones.
+ON_THE_FLEET = {"swap": "--replicas", "gateway": "--replicas", "scoring": "--judge-url"}
+
+
+def test_the_benchmarks_are_found():
+    assert {"round", "swap", "ray_round", "versus_supervised"} <= set(BENCHES) and "lib" not in BENCHES
+
+
+@pytest.mark.parametrize("name", BENCHES)
+def test_every_benchmark_runs_at_its_smoke_size(name, request, tmp_path):
+    command = [sys.executable, "-m", f"bench.{name}", "--smoke"]
+    if name in ON_THE_FLEET:
+        servers = request.getfixturevalue("clean_fleet")
+        urls = [s.url for s in servers]
+        command += [ON_THE_FLEET[name], ",".join(urls) if ON_THE_FLEET[name] == "--replicas" else urls[0]]
+    run = subprocess.run(
+        command, cwd=ROOT, capture_output=True, text=True, timeout=900, env=_env(tmp_path), check=False
+    )
+    assert run.returncode == 0, f"bench.{name} --smoke exited {run.returncode}:\n{run.stdout[-3000:]}\n{run.stderr[-5000:]}"
+    assert run.stdout.strip(), f"bench.{name} --smoke printed no figures"
+
+
+def _env(tmp_path: Path) -> dict[str, str]:
+    import os
+
+    return {**os.environ, "TMPDIR": str(tmp_path)}  # what a benchmark leaves behind goes with the test
