@@ -32,7 +32,8 @@ def test_every_benchmark_runs_at_its_smoke_size(name, request, tmp_path):
     run = subprocess.run(
         command, cwd=ROOT, capture_output=True, text=True, timeout=900, env=_env(tmp_path), check=False
     )
-    assert run.returncode == 0, f"bench.{name} --smoke exited {run.returncode}:\n{run.stdout[-3000:]}\n{run.stderr[-5000:]}"
+    output = f"{run.stdout[-3000:]}\n{run.stderr[-5000:]}"
+    assert run.returncode == 0, f"bench.{name} --smoke exited {run.returncode}:\n{output}"
     assert run.stdout.strip(), f"bench.{name} --smoke printed no figures"
 
 
