@@ -10,6 +10,7 @@ the GGUF is dequantised once and the result is cached; later calls reuse it.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import importlib.util
 import json
@@ -94,19 +95,29 @@ def _gguf_location(reference: str) -> Path:
 
 def _converted_builtin(reference: str, *, cache_dir: Path) -> Path:
     target = cache_dir / reference
-    if (target / "config.json").is_file() and (target / "model.safetensors").is_file():
+    if _complete(target):
         return target
     gguf = _gguf_location(reference)
     cache_dir.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{reference}-", dir=cache_dir))
-    try:
-        _convert_gguf(gguf, staging)
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(staging, target)  # atomic: a crash mid-conversion leaves no half directory
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    # One conversion at a time on a machine: a second process waits, then finds the model converted (it never
+    # replaces a directory another process may be reading).
+    with open(cache_dir / f".{reference}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if _complete(target):
+            return target
+        staging = Path(tempfile.mkdtemp(prefix=f".{reference}-", dir=cache_dir))
+        try:
+            _convert_gguf(gguf, staging)
+            if target.exists():
+                shutil.rmtree(target)  # a half directory of an older version's crash
+            os.replace(staging, target)  # atomic: a crash mid-conversion leaves no half directory
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
     return target
+
+
+def _complete(target: Path) -> bool:
+    return (target / "config.json").is_file() and (target / "model.safetensors").is_file()
 
 
 def _convert_gguf(gguf: Path, out: Path) -> None:
