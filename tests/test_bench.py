@@ -22,7 +22,13 @@ def test_the_benchmarks_are_found():
     assert {"round", "swap", "ray_round", "versus_supervised"} <= set(BENCHES) and "lib" not in BENCHES
 
 
-@pytest.mark.parametrize("name", BENCHES)
+def _grouped(name: str) -> object:
+    """The fleet benchmarks run where the session's vLLM servers are, the Ray one where its clusters run."""
+    group = "vllm" if name in ON_THE_FLEET else "ray" if name == "ray_round" else None
+    return pytest.param(name, marks=pytest.mark.xdist_group(group)) if group else name
+
+
+@pytest.mark.parametrize("name", [_grouped(n) for n in BENCHES])
 def test_every_benchmark_runs_at_its_smoke_size(name, request, tmp_path):
     command = [sys.executable, "-m", f"bench.{name}", "--smoke"]
     if name in ON_THE_FLEET:

@@ -23,7 +23,8 @@ __all__ = ["SAMPLES", "run_demo"]
 SAMPLES = Path(str(files("taoflow.daemon.cli") / "samples"))
 
 
-def run_demo(*, state_dir: Path | None = None, config: Path | None = None) -> int:
+def run_demo(*, state_dir: Path | None = None, config: Path | None = None, max_prompts: int | None = None) -> int:
+    """`max_prompts`: a smaller round than the demo's (its held-out prompts, the gate's, stay the same)."""
     started = time.perf_counter()
     root = (state_dir or Path(".taoflow-demo")) / time.strftime("run-%Y%m%d-%H%M%S")
     settings = load_settings(
@@ -42,7 +43,7 @@ def run_demo(*, state_dir: Path | None = None, config: Path | None = None) -> in
     )
     print(report.buffer_table(state.buffer.stats()))
     print(f"\n2. round: base model {settings.model.base} (converted and cached on first use)")
-    tao_round = build_round(settings, state, progress=report.tqdm_progress)
+    tao_round = build_round(settings, state, progress=report.tqdm_progress, max_prompts=max_prompts)
     record = tao_round.run()
     summary = record.summary
     for task, stats in (summary.score.tasks if summary.score else {}).items():

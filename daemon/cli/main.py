@@ -111,7 +111,10 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--tasks", help="comma-separated tasks to train on (default: every task with new prompts)")
     tr.add_argument("--max-prompts", type=_positive, help="at most this many prompts (default: generate.max_prompts)")
     _output(tr)
-    add("demo", commands.cmd_demo, "ingest the shipped sample logs and run a full round on SmolLM2-135M (CPU)")
+    dm = add("demo", commands.cmd_demo, "ingest the shipped sample logs and run a full round on SmolLM2-135M (CPU)")
+    dm.add_argument(
+        "--max-prompts", type=_positive, help="a quicker demo: at most this many training prompts (default: 160)"
+    )
     a = add("adapters", commands.cmd_adapters, "list adapter versions or show one")
     a.add_argument("action", choices=["list", "show"], help="list every version, or show one with its history")
     a.add_argument("version", nargs="?", default="champion", help="with show: a version, 'champion' or 'previous'")

@@ -1,4 +1,4 @@
-"""Candidates scored, the selection of those a round learns from, and figures about them."""
+"""Which candidates a round learns from (the selection the `train` settings name), and figures about them."""
 
 from __future__ import annotations
 
@@ -7,10 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from taoflow.connectors.protocols import Completion, Progress
-from taoflow.connectors.records import PromptRecord
 from taoflow.connectors.training.lora import DistillExample, PreferenceExample, PromptExample, TrainingConfig
-from taoflow.daemon.round.parts import TaskScorers
 from taoflow.daemon.settings import Settings
 from taoflow.daemon.store.round_files import ScoredPrompt
 from taoflow.policies.selection import (
@@ -23,31 +20,10 @@ from taoflow.policies.selection import (
 __all__ = [
     "Selection",
     "planned_steps",
-    "score_all",
     "score_statistics",
     "selection_of",
     "training_examples",
 ]
-
-
-def score_all(
-    prompts: Sequence[PromptRecord],
-    candidates: dict[str, list[Completion]],
-    scorers: TaskScorers,
-    *,
-    progress: Progress | None = None,
-) -> list[ScoredPrompt]:
-    scorers.prepare(prompts, [[c.text for c in candidates[p.request_id]] for p in prompts])
-    scored: list[ScoredPrompt] = []
-    for record in prompts:
-        row = candidates[record.request_id]
-        values = scorers.for_task(record.task).score(record, [c.text for c in row])
-        scored.append(
-            (record, [ScoredCandidate(c.text, v, c.num_tokens, c.finished) for c, v in zip(row, values, strict=True)])
-        )
-        if progress is not None:
-            progress(1)
-    return scored
 
 
 @dataclass(frozen=True)

@@ -43,6 +43,7 @@ from taoflow.daemon.store.summaries import (
     TaskScores,
     TrainSummary,
 )
+from taoflow.policies.selection import ScoredCandidate
 
 __all__ = [
     "STAGE_BODIES",
@@ -196,7 +197,19 @@ def score_candidates(
     *,
     progress: Progress | None = None,
 ) -> list[ScoredPrompt]:
-    return cand.score_all(records, candidates, scorers, progress=progress)
+    """Every prompt's candidates scored by its task's scorers, each task's scorers first shown all of its
+    candidates (the model scorers fit their statistics on them)."""
+    scorers.prepare(records, [[c.text for c in candidates[r.request_id]] for r in records])
+    scored: list[ScoredPrompt] = []
+    for record in records:
+        row = candidates[record.request_id]
+        values = scorers.for_task(record.task).score(record, [c.text for c in row])
+        scored.append(
+            (record, [ScoredCandidate(c.text, v, c.num_tokens, c.finished) for c, v in zip(row, values, strict=True)])
+        )
+        if progress is not None:
+            progress(1)
+    return scored
 
 
 def score_summary(scored: Sequence[ScoredPrompt], settings: Settings, scorers: TaskScorers | None) -> ScoreSummary:

@@ -157,8 +157,8 @@ def test_a_round_under_way_records_what_it_trained_on_before_the_erasure(db, tmp
 def test_the_files_of_rounds_that_took_an_erased_prompt_lose_it(db, tmp_path):
 
     from taoflow.connectors.protocols import Completion
-    from taoflow.daemon.round import candidates as cand
     from taoflow.daemon.round.parts import TaskScorers
+    from taoflow.daemon.round.stages import score_candidates
     from taoflow.daemon.settings import SandboxSettings, ScorerSpec
     from taoflow.daemon.store.round_files import RoundFiles, RoundPrompts
 
@@ -174,7 +174,7 @@ def test_the_files_of_rounds_that_took_an_erased_prompt_lose_it(db, tmp_path):
     files.write_candidates(prompts, outputs)
     length = [ScorerSpec(type="length", params={"max_chars": 1000})]
     scorers = TaskScorers({}, length, sandbox=SandboxSettings(enabled=False))
-    scored = cand.score_all(prompts, files.candidates(), scorers)
+    scored = score_candidates(prompts, files.candidates(), scorers)
     files.write_scored(scored)
     victim = prompts[2].request_id
     forget(db, request_ids=[victim], reason="t")
