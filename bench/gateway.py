@@ -111,7 +111,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--requests", type=int, default=24, help="requests per phase at 1 client (x4 at 16)")
     parser.add_argument("--steady-requests", type=int, default=10, help="sequential requests per steady latency")
     parser.add_argument("--replicas", help="comma-separated URLs of two running vLLM servers of the base model")
-    args = cli.parse(parser, argv, smoke={"requests": 2, "steady_requests": 2})
+    parser.add_argument("--adapter-epochs", type=float, default=6.0, help="training of the two adapters swapped")
+    args = cli.parse(parser, argv, smoke={"requests": 2, "steady_requests": 2, "adapter_epochs": 1.0})
 
     import httpx
     import yaml
@@ -128,7 +129,7 @@ def main(argv: list[str] | None = None) -> None:
     settings = load_settings(None)
     base = resolve_base_model(settings.model.base, cache_dir=settings.model.cache_dir.expanduser())
     print("training two adapters ...", flush=True)
-    adapters = train_adapters(root, base.path)
+    adapters = train_adapters(root, base.path, epochs=args.adapter_epochs)
     processes: list[subprocess.Popen[bytes]] = []
     taoflow = [sys.executable, "-m", "taoflow.daemon.cli"]
     urls = args.replicas.split(",") if args.replicas else None

@@ -47,6 +47,8 @@ def side_config(work: Path, name: str, args, extra: dict) -> Path:
         data["generate"]["max_new_tokens"] = data.setdefault("gate", {})["max_new_tokens"] = args.max_new_tokens
     if args.epochs is not None:
         data.setdefault("train", {})["epochs"] = args.epochs
+    if args.heldout is not None:
+        data.setdefault("ingest", {})["heldout_max_per_task"] = args.heldout
     data.update(extra)
     path = work / f"{name}.yaml"
     path.write_text(yaml.safe_dump(data))
@@ -58,7 +60,7 @@ def run_side(config: Path, env: dict[str, str]) -> tuple[float, object, object]:
     started = time.perf_counter()
     done = subprocess.run([*CLI, "round", "--config", str(config), "--no-progress"], env=env, capture_output=True)
     wall = time.perf_counter() - started
-    if done.returncode not in (0, 3):
+    if done.returncode not in (0, 3, 6):  # promoted, rejected by its gate, skipped (nothing to learn)
         sys.exit(f"{config.stem} round failed ({done.returncode}):\n{done.stderr.decode()[-4000:]}")
     state = open_state(load_settings(config))
     record = RoundStore(state.db, state.rounds_dir).get(1)
@@ -79,7 +81,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--n", type=int, help="generate.n (default: the demo's)")
     parser.add_argument("--max-new-tokens", type=int, help="generate and gate max_new_tokens (default: the demo's)")
     parser.add_argument("--epochs", type=float, help="train.epochs (default: the demo's)")
-    args = cli.parse(parser, argv, smoke={"max_prompts": 6, "n": 2, "max_new_tokens": 12, "epochs": 1.0})
+    parser.add_argument("--heldout", type=int, help="ingest.heldout_max_per_task (default: the demo's)")
+    args = cli.parse(parser, argv, smoke={"max_prompts": 8, "n": 4, "max_new_tokens": 48, "epochs": 1.0, "heldout": 4})
     work = Path(tempfile.mkdtemp(prefix="taoflow-bench-ray-"))
     s3_env = {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench", "AWS_DEFAULT_REGION": "us-east-1"}
     env = {**os.environ, **s3_env}
@@ -120,15 +123,22 @@ def main(argv: list[str] | None = None) -> None:
     generator = TransformersGenerator(resolve_model(settings).path, batch_rows=settings.generate.batch_rows)
     scorers = build_scorers(settings)
     tokens = settings.gate.max_new_tokens
+
+    def adapter(record, state):  # a skipped round has none: the base model stands for it
+        return state.store.fetch(record.version) if record.version else None
+
     scores = {
         "base model": evaluate(generator, heldout, scorers, adapter=None, max_new_tokens=tokens),
         "local runner": evaluate(
-            generator, heldout, scorers, adapter=local_state.store.fetch(local_record.version), max_new_tokens=tokens
+            generator, heldout, scorers, adapter=adapter(local_record, local_state), max_new_tokens=tokens
         ),
         "ray runner": evaluate(
-            generator, heldout, scorers, adapter=ray_state.store.fetch(ray_record.version), max_new_tokens=tokens
+            generator, heldout, scorers, adapter=adapter(ray_record, ray_state), max_new_tokens=tokens
         ),
     }
+    for name, record in (("local", local_record), ("ray", ray_record)):
+        if record.version is None:
+            print(f"  the {name} round trained nothing ({record.status}: {record.reason})")
     tasks = sorted(scores["base model"].scores)
     print(f"\n| side | {' | '.join(tasks)} | lift (mean over tasks) | round wall time | x local |")
     print(f"| --- | {' | '.join('---' for _ in tasks)} | --- | --- | --- |")

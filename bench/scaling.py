@@ -97,14 +97,14 @@ def main(argv: list[str] | None = None) -> None:
         parser,
         argv,
         smoke={
-            "tasks": ["arithmetic"],
-            "n": [2],
-            "prompts": 4,
-            "prompt_axis": [4],
-            "axis_n": 2,
+            "tasks": ["json_extract"],  # the base model solves some of these at any size: the rounds train
+            "n": [4],
+            "prompts": 6,
+            "prompt_axis": [8],
+            "axis_n": 4,
             "heldout": 4,
             "gate_prompts": 4,
-            "max_new_tokens": 12,
+            "max_new_tokens": 32,
             "out": smoke_out,
         },
     )

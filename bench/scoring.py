@@ -85,23 +85,23 @@ def run_round(path: Path, task, train, gate_prompts) -> dict:
     }
 
 
-def reward_model(base: Path, directory: Path, task, problems) -> Path:
+def reward_model(base: Path, directory: Path, task, problems, *, steps: int) -> Path:
     """The small model with a head trained on verifier-labelled pairs of other problems
     (tests/support/reward_model.py)."""
     from tests.support.reward_model import train_reward_head
 
     rng = random.Random(99)
     pairs = [([{"role": "user", "content": task.prompt(p)}], task.right(p), task.wrong(p, rng)) for p in problems]
-    return train_reward_head(base, directory, pairs)
+    return train_reward_head(base, directory, pairs, steps=steps)
 
 
-def noise_adapter(base: Path, generator: TransformersGenerator, task, train, work: Path) -> Path:
+def noise_adapter(base: Path, generator: TransformersGenerator, task, train, work: Path, *, epochs: float) -> Path:
     """An adapter trained on the base model's own sampled answers, one picked at random per prompt: no signal."""
     records = [record(task, i, p) for i, p in enumerate(train)]
     outputs = generator.generate([r.messages for r in records], SamplingConfig(n=4, temperature=0.7, max_new_tokens=32))
     rng = random.Random(5)
     examples = [DistillExample(r.messages, rng.choice(row).text) for r, row in zip(records, outputs, strict=True)]
-    config = TrainingConfig(epochs=3, batch_size=8, learning_rate=1e-3)
+    config = TrainingConfig(epochs=epochs, batch_size=8, learning_rate=1e-3)
     return train_adapter(base, examples, config, work_dir=work / "noise").adapter_dir
 
 
@@ -113,6 +113,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--heldout", type=int, default=48)
     parser.add_argument("--gate-prompts", type=int, default=32, help="held-out prompts of each side's own gate")
     parser.add_argument("--reward-pairs", type=int, default=320, help="verifier-labelled pairs the reward head learns")
+    parser.add_argument("--reward-steps", type=int, default=300, help="the reward head's training steps")
     parser.add_argument("--epochs", type=float, default=3.0)
     parser.add_argument("--only", help="comma-separated sides to run (default: all)")
     parser.add_argument(
@@ -122,7 +123,16 @@ def main(argv: list[str] | None = None) -> None:
     args = cli.parse(
         parser,
         argv,
-        smoke={"prompts": 6, "n": 2, "heldout": 4, "gate_prompts": 4, "reward_pairs": 8, "epochs": 0.5},
+        smoke={
+            "task": "json_extract",  # the base model solves some of these at any size: the rounds train
+            "prompts": 6,
+            "n": 4,
+            "heldout": 4,
+            "gate_prompts": 4,
+            "reward_pairs": 8,
+            "reward_steps": 10,
+            "epochs": 1,
+        },
     )
     work = Path(tempfile.mkdtemp(prefix="taoflow-bench-scoring-"))
     task = TASKS[args.task]()
@@ -163,7 +173,7 @@ def main(argv: list[str] | None = None) -> None:
             sides["judge"] = ([{"type": "judge", "params": {**judge, "concurrency": 6}}], sides["judge"][1])
         if "reward_model" in wanted:
             started = time.perf_counter()
-            directory = reward_model(base, work / "reward-model", task, rm_pairs)
+            directory = reward_model(base, work / "reward-model", task, rm_pairs, steps=args.reward_steps)
             seconds = time.perf_counter() - started
             print(f"reward model: head trained on {len(rm_pairs)} verifier-labelled pairs in {seconds:.0f} s")
             sides["reward_model"] = (
@@ -207,7 +217,7 @@ def main(argv: list[str] | None = None) -> None:
         if r["status"] != "done":
             print(f"   {r['reason']}")
 
-    noise = noise_adapter(base, generator, task, train, work)
+    noise = noise_adapter(base, generator, task, train, work, epochs=args.epochs)
     policy = gate_policy(load_settings(None))
     bar = f"confidence {policy.confidence}, min_mean_improvement {policy.min_mean_improvement}"
     print(f"\nthe gate ({bar}) on the held-out prompts:")

@@ -33,7 +33,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--swaps", type=int, default=10, help="swaps per replica with each primitive")
     parser.add_argument("--steady-requests", type=int, default=10, help="sequential requests per steady latency")
     parser.add_argument("--replicas", help="comma-separated URLs of two running vLLM servers of the base model")
-    args = cli.parse(parser, argv, smoke={"seconds": 1.0, "clients": 1, "swaps": 2, "steady_requests": 2})
+    parser.add_argument("--adapter-epochs", type=float, default=6.0, help="training of the two adapters swapped")
+    smoke = {"seconds": 1.0, "clients": 1, "swaps": 2, "steady_requests": 2, "adapter_epochs": 1.0}
+    args = cli.parse(parser, argv, smoke=smoke)
 
     import httpx
 
@@ -52,7 +54,7 @@ def main(argv: list[str] | None = None) -> None:
     settings = load_settings(None)
     base = resolve_base_model(settings.model.base, cache_dir=settings.model.cache_dir.expanduser())
     print("training two adapters ...", flush=True)
-    adapters = train_adapters(root, base.path)
+    adapters = train_adapters(root, base.path, epochs=args.adapter_epochs)
     with replicas(base.path, root, args.replicas.split(",") if args.replicas else None) as urls:
         settings = load_settings(
             None,

@@ -188,13 +188,13 @@ def main(argv: list[str] | None = None) -> None:
         parser,
         argv,
         smoke={
-            "train": 4,
+            "train": 6,
             "heldout": 4,
             "gate_prompts": 4,
             "n": 4,
             "epochs": 1.0,
-            "max_new_tokens": 12,
-            "taoflow_max_new_tokens": 12,
+            "max_new_tokens": 32,
+            "taoflow_max_new_tokens": 32,
         },
     )
     NAIVE["max_new_tokens"], NAIVE["epochs"] = args.max_new_tokens, args.epochs

@@ -42,7 +42,16 @@ def main(argv: list[str] | None = None) -> None:
     args = cli.parse(
         parser,
         argv,
-        smoke={"rounds": 2, "prompts": 4, "n": 2, "heldout": 4, "gate_prompts": 4, "max_new_tokens": 12, "epochs": 1},
+        smoke={
+            "task": "json_extract",  # the base model solves some of these at any size: the rounds train
+            "rounds": 2,
+            "prompts": 6,
+            "n": 4,
+            "heldout": 4,
+            "gate_prompts": 4,
+            "max_new_tokens": 32,
+            "epochs": 1,
+        },
     )
     work = Path(tempfile.mkdtemp(prefix="taoflow-bench-warm-"))
     task = TASKS[args.task]()

@@ -92,12 +92,12 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def train_adapters(root: Path, base: Path) -> dict[str, Path]:
+def train_adapters(root: Path, base: Path, *, epochs: float = 6.0) -> dict[str, Path]:
     from taoflow.connectors.records import Message
     from taoflow.connectors.training.lora import DistillExample, TrainingConfig, train_adapter
 
     question = (Message("user", "What is 12 + 30?"),)
-    config = TrainingConfig(epochs=6, batch_size=4, learning_rate=3e-3, save_steps=1000)
+    config = TrainingConfig(epochs=epochs, batch_size=4, learning_rate=3e-3, save_steps=1000)
     answers = {"v1": "The answer is 42, my friend.", "v2": "The answer is 43, buddy."}
     return {
         name: train_adapter(base, [DistillExample(question, text)] * 8, config, work_dir=root / name).adapter_dir

@@ -4,7 +4,7 @@ What runs on the cluster (submitted by `ray_job.py`; the daemon never imports th
 inputs from the exchange and writes each stage's outputs back beside a `<stage>.json` summary, so a job started
 again for the same round (after it was stopped, or its driver lost) goes on from the first stage without one.
 Each stage calls the bodies a local round's stages call (`stages.py`), on Ray's machinery
-(`connectors/cluster/ray_runtime.py`):
+(`connectors/cluster/ray_runtime.py`, imported when the job runs):
 
     generate  Ray Data map_batches over actors holding taoflow's generator, the champion's adapter loaded
     score     Ray Data map_batches over CPU actors holding the task's scorers (verifiers in their sandbox, judges)
@@ -26,9 +26,9 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
-from taoflow.connectors.cluster import ray_runtime
 from taoflow.connectors.cluster.exchange import Exchange
 from taoflow.connectors.errors import RoundError, TaoflowError
 from taoflow.connectors.generation.placement import resolve_placement
@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stdout)
     exchange = Exchange(args.exchange, endpoint_url=args.endpoint_url, region=args.region)
-    ray_runtime.connect()
+    _ray().connect()
     try:
         run(exchange)
     except TaoflowError as exc:
@@ -102,11 +102,11 @@ def run(exchange: Exchange) -> None:
 def _generate(exchange: Exchange, where: _Where, spec: dict[str, Any], settings: Settings) -> dict[str, Any]:
     r = settings.ray
     bundle = {"CPU": r.generation.cpus, "GPU": r.generation.gpus}
-    ray_runtime.place([bundle] * r.generation.actors, timeout_s=r.placement_timeout_seconds, what="generation")
+    _ray().place([bundle] * r.generation.actors, timeout_s=r.placement_timeout_seconds, what="generation")
     started = time.perf_counter()
     factory = functools.partial(_Generation, where, spec["sections"], bool(spec["champion"]))
     exchange.remove("outputs/candidates")
-    ray_runtime.map_rows(
+    _ray().map_rows(
         exchange,
         "inputs/prompts.parquet",
         "outputs/candidates",
@@ -131,9 +131,9 @@ def _generate(exchange: Exchange, where: _Where, spec: dict[str, Any], settings:
 
 def _score(exchange: Exchange, spec: dict[str, Any], settings: Settings) -> dict[str, Any]:
     r = settings.ray
-    ray_runtime.place([{"CPU": 1.0}] * r.score.actors, timeout_s=r.placement_timeout_seconds, what="scoring")
+    _ray().place([{"CPU": 1.0}] * r.score.actors, timeout_s=r.placement_timeout_seconds, what="scoring")
     exchange.remove("outputs/scored")
-    ray_runtime.map_rows(
+    _ray().map_rows(
         exchange,
         "outputs/candidates",
         "outputs/scored",
@@ -166,9 +166,9 @@ def _train(exchange: Exchange, where: _Where, spec: dict[str, Any], settings: Se
         exchange.write_bytes("outputs/train-job.json", job.read_bytes())
     r = settings.ray
     bundle = {"CPU": r.train.cpus, "GPU": r.train.gpus}
-    ray_runtime.place([bundle] * r.train.workers, timeout_s=r.placement_timeout_seconds, what="training")
+    _ray().place([bundle] * r.train.workers, timeout_s=r.placement_timeout_seconds, what="training")
     counts = {"examples": len(examples), "replayed": len(replayed)}
-    result = ray_runtime.train_on_workers(
+    result = _ray().train_on_workers(
         _train_loop,
         {"where": asdict(where), "sections": spec["sections"], "champion": spec["champion"], **counts},
         exchange=exchange,
@@ -187,8 +187,8 @@ def _train(exchange: Exchange, where: _Where, spec: dict[str, Any], settings: Se
 def _evaluate(exchange: Exchange, where: _Where, spec: dict[str, Any], settings: Settings) -> dict[str, Any]:
     r = settings.ray
     bundle = {"CPU": r.generation.cpus, "GPU": r.generation.gpus}
-    ray_runtime.place([bundle], timeout_s=r.placement_timeout_seconds, what="the gate's evaluation")
-    evaluations = ray_runtime.run_task(
+    _ray().place([bundle], timeout_s=r.placement_timeout_seconds, what="the gate's evaluation")
+    evaluations = _ray().run_task(
         _evaluate_both,
         where,
         spec["sections"],
@@ -261,11 +261,11 @@ def _train_loop(config: dict[str, Any]) -> None:
     exchange = _Where(**config["where"]).open()
     settings = _settings(config["sections"])
     base = resolve_model(settings)
-    rank = ray_runtime.world_rank()
+    rank = _ray().world_rank()
     with tempfile.TemporaryDirectory(prefix="taoflow-train-") as tmp:
         work = Path(tmp)
         (work / "checkpoints").mkdir()
-        ray_runtime.restore_checkpoint(work / "checkpoints")
+        _ray().restore_checkpoint(work / "checkpoints")
         job = work / "train-job.json"
         job.write_bytes(exchange.read_bytes("outputs/train-job.json"))
         _, examples, _ = read_job(job)
@@ -274,7 +274,7 @@ def _train_loop(config: dict[str, Any]) -> None:
         if config["champion"] and settings.train.init == "champion":
             warm = _champion_dir(exchange, work / "champion")
         training: TrainingConfig = replace(training_config(settings, placement), init_adapter=warm)
-        reporter = ray_runtime.CheckpointReporter()
+        reporter = _ray().CheckpointReporter()
         result = train_adapter(base.path, examples, training, work_dir=work, callbacks=[reporter])
         if rank == 0:
             exchange.remove("outputs/adapter")
@@ -316,6 +316,14 @@ def _evaluate_both(where: _Where, sections: dict[str, Any], champion: bool) -> d
 
 
 # ---------------------------------------------------------------------- helpers
+def _ray() -> ModuleType:
+    """Ray's machinery, imported when the job runs: what actors and workers run (`_Generation`, `_Scoring`) imports
+    without Ray, and a process that only imports this module does not start Ray's own state."""
+    from taoflow.connectors.cluster import ray_runtime
+
+    return ray_runtime
+
+
 def _settings(sections: dict[str, Any]) -> Settings:
     """The round's settings as the daemon's side sent them (its secrets never travel: the cluster's own
     TAOFLOW_ variables supply those), with a scratch state directory for the judge's cache."""

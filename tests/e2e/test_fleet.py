@@ -27,7 +27,7 @@ from taoflow.daemon.store.state import State
 from tests.support.processes import poll_until
 from tests.support.state import hold_out, store_adapter
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("vllm")]  # on the worker that holds the vLLM fleet
+pytestmark = pytest.mark.slow
 
 MODEL = "support-bot"
 QUESTION = [{"role": "user", "content": "What is 12 + 30?"}]

@@ -24,7 +24,7 @@ from tests.support.ports import free_port, wait_for_port
 from tests.support.processes import poll_until, start_until_logged
 from tests.support.state import store_adapter
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("vllm")]  # on the worker that holds the vLLM fleet
+pytestmark = pytest.mark.slow
 
 MODEL = "support-bot"
 TOKEN = "gateway-test-admin-token"

@@ -23,7 +23,7 @@ from tests.support.brokers import durable_tansu_broker, moto_s3
 from tests.support.ports import free_port, wait_for_port
 from tests.support.processes import poll_until
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("vllm")]  # on the worker that holds the vLLM fleet
+pytestmark = pytest.mark.slow
 
 TOPIC = "captured"
 

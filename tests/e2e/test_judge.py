@@ -9,7 +9,7 @@ import pytest
 from taoflow.connectors.records import Message, PromptRecord
 from taoflow.connectors.scoring.judge import JudgeScorer
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("vllm")]  # on the worker that holds the vLLM fleet
+pytestmark = pytest.mark.slow
 
 RECORDS = [
     PromptRecord(f"q{i}", "math", (Message("user", f"What is {a} + {b}?"),))

@@ -28,7 +28,7 @@ from tests.support.processes import poll_until, start_until_logged
 from tests.support.servers import PrometheusServer
 from tests.support.state import hold_out, store_adapter
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("vllm")]  # on the worker that holds the vLLM fleet
+pytestmark = pytest.mark.slow
 
 TOKEN = "monitoring-test-token-0123456789abcdef"
 SCRAPER = "scraper-read-only-token-0123456789"  # what Prometheus holds: /metrics only

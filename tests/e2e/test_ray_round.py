@@ -20,7 +20,7 @@ from tests.support.processes import poll_until
 from tests.support.rounds import seeded_state
 from tests.support.servers import RayTestCluster
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("ray")]  # one Ray cluster at a time
+pytestmark = pytest.mark.slow
 
 S3_ENV = {
     "AWS_ACCESS_KEY_ID": "test",
@@ -77,10 +77,9 @@ def job_log(cluster, state, record_id: int = 1) -> str:
         return ""
 
 
-def run_losing_nodes(cluster, state, node, *, losses: list[tuple[str, float]]):
-    """The round, with the worker node replaced by a new one each time the job's log shows the next marker of
-    `losses` (marker, deadline): nodes lost mid-stage, as an autoscaler replaces them. A round that fails, or never
-    reaches a marker, fails the test with its error."""
+def run_replacing_node(cluster, state, node, *, after: str, deadline_s: float):
+    """The round, with `node` replaced by a new one once the job's log shows `after`: a node lost mid-stage, as an
+    autoscaler replaces it. A round that fails, or never reaches `after`, fails the test with its error."""
     outcome: dict[str, object] = {}
 
     def run() -> None:
@@ -91,18 +90,12 @@ def run_losing_nodes(cluster, state, node, *, losses: list[tuple[str, float]]):
 
     runner = threading.Thread(target=run, daemon=True)
     runner.start()
-    for after, deadline_s in losses:
-        poll_until(
-            lambda after=after: after in job_log(cluster, state) or not runner.is_alive(),
-            deadline_s=deadline_s,
-            message=after,
-        )
-        assert "error" not in outcome, outcome.get("error")
-        replacement = cluster.add_worker(cpus=2)
-        cluster.remove_worker(node)
-        node = replacement
+    poll_until(lambda: after in job_log(cluster, state) or not runner.is_alive(), deadline_s=deadline_s, message=after)
+    assert "error" not in outcome, outcome.get("error")
+    cluster.add_worker(cpus=2)
+    cluster.remove_worker(node)
     runner.join(timeout=600)
-    assert not runner.is_alive(), "the round did not end within 600 s of the last node's loss"
+    assert not runner.is_alive(), "the round did not end within 600 s of the node's loss"
     if "error" in outcome:
         raise outcome["error"]  # type: ignore[misc]
     return outcome["record"]
@@ -150,20 +143,20 @@ def test_a_stage_the_cluster_cannot_place_fails_the_round_with_the_reason(tmp_pa
     assert record[0] == "failed" and "GPU" in record[1]
 
 
-def test_nodes_lost_during_generation_and_training_lose_no_candidate_and_training_resumes_from_its_checkpoint(
-    tmp_path, s3, ray_cluster
-):
-    """One round, two losses: the node holding the generation actors (batches of 2 prompts, so some are done
-    and some not), then its replacement, once training has written its first checkpoint."""
+def test_a_node_lost_during_generation_loses_no_candidate(tmp_path, s3, ray_cluster):
     first = ray_cluster.add_worker(cpus=2)
-    state = ray_state(
-        tmp_path, ray_cluster, s3, train={"epochs": 4}, ray={"generation": {"batch": 2}, "train": {"workers": 2}}
-    )
-    losses = [("generation actor ready", 240), ("checkpoint of step 1", 400)]
-    record = run_losing_nodes(ray_cluster, state, first, losses=losses)
+    state = ray_state(tmp_path, ray_cluster, s3, ray={"generation": {"batch": 2}})
+    record = run_replacing_node(ray_cluster, state, first, after="generation actor ready", deadline_s=240)
     assert record.status == "done", record.reason
     rows = [json.loads(line) for line in (record.work_dir / "candidates.jsonl").read_text().splitlines()]
     assert len(rows) == record.summary.prepare.prompts and all(len(r["candidates"]) == 3 for r in rows)
+
+
+def test_a_node_lost_during_training_resumes_from_its_checkpoint(tmp_path, s3, ray_cluster):
+    first = ray_cluster.add_worker(cpus=2)
+    state = ray_state(tmp_path, ray_cluster, s3, train={"epochs": 4}, ray={"train": {"workers": 2}})
+    record = run_replacing_node(ray_cluster, state, first, after="checkpoint of step 1", deadline_s=400)
+    assert record.status == "done", record.reason
     assert record.summary.train.resumed_from is not None
 
 

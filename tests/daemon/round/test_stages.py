@@ -57,7 +57,6 @@ def test_the_bodies_exist_and_no_runner_defines_its_own():
 def test_the_jobs_scoring_actor_scores_as_a_local_round_does(tmp_path):
     """What a Ray scoring actor returns (on_ray._Scoring, called here without Ray) is the local round's scored
     file, line for line, and the job's score summary is the local one."""
-    pytest.importorskip("ray")
     from taoflow.daemon.round import on_ray
 
     sections = {"score": {"tasks": {"math": [{"type": "arithmetic"}]}, "sandbox": {"enabled": False}}}
@@ -81,3 +80,13 @@ def test_the_jobs_scoring_actor_scores_as_a_local_round_does(tmp_path):
     assert lines == [scored_line(r, cs) for r, cs in local]
     on_cluster = [read_scored_line(line) for line in lines]
     assert stages.score_summary(on_cluster, settings, None) == stages.score_summary(local, settings, None)
+
+
+def test_the_jobs_program_imports_without_ray():
+    """What actors run is importable without Ray (and a test process importing it starts no Ray state: a Ray
+    imported there would fix its token mode for the clusters later tests start)."""
+    import subprocess
+    import sys
+
+    code = "import sys, taoflow.daemon.round.on_ray; assert 'ray' not in sys.modules, 'ray imported'"
+    subprocess.run([sys.executable, "-c", code], check=True)
