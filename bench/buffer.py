@@ -100,7 +100,7 @@ def scale(sizes: list[int]) -> None:
             buffer = PromptBuffer(db, heldout_fraction=0.0, heldout_max_per_task=0)
             for start in range(0, size, 5000):
                 buffer.add_rows(synthetic_rows(start, min(5000, size - start), template), source="bench")
-            db.query("PRAGMA wal_checkpoint(TRUNCATE)")
+            checkpointed(db)
             megabytes = (Path(tmp) / "held.db").stat().st_size / 2**20
             stats_s = statistics.median(timeit.repeat(buffer.stats, number=1, repeat=5))
             runs = [peak_growth(partial(buffer.training_prompts, 256)) for _ in range(3)]
@@ -111,6 +111,12 @@ def scale(sizes: list[int]) -> None:
             f"{size:9d} {megabytes:8.0f} {stats_s * 1e3:7.3f} (x{stats_s / reference[0]:4.1f})"
             f" {select_s:12.4f} (x{select_s / reference[1]:6.1f}) {growth:15.0f}"
         )
+
+
+def checkpointed(db: storage.Database) -> None:
+    """The file's size is measured after a completed checkpoint, or not at all."""
+    if not db.checkpoint():
+        raise RuntimeError("the WAL checkpoint did not complete: the file size would be wrong")
 
 
 def steady(cycles: int, *, retention: bool) -> tuple[float, int]:
@@ -130,7 +136,7 @@ def steady(cycles: int, *, retention: bool) -> tuple[float, int]:
             if retention:
                 time.sleep(0.01)
                 apply_retention(db, policy, now=time.time() + 1.0)
-        db.query("PRAGMA wal_checkpoint(TRUNCATE)")
+        checkpointed(db)
         size = db.size() / 2**20
         rows = int(db.query("SELECT count(*) FROM prompts")[0][0])
         db.close()

@@ -7,7 +7,8 @@
 - dead letters older than `dead_letter_days`, and the oldest beyond `dead_letter_max`.
 
 Deletes run in small transactions (ingest interleaves with them), then an incremental vacuum returns the freed
-pages to the file system where the file allows it (state files created by this version do).
+pages to the file system where the file allows it (state files created by this version do), and a checkpoint
+truncates the file (until one completes, the vacuumed file's end lives on in the WAL).
 """
 
 from __future__ import annotations
@@ -65,6 +66,12 @@ def apply_retention(db: Database, policy: RetentionPolicy, *, now: float | None 
                 )
             report.dead_letters_deleted += held - policy.dead_letter_max
     report.pages_freed = _vacuum(db)
+    if report.pages_freed and not db.checkpoint():
+        # The pages are free either way; the file shrinks at the next checkpoint that completes.
+        log.info(
+            "retention freed %d pages; the file shrinks at a later checkpoint (readers held this one)",
+            report.pages_freed,
+        )
     return report
 
 

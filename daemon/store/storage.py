@@ -11,6 +11,7 @@ import logging
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -355,6 +356,22 @@ class Database:
             return self.path.stat().st_size
         except OSError:
             return 0
+
+    def checkpoint(self, *, timeout_s: float = 10.0) -> bool:
+        """Copy the whole WAL into the database file and truncate the WAL; True once done, False if readers or the
+        background checkpointer kept it from finishing for `timeout_s`. A file that an incremental vacuum shrank
+        gets shorter only here: until a checkpoint completes, its last pages still live in the WAL.
+
+        SQLite answers busy (without waiting) while another connection checkpoints, so this retries."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            with self._lock:
+                busy = self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+            if not busy:
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.01)
 
     def vacuum_step(self, pages: int) -> None:
         """Give up to `pages` free pages back to the file system (a file with incremental auto-vacuum). The

@@ -26,12 +26,12 @@ def test_consumed_prompts_are_retired_without_their_text_and_stay_duplicates(tmp
     rounds = RoundStore(db, tmp_path / "rounds")
     trained = rounds.fail(rounds.start("m").id, "done with these")
     buffer.mark_consumed([p.id for p in buffer.training_prompts(2000)], trained.id)
-    db.query("PRAGMA wal_checkpoint(TRUNCATE)")
+    assert db.checkpoint()
     before = db.size()
     kept = apply_retention(db, RetentionPolicy(consumed_text_days=30), now=time.time() + 29 * DAY)
     assert kept.texts_dropped == 0  # not old enough yet
     report = apply_retention(db, RetentionPolicy(consumed_text_days=30), now=time.time() + 31 * DAY)
-    db.query("PRAGMA wal_checkpoint(TRUNCATE)")
+    assert db.checkpoint()
     assert report.texts_dropped == 2000 and report.pages_freed > 0
     assert db.size() < before * 0.5  # the file itself shrank
     lineage = db.query("SELECT count(*), min(consumed_by), max(consumed_by) FROM retired_prompts")[0]
