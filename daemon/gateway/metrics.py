@@ -52,6 +52,12 @@ class GatewayMetrics:
         self.routes_generation = Gauge(
             "taoflow_gateway_routes_generation", "Generation of the route table applied.", registry=registry
         )
+        self.reports_refused = Counter(
+            "taoflow_gateway_route_reports_refused_total",
+            "Route reports (in-flight counts) the daemon refused: while they are, deploys cannot see this gateway's"
+            " requests and stop waiting for them after fleet.gateway_stale_seconds.",
+            registry=registry,
+        )
         self.routes_age = Gauge(
             "taoflow_gateway_routes_age_seconds",
             "Seconds since the route table was last read from the daemon (the last known one is kept meanwhile).",

@@ -108,6 +108,7 @@ class Pollers:
             log.debug("gateway: the daemon at %s is unreachable (%s): keeping the routes known", self.daemon_url, exc)
             return
         if status != 200 or not isinstance(table, dict):
+            self.metrics.reports_refused.inc()
             log.warning("gateway: the daemon answered the route report with %d", status)
             return
         self._routes_read_at = asyncio.get_running_loop().time()

@@ -178,7 +178,9 @@ class Proxy:
             abandoned=self.metrics.requests.labels(exchange.endpoint, "499").inc,  # the client left mid-answer
         )
         out = {k: v for k, v in upstream.headers.items() if k.lower() not in _HOP or k.lower() == "content-length"}
-        out.update({"x-request-id": exchange.request_id, "x-taoflow-served": attempt.choice.name})
+        out["x-request-id"] = exchange.request_id
+        if attempt.choice.counted:  # a version or a listed name; never echo a string only the client chose
+            out["x-taoflow-served"] = attempt.choice.name
         relay = self._relay(exchange, attempt, ending)
         return _Relayed(relay, on_close=ending.close, status_code=upstream.status, headers=out)
 

@@ -4,8 +4,9 @@ The route table (from the daemon) maps a stable name to versions by weight; each
 names come from its GET /v1/models. A request for a routed name goes to one of its versions (by
 weight), on the healthy replica serving that version with the fewest requests outstanding; if no
 replica serves the chosen version yet, the name's other versions are tried. A name with no route
-passes through unchanged. Requests in flight are counted per served name: the daemon waits for the
-old version's count to reach zero before it unloads it.
+passes through unchanged. Requests in flight are counted per served name (routed versions and names a replica
+lists, never a name only the client used): the daemon waits for the old version's count to reach zero before it
+unloads it.
 """
 
 from __future__ import annotations
@@ -30,6 +31,9 @@ class Choice:
     url: str
     name: str  # what the replica is asked for: the version a routed name maps to, or the name itself
     routed: bool
+    #: Counted in flight (and so reported to the daemon): a routed version or a name a replica lists; never a
+    #: string only the client chose, which would make the report the daemon reads the client's to write.
+    counted: bool = True
 
 
 @dataclass
@@ -104,10 +108,13 @@ class Router:
             url = self._least_outstanding(None, exclude, excluded_as=ordered[0])
             return None if url is None else Choice(url, ordered[0], routed=True)
         url = self._least_outstanding(model, exclude)
-        if url is None and not any(model in r.names for r in self.replicas.values() if r.healthy):
-            # Nobody lists it: a replica answers (the base model under another name, or a 404 naming it).
-            url = self._least_outstanding(None, exclude, excluded_as=model)
-        return None if url is None else Choice(url, model, routed=False)
+        if url is not None:
+            return Choice(url, model, routed=False)
+        if any(model in r.names for r in self.replicas.values() if r.healthy):
+            return None
+        # Nobody lists it: a replica answers (the base model under another name, or a 404 naming it).
+        url = self._least_outstanding(None, exclude, excluded_as=model)
+        return None if url is None else Choice(url, model, routed=False, counted=False)
 
     def _by_weight(self, targets: Sequence[tuple[str, float]]) -> list[str]:
         """Every target, the first drawn by weight, the rest after it (fallbacks)."""
@@ -139,12 +146,15 @@ class Router:
         replica = self.replicas.get(choice.url)
         if replica is not None:
             replica.outstanding += 1
-        self.inflight[choice.name] = self.inflight.get(choice.name, 0) + 1
+        if choice.counted:
+            self.inflight[choice.name] = self.inflight.get(choice.name, 0) + 1
 
     def end(self, choice: Choice) -> None:
         replica = self.replicas.get(choice.url)
         if replica is not None:
             replica.outstanding = max(0, replica.outstanding - 1)
+        if not choice.counted:
+            return
         left = self.inflight.get(choice.name, 0) - 1
         if left > 0:
             self.inflight[choice.name] = left

@@ -28,6 +28,7 @@ ALERTS = (
     "TaoflowServesErasedPrompts",
     "TaoflowGatewayCaptureDropping",
     "TaoflowGatewayCaptureLag",
+    "TaoflowGatewayRouteReportsRefused",
 )
 
 

@@ -337,6 +337,24 @@ def cases(rules: dict[str, Any], t: Thresholds) -> dict[str, list[dict]]:
                 {"20m": []},  # at the threshold, not over it
             ),
         ],
+        "TaoflowGatewayRouteReportsRefused": [
+            # Refused from 3m to 5m: fires at once, clears 10 minutes after the last refusal.
+            check(
+                [{"series": f"taoflow_gateway_route_reports_refused_total{{{gw}}}", "values": "0x3 60 120 180x20"}],
+                "TaoflowGatewayRouteReportsRefused",
+                {
+                    "2m": [],
+                    "4m": fires("TaoflowGatewayRouteReportsRefused"),
+                    "14m": fires("TaoflowGatewayRouteReportsRefused"),
+                    "16m": [],
+                },
+            ),
+            check(
+                [{"series": f"taoflow_gateway_route_reports_refused_total{{{gw}}}", "values": "0x20"}],
+                "TaoflowGatewayRouteReportsRefused",
+                {"10m": []},  # a counter from zero that never moves
+            ),
+        ],
     }
 
 

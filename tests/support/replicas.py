@@ -7,6 +7,7 @@ mid-answer, or vanish between two polls. It speaks the part of the OpenAI API th
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 from collections.abc import AsyncIterator
@@ -26,11 +27,13 @@ __all__ = ["StandInReplica"]
 @dataclass
 class StandInReplica:
     """`serves`: the names it answers for; `lists`: the names its /v1/models shows (default: what it serves);
-    `cut_streams`: a streamed answer stops after its first chunk, the connection dropped."""
+    `cut_streams`: a streamed answer stops after its first chunk, the connection dropped; `delay_s`: every answer
+    (a refusal too) comes this much later."""
 
     serves: set[str]
     lists: set[str] | None = None
     cut_streams: bool = False
+    delay_s: float = 0.0
     port: int = field(default_factory=free_port)
     asked: list[dict[str, Any]] = field(default_factory=list)
 
@@ -68,6 +71,7 @@ class StandInReplica:
     async def _chat(self, request: Request) -> Response:
         body = await request.json()
         self.asked.append(body)
+        await asyncio.sleep(self.delay_s)
         model = body.get("model")
         if model not in self.serves:
             return JSONResponse({"error": {"message": f"The model `{model}` does not exist.", "code": 404}}, 404)

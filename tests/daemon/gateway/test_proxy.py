@@ -6,22 +6,63 @@ from __future__ import annotations
 
 import json
 import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
 import httpx
 import pytest
 
 from taoflow.daemon.gateway.app import Gateway
+from taoflow.daemon.service.admin import create_app
+from taoflow.daemon.service.running import Service
 from taoflow.daemon.settings import load_settings
+from taoflow.daemon.store.routes import RouteStore
 from tests.support.ports import free_port, wait_for_port
 from tests.support.processes import poll_until
 from tests.support.replicas import StandInReplica
 
 
 @contextmanager
-def gateway(tmp_path, replicas, *, routes=None, **gateway_settings):
+def serving(app, port: int):
+    """An ASGI app served on a loopback port by uvicorn in a thread, until the block ends."""
+    import uvicorn
+
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        wait_for_port(port)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+
+
+@contextmanager
+def daemon_admin(tmp_path):
+    """The daemon's real admin API on its real state, answering the gateway's route reports with GATEWAY_TOKEN."""
+    settings = load_settings(
+        None, storage={"state_dir": str(tmp_path / "state")}, daemon={"admin_token": "an-admin-token-of-32-chars-or-so"}
+    )
+    service = Service(settings)
+    try:
+        app = create_app(
+            service.answers, token="an-admin-token-of-32-chars-or-so", metrics=service.registry, gateway_token=GATEWAY
+        )
+        with serving(app, free_port()) as url:
+            yield service, url
+    finally:
+        service.state.close()
+
+
+GATEWAY = "a-gateway-token-of-32-characters"
+
+
+@contextmanager
+def gateway(tmp_path, replicas, *, routes=None, daemon=None, **gateway_settings):
     """`taoflow gateway`'s app on a loopback port, capturing to JSON lines; `routes`: the last route table it read
-    (its cache), the daemon being away."""
+    (its cache), the daemon being away unless `daemon` (its settings) says where it is."""
     spool = tmp_path / "spool"
     spool.mkdir(exist_ok=True)
     if routes is not None:
@@ -29,7 +70,7 @@ def gateway(tmp_path, replicas, *, routes=None, **gateway_settings):
     settings = load_settings(
         None,
         fleet={"replicas": [r.url for r in replicas]},
-        daemon={"admin_port": free_port()},  # nobody listens: the routes stay the cached ones
+        daemon=daemon or {"admin_port": free_port()},  # nobody listens: the routes stay the cached ones
         gateway={
             "port": free_port(),
             "replicas_poll_seconds": 3600,  # one look at start: a replica gone after it is found by its refusal
@@ -39,23 +80,11 @@ def gateway(tmp_path, replicas, *, routes=None, **gateway_settings):
             **gateway_settings,
         },
     )
-    import uvicorn
-
     app = Gateway(settings)
-    server = uvicorn.Server(
-        uvicorn.Config(app.app(), host="127.0.0.1", port=settings.gateway.port, log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        wait_for_port(settings.gateway.port)
-        url = f"http://127.0.0.1:{settings.gateway.port}"
+    with serving(app.app(), settings.gateway.port) as url:
         ready = lambda: httpx.get(url + "/readyz").status_code == 200  # noqa: E731
         poll_until(ready, deadline_s=10, message="the gateway ready")
         yield app, url
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
 
 
 def chat(url: str, model: str, *, stream: bool = False, task: str | None = None) -> httpx.Response:
@@ -162,3 +191,49 @@ def test_a_name_no_replica_serves_is_answered_by_a_replica_or_refused_when_none_
         assert unknown.status_code == 404 and "does not exist" in unknown.json()["error"]["message"]
         replica.stop()
         assert chat(url, "base").status_code == 502  # it was the only one, and it refused
+
+
+def test_a_flood_of_long_unknown_model_names_leaves_the_route_reports_accepted(tmp_path):
+    """Finding: in-flight counts keyed by the client's model name made every report a 422 (keys over 256
+    characters), froze the gateway's view in the daemon, and a deploy stopped waiting for it."""
+    long = "m" * 300
+    with (
+        daemon_admin(tmp_path) as (service, daemon_url),
+        StandInReplica({"base"}, delay_s=3.0) as replica,
+        gateway(
+            tmp_path,
+            [replica],
+            daemon={"gateway_token": GATEWAY},
+            id="gw-flooded",
+            daemon_url=daemon_url,
+            routes_poll_seconds=0.1,
+        ) as (app, url),
+        ThreadPoolExecutor(16) as pool,
+    ):
+        answers = [pool.submit(chat, url, long) for _ in range(16)]
+        flooded = lambda: app.router.replicas[replica.url].outstanding == 16  # noqa: E731
+        poll_until(flooded, deadline_s=10, message="16 requests held by the replica")
+        time.sleep(1.0)  # ten reports while all 16 are in flight
+        reports = RouteStore(service.state.db).gateways(stale_after=0.5)  # one accepted in the last half second
+        assert reports == {"gw-flooded": {"generation": 0, "inflight": {}}}
+        assert count(app, "taoflow_gateway_route_reports_refused_total") == 0
+        for answer in answers:
+            refused = answer.result()
+            assert refused.status_code == 404 and "x-taoflow-served" not in refused.headers  # no echo of it
+        assert app.router.inflight == {}
+
+
+def test_a_refused_route_report_is_counted(tmp_path):
+    with (
+        daemon_admin(tmp_path) as (_, daemon_url),
+        StandInReplica({"base"}) as replica,
+        gateway(
+            tmp_path,
+            [replica],
+            daemon={"gateway_token": "not-the-gateway-token-the-daemon-has"},
+            daemon_url=daemon_url,
+            routes_poll_seconds=0.1,
+        ) as (app, _),
+    ):
+        refused = lambda: count(app, "taoflow_gateway_route_reports_refused_total") >= 2  # noqa: E731
+        poll_until(refused, deadline_s=10, message="refused reports counted")

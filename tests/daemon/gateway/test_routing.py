@@ -75,6 +75,18 @@ def test_in_flight_requests_are_counted_per_served_name():
     assert r.inflight == {"v1": 1}
 
 
+def test_a_name_only_the_client_used_is_never_counted_in_flight():
+    r = router(a=["base"])
+    unknown = r.choose("x" * 300)  # nobody lists it: a replica answers with its 404, uncounted
+    assert unknown is not None and not unknown.counted
+    r.begin(unknown)
+    assert r.inflight == {} and r.replicas["a"].outstanding == 1
+    r.end(unknown)
+    assert r.inflight == {} and r.replicas["a"].outstanding == 0
+    listed = r.choose("base")
+    assert listed is not None and listed.counted
+
+
 def test_a_scaled_in_replica_finishes_its_requests_and_gets_no_new_ones():
     r = router(a=["v1"], b=["v1"])
     r.begin(Choice("b", "v1", False))
