@@ -26,6 +26,7 @@ ADVERSARIAL = {
     "@ without a domain": "@a" * 64,
     "local part, then @ at the end": "a" * 1000 + "@",
     "JWT-like without dots": "eyJ" + "a" * 61,
+    "eyJ- repeated (one run, no dot)": "eyJ-" * 16,
     "private key without an end": "-----BEGIN PRIVATE KEY-----\n" + "A" * 36,
     "bearer repeated": "bearer " * 9,
     "digits and dashes": "1-" * 32,

@@ -6,8 +6,11 @@ for training. Patterns are deliberately eager: a false positive costs a few toke
 of context, a false negative leaks a secret into an adapter.
 
 It runs on every logged record, so it must stay linear in the text whatever the text is:
-every quantifier is bounded, and e-mail addresses are found from their `@` outwards
-(a pattern that scans for a local part first is quadratic on "a.a.a.…" without an `@`).
+every quantifier is bounded, e-mail addresses are found from their `@` outwards (a pattern
+that scans for a local part first is quadratic on "a.a.a.…" without an `@`), and JWTs from
+their `eyJ` with each run of token characters scanned once. The gateway redacts on a thread
+beside its event loop: the patterns are searched a window at a time, so no regex call holds
+the interpreter for more than a few milliseconds.
 Metadata values are redacted too, and whole values under keys that name a person or a
 secret (`user_email`, `api_key`, `requester`, …) are replaced.
 """
@@ -27,14 +30,13 @@ _SECRETS = re.compile(
     r"\b(?:sk|pk|rk)-[A-Za-z0-9_\-]{16,512}"  # OpenAI-style and similar API keys
     r"|\b[sr]k_(?:live|test)_[A-Za-z0-9]{16,512}"  # Stripe keys
     r"|\b(?:AKIA|ASIA)[0-9A-Z]{16}\b"  # AWS access key ids (long-term and temporary)
-    r"|(?i:aws_?secret_?access_?key|secret_?access_?key)[\"']?\s*[:=]\s*[\"']?[A-Za-z0-9/+=]{40}"  # AWS secret keys
+    r"|(?i:aws_?secret_?access_?key|secret_?access_?key)[\"']?\s{0,8}[:=]\s{0,8}[\"']?[A-Za-z0-9/+=]{40}"  # AWS secrets
     r"|\bgh[pousr]_[A-Za-z0-9]{30,255}"  # GitHub tokens
     r"|\bgithub_pat_[A-Za-z0-9_]{22,255}"  # GitHub fine-grained tokens
     r"|\bAIza[0-9A-Za-z_\-]{35}"  # Google API keys
     r"|\bhf_[A-Za-z0-9]{30,64}"  # Hugging Face tokens
     r"|\bxox[abpr]-[A-Za-z0-9\-]{10,255}"  # Slack tokens
-    r"|\beyJ[A-Za-z0-9_\-]{8,4096}\.[A-Za-z0-9_\-]{8,4096}\.[A-Za-z0-9_\-]{8,4096}"  # JWTs
-    r"|(?i:bearer)\s{1,8}[A-Za-z0-9._\-~+/]{16,4096}=*"
+    r"|(?i:bearer)\s{1,8}[A-Za-z0-9._\-~+/]{16,4096}={0,2}"
     r"|(?i:basic)\s{1,8}[A-Za-z0-9+/]{8,4096}={0,2}"  # Authorization: Basic
     r"|(?i:\b(?:password|passwd|pwd|secret|api[_-]?key|access[_-]?token|auth[_-]?token))[\"']?\s{0,8}[:=]\s{0,8}"
     r"[\"']?[^\s\"',;&]{1,512}"  # password=…, api_key: …
@@ -43,6 +45,13 @@ _PHONES = re.compile(
     r"(?<![\w+])(?:\+\d{1,3}[\s.\-]?)?(?:\(\d{2,4}\)[\s.\-]?|\d{2,4}[\s.\-])\d{3,4}[\s.\-]\d{3,4}\b"
     r"|(?<![\w+])\+[1-9]\d{7,14}\b"  # E.164, written without separators
 )
+#: The longest text one match of _SECRETS or _PHONES spans (every quantifier in them is bounded): a window of the
+#: text is searched with this much of what follows it, so no match is cut at a window's end.
+_LONGEST_SECRET = 4200
+_LONGEST_PHONE = 64
+#: Characters searched per regex call: between calls another thread (the gateway's event loop) may run.
+_WINDOW = 16384
+_TOKEN_RUN = re.compile(r"[A-Za-z0-9_\-]*")
 _LOCAL_END = re.compile(r"[A-Za-z0-9._%+\-]+$")
 _DOMAIN_START = re.compile(r"[A-Za-z0-9.\-]+")
 _TLD = re.compile(r"\.[A-Za-z]{2,63}$")
@@ -77,6 +86,77 @@ def _emails(text: str) -> str:
     return "".join([*out, text[done:]])
 
 
+def _sub_windowed(pattern: re.Pattern[str], text: str, placeholder: str, *, longest: int) -> str:
+    """`pattern.sub(placeholder, text)` a window at a time: the same matches (none is longer than `longest`), but
+    no single call scans more than _WINDOW + `longest` characters, so the GIL is never held for a whole megabyte."""
+    if len(text) <= _WINDOW + longest:
+        return pattern.sub(placeholder, text)
+    out: list[str] = []
+    done = pos = 0
+    while pos < len(text):
+        window_end = min(len(text), pos + _WINDOW)
+        limit = min(len(text), window_end + longest)
+        found = pattern.search(text, pos, limit)
+        if found is not None and found.end() >= limit and limit < len(text):
+            found = pattern.match(text, found.start())  # as the whole text has it (a boundary at `limit` is not)
+        if found is None or found.start() >= window_end:
+            pos = window_end
+            continue
+        out += [text[done : found.start()], placeholder]
+        done = pos = max(found.end(), found.start() + 1)
+    return "".join([*out, text[done:]])
+
+
+def _jwts(text: str) -> str:
+    """JWTs (`eyJ…` `.…` `.…`, each part 8-4096 token characters), found from each `eyJ` and linear in the text: the
+    run of token characters after an `eyJ` is scanned once for every `eyJ` inside it (a regex tried at each `eyJ`
+    of 1 MB of "eyJ-eyJ-…" scans 4 096 characters at each: seconds)."""
+    if "eyJ" not in text:
+        return text
+    out: list[str] = []
+    done = 0
+    at = text.find("eyJ")
+    while at != -1:
+        dot = _run_end(text, at + 3)
+        end = None
+        if text.startswith(".", dot):
+            first = _jwt_start(text, max(at, dot - 3 - 4096), dot - 3 - 8)
+            end = _jwt_end(text, dot) if first is not None else None
+            if end is not None and first is not None:
+                out += [text[done:first], "[SECRET]"]
+                done = end
+        at = text.find("eyJ", end if end is not None else dot)
+    return "".join([*out, text[done:]])
+
+
+def _run_end(text: str, start: int) -> int:
+    """Where the run of token characters from `start` ends (`start` itself for none)."""
+    run = _TOKEN_RUN.match(text, start)
+    return start if run is None else run.end()
+
+
+def _jwt_start(text: str, low: int, high: int) -> int | None:
+    """The first `eyJ` in [low, high] that starts a word (`\\b`), or None."""
+    if high < low:
+        return None
+    at = text.find("eyJ", low, high + 3)
+    while at != -1:
+        if at == 0 or not (text[at - 1].isalnum() or text[at - 1] == "_"):
+            return at
+        at = text.find("eyJ", at + 1, high + 3)
+    return None
+
+
+def _jwt_end(text: str, dot: int) -> int | None:
+    """Where a JWT whose header ends at `dot` ends: a payload of 8-4096 characters, a dot, a signature of 8 or more
+    (at most 4096 of them taken); None when the text does not go on like that."""
+    second = _run_end(text, dot + 1)
+    if not 8 <= second - dot - 1 <= 4096 or not text.startswith(".", second):
+        return None
+    third = _run_end(text, second + 1)
+    return None if third - second - 1 < 8 else min(third, second + 1 + 4096)
+
+
 def _private_keys(text: str) -> str:
     """PEM private key blocks: each header's end is looked for within _KEY_SPAN characters only."""
     if "PRIVATE KEY-----" not in text:
@@ -109,11 +189,11 @@ class Redactor:
 
     def text(self, text: str) -> str:
         if "secrets" in self.kinds:
-            text = _SECRETS.sub("[SECRET]", _private_keys(text))
+            text = _jwts(_sub_windowed(_SECRETS, _private_keys(text), "[SECRET]", longest=_LONGEST_SECRET))
         if "emails" in self.kinds:
             text = _emails(text)
         if "phones" in self.kinds:
-            text = _PHONES.sub("[PHONE]", text)
+            text = _sub_windowed(_PHONES, text, "[PHONE]", longest=_LONGEST_PHONE)
         return text
 
     def record(self, record: PromptRecord) -> PromptRecord:

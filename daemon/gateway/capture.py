@@ -15,12 +15,11 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-import orjson
-
 from taoflow.connectors.errors import ConfigurationError, TemporaryError
 from taoflow.connectors.serving.upstream import UpstreamAnswer
 from taoflow.connectors.sinks.base import CaptureSink
 from taoflow.connectors.sources.redaction import Redactor
+from taoflow.daemon.gateway.captured import Backlog, RecordBuilder, RecordFacts
 from taoflow.daemon.gateway.exchange import Exchange
 from taoflow.daemon.gateway.metrics import GatewayMetrics
 from taoflow.daemon.gateway.routing import Choice
@@ -28,93 +27,14 @@ from taoflow.daemon.settings import Settings
 from taoflow.daemon.store.spool import Spool, SpoolDepth
 from taoflow.policies.ingest_filter import sampled_in
 
-__all__ = ["Capture", "Drainer", "assemble_stream", "build_sink", "exchange_record", "wanted"]
+__all__ = ["Capture", "Drainer", "build_sink", "wanted"]
 
 log = logging.getLogger(__name__)
-
-#: Most `data:` events of one stream assembled (a stream of more is captured cut, marked truncated).
-_MAX_EVENTS = 100_000
 
 
 def wanted(request_id: str, task: str, *, rate: float, task_rates: Mapping[str, float]) -> bool:
     """Whether to capture this exchange: by request-id hash, so every gateway replica agrees."""
     return sampled_in(request_id, rate) and sampled_in(request_id, task_rates.get(task, 1.0))
-
-
-def assemble_stream(body: bytes, *, chat: bool) -> dict[str, Any]:
-    """An OpenAI server-sent-event stream as the completion object it adds up to (every choice)."""
-    texts: dict[int, list[str]] = {}
-    finish: dict[int, Any] = {}
-    head: dict[str, Any] = {}
-    usage = None
-    for count, line in enumerate(body.split(b"\n")):
-        if count > _MAX_EVENTS:
-            break
-        line = line.strip()
-        if not line.startswith(b"data:"):
-            continue
-        data = line[5:].strip()
-        if data == b"[DONE]":
-            break
-        try:
-            event = orjson.loads(data)
-        except orjson.JSONDecodeError:
-            continue
-        if not isinstance(event, dict):
-            continue
-        if not head:
-            head = {k: event[k] for k in ("id", "created", "model") if k in event}
-        if isinstance(event.get("usage"), dict):
-            usage = event["usage"]
-        for choice in event.get("choices") or ():
-            if not isinstance(choice, dict):
-                continue
-            index = choice.get("index", 0) if isinstance(choice.get("index"), int) else 0
-            piece = (choice.get("delta") or {}).get("content") if chat else choice.get("text")
-            if isinstance(piece, str):
-                texts.setdefault(index, []).append(piece)
-            if choice.get("finish_reason") is not None:
-                finish[index] = choice["finish_reason"]
-    choices = []
-    for index in sorted(set(texts) | set(finish)):
-        text = "".join(texts.get(index, ()))
-        body_of = {"message": {"role": "assistant", "content": text}} if chat else {"text": text}
-        choices.append({"index": index, **body_of, "finish_reason": finish.get(index)})
-    completion = {**head, "object": "chat.completion" if chat else "text_completion", "choices": choices}
-    if usage is not None:
-        completion["usage"] = usage
-    return completion
-
-
-def exchange_record(
-    *,
-    request_id: str,
-    task: str,
-    request: Mapping[str, Any],
-    status: int,
-    response: Mapping[str, Any] | None,
-    started: float,
-    latency_s: float,
-    model: str,
-    version: str,
-    replica: str,
-    gateway: str,
-    redactor: Redactor,
-) -> bytes:
-    metadata = {"model_name": model, "served_version": version, "replica": replica, "gateway": gateway}
-    record = {
-        "databricks_request_id": request_id,
-        "timestamp_ms": int(started * 1000),
-        "status_code": status,
-        "execution_time_ms": int(latency_s * 1000),
-        "task": task,
-        "request": redactor.value("request", dict(request)) if redactor.enabled else request,
-        "response": (redactor.value("response", dict(response)) if redactor.enabled else response)
-        if response is not None
-        else None,
-        "request_metadata": metadata,
-    }
-    return orjson.dumps(record)
 
 
 class Drainer:
@@ -201,7 +121,9 @@ class Capture:
         self.task_rates = settings.ingest.sample_rates
         self.gateway = gateway
         self.metrics = metrics
-        self.redactor = Redactor(settings.ingest.redact)
+        self.keep_status = frozenset(settings.ingest.keep_status)
+        self.builder = RecordBuilder(tuple(Redactor(settings.ingest.redact).kinds))
+        self._pending: set[asyncio.Future[None]] = set()  # records still being built (a spool that is not durable)
         self.max_record_bytes = c.max_record_bytes
         self.sink = sink
         self.spool = Spool(c.spool_dir / "spool.db", max_bytes=c.spool_max_bytes, durable=c.durable)
@@ -220,44 +142,57 @@ class Capture:
     async def record(
         self, exchange: Exchange, choice: Choice, upstream: UpstreamAnswer, kept: bytes, *, too_large: bool
     ) -> None:
-        """Spool the exchange's record (a durable spool answers once it is on disk, or after 10 s)."""
+        """Build the exchange's record off the event loop and spool it (a durable spool answers once it is on disk,
+        or after 10 s; otherwise this returns at once and the record follows)."""
         if too_large:
             self.metrics.dropped.labels("too_large").inc()
             return
-        streamed = upstream.headers.get("content-type", "").startswith("text/event-stream")
-        try:
-            response = assemble_stream(kept, chat=exchange.endpoint == "chat") if streamed else orjson.loads(kept)
-        except orjson.JSONDecodeError:
-            response = None
-        if response is not None and not isinstance(response, dict):
-            response = None
-        if response is None and upstream.status == 200:
-            self.metrics.dropped.labels("unparseable").inc()
-            return
-        record = exchange_record(
+        if self.keep_status and upstream.status not in self.keep_status:
+            return  # ingest would skip it: a refused or failed request is not worth a byte of the spool
+        facts = RecordFacts(
             request_id=exchange.request_id,
             task=exchange.task,
-            request=exchange.payload,
+            endpoint=exchange.endpoint,
             status=upstream.status,
-            response=response,
             started=exchange.wall,
             latency_s=time.monotonic() - exchange.started,
             model=exchange.model,
             version=choice.name,
             replica=choice.url,
             gateway=self.gateway,
-            redactor=self.redactor,
         )
-        done = self.spool.put(exchange.request_id, record, exchange.wall)
+        streamed = upstream.headers.get("content-type", "").startswith("text/event-stream")
+        work = self._spool_one(facts, exchange.payload, kept, size=len(exchange.body) + len(kept), streamed=streamed)
         if not self.settings.durable:
-            done.add_done_callback(lambda f: self._spooled(f.result()))
+            task = asyncio.ensure_future(work)
+            self._pending.add(task)
+            task.add_done_callback(self._pending.discard)
             return
+        await work
+
+    async def _spool_one(
+        self, facts: RecordFacts, request: dict[str, Any], kept: bytes, *, size: int, streamed: bool
+    ) -> None:
+        try:
+            record = await self.builder.build(facts, request, kept, size=size, streamed=streamed)
+        except Backlog:
+            self.metrics.dropped.labels("backlog").inc()
+            return
+        except Exception:  # a bug of ours, or the redaction process died: this record is lost, not the gateway
+            log.exception("gateway: building the capture record of %s failed", facts.request_id)
+            self.metrics.dropped.labels("error").inc()
+            return
+        if record is None:
+            self.metrics.dropped.labels("unparseable").inc()
+            return
+        done = self.spool.put(facts.request_id, record, facts.started)
         try:
             self._spooled(await asyncio.wait_for(asyncio.wrap_future(done), timeout=10.0))
         except TimeoutError:
             log.warning(
-                "gateway: the capture spool took over 10 s for %s: answered before it was on disk", exchange.request_id
+                "gateway: the capture spool took over 10 s for %s: answered before it was on disk", facts.request_id
             )
+            done.add_done_callback(lambda f: self._spooled(f.result()))
 
     def _spooled(self, accepted: bool) -> None:
         if accepted:
@@ -270,6 +205,9 @@ class Capture:
 
     async def finish(self, deadline_s: float = 10.0) -> None:
         """Send what is spooled (bounded), then close the spool and the sink; what is left waits for the next start."""
+        if self._pending:
+            await asyncio.wait(self._pending, timeout=deadline_s)
+        self.builder.close()
         left = await asyncio.to_thread(self.drainer.finish, deadline_s)
         if left.records:
             log.warning(

@@ -9,7 +9,7 @@ __all__ = ["GatewayMetrics"]
 #: Whole requests (streams included) take seconds; the gateway's own share, milliseconds.
 REQUEST_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 ADDED_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1)
-DROP_REASONS = ("spool_full", "too_large", "unparseable")
+DROP_REASONS = ("spool_full", "too_large", "unparseable", "backlog", "error")
 
 
 class GatewayMetrics:
@@ -71,7 +71,8 @@ class GatewayMetrics:
         )
         self.dropped = Counter(
             "taoflow_gateway_capture_dropped_total",
-            "Exchanges not captured, by reason (spool_full, too_large, unparseable).",
+            "Exchanges not captured, by reason (spool_full, too_large, unparseable, backlog: large ones waiting for"
+            " redaction, error: the record could not be built).",
             ["reason"],
             registry=registry,
         )

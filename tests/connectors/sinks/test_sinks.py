@@ -20,7 +20,7 @@ from taoflow.connectors.sources.formats import parse_payload
 from taoflow.connectors.sources.jsonl import JsonlSource
 from taoflow.connectors.sources.redaction import Redactor
 from taoflow.connectors.sources.s3 import S3Config, S3Source
-from taoflow.daemon.gateway.capture import exchange_record
+from taoflow.daemon.gateway.captured import exchange_record
 from taoflow.daemon.ingest.ingestor import Ingestor
 from taoflow.daemon.ingest.streaming import ingest_objects
 from tests.support.ports import free_port

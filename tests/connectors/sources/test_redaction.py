@@ -1,7 +1,11 @@
+import random
+import re
+
 import pytest
 
 from taoflow.connectors.protocols import SourceItem
 from taoflow.connectors.records import Message, PromptRecord
+from taoflow.connectors.sources import redaction
 from taoflow.connectors.sources.redaction import Redactor
 
 EVERYTHING = Redactor(["secrets", "emails", "phones"])
@@ -80,3 +84,41 @@ def test_dead_letters_are_redacted_too():
 def test_unknown_kind_is_refused():
     with pytest.raises(ValueError, match="unknown redaction kinds"):
         Redactor(["ssn"])
+
+
+# The JWT pattern as a single regex: the reference the linear matcher must agree with (the regex itself scans up to
+# 4 096 characters at every `eyJ` of a run: seconds on a megabyte of "eyJ-").
+JWT_REFERENCE = re.compile(r"\beyJ[A-Za-z0-9_\-]{8,4096}\.[A-Za-z0-9_\-]{8,4096}\.[A-Za-z0-9_\-]{8,4096}")
+
+
+def jwt_cases() -> list[str]:
+    rng = random.Random(7)
+    cases = [
+        "eyJ" + "x" * 5000 + "-eyJ" + "a" * 20 + "." + "b" * 10 + "." + "c" * 5000,  # a header too long, then one
+        "eyJ" + "a" * 4093 + "." + "b" * 4096 + "." + "c" * 9,  # every part at its limit
+        "eyJ" + "a" * 4094 + "." + "b" * 8 + "." + "c" * 8,  # a header one past it
+        "_eyJabcdefgh.abcdefgh.abcdefgh and éeyJabcdefgh.abcdefgh.abcdefgh",  # not at a word's start
+        "eyJ-" * 3000,
+    ]
+    for alphabet, longest, count in (("eyJ.-_ab é", 80, 3000), ("eyJ.x", 9000, 60), ("eyJ.-xxxxxxxx", 400, 600)):
+        cases += ["".join(rng.choice(alphabet) for _ in range(rng.randint(0, longest))) for _ in range(count)]
+    return cases
+
+
+def test_jwts_are_found_exactly_where_the_reference_pattern_finds_them():
+    only_secrets = Redactor(["secrets"])
+    for text in jwt_cases():
+        assert only_secrets.text(text) == JWT_REFERENCE.sub("[SECRET]", text), text[:120]
+
+
+def test_a_long_text_is_redacted_a_window_at_a_time_with_the_same_result():
+    rng = random.Random(3)
+    pieces = [text for text, expected in SHAPES if text != expected] + ["plain words", "x" * 300, "\n"]
+    text = " ".join(rng.choice(pieces) for _ in range(6000))  # ~200 KB: matches across every window's edge
+    assert len(text) > 10 * redaction._WINDOW
+    whole = redaction._SECRETS.sub("[SECRET]", text), redaction._PHONES.sub("[PHONE]", text)
+    windowed = (
+        redaction._sub_windowed(redaction._SECRETS, text, "[SECRET]", longest=redaction._LONGEST_SECRET),
+        redaction._sub_windowed(redaction._PHONES, text, "[PHONE]", longest=redaction._LONGEST_PHONE),
+    )
+    assert windowed == whole

@@ -1,5 +1,6 @@
 """Capture records, stream assembly, sampling, and the spool with a sink that fails."""
 
+import asyncio
 import json
 import threading
 
@@ -9,7 +10,16 @@ from taoflow.connectors.errors import TemporaryError
 from taoflow.connectors.sinks.jsonl import JsonlSink
 from taoflow.connectors.sources.formats import parse_payload
 from taoflow.connectors.sources.redaction import Redactor
-from taoflow.daemon.gateway.capture import Drainer, assemble_stream, exchange_record, wanted
+from taoflow.daemon.gateway.capture import Drainer, wanted
+from taoflow.daemon.gateway.captured import (
+    MAX_LARGE_PENDING,
+    Backlog,
+    RecordBuilder,
+    RecordFacts,
+    assemble_stream,
+    build_record,
+    exchange_record,
+)
 from taoflow.daemon.store.spool import Spool
 
 
@@ -61,6 +71,56 @@ def test_a_record_parses_as_an_inference_table_row_and_is_redacted():
     assert (record.request_id, record.task, record.response) == ("r-1", "math", "4, [EMAIL]")
     assert record.timestamp == 1_700_000_000.5 and record.metadata["status_code"] == 200
     assert record.metadata["served_version"] == "v3" and "[EMAIL]" in record.messages[0].content
+
+
+def facts(request_id: str) -> RecordFacts:
+    return RecordFacts(request_id, "math", "chat", 200, 1_700_000_000.0, 0.1, "bot", "v3", "http://a", "gw")
+
+
+def answer(text: str) -> bytes:
+    return json.dumps({"choices": [{"message": {"role": "assistant", "content": text}}]}).encode()
+
+
+def test_records_are_built_off_the_event_loop_a_large_one_in_a_process_of_its_own():
+    secret = "sk-proj-abcdefghijklmnopqrstuvwx"
+    small = {"model": "bot", "messages": [{"role": "user", "content": f"my key is {secret}"}]}
+    large = {"model": "bot", "messages": [{"role": "user", "content": f"{secret} " + "eyJ-" * (1 << 18)}]}
+    builder = RecordBuilder(("secrets",))
+
+    async def both() -> tuple[bytes | None, bool, bytes | None]:
+        first = await builder.build(facts("r-1"), small, answer(secret), size=200, streamed=False)
+        in_process = builder._pool is not None
+        second = await builder.build(facts("r-2"), large, answer("ok"), size=1 << 20, streamed=False)
+        return first, in_process, second
+
+    try:
+        first, small_in_process, second = asyncio.run(both())
+        assert not small_in_process and builder._pool is not None  # the small one on a thread, the large elsewhere
+    finally:
+        builder.close()
+    assert first is not None and second is not None
+    assert secret.encode() not in first + second and first.count(b"[SECRET]") == 2
+    assert json.loads(second)["request"]["messages"][0]["content"].startswith("[SECRET] eyJ-eyJ-")
+    assert build_record(facts("r-3"), small, b"not json", streamed=False, kinds=()) is None  # unparseable 200
+
+
+def test_large_records_beyond_the_backlog_are_refused_not_queued():
+    builder = RecordBuilder(("secrets",))
+    large = {"model": "bot", "messages": [{"role": "user", "content": "x" * (1 << 17)}]}
+
+    async def flood() -> list[object]:
+        builds = [
+            builder.build(facts(f"r-{i}"), large, answer("ok"), size=1 << 17, streamed=False)
+            for i in range(MAX_LARGE_PENDING + 1)
+        ]
+        return await asyncio.gather(*builds, return_exceptions=True)
+
+    try:
+        results = asyncio.run(flood())
+    finally:
+        builder.close()
+    assert [isinstance(r, Backlog) for r in results] == [False] * MAX_LARGE_PENDING + [True]
+    assert all(isinstance(r, bytes) for r in results[:MAX_LARGE_PENDING])
 
 
 def test_sampling_is_by_request_id_so_every_gateway_agrees():

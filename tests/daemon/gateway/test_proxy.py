@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from taoflow.daemon.gateway.app import Gateway
+from taoflow.daemon.gateway.metrics import DROP_REASONS
 from taoflow.daemon.service.admin import create_app
 from taoflow.daemon.service.running import Service
 from taoflow.daemon.settings import load_settings
@@ -60,7 +61,7 @@ GATEWAY = "a-gateway-token-of-32-characters"
 
 
 @contextmanager
-def gateway(tmp_path, replicas, *, routes=None, daemon=None, **gateway_settings):
+def gateway(tmp_path, replicas, *, routes=None, daemon=None, ingest=None, **gateway_settings):
     """`taoflow gateway`'s app on a loopback port, capturing to JSON lines; `routes`: the last route table it read
     (its cache), the daemon being away unless `daemon` (its settings) says where it is."""
     spool = tmp_path / "spool"
@@ -71,6 +72,7 @@ def gateway(tmp_path, replicas, *, routes=None, daemon=None, **gateway_settings)
         None,
         fleet={"replicas": [r.url for r in replicas]},
         daemon=daemon or {"admin_port": free_port()},  # nobody listens: the routes stay the cached ones
+        ingest=ingest or {},
         gateway={
             "port": free_port(),
             "replicas_poll_seconds": 3600,  # one look at start: a replica gone after it is found by its refusal
@@ -237,3 +239,22 @@ def test_a_refused_route_report_is_counted(tmp_path):
     ):
         refused = lambda: count(app, "taoflow_gateway_route_reports_refused_total") >= 2  # noqa: E731
         poll_until(refused, deadline_s=10, message="refused reports counted")
+
+
+def test_only_answers_ingest_keeps_are_captured_and_a_large_prompt_is_redacted_on_the_way(tmp_path):
+    secret = "sk-proj-abcdefghijklmnopqrstuvwx"
+    large = {"model": "base", "messages": [{"role": "user", "content": f"{secret} " + "eyJ-" * (1 << 17)}]}
+    with (
+        StandInReplica({"base"}) as replica,
+        gateway(tmp_path, [replica], ingest={"redact": ["secrets"]}, max_body_bytes=1 << 20) as (app, url),
+    ):
+        assert chat(url, "nobody-serves-this").status_code == 404  # the replica's refusal: nothing to learn from
+        assert httpx.post(url + "/v1/chat/completions", json=large, timeout=60).status_code == 200
+        assert chat(url, "base").status_code == 200
+        poll_until(lambda: len(captured(tmp_path)) == 2, deadline_s=20, message="the two answers captured")
+        time.sleep(0.5)  # the refusal would have been spooled before the answers that followed it
+    records = captured(tmp_path)
+    assert [r["status_code"] for r in records] == [200, 200]
+    assert secret not in json.dumps(records)
+    assert records[0]["request"]["messages"][0]["content"].startswith("[SECRET] eyJ-eyJ-")
+    assert sum(count(app, "taoflow_gateway_capture_dropped_total", {"reason": r}) for r in DROP_REASONS) == 0

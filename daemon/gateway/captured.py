@@ -1,0 +1,195 @@
+"""A captured exchange's record: the response assembled (a stream into the completion it adds up to), the request
+and response redacted, the Databricks inference-table row that taoflow's sources parse. Built off the gateway's event
+loop (`RecordBuilder`): redacting a megabyte takes a good part of a second, and every other request would wait.
+
+Small records are built on a thread (a regex call is bounded to a window of the text, so the event loop gets the
+interpreter back every few milliseconds); large ones in a process of their own, so they take no interpreter time
+from the event loop at all, and only a few at a time (the rest are dropped as `backlog`: an attacker's megabytes
+cost the attacker, not memory).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+from collections.abc import Mapping
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from taoflow.connectors.sources.redaction import Redactor
+
+__all__ = ["Backlog", "RecordBuilder", "RecordFacts", "assemble_stream", "build_record", "exchange_record"]
+
+#: Most `data:` events of one stream assembled (a stream of more is captured cut, marked truncated).
+_MAX_EVENTS = 100_000
+#: Records larger than this (request and response bytes, with redaction on) are built in the redaction process.
+INLINE_BYTES = 64 << 10
+#: Large records waiting for, or in, the redaction process; more are dropped as `backlog`.
+MAX_LARGE_PENDING = 4
+
+
+@dataclass(frozen=True)
+class RecordFacts:
+    """What a captured record says besides the request and the response."""
+
+    request_id: str
+    task: str
+    endpoint: str  # "chat" or "completions"
+    status: int
+    started: float  # Unix time
+    latency_s: float
+    model: str
+    version: str
+    replica: str
+    gateway: str
+
+
+class Backlog(Exception):
+    """Too many large records are waiting for redaction: this one is not captured."""
+
+
+def assemble_stream(body: bytes, *, chat: bool) -> dict[str, Any]:
+    """An OpenAI server-sent-event stream as the completion object it adds up to (every choice)."""
+    texts: dict[int, list[str]] = {}
+    finish: dict[int, Any] = {}
+    head: dict[str, Any] = {}
+    usage = None
+    for count, line in enumerate(body.split(b"\n")):
+        if count > _MAX_EVENTS:
+            break
+        line = line.strip()
+        if not line.startswith(b"data:"):
+            continue
+        data = line[5:].strip()
+        if data == b"[DONE]":
+            break
+        try:
+            event = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            continue
+        if not isinstance(event, dict):
+            continue
+        if not head:
+            head = {k: event[k] for k in ("id", "created", "model") if k in event}
+        if isinstance(event.get("usage"), dict):
+            usage = event["usage"]
+        for choice in event.get("choices") or ():
+            if not isinstance(choice, dict):
+                continue
+            index = choice.get("index", 0) if isinstance(choice.get("index"), int) else 0
+            piece = (choice.get("delta") or {}).get("content") if chat else choice.get("text")
+            if isinstance(piece, str):
+                texts.setdefault(index, []).append(piece)
+            if choice.get("finish_reason") is not None:
+                finish[index] = choice["finish_reason"]
+    choices = []
+    for index in sorted(set(texts) | set(finish)):
+        text = "".join(texts.get(index, ()))
+        body_of = {"message": {"role": "assistant", "content": text}} if chat else {"text": text}
+        choices.append({"index": index, **body_of, "finish_reason": finish.get(index)})
+    completion = {**head, "object": "chat.completion" if chat else "text_completion", "choices": choices}
+    if usage is not None:
+        completion["usage"] = usage
+    return completion
+
+
+def exchange_record(
+    *,
+    request_id: str,
+    task: str,
+    request: Mapping[str, Any],
+    status: int,
+    response: Mapping[str, Any] | None,
+    started: float,
+    latency_s: float,
+    model: str,
+    version: str,
+    replica: str,
+    gateway: str,
+    redactor: Redactor,
+) -> bytes:
+    metadata = {"model_name": model, "served_version": version, "replica": replica, "gateway": gateway}
+    record = {
+        "databricks_request_id": request_id,
+        "timestamp_ms": int(started * 1000),
+        "status_code": status,
+        "execution_time_ms": int(latency_s * 1000),
+        "task": task,
+        "request": redactor.value("request", dict(request)) if redactor.enabled else request,
+        "response": (redactor.value("response", dict(response)) if redactor.enabled else response)
+        if response is not None
+        else None,
+        "request_metadata": metadata,
+    }
+    return orjson.dumps(record)
+
+
+def build_record(
+    facts: RecordFacts, request: Mapping[str, Any], kept: bytes, *, streamed: bool, kinds: tuple[str, ...]
+) -> bytes | None:
+    """The record's bytes, or None for a successful answer that does not parse (nothing to learn from)."""
+    try:
+        response = assemble_stream(kept, chat=facts.endpoint == "chat") if streamed else orjson.loads(kept)
+    except orjson.JSONDecodeError:
+        response = None
+    if response is not None and not isinstance(response, dict):
+        response = None
+    if response is None and facts.status == 200:
+        return None
+    return exchange_record(
+        request_id=facts.request_id,
+        task=facts.task,
+        request=request,
+        status=facts.status,
+        response=response,
+        started=facts.started,
+        latency_s=facts.latency_s,
+        model=facts.model,
+        version=facts.version,
+        replica=facts.replica,
+        gateway=facts.gateway,
+        redactor=Redactor(kinds),
+    )
+
+
+class RecordBuilder:
+    """Builds records off the event loop: a thread for small ones, a process for large ones (with redaction on)."""
+
+    def __init__(self, kinds: tuple[str, ...]) -> None:
+        self.kinds = kinds
+        self._pool: ProcessPoolExecutor | None = None
+        self._large = 0
+
+    async def build(
+        self, facts: RecordFacts, request: Mapping[str, Any], kept: bytes, *, size: int, streamed: bool
+    ) -> bytes | None:
+        """The record (None: unparseable); raises Backlog when a large one finds the redaction process busy."""
+        if not self.kinds or size <= INLINE_BYTES:
+            return await asyncio.to_thread(build_record, facts, request, kept, streamed=streamed, kinds=self.kinds)
+        if self._large >= MAX_LARGE_PENDING:
+            raise Backlog
+        self._large += 1
+        try:
+            future = self._process().submit(build_record, facts, request, kept, streamed=streamed, kinds=self.kinds)
+            return await asyncio.wrap_future(future)
+        except BrokenProcessPool:
+            self._pool = None  # the process died (killed, out of memory): the next large record starts another
+            raise
+        finally:
+            self._large -= 1
+
+    def _process(self) -> ProcessPoolExecutor:
+        if self._pool is None:
+            # spawn: a fresh interpreter that imports only this module's needs, not whatever the gateway's main
+            # module drags in.
+            self._pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+        return self._pool
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
