@@ -14,24 +14,27 @@ from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from taoflow.connectors.errors import ConfigurationError
 from taoflow.connectors.serving.upstream import Upstream
+from taoflow.daemon.gateway.auth import ClientGuard
 from taoflow.daemon.gateway.capture import Capture, build_sink
 from taoflow.daemon.gateway.metrics import GatewayMetrics
 from taoflow.daemon.gateway.pollers import Pollers
 from taoflow.daemon.gateway.proxy import ENDPOINTS, Proxy
 from taoflow.daemon.gateway.routing import Router
-from taoflow.daemon.settings import Settings, admin_token, gateway_token
+from taoflow.daemon.settings import Settings, admin_token, gateway_api_keys, gateway_token, metrics_token
 
 __all__ = ["Gateway", "build_sink", "serve"]
 
 log = logging.getLogger(__name__)
 
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
+_LOOPBACK = frozenset({"127.0.0.1", "::1", "localhost"})
 
 
 class Gateway:
@@ -47,11 +50,27 @@ class Gateway:
         d = settings.daemon
         daemon_url = (g.daemon_url or d.admin_url or f"http://{d.admin_host}:{d.admin_port}").rstrip("/")
         token = gateway_token(settings) or (admin_token(settings) if d.admin_token.given else None)
+        self.client_keys = gateway_api_keys(settings)
+        self.metrics_token = metrics_token(settings)
+        if not self.client_keys and not g.allow_anonymous and g.host not in _LOOPBACK:
+            raise ConfigurationError(
+                f"gateway.host {g.host!r} is reachable beyond this machine and no client key is set: set"
+                " gateway.api_keys (a mounted Secret, one key per line), or gateway.allow_anonymous: true"
+            )
         g.capture.spool_dir.mkdir(parents=True, exist_ok=True)
         sink = build_sink(settings, self.id)
         self.capture = Capture(settings, sink, gateway=self.id, metrics=self.metrics) if sink is not None else None
         self.client: Upstream | None = None
-        self.proxy = Proxy(g, router=self.router, metrics=self.metrics, capture=self.capture, client=self._upstream)
+        fleet_key = settings.fleet.api_key.get_secret_value() if settings.fleet.api_key else None
+        self.proxy = Proxy(
+            g,
+            router=self.router,
+            metrics=self.metrics,
+            capture=self.capture,
+            client=self._upstream,
+            replica_key=fleet_key,
+            keep_client_key=not self.client_keys,  # the client's key is ours to check, not the replicas'
+        )
         self.pollers = Pollers(
             settings,
             gateway=self.id,
@@ -72,7 +91,13 @@ class Gateway:
             Route("/readyz", self.readyz, methods=["GET"]),
             Route("/metrics", self.metrics_text, methods=["GET"]),
         ]
-        return Starlette(routes=routes, lifespan=self._lifespan)
+        guard = Middleware(
+            ClientGuard,
+            keys=self.client_keys,
+            metrics_token=self.metrics_token,
+            refused=lambda path: self.metrics.unauthenticated.inc(),
+        )
+        return Starlette(routes=routes, middleware=[guard], lifespan=self._lifespan)
 
     @asynccontextmanager
     async def _lifespan(self, app: Starlette) -> AsyncIterator[None]:

@@ -43,6 +43,11 @@ class GatewayMetrics:
         )
         for reason in ("refused", "gone"):
             self.retries.labels(reason)
+        self.unauthenticated = Counter(
+            "taoflow_gateway_unauthenticated_total",
+            "Requests refused at the door: no client key, a wrong one, or /metrics without the metrics token.",
+            registry=registry,
+        )
         self.inflight = Gauge("taoflow_gateway_inflight", "Requests in flight through the gateway.", registry=registry)
         self.replicas = Gauge(
             "taoflow_gateway_replicas", "Replicas by state (up: answered its last poll).", ["state"], registry=registry

@@ -22,6 +22,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from taoflow.connectors.serving.upstream import Broken, Refused, Timeout, Upstream, UpstreamAnswer
+from taoflow.daemon.gateway.auth import AUTHENTICATED
 from taoflow.daemon.gateway.capture import Capture
 from taoflow.daemon.gateway.exchange import Attempt, Exchange
 from taoflow.daemon.gateway.metrics import GatewayMetrics
@@ -64,8 +65,12 @@ class Proxy:
         metrics: GatewayMetrics,
         capture: Capture | None,
         client: Callable[[], Upstream],
+        replica_key: str | None = None,
+        keep_client_key: bool = True,
     ) -> None:
         self.g = settings
+        self._replica_auth = f"Bearer {replica_key}" if replica_key else None
+        self._keep_client_key = keep_client_key
         self.router = router
         self.metrics = metrics
         self.capture = capture
@@ -140,8 +145,13 @@ class Proxy:
         if not isinstance(payload, dict) or not isinstance(payload.get("model"), str):
             return self._error(400, "the body must be a JSON object with a model name", endpoint, request_id)
         model = payload["model"]
-        task = request.headers.get("x-taoflow-task", "")
+        # Only a client that presented a key may label its traffic for training.
+        task = request.headers.get("x-taoflow-task", "") if request.scope.get(AUTHENTICATED) else ""
         headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP}
+        if not self._keep_client_key or self._replica_auth:
+            headers = {k: v for k, v in headers.items() if k.lower() != "authorization"}
+        if self._replica_auth:
+            headers["authorization"] = self._replica_auth
         headers["x-request-id"] = request_id
         return Exchange(
             request_id=request_id,

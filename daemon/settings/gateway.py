@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from taoflow.daemon.settings.base import Section
+from taoflow.daemon.settings.base import Section, TokenSource
 
 __all__ = ["CaptureSettings", "GatewaySettings"]
 
@@ -64,5 +64,13 @@ class GatewaySettings(Section):
     """Largest request body accepted (413 past it)."""
     max_connections: int = Field(1024, ge=1)
     """Connections to the replicas, in all."""
+    api_keys: TokenSource = TokenSource()
+    """Keys clients present (`Authorization: Bearer …`): one per line in the file (a mounted Secret), or several in
+    the value separated by commas. With keys, every route but /healthz and /readyz needs one (401 without, 403 for a
+    wrong one, answered before a byte of the body is read), a client's x-taoflow-task is honoured, and the client's
+    key is not passed on to the replicas (fleet.api_key is)."""
+    allow_anonymous: bool = False
+    """Serve clients without keys while listening beyond loopback; without api_keys (and without this) the gateway
+    starts only on 127.0.0.1, ::1 or localhost."""
     capture: CaptureSettings = CaptureSettings()
     """Traffic capture into the flywheel."""

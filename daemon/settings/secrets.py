@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from taoflow.connectors.errors import ConfigurationError
+from taoflow.daemon.settings.base import MIN_TOKEN_LENGTH
 from taoflow.daemon.settings.root import Settings
 
-__all__ = ["admin_token", "gateway_token", "metrics_token", "ray_token"]
+__all__ = ["admin_token", "gateway_api_keys", "gateway_token", "metrics_token", "ray_token"]
 
 
 def admin_token(settings: Settings) -> str:
@@ -31,3 +32,19 @@ def gateway_token(settings: Settings) -> str | None:
 def ray_token(settings: Settings) -> str | None:
     """The Ray cluster's token (ray.token), if one is set."""
     return settings.ray.token.read("ray.token", what="Ray")
+
+
+def gateway_api_keys(settings: Settings) -> tuple[str, ...]:
+    """The keys `taoflow gateway`'s clients present (gateway.api_keys: one per line, or comma-separated); none set:
+    ()."""
+    text = settings.gateway.api_keys.read("gateway.api_keys", what="client")
+    if text is None:
+        return ()
+    keys = tuple(dict.fromkeys(k.strip() for line in text.splitlines() for k in line.split(",") if k.strip()))
+    short = [k for k in keys if len(k) < MIN_TOKEN_LENGTH]
+    if short:
+        raise ConfigurationError(
+            f"gateway.api_keys holds {len(short)} key(s) under {MIN_TOKEN_LENGTH} characters; use longer ones"
+            " (openssl rand -hex 32)"
+        )
+    return keys

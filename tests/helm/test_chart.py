@@ -386,6 +386,8 @@ def test_the_gateway_is_a_scaled_deployment_of_its_own_that_reads_routes_from_th
     env = {e["name"]: e for e in container["env"]}
     assert env["TAOFLOW_DAEMON__GATEWAY_TOKEN"]["valueFrom"]["secretKeyRef"]["name"] == "taoflow-gateway"
     assert "TAOFLOW_DAEMON__ADMIN_TOKEN" not in env  # the gateway holds no admin rights
+    assert env["TAOFLOW_GATEWAY__API_KEYS"]["valueFrom"]["secretKeyRef"]["name"] == "taoflow-gateway-clients"
+    assert env["TAOFLOW_DAEMON__METRICS_TOKEN"]["valueFrom"]["secretKeyRef"]["name"] == "taoflow-metrics"
     for item in env.values():
         if SECRETISH.search(item["name"]):
             assert "value" not in item, item
@@ -400,6 +402,8 @@ def test_the_gateway_is_a_scaled_deployment_of_its_own_that_reads_routes_from_th
     monitors = {m["metadata"]["name"]: m for m in by_kind(docs, "ServiceMonitor")}
     assert set(monitors) == {"tf-taoflow", "tf-taoflow-gateway"}
     assert monitors["tf-taoflow-gateway"]["spec"]["selector"]["matchLabels"].items() <= gateway_labels.items()
+    (scrape,) = monitors["tf-taoflow-gateway"]["spec"]["endpoints"]
+    assert scrape["authorization"]["credentials"]["name"] == "taoflow-metrics"  # its /metrics takes the token
     # Both read one taoflow.yaml: routing by version, the gateway pointed at the daemon's Service.
     (config,) = [c for c in by_kind(docs, "ConfigMap") if "taoflow.yaml" in c["data"]]
     (tmp_path / "taoflow.yaml").write_text(config["data"]["taoflow.yaml"])
@@ -410,6 +414,10 @@ def test_the_gateway_is_a_scaled_deployment_of_its_own_that_reads_routes_from_th
     assert settings.fleet.stage_dir is not None  # the adapter volume's settings survive next to the routing
     with pytest.raises(Exception, match="gatewayToken"):
         render({"gateway": {"enabled": True}})
+    with pytest.raises(Exception, match="gatewayApiKeys"):
+        render({"gateway": {"enabled": True}, "secrets": {"gatewayToken": {"existingSecret": "gw"}}})
+    anonymous = {"gateway": {"enabled": True}, "secrets": {"gatewayToken": {"existingSecret": "gw"}}}
+    assert by_kind(render({**anonymous, "settings": {"gateway": {"allow_anonymous": True}}}), "Deployment")
     assert not by_kind(render(None), "Deployment")  # off by default
 
 

@@ -36,6 +36,7 @@ class StandInReplica:
     delay_s: float = 0.0
     port: int = field(default_factory=free_port)
     asked: list[dict[str, Any]] = field(default_factory=list)
+    authorizations: list[str | None] = field(default_factory=list)  # each request's Authorization header
 
     @property
     def url(self) -> str:
@@ -71,6 +72,7 @@ class StandInReplica:
     async def _chat(self, request: Request) -> Response:
         body = await request.json()
         self.asked.append(body)
+        self.authorizations.append(request.headers.get("authorization"))
         await asyncio.sleep(self.delay_s)
         model = body.get("model")
         if model not in self.serves:

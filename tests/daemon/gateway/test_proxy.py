@@ -5,6 +5,7 @@ tests/e2e/test_gateway.py; here is what only a stand-in can be made to do, and t
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -13,6 +14,7 @@ from contextlib import contextmanager
 import httpx
 import pytest
 
+from taoflow.connectors.errors import ConfigurationError
 from taoflow.daemon.gateway.app import Gateway
 from taoflow.daemon.gateway.metrics import DROP_REASONS
 from taoflow.daemon.service.admin import create_app
@@ -58,19 +60,20 @@ def daemon_admin(tmp_path):
 
 
 GATEWAY = "a-gateway-token-of-32-characters"
+KEY = "a-client-key-of-32-characters-ok"
 
 
 @contextmanager
-def gateway(tmp_path, replicas, *, routes=None, daemon=None, ingest=None, **gateway_settings):
+def gateway(tmp_path, replicas, *, routes=None, daemon=None, ingest=None, fleet_api_key=None, **gateway_settings):
     """`taoflow gateway`'s app on a loopback port, capturing to JSON lines; `routes`: the last route table it read
     (its cache), the daemon being away unless `daemon` (its settings) says where it is."""
     spool = tmp_path / "spool"
-    spool.mkdir(exist_ok=True)
+    spool.mkdir(parents=True, exist_ok=True)
     if routes is not None:
         (spool / "routes.json").write_text(json.dumps({"generation": 1, "routes": routes}))
     settings = load_settings(
         None,
-        fleet={"replicas": [r.url for r in replicas]},
+        fleet={"replicas": [r.url for r in replicas], "api_key": fleet_api_key},
         daemon=daemon or {"admin_port": free_port()},  # nobody listens: the routes stay the cached ones
         ingest=ingest or {},
         gateway={
@@ -89,8 +92,12 @@ def gateway(tmp_path, replicas, *, routes=None, daemon=None, ingest=None, **gate
         yield app, url
 
 
-def chat(url: str, model: str, *, stream: bool = False, task: str | None = None) -> httpx.Response:
+def chat(
+    url: str, model: str, *, stream: bool = False, task: str | None = None, key: str | None = None
+) -> httpx.Response:
     headers = {"x-taoflow-task": task} if task else {}
+    if key:
+        headers["Authorization"] = f"Bearer {key}"
     body = {"model": model, "messages": [{"role": "user", "content": "What is 12 + 30?"}], "stream": stream}
     return httpx.post(url + "/v1/chat/completions", json=body, headers=headers, timeout=30)
 
@@ -106,9 +113,9 @@ def captured(tmp_path) -> list[dict]:
 
 
 def test_answers_pass_through_unchanged_and_each_exchange_is_captured_whole(tmp_path):
-    with StandInReplica({"base"}) as replica, gateway(tmp_path, [replica]) as (app, url):
-        plain = chat(url, "base", task="support")
-        streamed = chat(url, "base", stream=True)
+    with StandInReplica({"base"}) as replica, gateway(tmp_path, [replica], api_keys=KEY) as (app, url):
+        plain = chat(url, "base", task="support", key=KEY)
+        streamed = chat(url, "base", stream=True, key=KEY)
         assert plain.status_code == streamed.status_code == 200
         assert plain.json()["choices"][0]["message"]["content"] == f"base at {replica.port} says 42"
         assert streamed.text.rstrip().endswith("data: [DONE]") and streamed.headers["x-taoflow-served"] == "base"
@@ -258,3 +265,81 @@ def test_only_answers_ingest_keeps_are_captured_and_a_large_prompt_is_redacted_o
     assert secret not in json.dumps(records)
     assert records[0]["request"]["messages"][0]["content"].startswith("[SECRET] eyJ-eyJ-")
     assert sum(count(app, "taoflow_gateway_capture_dropped_total", {"reason": r}) for r in DROP_REASONS) == 0
+
+
+def raw_post(url: str, path: str, headers: dict[str, str], *, declared: int, sent: bytes) -> bytes:
+    """A POST that declares `declared` body bytes and sends only `sent` of them: what comes back before the rest."""
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as conn:
+        head = "".join(f"{k}: {v}\r\n" for k, v in {**headers, "Content-Length": str(declared)}.items())
+        conn.sendall(f"POST {path} HTTP/1.1\r\nHost: {host}\r\n{head}\r\n".encode() + sent)
+        return conn.recv(65536)
+
+
+def test_keyless_requests_are_refused_before_the_body_and_nothing_is_captured(tmp_path):
+    metrics_token = "a-metrics-token-of-32-characters"
+    with (
+        StandInReplica({"base"}) as replica,
+        gateway(
+            tmp_path,
+            [replica],
+            api_keys=f"{KEY}\nanother-client-key-0123456789",
+            daemon={
+                "admin_port": free_port(),
+                "metrics_token": metrics_token,
+            },
+        ) as (app, url),
+    ):
+        declared = 1 << 20  # a megabyte announced, 10 bytes sent: the answer cannot have waited for the body
+        keyless = raw_post(url, "/v1/chat/completions", {}, declared=declared, sent=b'{"model":')
+        wrong = raw_post(url, "/v1/chat/completions", {"Authorization": "Bearer nope"}, declared=declared, sent=b"{")
+        assert keyless.startswith(b"HTTP/1.1 401") and b"www-authenticate: bearer" in keyless.lower()
+        assert wrong.startswith(b"HTTP/1.1 403")
+        assert httpx.get(url + "/v1/models").status_code == 401
+        assert httpx.get(url + "/v1/models", headers={"Authorization": f"Bearer {KEY}"}).status_code == 200
+        assert httpx.get(url + "/metrics", headers={"Authorization": f"Bearer {KEY}"}).status_code == 403
+        assert httpx.get(url + "/metrics", headers={"Authorization": f"Bearer {metrics_token}"}).status_code == 200
+        assert httpx.get(url + "/healthz").status_code == httpx.get(url + "/readyz").status_code == 200
+        second_key = chat(url, "base", key="another-client-key-0123456789")
+        assert second_key.status_code == 200
+        time.sleep(1.0)  # what would have been captured is spooled by now
+        assert len(replica.asked) == len(captured(tmp_path)) == 1  # only the keyed request
+        # The client's key stays at the gateway: the replica (no fleet.api_key here) gets no Authorization.
+        assert replica.authorizations == [None]
+        assert count(app, "taoflow_gateway_unauthenticated_total") == 4
+
+
+def test_a_task_label_is_honoured_only_from_a_client_with_a_key_and_the_replicas_get_the_fleet_key(tmp_path):
+    with StandInReplica({"base"}) as replica:
+        with gateway(tmp_path / "open", [replica]) as (_, url):
+            assert chat(url, "base", task="support").status_code == 200  # anonymous, on loopback
+            poll_until(lambda: len(captured(tmp_path / "open")) == 1, deadline_s=10, message="captured")
+        with gateway(tmp_path / "keyed", [replica], api_keys=KEY, fleet_api_key="the-fleets-own-vllm-api-key") as (
+            _,
+            url,
+        ):
+            assert chat(url, "base", task="support", key=KEY).status_code == 200
+            poll_until(lambda: len(captured(tmp_path / "keyed")) == 1, deadline_s=10, message="captured")
+    assert [r["task"] for r in captured(tmp_path / "open")] == ["base"]  # the label ignored: the model name
+    assert [r["task"] for r in captured(tmp_path / "keyed")] == ["support"]
+    assert replica.authorizations == [None, "Bearer the-fleets-own-vllm-api-key"]
+
+
+def test_a_gateway_reachable_beyond_loopback_needs_client_keys_or_says_it_allows_anonymous_clients(tmp_path):
+    settings = load_settings(None, gateway={"host": "0.0.0.0", "capture": {"spool_dir": str(tmp_path / "spool")}})
+    with pytest.raises(ConfigurationError, match=r"gateway\.api_keys"):
+        Gateway(settings)
+    Gateway(
+        load_settings(
+            None,
+            gateway={"host": "0.0.0.0", "allow_anonymous": True, "capture": {"spool_dir": str(tmp_path / "spool")}},
+        )
+    )
+    Gateway(
+        load_settings(
+            None, gateway={"host": "0.0.0.0", "api_keys": KEY, "capture": {"spool_dir": str(tmp_path / "spool")}}
+        )
+    )
+    short = load_settings(None, gateway={"api_keys": f"{KEY},short", "capture": {"spool_dir": str(tmp_path / "spool")}})
+    with pytest.raises(ConfigurationError, match="under 16 characters"):
+        Gateway(short)
