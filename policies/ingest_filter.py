@@ -7,10 +7,16 @@ is deliberate (configured), so it is counted by reason, not dead-lettered.
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-__all__ = ["IngestDecision", "IngestFilter", "decide_ingest", "sampled_in"]
+__all__ = ["TASK_NAME", "IngestDecision", "IngestFilter", "decide_ingest", "sampled_in", "valid_task"]
+
+#: A task name as taoflow keeps it (a metric label, a key of the settings): 1-128 characters, no control characters.
+_TASK_BODY = r"[^\x00-\x1f\x7f]{1,128}"
+TASK_NAME = f"^{_TASK_BODY}$"
+_TASK_NAME = re.compile(_TASK_BODY)
 
 
 @dataclass(frozen=True)
@@ -21,6 +27,11 @@ class IngestFilter:
     sample_rates: Mapping[str, float] = field(default_factory=dict)
     max_prompt_chars: int = 16_000
     task_map: Mapping[str, str] = field(default_factory=dict)
+    #: The tasks buffered (None: any valid name); another becomes `default_task`, or is skipped when `unknown` is
+    #: "skip".
+    known_tasks: frozenset[str] | None = None
+    default_task: str = "default"
+    unknown: str = "default"
 
 
 @dataclass(frozen=True)
@@ -28,13 +39,20 @@ class IngestDecision:
     keep: bool
     task: str
     reason: str  # "kept" or the skip reason: a small fixed set, usable as a metric label
+    relabelled: bool = False  # an unknown task, buffered under the default task
 
 
 def decide_ingest(
     *, request_id: str, task: str, status_code: int | None, prompt_chars: int, rules: IngestFilter
 ) -> IngestDecision:
-    """Map the task name, then drop failed requests, over-long prompts and the unsampled share."""
+    """Map the task name (an unknown one to the default task, or skipped), then drop failed requests, over-long
+    prompts and the unsampled share."""
     task = rules.task_map.get(task, task)
+    relabelled = False
+    if not valid_task(task) or (rules.known_tasks is not None and task not in rules.known_tasks):
+        if rules.unknown == "skip":
+            return IngestDecision(False, task[:128], "unknown_task")
+        task, relabelled = rules.default_task, True
     if status_code is not None and rules.keep_status and status_code not in rules.keep_status:
         return IngestDecision(False, task, "status_code")
     if prompt_chars > rules.max_prompt_chars:
@@ -42,7 +60,12 @@ def decide_ingest(
     rate = rules.sample_rates.get(task, 1.0)
     if not sampled_in(request_id, rate):
         return IngestDecision(False, task, "sampled_out")
-    return IngestDecision(True, task, "kept")
+    return IngestDecision(True, task, "kept", relabelled)
+
+
+def valid_task(task: str) -> bool:
+    """Whether `task` may be kept as a task name (bounded, no control characters)."""
+    return _TASK_NAME.fullmatch(task) is not None
 
 
 def sampled_in(request_id: str, rate: float) -> bool:

@@ -89,6 +89,11 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     print(
         f"read {report.read}, added {report.added}, duplicates {report.duplicates}, evicted {report.evicted}, "
         f"skipped {sum(report.skipped.values())}, dead-lettered {sum(report.dead_lettered.values())}"
+        + (
+            f", relabelled {report.relabelled} (unknown tasks, as {settings.ingest.default_task})"
+            if report.relabelled
+            else ""
+        )
     )
     return 0
 

@@ -27,7 +27,14 @@ from taoflow.daemon.gateway.metrics import GatewayMetrics
 from taoflow.daemon.gateway.pollers import Pollers
 from taoflow.daemon.gateway.proxy import ENDPOINTS, Proxy
 from taoflow.daemon.gateway.routing import Router
-from taoflow.daemon.settings import Settings, admin_token, gateway_api_keys, gateway_token, metrics_token
+from taoflow.daemon.settings import (
+    Settings,
+    admin_token,
+    gateway_api_keys,
+    gateway_token,
+    known_tasks,
+    metrics_token,
+)
 
 __all__ = ["Gateway", "build_sink", "serve"]
 
@@ -70,6 +77,7 @@ class Gateway:
             client=self._upstream,
             replica_key=fleet_key,
             keep_client_key=not self.client_keys,  # the client's key is ours to check, not the replicas'
+            known_tasks=known_tasks(settings),
         )
         self.pollers = Pollers(
             settings,

@@ -34,7 +34,6 @@ __all__ = ["ENDPOINTS", "Proxy"]
 log = logging.getLogger("taoflow.daemon.gateway.app")
 
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
-_TASK = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$")
 #: Headers that belong to one connection, not to the exchange (RFC 9110 §7.6.1), and ones the server sets.
 _HOP = frozenset(
     {
@@ -67,8 +66,10 @@ class Proxy:
         client: Callable[[], Upstream],
         replica_key: str | None = None,
         keep_client_key: bool = True,
+        known_tasks: frozenset[str] | None = None,
     ) -> None:
         self.g = settings
+        self._known_tasks = known_tasks or frozenset()  # none configured: no client label is honoured
         self._replica_auth = f"Bearer {replica_key}" if replica_key else None
         self._keep_client_key = keep_client_key
         self.router = router
@@ -145,8 +146,9 @@ class Proxy:
         if not isinstance(payload, dict) or not isinstance(payload.get("model"), str):
             return self._error(400, "the body must be a JSON object with a model name", endpoint, request_id)
         model = payload["model"]
-        # Only a client that presented a key may label its traffic for training.
-        task = request.headers.get("x-taoflow-task", "") if request.scope.get(AUTHENTICATED) else ""
+        # Only a client that presented a key may label its traffic for training, and only with a known task: a
+        # label of its own would be a share of the buffer and of every round.
+        label = request.headers.get("x-taoflow-task", "") if request.scope.get(AUTHENTICATED) else ""
         headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP}
         if not self._keep_client_key or self._replica_auth:
             headers = {k: v for k, v in headers.items() if k.lower() != "authorization"}
@@ -158,7 +160,7 @@ class Proxy:
             endpoint=endpoint,
             path=request.url.path,
             model=model,
-            task=task if _TASK.match(task) else model,
+            task=label if label in self._known_tasks else model,
             payload=payload,
             body=body,
             headers=headers,

@@ -16,7 +16,7 @@ from taoflow.connectors.sources.redaction import Redactor
 from taoflow.daemon.ingest.ingestor import Ingestor, IngestReport
 from taoflow.daemon.ingest.metrics import IngestMetrics
 from taoflow.daemon.ingest.streaming import ObjectSource, StreamSource, ingest_objects, run_stream
-from taoflow.daemon.settings import Settings
+from taoflow.daemon.settings import Settings, known_tasks
 from taoflow.daemon.store.state import State
 from taoflow.policies.ingest_filter import IngestFilter
 
@@ -232,6 +232,9 @@ def build_ingestor(
             sample_rates=dict(i.sample_rates),
             max_prompt_chars=i.max_prompt_chars,
             task_map=dict(i.task_map),
+            known_tasks=known_tasks(settings),
+            default_task=i.default_task,
+            unknown=i.unknown_task,
         ),
         field_map=field_map,
         metrics=metrics,

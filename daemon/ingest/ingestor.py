@@ -31,6 +31,7 @@ class IngestReport:
     added: int = 0
     duplicates: int = 0
     evicted: int = 0  # older (or unsampled) prompts let go to keep the buffer within its cap
+    relabelled: int = 0  # of an unknown task, buffered under the default task
     dead_lettered: Counter[str] = field(default_factory=Counter)
     skipped: Counter[str] = field(default_factory=Counter)
 
@@ -44,6 +45,7 @@ class Prepared:
     rows: list[BufferRow] = field(default_factory=list)
     dead: list[DeadRow] = field(default_factory=list)
     skipped: Counter[str] = field(default_factory=Counter)
+    relabelled: int = 0
 
 
 @dataclass(frozen=True)
@@ -84,6 +86,7 @@ class RecordPreparer:
                 return
             if decision.task != record.task:
                 record = replace(record, task=decision.task)
+            prepared.relabelled += decision.relabelled
             prepared.rows.append(buffer_row(self.redactor.record(record), item.origin))
         except RecordError as exc:
             prepared.dead.append(self._dead(item, exc.reason, exc.detail))
@@ -181,12 +184,14 @@ class Ingestor:
         report.added += result.added
         report.duplicates += result.duplicates
         report.evicted += result.evicted
+        report.relabelled += prepared.relabelled
         report.skipped.update(prepared.skipped)
         report.dead_lettered.update(d.reason for d in prepared.dead)
         if self._metrics is None:
             return
         self._metrics.ingested.labels(self._source).inc(result.added)
         self._metrics.duplicates.labels(self._source).inc(result.duplicates)
+        self._metrics.relabelled.labels(self._source).inc(prepared.relabelled)
         for reason, count in prepared.skipped.items():
             self._metrics.skipped.labels(self._source, reason).inc(count)
         for dead in prepared.dead:

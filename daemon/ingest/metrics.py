@@ -29,6 +29,12 @@ class IngestMetrics:
             ["source", "reason"],
             registry=registry,
         )
+        self.relabelled = Counter(
+            "taoflow_ingest_relabelled_total",
+            "Records of a task taoflow does not know (ingest.tasks), buffered under ingest.default_task.",
+            ["source"],
+            registry=registry,
+        )
         self.dead_lettered = Counter(
             "taoflow_records_dead_lettered_total",
             "Log records that could not be parsed, kept in the dead-letter table.",

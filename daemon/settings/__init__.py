@@ -14,7 +14,7 @@ This package is the only place that reads the environment; everything else recei
 """
 
 from taoflow.daemon.settings.base import MIN_TOKEN_LENGTH, ObjectStoreLocation, Section, TokenSource
-from taoflow.daemon.settings.checks import ray_runner_problems
+from taoflow.daemon.settings.checks import known_tasks, ray_runner_problems
 from taoflow.daemon.settings.daemon import DaemonSettings
 from taoflow.daemon.settings.fleet import FleetSettings, WatchSettings
 from taoflow.daemon.settings.gate import GateSettings
@@ -68,6 +68,7 @@ __all__ = [
     "admin_token",
     "gateway_api_keys",
     "gateway_token",
+    "known_tasks",
     "load_settings",
     "metrics_token",
     "ray_runner_problems",

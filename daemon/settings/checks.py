@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from taoflow.daemon.settings.root import Settings
 
-__all__ = ["ray_runner_problems"]
+__all__ = ["known_tasks", "ray_runner_problems"]
 
 
 def ray_runner_problems(settings: Settings) -> list[str]:
@@ -28,3 +28,14 @@ def ray_runner_problems(settings: Settings) -> list[str]:
             "split: score with verifiers or a judge, or use round.runner local"
         )
     return problems
+
+
+def known_tasks(settings: Settings) -> frozenset[str] | None:
+    """The tasks prompts are buffered for (ingest.tasks, or score.tasks with task_map's targets and default_task);
+    None: every task a log names (nothing configured)."""
+    i = settings.ingest
+    if i.tasks is not None:
+        return frozenset([*i.tasks, i.default_task])
+    if not settings.score.tasks:
+        return None
+    return frozenset([*settings.score.tasks, *i.task_map.values(), i.default_task])

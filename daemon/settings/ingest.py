@@ -8,13 +8,21 @@ from pydantic import Field, field_validator
 
 from taoflow.connectors.sources.redaction import REDACTION_KINDS
 from taoflow.daemon.settings.base import Section
+from taoflow.policies.ingest_filter import TASK_NAME, valid_task
 
 __all__ = ["IngestSettings"]
 
 
 class IngestSettings(Section):
-    default_task: str = "default"
-    """Task name for records that carry no task, endpoint or model name."""
+    default_task: str = Field("default", pattern=TASK_NAME)
+    """Task name for records that carry no task, endpoint or model name (and, by default, for unknown tasks)."""
+    tasks: list[str] | None = None
+    """The tasks prompts are buffered for: a record naming another (or a name over 128 characters, or with control
+    characters) is handled by `unknown_task`, counted. Default: the tasks of score.tasks, with task_map's targets
+    and default_task; with no score.tasks either, every task a log names (the gateway then honours no client's
+    x-taoflow-task)."""
+    unknown_task: Literal["default", "skip"] = "default"
+    """A record of an unknown task: buffered under default_task (counted as relabelled), or skipped (`unknown_task`)."""
     redact: list[str] = Field(default_factory=list)
     """Redact before storing: any of `secrets`, `emails`, `phones`."""
     heldout_fraction: float = Field(0.2, ge=0.0, lt=1.0)
@@ -42,4 +50,12 @@ class IngestSettings(Section):
         unknown = set(value) - set(REDACTION_KINDS)
         if unknown:
             raise ValueError(f"unknown redaction kinds {sorted(unknown)}; choose from {list(REDACTION_KINDS)}")
+        return value
+
+    @field_validator("tasks")
+    @classmethod
+    def _task_names(cls, value: list[str] | None) -> list[str] | None:
+        bad = [t for t in value or () if not valid_task(t)]
+        if bad:
+            raise ValueError(f"task names {bad[:3]}: 1-128 characters, no control characters")
         return value

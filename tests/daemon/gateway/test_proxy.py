@@ -113,7 +113,10 @@ def captured(tmp_path) -> list[dict]:
 
 
 def test_answers_pass_through_unchanged_and_each_exchange_is_captured_whole(tmp_path):
-    with StandInReplica({"base"}) as replica, gateway(tmp_path, [replica], api_keys=KEY) as (app, url):
+    with (
+        StandInReplica({"base"}) as replica,
+        gateway(tmp_path, [replica], api_keys=KEY, ingest={"tasks": ["support"]}) as (app, url),
+    ):
         plain = chat(url, "base", task="support", key=KEY)
         streamed = chat(url, "base", stream=True, key=KEY)
         assert plain.status_code == streamed.status_code == 200
@@ -309,20 +312,20 @@ def test_keyless_requests_are_refused_before_the_body_and_nothing_is_captured(tm
         assert count(app, "taoflow_gateway_unauthenticated_total") == 4
 
 
-def test_a_task_label_is_honoured_only_from_a_client_with_a_key_and_the_replicas_get_the_fleet_key(tmp_path):
+def test_a_task_label_is_honoured_only_from_a_client_with_a_key_for_a_known_task(tmp_path):
+    known = {"tasks": ["support"]}
     with StandInReplica({"base"}) as replica:
-        with gateway(tmp_path / "open", [replica]) as (_, url):
+        with gateway(tmp_path / "open", [replica], ingest=known) as (_, url):
             assert chat(url, "base", task="support").status_code == 200  # anonymous, on loopback
             poll_until(lambda: len(captured(tmp_path / "open")) == 1, deadline_s=10, message="captured")
-        with gateway(tmp_path / "keyed", [replica], api_keys=KEY, fleet_api_key="the-fleets-own-vllm-api-key") as (
-            _,
-            url,
-        ):
+        keyed = {"api_keys": KEY, "fleet_api_key": "the-fleets-own-vllm-api-key", "ingest": known}
+        with gateway(tmp_path / "keyed", [replica], **keyed) as (_, url):
             assert chat(url, "base", task="support", key=KEY).status_code == 200
-            poll_until(lambda: len(captured(tmp_path / "keyed")) == 1, deadline_s=10, message="captured")
+            assert chat(url, "base", task="my-own-label-0042", key=KEY).status_code == 200  # not a known task
+            poll_until(lambda: len(captured(tmp_path / "keyed")) == 2, deadline_s=10, message="captured")
     assert [r["task"] for r in captured(tmp_path / "open")] == ["base"]  # the label ignored: the model name
-    assert [r["task"] for r in captured(tmp_path / "keyed")] == ["support"]
-    assert replica.authorizations == [None, "Bearer the-fleets-own-vllm-api-key"]
+    assert sorted(r["task"] for r in captured(tmp_path / "keyed")) == ["base", "support"]
+    assert replica.authorizations == [None, *["Bearer the-fleets-own-vllm-api-key"] * 2]
 
 
 def test_a_gateway_reachable_beyond_loopback_needs_client_keys_or_says_it_allows_anonymous_clients(tmp_path):

@@ -3,11 +3,18 @@
 import gzip
 import json
 
+from prometheus_client import CollectorRegistry
+
+from taoflow.connectors.protocols import SourceItem
 from taoflow.connectors.sources.jsonl import JsonlSource
 from taoflow.connectors.sources.redaction import Redactor
 from taoflow.daemon.cli.demo import SAMPLES
+from taoflow.daemon.ingest.configured import build_ingestor
 from taoflow.daemon.ingest.ingestor import Ingestor
 from taoflow.daemon.ingest.metrics import IngestMetrics
+from taoflow.daemon.service.state_metrics import StateCollector
+from taoflow.daemon.settings import load_settings
+from taoflow.daemon.store.state import State
 from taoflow.policies.ingest_filter import IngestFilter
 
 
@@ -131,3 +138,44 @@ def test_ingest_progress_is_one_line_per_interval_and_quiet_when_idle(caplog):
     assert lines[0].startswith("kafka: read 10 records in ")
     assert lines[0].endswith("(added 7, duplicates 1, evicted 0, skipped 0, dead-lettered 2); lag 5 records")
     assert "read 2 records" in lines[1] and "added 2," in lines[1]
+
+
+def labelled(i: int, task: str, text: str) -> SourceItem:
+    record = {"id": f"r{i}", "task": task, "request": {"messages": [{"role": "user", "content": text}]}}
+    return SourceItem(json.dumps(record).encode(), f"logs:{i}")
+
+
+def test_a_flood_of_task_labels_leaves_the_real_task_its_share_and_the_round_its_prompts(tmp_path):
+    """Finding: 1 000 one-prompt task labels left a real task holding 736 prompts 1 of them, and the next round took
+    0 of 64 from it; every label was a share of the buffer and ~7 series of /metrics."""
+    settings = load_settings(
+        None,
+        storage={"state_dir": str(tmp_path / "state")},
+        score={"tasks": {"support": [{"type": "json_schema", "params": {"schema": {"type": "object"}}}]}},
+        ingest={"heldout_fraction": 0.0, "buffer_cap": 1000},
+    )
+    state = State(settings)
+    real = [labelled(i, "support", f"how do I reset my password, case {i}?") for i in range(736)]
+    flood = [labelled(10_000 + i, f"label-{i}", f"anything at all {i}") for i in range(1000)]
+    report = build_ingestor(settings, state, "logs", metrics=IngestMetrics(CollectorRegistry())).run(real + flood)
+    assert (report.added, report.relabelled) == (1736, 1000)
+    tasks = state.buffer.stats().tasks
+    assert set(tasks) == {"support", "default"} and tasks["support"].new == 500  # an equal share of the cap each
+    taken = state.buffer.training_prompts(64)
+    assert sum(p.record.task == "support" for p in taken) == 32
+    registry = CollectorRegistry()
+    registry.register(StateCollector(state.db, state.buffer, state.registry, "m"))
+    labels = {s.labels["task"] for m in registry.collect() for s in m.samples if "task" in s.labels}
+    assert labels == {"support", "default"}
+    state.close()
+    skipping = load_settings(
+        None, **{**settings_of(tmp_path / "skip"), "ingest": {"tasks": ["support"], "unknown_task": "skip"}}
+    )
+    state = State(skipping)
+    report = build_ingestor(skipping, state, "logs").run(real[:10] + flood[:10] + [labelled(1, "x" * 129, "long")])
+    assert report.added == 10 and report.skipped == {"unknown_task": 11}
+    state.close()
+
+
+def settings_of(directory) -> dict:
+    return {"storage": {"state_dir": str(directory)}}
