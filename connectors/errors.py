@@ -26,6 +26,7 @@ __all__ = [
     "Busy",
     "ConfigurationError",
     "DeployError",
+    "ErasureIncomplete",
     "InvalidRequest",
     "NothingToLearn",
     "NothingToTrain",
@@ -87,6 +88,10 @@ class NothingToLearn(RoundError):
 
 class DeployError(PermanentError):
     """A rollout step failed for a reason that waiting will not fix; the deploy reverts."""
+
+
+class ErasureIncomplete(PermanentError):
+    """An erasure left copies it could not reach (a round's files that cannot be found): it says where."""
 
 
 class InvalidRequest(PermanentError):

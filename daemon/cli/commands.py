@@ -251,7 +251,13 @@ def cmd_forget(args: argparse.Namespace) -> int:
     if not args.request_id and not texts:
         raise ConfigurationError("name what to erase: --request-id ID (repeatable) or --match-file FILE")
     report = forget(
-        state.db, request_ids=args.request_id, texts=texts, reason=args.reason, limit=args.limit, dry_run=args.dry_run
+        state.db,
+        rounds_dir=state.rounds_dir,
+        request_ids=args.request_id,
+        texts=texts,
+        reason=args.reason,
+        limit=args.limit,
+        dry_run=args.dry_run,
     )
     counts = report_counts(report)
     if args.output == "json":
@@ -265,6 +271,13 @@ def cmd_forget(args: argparse.Namespace) -> int:
         if report.tombstoned and not args.dry_run:
             print("the adapters trained on them: `taoflow buffer --erased`; retrain or roll back")
     log.info("forget (%s): %s%s", args.reason, counts, " (dry run)" if args.dry_run else "")
+    if report.unscrubbed:
+        print(
+            f"INCOMPLETE: {len(report.unscrubbed)} round directories cannot be found, and files there may still hold"
+            f" the text: {', '.join(report.unscrubbed[:5])}",
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 

@@ -112,6 +112,7 @@ def ingest_delta_table(
         max_versions=d.max_versions_per_poll,
         metrics=metrics,
         on_healthy=on_healthy,
+        rounds_dir=state.rounds_dir,
     )
 
 

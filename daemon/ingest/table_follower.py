@@ -22,6 +22,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from taoflow.connectors.protocols import SourceItem
 from taoflow.connectors.sources.delta import INSERTED, DeltaCommit, DeltaFile, DeltaSource
@@ -32,7 +33,7 @@ from taoflow.daemon.ingest.streaming import IngestProgress, ObjectLoader
 from taoflow.daemon.store import cursors
 from taoflow.daemon.store.buffer import PromptBuffer
 from taoflow.daemon.store.cursors import TableCheckpoint
-from taoflow.daemon.store.erasure import ErasureReport, erase, scrub_rounds
+from taoflow.daemon.store.erasure import ErasureReport, erase, finish_erasure
 from taoflow.daemon.store.storage import Database
 from taoflow.policies.erasure import ErasureKey, erasures_of_removed_rows
 
@@ -67,12 +68,15 @@ def ingest_delta(
     metrics: IngestMetrics | None = None,
     on_healthy: Callable[[], None] | None = None,
     progress_every_s: float = 60.0,
+    rounds_dir: Path | None = None,
 ) -> DeltaReport:
     """Follow the table until `stop` (or, without `follow`, until it is caught up); return the totals."""
     totals = DeltaReport()
     progress = IngestProgress(source.name, every_s=progress_every_s)
     check_columns(source.columns(), ingestor.preparer.field_map)
     run = _Run(source, ingestor, buffer, db, totals, stop=stop, metrics=metrics)
+    if rounds_dir is not None:
+        run.rounds_dir = rounds_dir
     with ObjectLoader(source, ingestor.preparer, prefetch=prefetch, processes=parse_processes) as loader:
         run.loader = loader
         while not stop.is_set():
@@ -109,6 +113,7 @@ class _Run:
         self.ingestor = ingestor
         self.buffer = buffer
         self.db = db
+        self.rounds_dir = db.path.parent / "rounds"  # the state directory's, beside its database
         self.totals = totals
         self.stop = stop
         self.metrics = metrics
@@ -259,7 +264,7 @@ class _Run:
                 dead_origins=[(self.source.name, item.origin) for item in dead],
                 dead_payloads=[preparer.dead_payload(item) for item in dead],
             )
-        scrub_rounds(self.db, report.prompts)
+        finish_erasure(self.db, self.rounds_dir, report)
         self.totals.erased.add(report)
         if self.metrics is not None:
             for kind, count in (

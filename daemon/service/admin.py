@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from taoflow.connectors.errors import (
     Busy,
     DeployError,
+    ErasureIncomplete,
     InvalidRequest,
     RegistryError,
     RoundError,
@@ -91,6 +92,7 @@ REFUSALS: dict[type[TaoflowError], int] = {
     RegistryError: 409,
     DeployError: 409,
     RoundError: 409,
+    ErasureIncomplete: 500,
 }
 
 
@@ -130,12 +132,16 @@ class ForgetBody(_Body):
     dry_run: bool = False
 
 
+#: The largest integer a state database column holds (a larger one is refused, not an error of ours).
+SQLITE_MAX_INT = 2**63 - 1
+
+
 class GatewayReport(_Body):
     """What a gateway applies: the route generation, and its requests in flight per served (version) name."""
 
     gateway: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
-    generation: int = Field(ge=0)
-    inflight: dict[Annotated[str, Field(max_length=256)], Annotated[int, Field(ge=0)]] = Field(
+    generation: int = Field(ge=0, le=SQLITE_MAX_INT)
+    inflight: dict[Annotated[str, Field(max_length=256)], Annotated[int, Field(ge=0, le=SQLITE_MAX_INT)]] = Field(
         default_factory=dict, max_length=1000
     )
 

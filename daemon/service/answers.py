@@ -8,7 +8,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from taoflow.connectors.errors import Busy, InvalidRequest, NothingToTrain
+from taoflow.connectors.errors import Busy, ErasureIncomplete, InvalidRequest, NothingToTrain
 from taoflow.daemon.fleet.loop import FleetLoop
 from taoflow.daemon.service.admin import Change
 from taoflow.daemon.service.flywheel import Flywheel
@@ -109,9 +109,20 @@ class Answers:
         self, *, request_ids: Sequence[str], texts: Sequence[str], reason: str, limit: int, dry_run: bool
     ) -> dict[str, int]:
         report = forget(
-            self.state.db, request_ids=request_ids, texts=texts, reason=reason, limit=limit, dry_run=dry_run
+            self.state.db,
+            rounds_dir=self.state.rounds_dir,
+            request_ids=request_ids,
+            texts=texts,
+            reason=reason,
+            limit=limit,
+            dry_run=dry_run,
         )
         counts = report_counts(report)
+        if report.unscrubbed:
+            raise ErasureIncomplete(
+                f"the database holds no copy of the erased prompts, but {len(report.unscrubbed)} round directories"
+                " cannot be found and files there may still hold them (see the daemon log)"
+            )
         log.info("erasure request through the admin API (%s): %s%s", reason, counts, " (dry run)" if dry_run else "")
         return counts
 

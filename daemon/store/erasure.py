@@ -16,6 +16,7 @@ erased after.
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 import time
 from collections.abc import Collection, Iterable, Mapping, Sequence
@@ -26,6 +27,7 @@ from typing import Any, TypeVar
 from taoflow.connectors.errors import InvalidRequest
 from taoflow.connectors.records import PromptRecord
 from taoflow.daemon.store.round_files import RoundFiles
+from taoflow.daemon.store.rounds import RoundStore
 from taoflow.daemon.store.storage import Database, prompt_hash_key
 from taoflow.policies.erasure import ErasureKey
 
@@ -39,6 +41,7 @@ __all__ = [
     "erased_request_ids",
     "erasure_counts",
     "erasure_summary",
+    "finish_erasure",
     "forget",
     "record_trained",
     "report_counts",
@@ -47,6 +50,8 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+
+log = logging.getLogger(__name__)
 
 #: The fewest characters a `forget` text match may have: a short one would erase half the buffer.
 MIN_MATCH_CHARS = 8
@@ -60,6 +65,10 @@ class ErasureReport:
     blocked: int = 0  # requests taoflow did not hold: recorded, so they never come in
     #: The buffer rows that went, by id, with their request ids (the files of rounds that took them follow).
     prompts: dict[int, str] = field(default_factory=dict)
+    #: Round directories that could not be found: files there (if they exist somewhere) may still hold the text.
+    unscrubbed: list[str] = field(default_factory=list)
+    #: Whether the WAL was checkpointed and truncated after the erasure (no copy of the text left in it).
+    checkpointed: bool = True
 
     @property
     def total(self) -> int:
@@ -71,6 +80,8 @@ class ErasureReport:
         self.dead_letters += other.dead_letters
         self.blocked += other.blocked
         self.prompts.update(other.prompts)
+        self.unscrubbed += other.unscrubbed
+        self.checkpointed = self.checkpointed and other.checkpointed
 
 
 @dataclass(frozen=True)
@@ -183,6 +194,7 @@ def _record(
 def forget(
     db: Database,
     *,
+    rounds_dir: Path,
     request_ids: Sequence[str] = (),
     texts: Sequence[str] = (),
     reason: str,
@@ -218,8 +230,29 @@ def forget(
             conn.execute("ROLLBACK")
             conn.execute("BEGIN")  # the transaction's own COMMIT then ends an empty one
     if not dry_run:
-        scrub_rounds(db, report.prompts)
+        finish_erasure(db, rounds_dir, report)
     return report
+
+
+def finish_erasure(db: Database, rounds_dir: Path, report: ErasureReport) -> None:
+    """After an erasure's transaction: the files of the rounds that took the prompts scrubbed, and the WAL
+    checkpointed and truncated, so no copy of an erased text stays on disk (the database deletes with
+    `secure_delete`: the freed space is zeroed)."""
+    if not (report.prompts or report.dead_letters):
+        return
+    report.unscrubbed = scrub_rounds(db, rounds_dir, report.prompts)
+    report.checkpointed = db.checkpoint()
+    if report.unscrubbed:
+        log.error(
+            "erasure: %d round directories cannot be found (%s): the database holds no copy of the erased prompts,"
+            " but files of those rounds, wherever they are, may",
+            len(report.unscrubbed),
+            ", ".join(report.unscrubbed[:5]),
+        )
+    if not report.checkpointed:
+        log.warning(
+            "erasure: readers kept the WAL from being truncated: the erased texts leave it at its next checkpoint"
+        )
 
 
 def _text_matches(conn: sqlite3.Connection, text: str) -> list[ErasureKey]:
@@ -249,21 +282,27 @@ def _dead_payloads(conn: sqlite3.Connection, *, request_id: str | None = None, t
     return found
 
 
-def scrub_rounds(db: Database, prompts: Mapping[int, str]) -> int:
+def scrub_rounds(db: Database, rounds_dir: Path, prompts: Mapping[int, str]) -> list[str]:
     """Take erased prompts (buffer id -> request id) out of the files of the rounds that took them (candidates and
-    scores; a round's adapter manifest holds only hashes). Returns the files rewritten."""
+    scores; a round's adapter manifest holds only hashes). Returns the round directories that cannot be found
+    (a round stored with a relative directory is looked for under `rounds_dir`)."""
     if not prompts:
-        return 0
-    rewritten = 0
-    for (work_dir,) in db.query("SELECT work_dir FROM rounds"):
-        files = RoundFiles(Path(work_dir))
+        return []
+    rounds = RoundStore(db, rounds_dir)
+    missing = []
+    for (stored,) in db.query("SELECT work_dir FROM rounds"):
+        directory = rounds.work_dir(stored)
+        if not directory.is_dir():
+            missing.append(str(directory))
+            continue
+        files = RoundFiles(directory)
         try:
             taken = set(files.prompts().ids) & prompts.keys()
         except (OSError, ValueError, KeyError, TypeError):
-            continue  # a round that never got its prompts (or whose files are gone)
+            continue  # a round that never got its prompts
         if taken:
-            rewritten += files.scrub({prompts[i] for i in taken})
-    return rewritten
+            files.scrub({prompts[i] for i in taken})
+    return missing
 
 
 def record_trained(

@@ -51,7 +51,19 @@ class RoundRecord:
 class RoundStore:
     def __init__(self, db: Database, rounds_dir: Path) -> None:
         self._db = db
-        self._dir = rounds_dir
+        self._dir = rounds_dir.absolute()  # stored absolute: a command run from elsewhere finds the same files
+
+    def work_dir(self, stored: str) -> Path:
+        """A round's directory as stored; one stored relative (before paths were stored absolute, with a relative
+        state_dir) is the directory of that name under this store's rounds directory, wherever this runs."""
+        path = Path(stored)
+        return path if path.is_absolute() else self._dir / path.name
+
+    def _record(self, row: Any) -> RoundRecord:
+        data = dict(row)
+        data["work_dir"] = self.work_dir(data["work_dir"])
+        data["summary"] = RoundSummary.from_json(json.loads(data["summary"]))
+        return RoundRecord(**data)
 
     def start(self, model: str, *, now: float | None = None) -> RoundRecord:
         now = time.time() if now is None else now
@@ -71,33 +83,35 @@ class RoundStore:
         rows = self._db.query("SELECT * FROM rounds WHERE id=?", (round_id,))
         if not rows:
             raise RoundError(f"no round {round_id}")
-        return _record(rows[0])
+        return self._record(rows[0])
 
     def latest(self, model: str) -> RoundRecord | None:
         rows = self._db.query("SELECT * FROM rounds WHERE model=? ORDER BY id DESC LIMIT 1", (model,))
-        return _record(rows[0]) if rows else None
+        return self._record(rows[0]) if rows else None
 
     def unfinished(self, model: str) -> RoundRecord | None:
         rows = self._db.query(
             "SELECT * FROM rounds WHERE model=? AND status='running' ORDER BY id DESC LIMIT 1", (model,)
         )
-        return _record(rows[0]) if rows else None
+        return self._record(rows[0]) if rows else None
 
     def recent(self, model: str, *, limit: int) -> list[RoundRecord]:
         """The model's last `limit` rounds, newest first."""
         rows = self._db.query("SELECT * FROM rounds WHERE model=? ORDER BY id DESC LIMIT ?", (model, limit))
-        return [_record(r) for r in rows]
+        return [self._record(r) for r in rows]
 
     def all(self, model: str) -> list[RoundRecord]:
         """Every round of the model, newest first."""
-        return [_record(r) for r in self._db.query("SELECT * FROM rounds WHERE model=? ORDER BY id DESC", (model,))]
+        return [
+            self._record(r) for r in self._db.query("SELECT * FROM rounds WHERE model=? ORDER BY id DESC", (model,))
+        ]
 
     def done_since(self, model: str, since: float) -> list[RoundRecord]:
         """The model's finished rounds that started at or after `since`, newest first."""
         rows = self._db.query(
             "SELECT * FROM rounds WHERE model=? AND status='done' AND started_at>=? ORDER BY id DESC", (model, since)
         )
-        return [_record(r) for r in rows]
+        return [self._record(r) for r in rows]
 
     def last_done_at(self, model: str) -> float | None:
         """When the model's last round that ran to its end finished."""
@@ -109,7 +123,7 @@ class RoundStore:
         rows = self._db.query(
             "SELECT * FROM rounds WHERE model=? AND summary LIKE '%\"gate\"%' ORDER BY id DESC LIMIT 1", (model,)
         )
-        return _record(rows[0]) if rows else None
+        return self._record(rows[0]) if rows else None
 
     def ended_ids(self) -> set[int]:
         """Rounds of every model that are no longer running."""
@@ -118,8 +132,10 @@ class RoundStore:
     def work_dirs(self, *, version: str | None = None) -> list[Path]:
         """Every round's work directory, or those of the rounds that made `version`."""
         if version is None:
-            return [Path(r[0]) for r in self._db.query("SELECT work_dir FROM rounds")]
-        return [Path(r[0]) for r in self._db.query("SELECT work_dir FROM rounds WHERE version = ?", (version,))]
+            return [self.work_dir(r[0]) for r in self._db.query("SELECT work_dir FROM rounds")]
+        return [
+            self.work_dir(r[0]) for r in self._db.query("SELECT work_dir FROM rounds WHERE version = ?", (version,))
+        ]
 
     def complete_step(
         self,
@@ -159,10 +175,3 @@ class RoundStore:
                 "UPDATE rounds SET status='failed', reason=?, updated_at=? WHERE id=?", (reason, time.time(), round_id)
             )
         return self.get(round_id)
-
-
-def _record(row: Any) -> RoundRecord:
-    data = dict(row)
-    data["work_dir"] = Path(data["work_dir"])
-    data["summary"] = RoundSummary.from_json(json.loads(data["summary"]))
-    return RoundRecord(**data)

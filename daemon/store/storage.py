@@ -324,6 +324,8 @@ class Database:
         # FULL: a transaction acknowledged to a source (and so to Kafka) survives power loss.
         conn.execute("PRAGMA synchronous=FULL")
         conn.execute("PRAGMA foreign_keys=ON")
+        # A deleted row's bytes are overwritten, not left in a free page: an erased prompt is gone from the file.
+        conn.execute("PRAGMA secure_delete=ON")
         return conn
 
     def _checkpoint_loop(self, interval_s: float) -> None:

@@ -165,7 +165,7 @@ def test_a_round_trains_again_on_the_examples_behind_its_champion(tmp_path, gene
     champion = state.registry.alias(state.settings.model.served_name, "champion")
     assert champion == second.version
     erased = seen[0][0][0]
-    forget(state.db, texts=[erased], reason="test")
+    forget(state.db, rounds_dir=state.rounds_dir, texts=[erased], reason="test")
     replay = replay_examples(state, state.settings, champion, seed=1)
     assert erased not in {e.messages[-1].content for e in replay}
     assert len(replay) == len(seen[1]) - sum(prompt == erased for prompt, _ in seen[1])

@@ -152,7 +152,7 @@ def test_a_round_trains_again_on_its_champions_examples_except_erased_ones(tmp_p
     assert trainer.calls[1][own:] and sorted(trainer.calls[1][own:]) == sorted(trainer.calls[0])
     # An erased prompt's examples are never replayed again.
     erased_prompt = trainer.calls[0][0][0]
-    forget(state.db, texts=[erased_prompt], reason="test")
+    forget(state.db, rounds_dir=state.rounds_dir, texts=[erased_prompt], reason="test")
     from taoflow.daemon.round.stages import replay_examples
 
     champion = state.registry.alias("taoflow", "champion")
@@ -170,7 +170,7 @@ def test_a_prompt_erased_before_training_is_not_trained_on(tmp_path, trainer, mo
     def score_then_erase(self, work: RoundWork):
         summary = real_score(self, work)
         victim.append(work.prompts[0].record)
-        forget(state.db, request_ids=[victim[0].request_id], reason="erased mid-round")
+        forget(state.db, rounds_dir=state.rounds_dir, request_ids=[victim[0].request_id], reason="erased mid-round")
         return summary
 
     monkeypatch.setattr(LocalStages, "score", score_then_erase)

@@ -1,10 +1,14 @@
 """Erasures on a real state database: every copy goes, what a round trained on is kept as a tombstone with its
 adapter, and an erased prompt never comes back."""
 
+import json
+import shutil
+
 import pytest
 from prometheus_client import CollectorRegistry
 
 from taoflow.connectors.errors import InvalidRequest
+from taoflow.connectors.protocols import Completion
 from taoflow.connectors.records import Message, PromptRecord
 from taoflow.daemon.service.state_metrics import StateCollector
 from taoflow.daemon.store.buffer import DeadRow, PromptBuffer
@@ -19,6 +23,7 @@ from taoflow.daemon.store.erasure import (
 )
 from taoflow.daemon.store.registry import Registry
 from taoflow.daemon.store.retention import RetentionPolicy, apply_retention
+from taoflow.daemon.store.round_files import RoundFiles, RoundPrompts
 from taoflow.daemon.store.rounds import RoundStore
 from taoflow.daemon.store.storage import Database
 from taoflow.daemon.store.summaries import PrepareSummary
@@ -124,13 +129,15 @@ def test_forget_by_request_id_and_by_text(db, tmp_path):
     with_answer = PromptRecord("r9", "t", (Message("user", "unrelated question"),), response="Jane Roe asked this")
     buffer.add_many([(with_answer, None)], source="s")
     with pytest.raises(InvalidRequest, match="at least"):
-        forget(db, texts=["Jane"], reason="too short")
+        forget(db, rounds_dir=tmp_path / "rounds", texts=["Jane"], reason="too short")
     with pytest.raises(InvalidRequest, match="more than the limit of 1"):
-        forget(db, texts=["Jane Roe"], reason="t", limit=1)
-    dry = forget(db, texts=["Jane Roe"], reason="t", dry_run=True)
+        forget(db, rounds_dir=tmp_path / "rounds", texts=["Jane Roe"], reason="t", limit=1)
+    dry = forget(db, rounds_dir=tmp_path / "rounds", texts=["Jane Roe"], reason="t", dry_run=True)
     assert (dry.deleted, dry.dead_letters) == (2, 1)
     assert buffer.stats().tasks["t"].train == 4 and buffer.stats().dead_letters == 1  # a dry run changes nothing
-    report = forget(db, texts=["Jane Roe"], request_ids=["r2", "r404"], reason="ticket 12")
+    report = forget(
+        db, rounds_dir=tmp_path / "rounds", texts=["Jane Roe"], request_ids=["r2", "r404"], reason="ticket 12"
+    )
     assert (report.deleted, report.dead_letters, report.blocked) == (3, 1, 1)
     assert [p.record.request_id for p in buffer.training_prompts(10)] == ["r9"]
     assert buffer.add_many([(record(0, texts[0]), None), (record(404), None)], source="s").added == 0
@@ -144,7 +151,7 @@ def test_a_round_under_way_records_what_it_trained_on_before_the_erasure(db, tmp
     taken = buffer.training_prompts(6)
     ids = [p.id for p in taken]
     before, after = taken[0].record.request_id, taken[1].record.request_id
-    forget(db, request_ids=[before, after], reason="while the round ran")
+    forget(db, rounds_dir=tmp_path / "rounds", request_ids=[before, after], reason="while the round ran")
     assert erased_request_ids(db, [p.record.request_id for p in taken]) == {before, after}
     rounds = RoundStore(db, tmp_path / "rounds")
     started = rounds.start("m")
@@ -177,8 +184,67 @@ def test_the_files_of_rounds_that_took_an_erased_prompt_lose_it(db, tmp_path):
     scored = score_candidates(prompts, files.candidates(), scorers)
     files.write_scored(scored)
     victim = prompts[2].request_id
-    forget(db, request_ids=[victim], reason="t")
+    forget(db, rounds_dir=tmp_path / "rounds", request_ids=[victim], reason="t")
     assert victim not in files.candidates()
     left = [r.request_id for r, _ in files.scored()]
     assert left == [p.request_id for p in prompts if p.request_id != victim]
     assert "private question 2" not in (work / "scored.jsonl").read_text()
+
+
+def on_disk(directory, needle: str) -> list[str]:
+    """The files under `directory` that hold `needle` (as written, or JSON-escaped as a record stores it)."""
+    forms = {needle.encode(), json.dumps(needle)[1:-1].encode()}
+    return [str(f) for f in directory.rglob("*") if f.is_file() and any(form in f.read_bytes() for form in forms)]
+
+
+def test_after_an_erasure_no_byte_of_the_text_is_left_in_the_database_its_wal_or_the_rounds_files(tmp_path):
+    """Finding: with the daemon running, the WAL kept two copies of an erased text (never truncated), and the
+    database file held it until a checkpoint."""
+    secret = "Zyxwv private text 4711"
+    db = Database(tmp_path / "state" / "state.db")  # its background checkpointer runs, as the daemon's does
+    buffer = PromptBuffer(db, heldout_fraction=0.0, heldout_max_per_task=0)
+    buffer.add_many([(record(i, f"{secret} number {i}" if i < 3 else None), None) for i in range(40)], source="s")
+    taken = buffer.training_prompts(40)
+    rounds = RoundStore(db, tmp_path / "state" / "rounds")
+    files = RoundFiles(rounds.start("m").work_dir)
+    files.write_prompts(RoundPrompts(ids=[p.id for p in taken], champion=None))
+    files.write_candidates([p.record for p in taken], [[Completion("an answer", 2, True)] for _ in taken])
+    assert on_disk(tmp_path / "state", secret)  # the text is there: in the WAL, the rounds' files
+    reader = Database(tmp_path / "state" / "state.db")  # another connection reading meanwhile (a scrape)
+    reader.query("SELECT count(*) FROM prompts")
+    report = forget(db, rounds_dir=tmp_path / "state" / "rounds", texts=[secret], reason="subject's request")
+    assert report.deleted == 3 and report.checkpointed and report.unscrubbed == []
+    assert on_disk(tmp_path / "state", secret) == []
+    assert buffer.stats().total == 37
+    reader.close()
+    db.close()
+
+
+def test_rounds_stored_with_a_relative_directory_are_found_from_anywhere_and_a_missing_one_is_reported(
+    tmp_path, monkeypatch
+):
+    """Finding: a round whose work_dir was stored relative (a relative state_dir, as the demo's) was skipped
+    silently when `forget` ran from another directory, and the erasure reported success."""
+    monkeypatch.chdir(tmp_path)
+    db = Database(tmp_path / "state" / "state.db")
+    buffer = PromptBuffer(db, heldout_fraction=0.0, heldout_max_per_task=0)
+    buffer.add_many([(record(i, f"private question {i}"), None) for i in range(4)], source="s")
+    taken = buffer.training_prompts(4)
+    rounds = RoundStore(db, tmp_path / "state" / "rounds")
+    for _ in range(2):
+        files = RoundFiles(rounds.start("m").work_dir)
+        files.write_prompts(RoundPrompts(ids=[p.id for p in taken], champion=None))
+        files.write_candidates([p.record for p in taken], [[Completion("an answer", 2, True)] for _ in taken])
+    # The first as an older version stored it (relative to where that process ran); the second's files are gone.
+    db.query("UPDATE rounds SET work_dir = 'state/rounds/round-00001' WHERE id = 1")
+    shutil.rmtree(tmp_path / "state" / "rounds" / "round-00002")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    report = forget(db, rounds_dir=tmp_path / "state" / "rounds", request_ids=["r1"], reason="t")
+    assert report.unscrubbed == [str(tmp_path / "state" / "rounds" / "round-00002")]
+    assert "private question 1" not in (tmp_path / "state" / "rounds" / "round-00001" / "candidates.jsonl").read_text()
+    assert (
+        RoundStore(db, tmp_path / "state" / "rounds").get(1).work_dir == tmp_path / "state" / "rounds" / "round-00001"
+    )
+    db.close()
