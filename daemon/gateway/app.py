@@ -160,23 +160,77 @@ class Gateway:
 
 def serve(settings: Settings) -> int:
     """Run the gateway until SIGTERM or SIGINT (in-flight requests finish; the spool is flushed, bounded)."""
-    import uvicorn
-
     gateway = Gateway(settings)
     g = settings.gateway
-    config = uvicorn.Config(
-        gateway.app(),
-        host=g.host,
-        port=g.port,
-        log_level="warning",
-        access_log=False,
-        lifespan="on",
-        timeout_graceful_shutdown=30,
-    )
-    server = _Server(config)
+    server = _Server(server_config(gateway))
     log.info("taoflow gateway %s listening on http://%s:%d", gateway.id, g.host, g.port)
     server.run()
     return 0
+
+
+def server_config(gateway: Gateway, **overrides: Any) -> Any:
+    """The uvicorn configuration the gateway serves with: clients bounded in number (`max_client_connections`) and in
+    the time their headers may take (`client_timeout_seconds`; the body's is the proxy's)."""
+    import uvicorn
+
+    g = gateway.settings.gateway
+    options: dict[str, Any] = {
+        "host": g.host,
+        "port": g.port,
+        "log_level": "warning",
+        "access_log": False,
+        "lifespan": "on",
+        "timeout_graceful_shutdown": 30,
+        "limit_concurrency": g.max_client_connections,
+        "http": deadlined_protocol(g.client_timeout_seconds),
+        **overrides,
+    }
+    return uvicorn.Config(gateway.app(), **options)
+
+
+def deadlined_protocol(seconds: float) -> type[Any]:
+    """uvicorn's HTTP protocol (h11), with a deadline on each request's head: a connection that has not sent a whole
+    request head `seconds` after it opened, or after its previous answer ended, is closed. (uvicorn bounds idle
+    keep-alive connections, not a client that trickles its headers a byte at a time.)"""
+    import h11
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class Deadlined(H11Protocol):
+        _deadline: asyncio.TimerHandle | None = None
+
+        def connection_made(self, transport: Any) -> None:
+            super().connection_made(transport)
+            self._arm()
+
+        def handle_events(self) -> None:
+            super().handle_events()
+            if self.conn.their_state is not h11.IDLE:
+                self._disarm()  # a whole head arrived: the body's deadline is the proxy's
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            if not self.transport.is_closing() and self.conn.their_state is h11.IDLE:
+                self._arm()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._disarm()
+            super().connection_lost(exc)
+
+        def _arm(self) -> None:
+            self._disarm()
+            self._deadline = self.loop.call_later(seconds, self._too_slow)
+
+        def _disarm(self) -> None:
+            if self._deadline is not None:
+                self._deadline.cancel()
+                self._deadline = None
+
+        def _too_slow(self) -> None:
+            self._deadline = None
+            if not self.transport.is_closing():
+                self.transport.close()
+
+    return Deadlined
 
 
 class _Server:

@@ -132,9 +132,14 @@ class Proxy:
         if not _ID.match(request_id):
             request_id = uuid.uuid4().hex
         try:
-            body = await self._body(request)
+            with anyio.fail_after(self.g.client_timeout_seconds):
+                body = await self._body(request)
         except ClientDisconnect:
             return Response(status_code=499)
+        except TimeoutError:
+            return self._error(
+                408, f"the request body took over {self.g.client_timeout_seconds:g} s", endpoint, request_id
+            )
         if body is None:
             return self._error(
                 413, f"request bodies are limited to {self.g.max_body_bytes} bytes", endpoint, request_id

@@ -64,6 +64,11 @@ class GatewaySettings(Section):
     """Largest request body accepted (413 past it)."""
     max_connections: int = Field(1024, ge=1)
     """Connections to the replicas, in all."""
+    client_timeout_seconds: float = Field(30.0, gt=0)
+    """Longest a client may take to send a request's headers (the connection is closed past it), and again its body
+    (408): a client that trickles bytes holds a connection this long at most."""
+    max_client_connections: int = Field(4096, ge=1)
+    """Client connections and requests at once; past it, new ones are answered 503 at once."""
     api_keys: TokenSource = TokenSource()
     """Keys clients present (`Authorization: Bearer …`): one per line in the file (a mounted Secret), or several in
     the value separated by commas. With keys, every route but /healthz and /readyz needs one (401 without, 403 for a

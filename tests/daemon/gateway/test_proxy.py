@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from taoflow.connectors.errors import ConfigurationError
-from taoflow.daemon.gateway.app import Gateway
+from taoflow.daemon.gateway.app import Gateway, server_config
 from taoflow.daemon.gateway.metrics import DROP_REASONS
 from taoflow.daemon.service.admin import create_app
 from taoflow.daemon.service.running import Service
@@ -27,11 +27,11 @@ from tests.support.replicas import StandInReplica
 
 
 @contextmanager
-def serving(app, port: int):
-    """An ASGI app served on a loopback port by uvicorn in a thread, until the block ends."""
+def serving(app, port: int, *, config=None):
+    """An ASGI app (or a uvicorn `config`) served on a loopback port by uvicorn in a thread, until the block ends."""
     import uvicorn
 
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    server = uvicorn.Server(config or uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     try:
@@ -86,7 +86,7 @@ def gateway(tmp_path, replicas, *, routes=None, daemon=None, ingest=None, fleet_
         },
     )
     app = Gateway(settings)
-    with serving(app.app(), settings.gateway.port) as url:
+    with serving(None, settings.gateway.port, config=server_config(app)) as url:  # as `taoflow gateway` serves
         ready = lambda: httpx.get(url + "/readyz").status_code == 200  # noqa: E731
         poll_until(ready, deadline_s=10, message="the gateway ready")
         yield app, url
@@ -346,3 +346,41 @@ def test_a_gateway_reachable_beyond_loopback_needs_client_keys_or_says_it_allows
     short = load_settings(None, gateway={"api_keys": f"{KEY},short", "capture": {"spool_dir": str(tmp_path / "spool")}})
     with pytest.raises(ConfigurationError, match="under 16 characters"):
         Gateway(short)
+
+
+def test_slow_clients_are_cut_at_the_deadline_and_the_number_of_clients_is_bounded(tmp_path):
+    """Finding: 1 000 clients trickling a body were all still connected after 30 s (request_timeout_seconds bounds
+    the upstream, not reading the request), and nothing bounded how many there were."""
+    with (
+        StandInReplica({"base"}) as replica,
+        gateway(tmp_path, [replica], client_timeout_seconds=1.0, max_client_connections=300) as (_, url),
+    ):
+        host, port = url.removeprefix("http://").split(":")
+        trickling = []
+        for i in range(200):
+            conn = socket.create_connection((host, int(port)), timeout=10)
+            if i % 2:  # half send a head that never ends, half a whole head and a body that never ends
+                conn.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+            else:
+                conn.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{")
+            trickling.append(conn)
+        assert chat(url, "base").status_code == 200  # everyone else is served meanwhile
+        answers = []
+        for conn in trickling:
+            conn.settimeout(10)  # the deadline is 1 s: each is answered or closed long before this
+            received = b""
+            while chunk := conn.recv(65536):
+                received += chunk
+            answers.append(received)
+            conn.close()
+        heads, bodies = answers[1::2], answers[0::2]
+        assert heads == [b""] * 100  # closed without an answer: the request never began
+        assert all(b.startswith(b"HTTP/1.1 408") for b in bodies), bodies[0][:200]
+        assert chat(url, "base").status_code == 200
+        # Past max_client_connections a client is answered 503 at once (uvicorn's limit_concurrency).
+        held = [socket.create_connection((host, int(port)), timeout=10) for _ in range(300)]
+        try:
+            assert httpx.get(url + "/healthz").status_code == 503
+        finally:
+            for conn in held:
+                conn.close()
