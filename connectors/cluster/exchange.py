@@ -11,18 +11,22 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import posixpath
+import stat
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from taoflow.connectors.errors import ConfigurationError, TemporaryError
+from taoflow.connectors.errors import ArtifactError, ConfigurationError, TemporaryError
 
 __all__ = ["Exchange"]
 
 #: Most bytes read from one JSON file of the exchange (a hostile or broken writer cannot exhaust memory).
 _MAX_JSON_BYTES = 64 << 20
+#: Most bytes of one file of a folder copied from the exchange (an adapter's weights), streamed to disk.
+_MAX_FILE_BYTES = 4 << 30
 
 
 class Exchange:
@@ -87,6 +91,7 @@ class Exchange:
 
     def read_bytes(self, name: str, *, limit: int = _MAX_JSON_BYTES) -> bytes:
         def read() -> bytes:
+            self._plain_file(name)
             with self.fs.open_input_stream(self.path(name)) as stream:
                 data: bytes = stream.read(limit + 1)
             return data
@@ -107,8 +112,9 @@ class Exchange:
         for path in sorted(p for p in directory.iterdir() if p.is_file() and not p.is_symlink()):
             self.write_bytes(f"{name}/{path.name}", path.read_bytes())
 
-    def get_dir(self, name: str, directory: Path, *, limit: int = 4 << 30) -> Path:
-        """The files under `name/` into `directory` (created); a name that is not a plain file name is refused."""
+    def get_dir(self, name: str, directory: Path, *, limit: int = _MAX_FILE_BYTES) -> Path:
+        """The files under `name/` into `directory` (created), each streamed to disk and at most `limit` bytes; a
+        name that is not a plain file name is skipped, a link on a shared folder refused."""
         from pyarrow import fs
 
         directory.mkdir(parents=True, exist_ok=True)
@@ -117,8 +123,34 @@ class Exchange:
             base = posixpath.basename(info.path)
             if info.type != fs.FileType.File or base in ("", ".", "..") or base.startswith("."):
                 continue
-            (directory / base).write_bytes(self.read_bytes(f"{name}/{base}", limit=limit))
+            self._call(lambda base=base: self._copy(f"{name}/{base}", directory / base, limit))
         return directory
+
+    def _copy(self, name: str, target: Path, limit: int) -> None:
+        self._plain_file(name)
+        copied = 0
+        with self.fs.open_input_stream(self.path(name)) as stream, target.open("wb") as out:
+            while chunk := stream.read(1 << 20):
+                copied += len(chunk)
+                if copied > limit:
+                    raise TemporaryError(f"{self.uri}/{name} is larger than {limit} bytes: not copied")
+                out.write(chunk)
+
+    def _plain_file(self, name: str) -> None:
+        """On a shared folder, `name` must be a regular file inside this folder, reached through no link: a job
+        (or whoever else can write the folder) must not make the daemon read one of its own files."""
+        if self.uri.startswith("s3://"):
+            return
+        path = self.path(name)
+        try:
+            mode = os.lstat(path).st_mode
+        except FileNotFoundError:
+            raise
+        except OSError as exc:
+            raise TemporaryError(f"the round exchange {self.uri} failed: {exc}") from None
+        inside = os.path.realpath(path).startswith(os.path.realpath(self.root) + os.sep)
+        if not stat.S_ISREG(mode) or not inside:
+            raise ArtifactError(f"{self.uri}/{name} is a link or not a regular file: refused")
 
     # ------------------------------------------------------------------ tables
     def write_rows(self, name: str, rows: Sequence[dict[str, Any]], columns: dict[str, str]) -> None:

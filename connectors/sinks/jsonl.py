@@ -25,10 +25,11 @@ class JsonlSink:
         for r in records:
             by_day.setdefault(time.strftime("%Y%m%d", time.gmtime(r.at)), []).append(r.value + b"\n")
         try:
-            self.directory.mkdir(parents=True, exist_ok=True)
+            self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
             for day, lines in by_day.items():
                 path = self.directory / f"capture-{day}-{self.gateway}.jsonl"
-                with open(path, "ab") as f:
+                # Captured exchanges are prompts and answers: owner-only.
+                with os.fdopen(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600), "ab") as f:
                     f.write(b"".join(lines))
                     f.flush()
                     os.fsync(f.fileno())

@@ -117,7 +117,7 @@ class Pollers:
             # new routes never meet a stale view of the replicas (the next poll could be seconds away).
             await self.poll_replicas()
         if self.router.apply(table):
-            write_atomic(self._routes_cache, json.dumps(table))
+            write_atomic(self._routes_cache, json.dumps(table), private=False)
 
     async def export(self) -> None:
         m = self.metrics

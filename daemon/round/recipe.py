@@ -129,7 +129,11 @@ class TaoRound:
                 settings=self.settings,
                 summary=record.summary,
             )
-            write_atomic(record.files.adapter_dir / MANIFEST_FILE, json.dumps(made_of, indent=2, sort_keys=True))
+            write_atomic(
+                record.files.adapter_dir / MANIFEST_FILE,
+                json.dumps(made_of, indent=2, sort_keys=True),
+                private=False,  # hashes only; it travels with the adapter to the replicas
+            )
             store.put(version, record.files.adapter_dir)
         uri = store.uri(version)
         if version not in {v.version for v in registry.versions(model=self.model_name)}:

@@ -76,7 +76,9 @@ class RoundStore:
             round_id = int(cursor.lastrowid or 0)
             work_dir = self._dir / f"round-{round_id:05d}"
             conn.execute("UPDATE rounds SET work_dir=? WHERE id=?", (str(work_dir), round_id))
-        work_dir.mkdir(parents=True, exist_ok=True)
+        # The round's files hold prompts and answers: this user's alone.
+        self._dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        work_dir.mkdir(exist_ok=True, mode=0o700)
         return self.get(round_id)
 
     def get(self, round_id: int) -> RoundRecord:

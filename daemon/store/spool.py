@@ -10,6 +10,7 @@ bound, never memory or a client's request.
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import sqlite3
 import threading
@@ -48,7 +49,9 @@ _Item = tuple[str, bytes, float, "Future[bool]"]
 
 class Spool:
     def __init__(self, path: Path, *, max_bytes: int, durable: bool = True) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if not path.exists():  # captured exchanges are prompts and answers: owner-only, like the state database
+            os.close(os.open(path, os.O_CREAT | os.O_WRONLY | os.O_EXCL, 0o600))
         self.path = path
         self.max_bytes = max_bytes
         self._sync = "FULL" if durable else "NORMAL"

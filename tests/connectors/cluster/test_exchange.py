@@ -8,7 +8,7 @@ import boto3
 import pytest
 
 from taoflow.connectors.cluster.exchange import Exchange
-from taoflow.connectors.errors import ConfigurationError, TemporaryError
+from taoflow.connectors.errors import ArtifactError, ConfigurationError, TemporaryError
 from tests.support.brokers import moto_s3
 
 
@@ -61,3 +61,28 @@ def test_names_that_climb_out_of_the_folder_are_refused(exchange):
             exchange.child(bad)
     with pytest.raises(ConfigurationError, match="neither"):
         Exchange("relative/path")
+
+
+def test_a_shared_folder_refuses_links_out_of_it(tmp_path):
+    """Finding: a job could make the daemon copy a daemon-side file into the adapter with a link on the folder."""
+    exchange = Exchange(str(tmp_path / "exchange")).child("model", "r0001")
+    exchange.write_bytes("outputs/adapter/adapter_config.json", b"{}")
+    secret = tmp_path / "daemon-side-secret"
+    secret.write_text("the daemon's own file")
+    os.symlink(secret, exchange.path("outputs/adapter/adapter_model.safetensors"))
+    with pytest.raises(ArtifactError, match="link"):
+        exchange.get_dir("outputs/adapter", tmp_path / "home")
+    with pytest.raises(ArtifactError, match="link"):
+        exchange.read_bytes("outputs/adapter/adapter_model.safetensors")
+    os.unlink(exchange.path("outputs/adapter/adapter_model.safetensors"))
+    os.symlink(tmp_path, exchange.path("outputs/elsewhere"))  # a linked folder: its files are outside
+    with pytest.raises(ArtifactError, match="link"):
+        exchange.read_bytes("outputs/elsewhere/daemon-side-secret")
+    assert exchange.get_dir("outputs/adapter", tmp_path / "home") == tmp_path / "home"
+    assert (tmp_path / "home" / "adapter_config.json").read_bytes() == b"{}"
+
+
+def test_a_folders_file_over_the_limit_is_not_copied(exchange, tmp_path):
+    exchange.write_bytes("outputs/adapter/weights.bin", b"x" * 5000)
+    with pytest.raises(TemporaryError, match="larger than 4096 bytes"):
+        exchange.get_dir("outputs/adapter", tmp_path / "home", limit=4096)

@@ -2,6 +2,7 @@
 
 import asyncio
 import json
+import stat
 import threading
 
 import pytest
@@ -186,3 +187,15 @@ def test_records_wait_in_the_spool_while_the_sink_is_down_and_are_sent_once_it_i
     ]
     assert sorted(line["i"] for line in lines) == list(range(25))
     spool.close()
+
+
+def test_the_spool_and_the_captured_lines_are_the_owners_alone(tmp_path):
+    """Finding: prompt text sat in 0644 files (the spool, the capture JSON lines)."""
+    spool = Spool(tmp_path / "spool" / "spool.db", max_bytes=100_000)
+    assert spool.put("r1", b'{"prompt": "private"}', 1.0).result(timeout=10)
+    sink = JsonlSink(tmp_path / "captured", gateway="gw")
+    sink.send(spool.batch(10))
+    spool.close()
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in [*tmp_path.rglob("*")]}
+    assert modes["spool"] == modes["captured"] == 0o700
+    assert {m for name, m in modes.items() if name not in ("spool", "captured")} == {0o600}, modes

@@ -3,6 +3,7 @@ adapter, and an erased prompt never comes back."""
 
 import json
 import shutil
+import stat
 
 import pytest
 from prometheus_client import CollectorRegistry
@@ -210,6 +211,8 @@ def test_after_an_erasure_no_byte_of_the_text_is_left_in_the_database_its_wal_or
     files.write_prompts(RoundPrompts(ids=[p.id for p in taken], champion=None))
     files.write_candidates([p.record for p in taken], [[Completion("an answer", 2, True)] for _ in taken])
     assert on_disk(tmp_path / "state", secret)  # the text is there: in the WAL, the rounds' files
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in (tmp_path / "state" / "rounds").rglob("*")}
+    assert modes == {"round-00001": 0o700, "prompts.json": 0o600, "candidates.jsonl": 0o600}, modes
     reader = Database(tmp_path / "state" / "state.db")  # another connection reading meanwhile (a scrape)
     reader.query("SELECT count(*) FROM prompts")
     report = forget(db, rounds_dir=tmp_path / "state" / "rounds", texts=[secret], reason="subject's request")
