@@ -32,6 +32,8 @@ class SliceScores:
     champion_mean: float
     deltas: tuple[float, ...] = ()
     """Per-prompt candidate - champion scores, paired (the gate's noise check needs them)."""
+    left_out: int = 0
+    """Prompts left out of the comparison: an answer on one side or the other could not be scored."""
 
     @property
     def delta(self) -> float:

@@ -6,8 +6,10 @@ of whatever process runs it), SQL can allocate gigabytes or write files, a schem
 `SandboxedScorer` sends each prompt's answers to a worker that builds the task's composite scorer once and runs
 it under these limits:
 
-- time: the prompt's answers must be scored within `seconds_per_candidate` times their number; a worker past its
-  deadline is killed (a fresh one starts for the next prompt) and those answers stay unscored (never trained on);
+- time: the prompt's answers must be scored within `seconds_per_candidate` times their number, counted from when
+  the worker says it is ready (its own start, bounded apart by `startup_seconds`, may be slow: a fresh worker of a
+  program whose main module imports torch imports it too); a worker past its deadline is killed (a fresh one
+  starts for the next prompt) and those answers stay unscored (never trained on);
 - memory: the worker's address space is capped (RLIMIT_AS), so an allocation fails inside it instead of
   growing the round;
 - side effects: file writes are refused (RLIMIT_FSIZE 0, and an audit hook refuses opening files for writing,
@@ -24,6 +26,7 @@ import os
 import resource
 import signal
 import sys
+import time
 from collections.abc import Sequence
 from multiprocessing.connection import Connection
 from typing import Any
@@ -36,6 +39,8 @@ __all__ = ["SandboxLimits", "SandboxedScorer", "ScorerPart"]
 
 log = logging.getLogger(__name__)
 
+#: What a worker sends once its scorers are built and it is confined: the answers' clock starts then.
+_READY = "ready"
 #: (kind, params, weight) of one verifier: what a worker needs to build it.
 ScorerPart = tuple[str, dict[str, Any], float]
 
@@ -43,9 +48,13 @@ ScorerPart = tuple[str, dict[str, Any], float]
 class SandboxLimits:
     """How much a worker may take: wall time per candidate, address space."""
 
-    def __init__(self, *, seconds_per_candidate: float = 2.0, memory_mb: int = 1024) -> None:
+    def __init__(
+        self, *, seconds_per_candidate: float = 2.0, memory_mb: int = 1024, startup_seconds: float = 60.0
+    ) -> None:
         self.seconds_per_candidate = seconds_per_candidate
         self.memory_mb = memory_mb
+        #: A worker's own start (a fresh interpreter, its scorers built): apart from, and before, any answer's clock.
+        self.startup_seconds = startup_seconds
 
 
 class SandboxedScorer:
@@ -58,6 +67,8 @@ class SandboxedScorer:
         self.limits = limits or SandboxLimits()
         self.stats = ScoringStats()
         self.timeouts = 0
+        self.startup_failures = 0
+        self.startup_seconds: list[float] = []  # each worker's start, until ready (the answers' clock starts after)
         # Built here too: a bad configuration fails at start, in the owner, with its own message.
         CompositeScorer([(build_scorer(kind, dict(params)), weight) for kind, params, weight in self.parts])
         self._process: Any = None
@@ -67,6 +78,10 @@ class SandboxedScorer:
         if not responses:
             return []
         conn = self._worker()
+        if conn is None:  # no worker got ready in time: counted apart from the answers' own timeouts
+            self.stats.unscored += len(responses)
+            self.stats.errors["worker_start"] += len(responses)
+            return [None] * len(responses)
         conn.send((record.to_json(), list(responses)))
         deadline = self.limits.seconds_per_candidate * len(responses)
         if not conn.poll(deadline):
@@ -102,7 +117,8 @@ class SandboxedScorer:
         self.stats.unscored += stats.unscored
         self.stats.scored += stats.scored
 
-    def _worker(self) -> Connection:
+    def _worker(self) -> Connection | None:
+        """A worker ready to score (its scorers built, itself confined), or None when none got ready in time."""
         if self._conn is not None and self._process is not None and self._process.is_alive():
             return self._conn
         self._kill()
@@ -112,9 +128,26 @@ class SandboxedScorer:
         self._process = context.Process(
             target=_serve, args=(theirs, self.parts, self.limits.memory_mb, os.getpid()), daemon=True
         )
+        started = time.monotonic()
         self._process.start()
         theirs.close()
         self._conn = ours
+        # The answers' clock starts once the worker says it is ready: a program whose main module is heavy (torch)
+        # makes every new worker import it first, seconds that no answer should be charged with.
+        try:
+            ready = ours.poll(self.limits.startup_seconds) and ours.recv() == _READY
+        except (EOFError, OSError):
+            ready = False
+        if not ready:
+            self._kill()
+            self.startup_failures += 1
+            log.warning(
+                "a scoring worker did not get ready within %.0f s (sandbox.startup_seconds): this prompt's answers "
+                "stay unscored",
+                self.limits.startup_seconds,
+            )
+            return None
+        self.startup_seconds.append(time.monotonic() - started)
         return ours
 
     def _kill(self) -> None:
@@ -131,6 +164,7 @@ def _serve(conn: Connection, parts: Sequence[ScorerPart], memory_mb: int, owner:
     exit_with(owner)
     scorer = CompositeScorer([(build_scorer(kind, dict(params)), weight) for kind, params, weight in parts])
     confine(memory_mb)
+    conn.send(_READY)
     while True:
         try:
             record_json, responses = conn.recv()

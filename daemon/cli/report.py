@@ -95,10 +95,11 @@ def gate_table(slices: Sequence[SliceSummary], against: str) -> str:
             f"{s.candidate_mean:.3f}",
             f"{s.candidate_mean - s.champion_mean:+.3f}",
             "-" if s.changed is None else s.changed,
+            s.left_out,
         ]
         for s in slices
     ]
-    return table(["task", "held-out", f"before ({against})", "after", "change", "changed"], rows)
+    return table(["task", "held-out", f"before ({against})", "after", "change", "changed", "unscored"], rows)
 
 
 def scorer_check_table(source: str, prompts: int, reports: Sequence[ScorerReport]) -> str:

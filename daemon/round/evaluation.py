@@ -35,7 +35,7 @@ def evaluate(
 ) -> Evaluation:
     sampling = SamplingConfig(n=1, temperature=0.0, max_new_tokens=max_new_tokens)
     outputs = generator.generate([r.messages for r in records], sampling, adapter=adapter, progress=progress)
-    scores: dict[str, list[float]] = {}
+    scores: dict[str, list[float | None]] = {}
     answers: list[str] = []
     unscored = 0
     for record, (completion,) in zip(records, outputs, strict=True):
@@ -44,35 +44,42 @@ def evaluate(
             (value,) = scorers.for_task(record.task).score(record, [completion.text])
         if value is None:
             unscored += 1
-        scores.setdefault(record.task, []).append(value or 0.0)
+        scores.setdefault(record.task, []).append(value)
         answers.append(completion.text)
     return Evaluation(scores=scores, answers=answers, unscored=unscored)
 
 
 def slices(candidate: Evaluation, champion: Evaluation) -> list[SliceScores]:
-    """Per-task summaries of two evaluations of the same records, with each prompt's paired change."""
-    return [
-        SliceScores(
-            task=t,
-            n=len(candidate.scores[t]),
-            candidate_mean=candidate.mean(t),
-            champion_mean=champion.mean(t),
-            deltas=tuple(a - b for a, b in zip(candidate.scores[t], champion.scores.get(t, []), strict=True)),
+    """Per-task summaries of two evaluations of the same records, with each prompt's paired change. A prompt whose
+    answer either side could not score is left out of both (and counted): scoring it 0 on one side would make a
+    side whose scorer failed look worse, or better, by what it never said."""
+    summaries = []
+    for t in sorted(candidate.scores):
+        pairs = list(zip(candidate.scores[t], champion.scores.get(t, []), strict=True))
+        scored = [(a, b) for a, b in pairs if a is not None and b is not None]
+        summaries.append(
+            SliceScores(
+                task=t,
+                n=len(scored),
+                candidate_mean=sum(a for a, _ in scored) / len(scored) if scored else 0.0,
+                champion_mean=sum(b for _, b in scored) / len(scored) if scored else 0.0,
+                deltas=tuple(a - b for a, b in scored),
+                left_out=len(pairs) - len(scored),
+            )
         )
-        for t in sorted(candidate.scores)
-    ]
+    return summaries
 
 
 def rescore(evaluation: Evaluation, records: Sequence[PromptRecord], scorers: TaskScorers) -> Evaluation:
     """The same answers judged by other scorers (the gate's own, say), without generating them again."""
-    scores: dict[str, list[float]] = {}
+    scores: dict[str, list[float | None]] = {}
     unscored = 0
     for record, answer in zip(records, evaluation.answers, strict=True):
         value = _golden_score(record, answer)
         if value is None:
             (value,) = scorers.for_task(record.task).score(record, [answer])
         unscored += value is None
-        scores.setdefault(record.task, []).append(value or 0.0)
+        scores.setdefault(record.task, []).append(value)
     return Evaluation(scores=scores, answers=evaluation.answers, unscored=unscored)
 
 

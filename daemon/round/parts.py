@@ -117,7 +117,9 @@ class TaskScorers:
         if not self._sandbox.enabled or not confined:
             return _composite(specs, cache_dir=self._cache_dir, policy=self.policy)
         limits = SandboxLimits(
-            seconds_per_candidate=self._sandbox.seconds_per_candidate, memory_mb=self._sandbox.memory_mb
+            seconds_per_candidate=self._sandbox.seconds_per_candidate,
+            memory_mb=self._sandbox.memory_mb,
+            startup_seconds=self._sandbox.startup_seconds,
         )
         sandboxed = SandboxedScorer([(s.type, dict(s.params), s.weight) for s in confined], limits)
         in_process = [s for s in specs if s.type in IN_PROCESS]

@@ -246,5 +246,10 @@ def _verdict(gate: GateSummary) -> str:
 def _slice_summary(s: SliceScores) -> SliceSummary:
     """A slice as the round records it: its means and how many prompts changed (not every prompt's delta)."""
     return SliceSummary(
-        task=s.task, n=s.n, candidate_mean=s.candidate_mean, champion_mean=s.champion_mean, changed=s.changed
+        task=s.task,
+        n=s.n,
+        candidate_mean=s.candidate_mean,
+        champion_mean=s.champion_mean,
+        changed=s.changed,
+        left_out=s.left_out,
     )

@@ -42,6 +42,8 @@ class SandboxSettings(Section):
     """Seconds per answer to score a prompt's answers; past that the worker is killed and they stay unscored."""
     memory_mb: int = Field(1024, ge=64)
     """Address-space cap of a scoring worker (an allocation past it fails inside the worker)."""
+    startup_seconds: float = Field(60.0, gt=0)
+    """Longest a new scoring worker may take to get ready (its scorers built); the answers' clock starts after."""
 
 
 class ScoreSettings(Section):

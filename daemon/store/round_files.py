@@ -56,14 +56,15 @@ class RoundPrompts:
 
 @dataclass(frozen=True)
 class Evaluation:
-    """Per-task greedy scores (unscored answers count as 0.0) and the answers themselves."""
+    """Per-task greedy scores (None: the answer could not be scored) and the answers themselves."""
 
-    scores: dict[str, list[float]]
+    scores: dict[str, list[float | None]]
     answers: list[str] = field(default_factory=list)
     unscored: int = 0
 
     def mean(self, task: str) -> float:
-        values = self.scores.get(task, [])
+        """The task's mean over its scored answers (an unscored one is not a zero: it says nothing)."""
+        values = [v for v in self.scores.get(task, []) if v is not None]
         return sum(values) / len(values) if values else 0.0
 
     def to_json(self) -> dict[str, Any]:

@@ -143,6 +143,7 @@ class SliceSummary(BaseModel):
     candidate_mean: float
     champion_mean: float
     changed: int | None = None  # None in rows of versions that did not count it
+    left_out: int = 0  # prompts either side could not score: out of the comparison
 
 
 class NoiseSummary(BaseModel):

@@ -1,5 +1,7 @@
 """Hostile answers against confined scorers: bounded in time and memory, no file created, no connection made."""
 
+import subprocess
+import sys
 import threading
 import time
 
@@ -83,3 +85,38 @@ def test_a_bad_configuration_fails_in_the_owner_with_its_message():
 
     with pytest.raises(ConfigurationError, match="sql scorer schema does not run"):
         SandboxedScorer([("sql", {"schema": "CREATE TABLE"}, 1.0)])
+
+
+HEAVY_MAIN = """
+import torch, transformers, trl  # a user's script, a notebook, a bench: the worker's forkserver imports these too
+from taoflow.connectors.records import Message, PromptRecord
+from taoflow.connectors.scoring.sandbox import SandboxedScorer, SandboxLimits
+
+if __name__ == "__main__":
+    scorer = SandboxedScorer([("arithmetic", {}, 1.0)], SandboxLimits(seconds_per_candidate=2.0))
+    record = PromptRecord("r", "t", (Message("user", "What is 2 + 3?"),))
+    print([scorer.score(record, ["2 + 3 = 5"]) for _ in range(3)], scorer.stats.errors.get("timeout", 0))
+    scorer.close()
+"""
+
+
+def test_a_workers_start_is_not_charged_to_the_answers_in_a_program_that_imports_torch(tmp_path):
+    """Finding: from a main module importing torch, every sandboxed score timed out (None three times at 2.0 s each),
+    and a greedy evaluation counted the unscored answers as 0: the base model's 3.1 % became 0.0 %."""
+    script = tmp_path / "heavy.py"
+    script.write_text(HEAVY_MAIN)
+    run = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300, check=False)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.stdout.strip() == "[[1.0], [1.0], [1.0]] 0"
+
+
+def test_a_worker_that_never_gets_ready_is_counted_apart_and_its_answers_stay_unscored(sandboxed):
+    scorer = SandboxedScorer(
+        [("python", {"callable": "tests.connectors.scoring.broken_scorers:hoards_memory"}, 1.0)],
+        SandboxLimits(startup_seconds=0.001),
+    )
+    try:
+        assert scorer.score(rec(), ["x", "y"]) == [None, None]
+        assert scorer.startup_failures == 1 and scorer.stats.errors == {"worker_start": 2}
+    finally:
+        scorer.close()

@@ -49,3 +49,15 @@ def test_the_gate_rescores_the_same_answers_with_its_own_scorers():
     assert by_training.scores["math"][1] < 1.0  # the long right answer loses on length
     (math,) = slices(by_gate, by_training)
     assert (math.n, math.changed) == (3, 2) and math.deltas[0] == 0.0
+
+
+def test_a_prompt_either_side_could_not_score_is_left_out_of_the_comparison_and_counted():
+    """Finding: an unscored answer counted as 0.0, so a gate whose scorer failed on one side judged on zeros."""
+    candidate = Evaluation(scores={"t": [1.0, None, 0.0, 1.0]})
+    champion = Evaluation(scores={"t": [0.0, 1.0, None, 1.0]})
+    (paired,) = slices(candidate, champion)
+    assert (paired.n, paired.left_out, paired.deltas) == (2, 2, (1.0, 0.0))
+    assert (paired.candidate_mean, paired.champion_mean) == (1.0, 0.5)
+    assert candidate.mean("t") == pytest.approx(2 / 3)  # its scored answers only
+    round_trip = Evaluation.from_json(json.loads(json.dumps(candidate.to_json())))
+    assert round_trip.scores == {"t": [1.0, None, 0.0, 1.0]}
