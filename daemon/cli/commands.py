@@ -257,6 +257,7 @@ def cmd_forget(args: argparse.Namespace) -> int:
         texts=texts,
         reason=args.reason,
         limit=args.limit,
+        max_share=args.max_share,
         dry_run=args.dry_run,
     )
     counts = report_counts(report)
@@ -268,6 +269,10 @@ def cmd_forget(args: argparse.Namespace) -> int:
             f"that rounds trained on, {report.dead_letters} dead letters; {report.blocked} requests not held, kept "
             "out from now on"
         )
+        if args.dry_run and report.sample:
+            print("prompts it matches, for instance:")
+            for line in report.sample:
+                print(f"  {line}")
         if report.tombstoned and not args.dry_run:
             print("the adapters trained on them: `taoflow buffer --erased`; retrain or roll back")
     log.info("forget (%s): %s%s", args.reason, counts, " (dry run)" if args.dry_run else "")

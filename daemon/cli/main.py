@@ -169,6 +169,12 @@ def build_parser() -> argparse.ArgumentParser:
     fg.add_argument("--reason", required=True, help="recorded with each erasure, e.g. the request's ticket")
     fg.add_argument("--dry-run", action="store_true", help="say what would be erased; change nothing")
     fg.add_argument("--limit", type=_positive, default=1000, help="refuse when the texts match more prompts")
+    fg.add_argument(
+        "--max-share",
+        type=float,
+        default=0.25,
+        help="refuse a text matching more than this share of a task's prompts (beyond 5 of them)",
+    )
     _output(fg)
     return parser
 

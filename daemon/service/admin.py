@@ -72,7 +72,14 @@ class AdminBackend(Protocol):
     def fleet_status(self) -> dict[str, Any]: ...
 
     def forget(
-        self, *, request_ids: Sequence[str], texts: Sequence[str], reason: str, limit: int, dry_run: bool
+        self,
+        *,
+        request_ids: Sequence[str],
+        texts: Sequence[str],
+        reason: str,
+        limit: int,
+        max_share: float,
+        dry_run: bool,
     ) -> dict[str, int]: ...
 
     def erasures(self, *, limit: int) -> dict[str, Any]: ...
@@ -129,6 +136,7 @@ class ForgetBody(_Body):
     texts: list[Annotated[str, Field(min_length=8, max_length=2000)]] = Field(default_factory=list, max_length=20)
     reason: str = Field(min_length=1, max_length=500)
     limit: int = Field(1000, ge=1, le=100_000)
+    max_share: float = Field(0.25, gt=0.0, le=1.0)
     dry_run: bool = False
 
 
@@ -272,7 +280,12 @@ def create_app(
         if not body.request_ids and not body.texts:
             raise InvalidRequest("name what to erase: request_ids, texts or both")
         counts = backend.forget(
-            request_ids=body.request_ids, texts=body.texts, reason=body.reason, limit=body.limit, dry_run=body.dry_run
+            request_ids=body.request_ids,
+            texts=body.texts,
+            reason=body.reason,
+            limit=body.limit,
+            max_share=body.max_share,
+            dry_run=body.dry_run,
         )
         return Erased(ok=True, dry_run=body.dry_run, **counts)
 

@@ -106,7 +106,14 @@ class Answers:
         ]
 
     def forget(
-        self, *, request_ids: Sequence[str], texts: Sequence[str], reason: str, limit: int, dry_run: bool
+        self,
+        *,
+        request_ids: Sequence[str],
+        texts: Sequence[str],
+        reason: str,
+        limit: int,
+        max_share: float,
+        dry_run: bool,
     ) -> dict[str, int]:
         report = forget(
             self.state.db,
@@ -115,6 +122,7 @@ class Answers:
             texts=texts,
             reason=reason,
             limit=limit,
+            max_share=max_share,
             dry_run=dry_run,
         )
         counts = report_counts(report)

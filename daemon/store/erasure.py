@@ -19,6 +19,7 @@ import json
 import logging
 import sqlite3
 import time
+from collections import Counter
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -69,6 +70,8 @@ class ErasureReport:
     unscrubbed: list[str] = field(default_factory=list)
     #: Whether the WAL was checkpointed and truncated after the erasure (no copy of the text left in it).
     checkpointed: bool = True
+    #: The start of a few matched prompts' messages (a text erasure's dry run shows them to the operator).
+    sample: list[str] = field(default_factory=list)
 
     @property
     def total(self) -> int:
@@ -199,11 +202,13 @@ def forget(
     texts: Sequence[str] = (),
     reason: str,
     limit: int = 1000,
+    max_share: float = 0.25,
     dry_run: bool = False,
 ) -> ErasureReport:
     """An erasure request from outside the source: by request id, or every prompt whose messages contain one of
     `texts` (case-sensitive; at least MIN_MATCH_CHARS characters). Refused when the texts match more than
-    `limit` prompts (a match too broad to be meant); `dry_run` reports what would go and changes nothing."""
+    `limit` prompts, or one text more than `max_share` of a task's prompts (beyond a handful): a match too broad
+    to be meant. `dry_run` reports what would go (with a sample of the matched prompts) and changes nothing."""
     for text in texts:
         if len(text.strip()) < MIN_MATCH_CHARS:
             raise InvalidRequest(
@@ -212,7 +217,14 @@ def forget(
             )
     with db.transaction() as conn:
         keys = [ErasureKey(request_id=r) for r in request_ids]
-        matched = [key for text in texts for key in _text_matches(conn, text)]
+        held = dict(conn.execute("SELECT task, count(*) FROM prompts GROUP BY task").fetchall())
+        matched: list[ErasureKey] = []
+        sample: list[str] = []
+        for number, text in enumerate(texts, 1):
+            found = _text_matches(conn, text)
+            _refuse_broad(number, [task for _, task, _ in found], held, max_share)
+            matched += [key for key, _, _ in found]
+            sample += [preview for _, _, preview in found[:3]]
         if len(matched) > limit:
             raise InvalidRequest(
                 f"the texts match {len(matched)} prompts, more than the limit of {limit}: check the text, "
@@ -226,6 +238,7 @@ def forget(
             reason=reason,
             dead_payloads=[p for found in payloads for p in found],
         )
+        report.sample = sample[:3]
         if dry_run:
             conn.execute("ROLLBACK")
             conn.execute("BEGIN")  # the transaction's own COMMIT then ends an empty one
@@ -255,16 +268,35 @@ def finish_erasure(db: Database, rounds_dir: Path, report: ErasureReport) -> Non
         )
 
 
-def _text_matches(conn: sqlite3.Connection, text: str) -> list[ErasureKey]:
-    """The prompts whose messages contain `text`: a scan of the stored records (JSON-escaped as stored), then a
-    check of the messages themselves (a match in a response or metadata is not a match)."""
+def _text_matches(conn: sqlite3.Connection, text: str) -> list[tuple[ErasureKey, str, str]]:
+    """The prompts whose messages contain `text`, each with its task and the start of its message: a scan of the
+    stored records (JSON-escaped as stored), then a check of the messages themselves (a match in a response or
+    metadata is not a match)."""
     escaped = json.dumps(text, ensure_ascii=False)[1:-1]
     found = []
     for request_id, record in conn.execute("SELECT request_id, record FROM prompts WHERE instr(record, ?)", (escaped,)):
         parsed = PromptRecord.from_json(record)
-        if any(text in m.content for m in parsed.messages):
-            found.append(ErasureKey(request_id=request_id, prompt_hash=parsed.prompt_hash))
+        hit = next((m.content for m in parsed.messages if text in m.content), None)
+        if hit is not None:
+            key = ErasureKey(request_id=request_id, prompt_hash=parsed.prompt_hash)
+            found.append((key, parsed.task, f"[{parsed.task}] {hit[:100]}"))
     return found
+
+
+#: Matches of one text that are never too broad, whatever the task's size.
+_FEW = 5
+
+
+def _refuse_broad(number: int, tasks: Sequence[str], held: Mapping[str, int], max_share: float) -> None:
+    """A text matching more than `max_share` of a task's prompts (and more than a few) is not one person's text."""
+    for task, count in Counter(tasks).items():
+        total = held.get(task, count)
+        if count > _FEW and count > max_share * total:
+            raise InvalidRequest(
+                f"text {number} matches {count} of the {total} prompts of task {task!r} (more than "
+                f"{max_share:.0%}): too broad to be one request's text; check it with --dry-run, or raise "
+                "--max-share if all of them are meant"
+            )
 
 
 def _dead_payloads(conn: sqlite3.Connection, *, request_id: str | None = None, text: str | None = None) -> list[bytes]:

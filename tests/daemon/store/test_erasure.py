@@ -251,3 +251,17 @@ def test_rounds_stored_with_a_relative_directory_are_found_from_anywhere_and_a_m
         RoundStore(db, tmp_path / "state" / "rounds").get(1).work_dir == tmp_path / "state" / "rounds" / "round-00001"
     )
     db.close()
+
+
+def test_a_text_matching_a_large_share_of_a_task_is_refused_and_a_dry_run_shows_what_it_matches(db, tmp_path):
+    """Finding: an 8-character text matching all 197 prompts of a task passed at the default limit."""
+    buffer = PromptBuffer(db, heldout_fraction=0.0, heldout_max_per_task=0)
+    rows = [PromptRecord(f"s{i}", "support", (Message("user", f"Hello team, ticket {i} is open"),)) for i in range(197)]
+    buffer.add_many([(r, None) for r in rows], source="s")
+    with pytest.raises(InvalidRequest, match=r"text 1 matches 197 of the 197 prompts of task 'support'"):
+        forget(db, rounds_dir=tmp_path / "rounds", texts=["Hello team"], reason="t", dry_run=True)
+    dry = forget(db, rounds_dir=tmp_path / "rounds", texts=["ticket 19"], reason="t", dry_run=True)
+    assert dry.deleted == 8 and len(dry.sample) == 3  # 19 and 190-196: 8 of 197, under a quarter
+    assert all(line.startswith("[support] Hello team, ticket 19") for line in dry.sample)
+    wide = forget(db, rounds_dir=tmp_path / "rounds", texts=["Hello team"], reason="t", max_share=1.0, dry_run=True)
+    assert wide.deleted == 197 and buffer.stats().total == 197  # allowed when said, and a dry run changes nothing
