@@ -457,3 +457,19 @@ def test_ray_values_that_would_leak_or_select_nothing_are_refused(values, messag
     with helm.Chart.load(CHART) as chart, pytest.raises(helm.HelmError) as failure:
         chart.render(values, name="tf", namespace="ml")
     assert message in str(failure.value), str(failure.value)
+
+
+def test_the_admin_port_admits_the_gateway_and_the_named_namespaces_only():
+    """Finding: the NetworkPolicy admitted the whole namespace to the admin port."""
+    (policy,) = [p for p in by_kind(render(PRODUCTION), "NetworkPolicy") if "namespace" not in p["metadata"]]
+    (rule,) = policy["spec"]["ingress"]
+    assert rule["from"] == [
+        {
+            "podSelector": {
+                "matchLabels": {"app.kubernetes.io/name": "taoflow-gateway", "app.kubernetes.io/instance": "tf"}
+            }
+        },
+        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}},
+    ]
+    (alone,) = by_kind(render(None), "NetworkPolicy")
+    assert alone["spec"]["ingress"] == []  # no gateway, no one named: nobody (a rule without sources admits all)
