@@ -13,7 +13,12 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from taoflow.connectors.errors import InvalidRequest
 from taoflow.daemon.store.storage import Database
+
+#: Gateways whose reports are kept at once, and how long a silent one's is kept.
+MAX_GATEWAYS = 256
+FORGET_AFTER_S = 3600.0
 
 __all__ = ["Drain", "RouteStore", "RouteTable", "Target"]
 
@@ -90,12 +95,23 @@ class RouteStore:
         return generation
 
     def report(self, gateway: str, generation: int, inflight: Mapping[str, int]) -> None:
+        """A gateway's report, kept until it has been silent for FORGET_AFTER_S. At most MAX_GATEWAYS report at
+        once: a holder of the gateway token cannot grow the table (and every drain's read of it) without bound."""
+        now = time.time()
         with self._db.transaction() as conn:
+            conn.execute("DELETE FROM gateway_reports WHERE seen_at < ?", (now - FORGET_AFTER_S,))
+            known = conn.execute("SELECT 1 FROM gateway_reports WHERE gateway = ?", (gateway,)).fetchone()
+            held = int(conn.execute("SELECT count(*) FROM gateway_reports").fetchone()[0])
+            if known is None and held >= MAX_GATEWAYS:
+                raise InvalidRequest(
+                    f"{held} gateways report already (at most {MAX_GATEWAYS}); one silent for "
+                    f"{FORGET_AFTER_S:.0f} s is forgotten"
+                )
             conn.execute(
                 "INSERT INTO gateway_reports (gateway, generation, inflight, seen_at) VALUES (?, ?, ?, ?)"
                 " ON CONFLICT(gateway) DO UPDATE SET generation=excluded.generation, inflight=excluded.inflight,"
                 " seen_at=excluded.seen_at",
-                (gateway, int(generation), json.dumps(dict(inflight)), time.time()),
+                (gateway, int(generation), json.dumps(dict(inflight)), now),
             )
 
     def gateways(self, *, stale_after: float) -> dict[str, dict[str, object]]:

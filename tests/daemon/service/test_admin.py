@@ -283,3 +283,24 @@ def test_the_gateway_token_reads_routes_and_reports_and_nothing_else(service):
         assert client.post("/v1/routes/report", json=body, headers=as_gateway).status_code == 422, body
     gateways = RouteStore(service.state.db).gateways(stale_after=60)
     assert gateways == {"gw-1": {"generation": 0, "inflight": {"v1": 2}}}
+
+
+def test_the_gateway_token_cannot_grow_the_report_table_without_bound(service, monkeypatch):
+    """Finding: a gateway-token holder could add report rows without bound (a row per invented gateway name)."""
+    from taoflow.daemon.store import routes
+
+    monkeypatch.setattr(routes, "MAX_GATEWAYS", 3)
+    gateway_token = "s3cr3t-gateway-token"
+    client = TestClient(create_app(service.answers, token=TOKEN, metrics=service.registry, gateway_token=gateway_token))
+    as_gateway = {"Authorization": f"Bearer {gateway_token}"}
+    answers = [
+        client.post("/v1/routes/report", json={"gateway": f"gw-{i}", "generation": 0}, headers=as_gateway).status_code
+        for i in range(5)
+    ]
+    assert answers == [200, 200, 200, 422, 422]
+    again = client.post("/v1/routes/report", json={"gateway": "gw-1", "generation": 0}, headers=as_gateway)
+    assert again.status_code == 200  # a known gateway keeps reporting
+    service.state.db.query("UPDATE gateway_reports SET seen_at = seen_at - 7200 WHERE gateway = 'gw-0'")
+    late = client.post("/v1/routes/report", json={"gateway": "gw-9", "generation": 0}, headers=as_gateway)
+    assert late.status_code == 200  # gw-0, silent for two hours, was forgotten
+    assert set(RouteStore(service.state.db).gateways(stale_after=60)) == {"gw-1", "gw-2", "gw-9"}
