@@ -7,6 +7,7 @@ is deliberate (configured), so it is counted by reason, not dead-lettered.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -30,6 +31,8 @@ class IngestFilter:
     #: The tasks buffered (None: any valid name); another becomes `default_task`, or is skipped when `unknown` is
     #: "skip".
     known_tasks: frozenset[str] | None = None
+    #: Sampling's secret (ingest.sample_key): with it, a client that picks its request id cannot pick its fate.
+    sample_key: bytes = b""
     default_task: str = "default"
     unknown: str = "default"
 
@@ -58,7 +61,7 @@ def decide_ingest(
     if prompt_chars > rules.max_prompt_chars:
         return IngestDecision(False, task, "too_long")
     rate = rules.sample_rates.get(task, 1.0)
-    if not sampled_in(request_id, rate):
+    if not sampled_in(request_id, rate, key=rules.sample_key):
         return IngestDecision(False, task, "sampled_out")
     return IngestDecision(True, task, "kept", relabelled)
 
@@ -68,11 +71,16 @@ def valid_task(task: str) -> bool:
     return _TASK_NAME.fullmatch(task) is not None
 
 
-def sampled_in(request_id: str, rate: float) -> bool:
-    """Whether `request_id` falls in the kept `rate` share (the same answer wherever it is asked)."""
-    return rate >= 1.0 or _bucket(request_id) < rate
+def sampled_in(request_id: str, rate: float, *, key: bytes = b"") -> bool:
+    """Whether `request_id` falls in the kept `rate` share (the same answer wherever it is asked with `key`)."""
+    return rate >= 1.0 or _bucket(request_id, key) < rate
 
 
-def _bucket(request_id: str) -> float:
-    # By request id, not at random: a replayed record gets the same verdict, so replays stay idempotent.
-    return int(hashlib.sha256(request_id.encode()).hexdigest()[:8], 16) / 0x1_0000_0000
+def _bucket(request_id: str, key: bytes) -> float:
+    # By request id, not at random: a replayed record gets the same verdict, so replays stay idempotent. Keyed
+    # (HMAC) where a secret is set: a plain hash lets whoever picks the id find one that is always kept.
+    if key:
+        digest = hmac.new(key, request_id.encode(), hashlib.sha256).hexdigest()
+    else:
+        digest = hashlib.sha256(request_id.encode()).hexdigest()
+    return int(digest[:8], 16) / 0x1_0000_0000

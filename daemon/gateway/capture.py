@@ -23,7 +23,7 @@ from taoflow.daemon.gateway.captured import Backlog, RecordBuilder, RecordFacts
 from taoflow.daemon.gateway.exchange import Exchange
 from taoflow.daemon.gateway.metrics import GatewayMetrics
 from taoflow.daemon.gateway.routing import Choice
-from taoflow.daemon.settings import Settings
+from taoflow.daemon.settings import Settings, sample_key
 from taoflow.daemon.store.spool import Spool, SpoolDepth
 from taoflow.policies.ingest_filter import sampled_in
 
@@ -32,9 +32,10 @@ __all__ = ["Capture", "Drainer", "build_sink", "wanted"]
 log = logging.getLogger(__name__)
 
 
-def wanted(request_id: str, task: str, *, rate: float, task_rates: Mapping[str, float]) -> bool:
-    """Whether to capture this exchange: by request-id hash, so every gateway replica agrees."""
-    return sampled_in(request_id, rate) and sampled_in(request_id, task_rates.get(task, 1.0))
+def wanted(request_id: str, task: str, *, rate: float, task_rates: Mapping[str, float], key: bytes = b"") -> bool:
+    """Whether to capture this exchange: by request-id hash (keyed with ingest.sample_key), so every gateway
+    replica and the daemon's ingest agree."""
+    return sampled_in(request_id, rate, key=key) and sampled_in(request_id, task_rates.get(task, 1.0), key=key)
 
 
 class Drainer:
@@ -119,6 +120,7 @@ class Capture:
         c = settings.gateway.capture
         self.settings = c
         self.task_rates = settings.ingest.sample_rates
+        self.sample_key = sample_key(settings)
         self.gateway = gateway
         self.metrics = metrics
         self.keep_status = frozenset(settings.ingest.keep_status)
@@ -137,7 +139,13 @@ class Capture:
         )
 
     def wants(self, exchange: Exchange) -> bool:
-        return wanted(exchange.request_id, exchange.task, rate=self.settings.sample_rate, task_rates=self.task_rates)
+        return wanted(
+            exchange.request_id,
+            exchange.task,
+            rate=self.settings.sample_rate,
+            task_rates=self.task_rates,
+            key=self.sample_key,
+        )
 
     async def record(
         self, exchange: Exchange, choice: Choice, upstream: UpstreamAnswer, kept: bytes, *, too_large: bool

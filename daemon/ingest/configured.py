@@ -16,7 +16,7 @@ from taoflow.connectors.sources.redaction import Redactor
 from taoflow.daemon.ingest.ingestor import Ingestor, IngestReport
 from taoflow.daemon.ingest.metrics import IngestMetrics
 from taoflow.daemon.ingest.streaming import ObjectSource, StreamSource, ingest_objects, run_stream
-from taoflow.daemon.settings import Settings, known_tasks
+from taoflow.daemon.settings import Settings, known_tasks, sample_key
 from taoflow.daemon.store.state import State
 from taoflow.policies.ingest_filter import IngestFilter
 
@@ -236,6 +236,7 @@ def build_ingestor(
             known_tasks=known_tasks(settings),
             default_task=i.default_task,
             unknown=i.unknown_task,
+            sample_key=sample_key(settings),
         ),
         field_map=field_map,
         metrics=metrics,

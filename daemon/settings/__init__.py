@@ -28,7 +28,14 @@ from taoflow.daemon.settings.reference import reference_table
 from taoflow.daemon.settings.retrain import RetrainSettings
 from taoflow.daemon.settings.root import ENV_PREFIX, Settings
 from taoflow.daemon.settings.score import SandboxSettings, ScorerSpec, ScoreSettings
-from taoflow.daemon.settings.secrets import admin_token, gateway_api_keys, gateway_token, metrics_token, ray_token
+from taoflow.daemon.settings.secrets import (
+    admin_token,
+    gateway_api_keys,
+    gateway_token,
+    metrics_token,
+    ray_token,
+    sample_key,
+)
 from taoflow.daemon.settings.sources import DeltaSettings, KafkaSettings, S3Settings, SourceSettings
 from taoflow.daemon.settings.storage import RetentionSettings, StorageSettings
 from taoflow.daemon.settings.train import DpoSettings, GrpoSettings, TrainSettings
@@ -74,5 +81,6 @@ __all__ = [
     "ray_runner_problems",
     "ray_token",
     "reference_table",
+    "sample_key",
     "unknown_environment",
 ]

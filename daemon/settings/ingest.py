@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import Field, field_validator
 
 from taoflow.connectors.sources.redaction import REDACTION_KINDS
-from taoflow.daemon.settings.base import Section
+from taoflow.daemon.settings.base import Section, TokenSource
 from taoflow.policies.ingest_filter import TASK_NAME, valid_task
 
 __all__ = ["IngestSettings"]
@@ -35,6 +35,10 @@ class IngestSettings(Section):
     """Only records whose logged status_code is one of these are buffered ([] keeps all)."""
     sample_rates: dict[str, float] = Field(default_factory=dict)
     """Share of each high-volume task to keep, e.g. {support: 0.1}; by request-id hash, so replays agree."""
+    sample_key: TokenSource = TokenSource()
+    """A secret the daemon and every gateway hold (the chart gives them the gateway token): sampling (here and
+    gateway.capture.sample_rate) hashes request ids with it, so a client picking its x-request-id cannot pick
+    whether it is kept. Unset: a plain hash."""
     task_map: dict[str, str] = Field(default_factory=dict)
     """Rename tasks: served entity / endpoint / model name -> task name."""
     buffer_cap: int = Field(100_000, ge=1)

@@ -6,7 +6,7 @@ from taoflow.connectors.errors import ConfigurationError
 from taoflow.daemon.settings.base import MIN_TOKEN_LENGTH
 from taoflow.daemon.settings.root import Settings
 
-__all__ = ["admin_token", "gateway_api_keys", "gateway_token", "metrics_token", "ray_token"]
+__all__ = ["admin_token", "gateway_api_keys", "gateway_token", "metrics_token", "ray_token", "sample_key"]
 
 
 def admin_token(settings: Settings) -> str:
@@ -48,3 +48,9 @@ def gateway_api_keys(settings: Settings) -> tuple[str, ...]:
             " (openssl rand -hex 32)"
         )
     return keys
+
+
+def sample_key(settings: Settings) -> bytes:
+    """Sampling's secret (ingest.sample_key), b"" when none is set."""
+    key = settings.ingest.sample_key.read("ingest.sample_key", what="sampling")
+    return key.encode() if key else b""

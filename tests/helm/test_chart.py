@@ -387,6 +387,9 @@ def test_the_gateway_is_a_scaled_deployment_of_its_own_that_reads_routes_from_th
     assert env["TAOFLOW_DAEMON__GATEWAY_TOKEN"]["valueFrom"]["secretKeyRef"]["name"] == "taoflow-gateway"
     assert "TAOFLOW_DAEMON__ADMIN_TOKEN" not in env  # the gateway holds no admin rights
     assert env["TAOFLOW_GATEWAY__API_KEYS"]["valueFrom"]["secretKeyRef"]["name"] == "taoflow-gateway-clients"
+    assert env["TAOFLOW_INGEST__SAMPLE_KEY"]["valueFrom"]["secretKeyRef"]["name"] == "taoflow-gateway"
+    daemon_keys = {e["name"]: e for e in sts["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert daemon_keys["TAOFLOW_INGEST__SAMPLE_KEY"] == env["TAOFLOW_INGEST__SAMPLE_KEY"]  # both sample alike
     assert env["TAOFLOW_DAEMON__METRICS_TOKEN"]["valueFrom"]["secretKeyRef"]["name"] == "taoflow-metrics"
     for item in env.values():
         if SECRETISH.search(item["name"]):

@@ -22,6 +22,7 @@ from taoflow.daemon.gateway.captured import (
     exchange_record,
 )
 from taoflow.daemon.store.spool import Spool
+from taoflow.policies.ingest_filter import IngestFilter, decide_ingest
 
 
 def sse(*events) -> bytes:
@@ -187,6 +188,18 @@ def test_records_wait_in_the_spool_while_the_sink_is_down_and_are_sent_once_it_i
     ]
     assert sorted(line["i"] for line in lines) == list(range(25))
     spool.close()
+
+
+def test_with_a_sampling_key_a_client_cannot_pick_request_ids_that_are_always_captured():
+    """Finding: ids found in ~10 tries each were captured 100 % at sample_rate 0.1 (a plain hash of the id)."""
+    found = [f"req-{i}" for i in range(5000) if wanted(f"req-{i}", "t", rate=0.1, task_rates={})][:200]
+    assert len(found) == 200  # what an attacker finds offline against the plain hash
+    key = b"the-gateway-token-both-sides-hold"
+    kept = [i for i in found if wanted(i, "t", rate=0.1, task_rates={}, key=key)]
+    assert len(kept) < 40  # about a tenth, as for anyone
+    assert kept == [i for i in found if wanted(i, "t", rate=0.1, task_rates={}, key=key)]  # every gateway agrees
+    rules = IngestFilter(sample_rates={"t": 0.1}, sample_key=key)  # ... and so does the daemon's ingest
+    assert all(decide_ingest(request_id=i, task="t", status_code=200, prompt_chars=5, rules=rules).keep for i in kept)
 
 
 def test_the_spool_and_the_captured_lines_are_the_owners_alone(tmp_path):
