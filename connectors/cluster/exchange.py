@@ -79,6 +79,14 @@ class Exchange:
         elif info.type == fs.FileType.File:
             self._call(lambda: self.fs.delete_file(self.path(name)))
 
+    def remove_all(self) -> None:
+        """This folder and everything in it (a round's, once its outputs are home)."""
+        from pyarrow import fs
+
+        info = self._call(lambda: self.fs.get_file_info(self.root))
+        if info.type == fs.FileType.Directory:
+            self._call(lambda: self.fs.delete_dir(self.root))
+
     def write_bytes(self, name: str, data: bytes) -> None:
         """Whole or not at all: S3 puts are atomic; on a shared folder the file is renamed into place."""
         target = self.path(name)

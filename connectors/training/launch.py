@@ -75,7 +75,10 @@ def train_adapter_distributed(
         env["ACCELERATE_USE_CPU"] = "true"
         env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // processes))
     log.info("training on %d processes (%s): %s", processes, config.device, " ".join(command))
-    tail = _run(command, env, progress)
+    try:
+        tail = _run(command, env, progress)
+    finally:
+        job.unlink(missing_ok=True)  # its examples are prompts; the next attempt writes it again
     if not result.is_file():
         raise RoundError(
             f"distributed training on {processes} processes ended without an adapter; its last lines:\n"

@@ -75,6 +75,8 @@ class RayRoundJob:
     def run(self, record: RoundRecord, inputs: RoundInputs) -> ClusterStages:
         """The round's job, submitted (or found) and followed to its end; its outputs brought into the round's files.
         Returns what the job's stages reported."""
+        if record.files.cluster_stages_file.exists():
+            return record.files.cluster_stages()  # home already (a round resumed after it brought them home)
         folder = self.folder(record)
         if not folder.exists("inputs/spec.json"):
             self._write_inputs(folder, record, inputs)
@@ -82,7 +84,14 @@ class RayRoundJob:
         info = self._follow(submission)
         if info.status != "SUCCEEDED":
             raise RoundError(self._failure(folder, info))
-        return self._bring_home(folder, record.files, submission)
+        stages = self._bring_home(folder, record.files, submission)
+        # Home: the folder's prompts, candidates and scores would otherwise stay on the exchange for good, beyond
+        # the reach of an erasure. (A failed job's folder stays for its next attempt, which goes on from it.)
+        try:
+            folder.remove_all()
+        except TemporaryError as exc:
+            log.warning("the round's folder %s could not be removed from the exchange: %s", folder.uri, exc)
+        return stages
 
     def folder(self, record: RoundRecord) -> Exchange:
         return self.root.child(self.settings.model.served_name, f"r{record.id:04d}-{record.started_stamp}")
@@ -115,6 +124,7 @@ class RayRoundJob:
             local = record.files.replay_job_file
             write_job(local, Path("."), inputs.replay, inputs.training)
             folder.write_bytes("inputs/replay.json", local.read_bytes())
+            local.unlink()  # its examples are prompts: the exchange's copy is the one the job reads
         if inputs.champion_dir is not None:
             folder.put_dir("inputs/champion", inputs.champion_dir)
         sections = {

@@ -11,6 +11,7 @@ import boto3
 import pytest
 
 from taoflow.connectors.artifacts.local import check_adapter_dir
+from taoflow.connectors.cluster.exchange import Exchange
 from taoflow.connectors.cluster.jobs import RayJobs
 from taoflow.connectors.errors import RoundError
 from taoflow.daemon.round.ray_stages import RayStages
@@ -101,7 +102,15 @@ def run_replacing_node(cluster, state, node, *, after: str, deadline_s: float):
     return outcome["record"]
 
 
-def test_a_round_runs_as_a_ray_job_across_two_nodes(tmp_path, s3, ray_cluster, base_model):
+def test_a_round_runs_as_a_ray_job_across_two_nodes(tmp_path, s3, ray_cluster, base_model, monkeypatch):
+    specs: list[tuple[str, str]] = []  # each round folder's spec, read as the folder is removed
+    remove_all = Exchange.remove_all
+
+    def keeping_the_spec(folder: Exchange) -> None:
+        specs.append((folder.path("inputs/spec.json"), folder.read_bytes("inputs/spec.json").decode()))
+        remove_all(folder)
+
+    monkeypatch.setattr(Exchange, "remove_all", keeping_the_spec)
     ray_cluster.add_worker(cpus=1)
     ray_cluster.add_worker(cpus=1)
     state = ray_state(tmp_path, ray_cluster, s3, ray={"train": {"workers": 2}})
@@ -124,12 +133,13 @@ def test_a_round_runs_as_a_ray_job_across_two_nodes(tmp_path, s3, ray_cluster, b
     rows = [json.loads(line) for line in (record.work_dir / "candidates.jsonl").read_text().splitlines()]
     assert len(rows) == summary.prepare.prompts and all(len(r["candidates"]) == 3 for r in rows)
     # The token never travels to the cluster with the round's settings.
-    client = boto3.client("s3", endpoint_url=s3)
-    keys = [o["Key"] for o in client.list_objects_v2(Bucket="rounds", Prefix=tmp_path.name)["Contents"]]
-    (spec,) = [k for k in keys if k.endswith("/inputs/spec.json")]
-    assert spec.startswith(f"{tmp_path.name}/taoflow/r0001-")
-    sent = client.get_object(Bucket="rounds", Key=spec)["Body"].read().decode()
+    ((spec, sent),) = specs
+    assert spec.startswith(f"rounds/{tmp_path.name}/taoflow/r0001-")
     assert RayTestCluster.TOKEN not in sent and '"round": 1' in sent
+    # Once its outputs are home, nothing of the round stays on the exchange (its prompts, candidates, scores).
+    client = boto3.client("s3", endpoint_url=s3)
+    left = client.list_objects_v2(Bucket="rounds", Prefix=tmp_path.name).get("Contents", [])
+    assert [o["Key"] for o in left if o["Size"] or "/r0001-" in o["Key"]] == []  # the parents' empty markers only
 
 
 def test_a_stage_the_cluster_cannot_place_fails_the_round_with_the_reason(tmp_path, s3, ray_cluster):

@@ -86,3 +86,11 @@ def test_a_folders_file_over_the_limit_is_not_copied(exchange, tmp_path):
     exchange.write_bytes("outputs/adapter/weights.bin", b"x" * 5000)
     with pytest.raises(TemporaryError, match="larger than 4096 bytes"):
         exchange.get_dir("outputs/adapter", tmp_path / "home", limit=4096)
+
+
+def test_a_rounds_folder_is_removed_whole(exchange):
+    exchange.write_json("inputs/spec.json", {"round": 1})
+    exchange.write_rows("outputs/scored/part-0.parquet", [{"request_id": "r1"}], {"request_id": "string"})
+    exchange.remove_all()
+    assert not exchange.exists("inputs/spec.json") and not exchange.exists("outputs/scored")
+    exchange.remove_all()  # gone already: nothing to do
