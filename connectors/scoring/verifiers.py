@@ -187,10 +187,14 @@ class LengthScorer:
 class SqlScorer:
     """SQL answers that parse and run against a given SQLite schema.
 
-    1.0 when the statement runs read-only, reads at least one table of the schema and returns at least one
-    row; `empty_score` when it runs but returns none; 0.0 when it does not parse, fails, or reads no table
-    (`SELECT 1` answers no question). params: `schema` (DDL and seed INSERTs, run once per answer in a fresh
-    in-memory database), `max_steps` (VM step budget), `require_table` (default true).
+    1.0 when the statement runs read-only, reads a table the question names (or, when the question names none
+    of the schema's tables, any of them) and returns at least one row; `empty_score` when it runs but returns
+    none; 0.0 when it does not parse, fails, or reads no such table (`SELECT 1` answers no question, and
+    `SELECT * FROM users` does not answer "How many orders were placed in March?"). A table is named by its name
+    or its singular or plural as a word of the prompt's last user message. What this cannot check: that the
+    answer computes what was asked (a count, a filter, a month) — it is a verifier of shape, not a grader.
+    params: `schema` (DDL and seed INSERTs, run once per answer in a fresh in-memory database), `max_steps` (VM
+    step budget), `require_table` (default true).
 
     An answer may only read: attaching databases (so `ATTACH` and `VACUUM INTO`, which write files) is
     impossible, every action but reading is refused by an authorizer, and strings and blobs are capped at
@@ -214,7 +218,14 @@ class SqlScorer:
             raise ConfigurationError(f"sql scorer schema does not run: {exc}") from None
 
     def score(self, record: PromptRecord, responses: Sequence[str]) -> list[float | None]:
-        return [self._one(r) for r in responses]
+        relevant = self.named_tables(record) or self.tables
+        return [self._one(r, relevant) for r in responses]
+
+    def named_tables(self, record: PromptRecord) -> set[str]:
+        """The schema's tables that the question names (by name, singular or plural)."""
+        asked = next((m.content for m in reversed(record.messages) if m.role == "user"), "")
+        words = set(re.findall(r"[a-z_][a-z0-9_]*", asked.lower()[:20_000]))
+        return {t for t in self.tables if {t, t.removesuffix("s"), t + "s"} & words}
 
     def _database(self) -> sqlite3.Connection:
         conn = sqlite3.connect(":memory:")
@@ -224,7 +235,7 @@ class SqlScorer:
             conn.setlimit(limit, value)
         return conn
 
-    def _one(self, response: str) -> float:
+    def _one(self, response: str, relevant: set[str]) -> float:
         fenced = _FENCE.search(response)
         sql = (fenced.group(1) if fenced else response).strip().rstrip(";")
         if not sql or not sqlite3.complete_statement(sql + ";"):
@@ -251,7 +262,7 @@ class SqlScorer:
             return 0.0
         finally:
             conn.close()
-        if self.require_table and not read & self.tables:
+        if self.require_table and not read & relevant:
             return 0.0
         return 1.0 if rows else self.empty_score
 

@@ -180,3 +180,14 @@ def test_the_ready_made_verifiers_keep_their_documented_path():
     old = PythonScorer(callable="taoflow.connectors.verifiers:values_in_prompt")
     new = PythonScorer(callable="taoflow.connectors.scoring.verifiers:values_in_prompt")
     assert old.function is new.function
+
+
+def test_an_sql_answer_must_read_a_table_the_question_names():
+    """Finding: `SELECT * FROM users` scored 1.0 for "How many orders were placed in March?"."""
+    schema = SQL_SCHEMA + "CREATE TABLE orders (id INTEGER, placed TEXT); INSERT INTO orders VALUES (1, '2026-03-02');"
+    scorer = SqlScorer(schema=schema)
+    orders = ["SELECT * FROM users", "SELECT count(*) FROM orders WHERE placed LIKE '2026-03%'"]
+    assert scorer.score(rec("How many orders were placed in March?"), orders) == [0.0, 1.0]
+    assert scorer.score(rec("Which user is the oldest?"), ["SELECT name FROM users ORDER BY age DESC"]) == [1.0]
+    # A question that names no table: any table of the schema will do (what a shape check cannot tell apart).
+    assert scorer.score(rec("What is in there?"), ["SELECT * FROM users", "SELECT 1"]) == [1.0, 0.0]
