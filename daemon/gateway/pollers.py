@@ -26,6 +26,8 @@ __all__ = ["Pollers"]
 log = logging.getLogger("taoflow.daemon.gateway.app")
 
 _MAX_CONTROL_BYTES = 1 << 20
+#: Request ids erased lately that one route answer may name (the daemon sends at most this many).
+_MAX_ERASED = 1000
 
 
 class Pollers:
@@ -112,6 +114,11 @@ class Pollers:
             log.warning("gateway: the daemon answered the route report with %d", status)
             return
         self._routes_read_at = asyncio.get_running_loop().time()
+        erased = table.pop("erased", None)
+        if self.capture is not None and isinstance(erased, list):
+            keys = [k for k in erased[:_MAX_ERASED] if isinstance(k, str)]
+            if keys and (gone := await asyncio.to_thread(self.capture.spool.forget, keys)):
+                log.info("gateway: %d captured exchange(s) erased at the daemon dropped from the spool", gone)
         if isinstance(table.get("generation"), int) and table["generation"] > self.router.generation:
             # A deploy loads a version on the replicas before it routes to it: read what they serve now, so the
             # new routes never meet a stale view of the replicas (the next poll could be seconds away).

@@ -14,7 +14,7 @@ from taoflow.daemon.service.admin import Change
 from taoflow.daemon.service.flywheel import Flywheel
 from taoflow.daemon.service.supervisor import Supervisor
 from taoflow.daemon.store.deploys import DeployStore
-from taoflow.daemon.store.erasure import erasure_summary, forget, report_counts
+from taoflow.daemon.store.erasure import erasure_summary, forget, recently_erased, report_counts
 from taoflow.daemon.store.rounds import RoundStore
 from taoflow.daemon.store.routes import RouteStore
 from taoflow.daemon.store.state import State
@@ -205,7 +205,8 @@ class Answers:
     def gateway_report(self, gateway: str, *, generation: int, inflight: dict[str, int]) -> dict[str, Any]:
         routes = RouteStore(self.state.db)
         routes.report(gateway, generation, inflight)
-        return routes.table().as_dict()
+        # The requests erased lately: a gateway drops any it still holds in its capture spool.
+        return {**routes.table().as_dict(), "erased": recently_erased(self.state.db)}
 
     def log_error(self, path: str, exc: Exception) -> None:
         log.error("admin API error at %s: %s: %s", path, type(exc).__name__, exc)

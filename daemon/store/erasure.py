@@ -44,6 +44,7 @@ __all__ = [
     "erasure_summary",
     "finish_erasure",
     "forget",
+    "recently_erased",
     "record_trained",
     "report_counts",
     "scrub_rounds",
@@ -352,6 +353,16 @@ def record_trained(
                 conn.execute("UPDATE erasures SET consumed_by = ? WHERE id = ?", (round_id, erasure_id))
                 changed += 1
     return changed
+
+
+def recently_erased(db: Database, *, within_s: float = 900.0, limit: int = 1000) -> list[str]:
+    """Request ids erased in the last `within_s` seconds, newest first: what gateways drop from their spools
+    (a record waits there seconds, until the sink has it)."""
+    rows = db.query(
+        "SELECT request_id FROM erasures WHERE request_id IS NOT NULL AND erased_at >= ? ORDER BY id DESC LIMIT ?",
+        (time.time() - within_s, limit),
+    )
+    return [str(r[0]) for r in rows]
 
 
 def erased_request_ids(db: Database, request_ids: Sequence[str]) -> set[str]:

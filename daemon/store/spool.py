@@ -15,6 +15,7 @@ import queue
 import sqlite3
 import threading
 import time
+from collections.abc import Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +34,7 @@ CREATE TABLE IF NOT EXISTS spool (
     value BLOB NOT NULL,
     at REAL NOT NULL
 );
+CREATE INDEX IF NOT EXISTS spool_key ON spool (key);
 """
 
 
@@ -70,6 +72,7 @@ class Spool:
         conn = sqlite3.connect(self.path, timeout=30, check_same_thread=False, isolation_level=None)
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute(f"PRAGMA synchronous={self._sync}")
+        conn.execute("PRAGMA secure_delete=ON")  # an erased request's bytes are overwritten, not left free
         return conn
 
     # ------------------------------------------------------------------ writing
@@ -152,6 +155,33 @@ class Spool:
         with self._lock:
             self._records -= len(records)
             self._bytes -= sum(len(r.value) for r in records)
+
+    def forget(self, keys: Sequence[str]) -> int:
+        """Erased requests' records, gone from the spool and from its file (deleted securely, the WAL truncated);
+        returns how many there were."""
+        if not keys:
+            return 0
+        with self._read_lock:
+            self._reader.execute("BEGIN IMMEDIATE")
+            try:
+                gone = 0
+                size = 0
+                for key in keys:
+                    row = self._reader.execute(
+                        "SELECT count(*), COALESCE(SUM(length(value)), 0) FROM spool WHERE key=?", (key,)
+                    ).fetchone()
+                    gone, size = gone + int(row[0]), size + int(row[1])
+                    self._reader.execute("DELETE FROM spool WHERE key=?", (key,))
+            except BaseException:
+                self._reader.execute("ROLLBACK")
+                raise
+            self._reader.execute("COMMIT")
+            if gone:
+                self._reader.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        with self._lock:
+            self._records -= gone
+            self._bytes -= size
+        return gone
 
     def depth(self) -> SpoolDepth:
         with self._read_lock:

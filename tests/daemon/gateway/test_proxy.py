@@ -384,3 +384,35 @@ def test_slow_clients_are_cut_at_the_deadline_and_the_number_of_clients_is_bound
         finally:
             for conn in held:
                 conn.close()
+
+
+def test_a_request_erased_at_the_daemon_leaves_the_gateways_spool(tmp_path):
+    """Finding: the gateway's spool was never scrubbed: an erased request waited there, text and all, until the
+    sink took it."""
+    (tmp_path / "captured").write_text("a file where the sink's folder should be: every write fails")
+    with (
+        daemon_admin(tmp_path) as (service, daemon_url),
+        StandInReplica({"base"}) as replica,
+        gateway(
+            tmp_path,
+            [replica],
+            daemon={"gateway_token": GATEWAY},
+            daemon_url=daemon_url,
+            routes_poll_seconds=0.1,
+        ) as (app, url),
+    ):
+        secret = "my account number is 4711-0815"
+        body = {"model": "base", "messages": [{"role": "user", "content": secret}]}
+        kept = {"model": "base", "messages": [{"role": "user", "content": "What is 12 + 30?"}]}
+        for request_id, payload in (("erase-me", body), ("keep-me", kept)):
+            answer = httpx.post(url + "/v1/chat/completions", json=payload, headers={"x-request-id": request_id})
+            assert answer.status_code == 200
+        spool = tmp_path / "spool" / "spool.db"
+        assert app.capture.spool.depth().records == 2  # the sink is down: both wait
+        service.answers.forget(
+            request_ids=["erase-me"], texts=[], reason="subject's request", limit=10, max_share=1.0, dry_run=False
+        )
+        poll_until(lambda: app.capture.spool.depth().records == 1, deadline_s=10, message="the erased one dropped")
+        assert [r.key for r in app.capture.spool.batch(10)] == ["keep-me"]
+        on_disk = b"".join(f.read_bytes() for f in spool.parent.glob("spool.db*"))
+        assert secret.encode() not in on_disk and b"What is 12 + 30?" in on_disk
