@@ -150,7 +150,12 @@ def test_every_panel_shows_data_and_the_alerts_fire_and_resolve(
             "authorization": {"type": "Bearer", "credentials": SCRAPER},
             "static_configs": [{"targets": [f"127.0.0.1:{port}"]}],
         },
-        {"job_name": f"{JOB}-gateway", "static_configs": [{"targets": [f"127.0.0.1:{gateway_port}"]}]},
+        {
+            # The gateway's /metrics takes the same read-only token (as the chart's ServiceMonitor presents it).
+            "job_name": f"{JOB}-gateway",
+            "authorization": {"type": "Bearer", "credentials": SCRAPER},
+            "static_configs": [{"targets": [f"127.0.0.1:{gateway_port}"]}],
+        },
         {
             "job_name": "vllm",
             "static_configs": [
