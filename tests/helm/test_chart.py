@@ -25,7 +25,7 @@ SECRETISH = re.compile(r"TOKEN|PASSWORD|SECRET|API_KEY|ACCESS_KEY", re.IGNORECAS
 
 @pytest.mark.parametrize("values", [None, PRODUCTION], ids=["defaults", "production"])
 def test_the_chart_lints_strictly(values):
-    report = helm.lint(CHART, values, strict=True, namespace="ml", kube_version="v1.30.0")
+    report = helm.lint(CHART, values, strict=True, namespace="ml", kube_version="v1.31.0")
     assert report["errors"] == [] and report["messages"] == [], report
 
 
