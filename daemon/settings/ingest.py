@@ -23,8 +23,10 @@ class IngestSettings(Section):
     x-taoflow-task)."""
     unknown_task: Literal["default", "skip"] = "default"
     """A record of an unknown task: buffered under default_task (counted as relabelled), or skipped (`unknown_task`)."""
-    redact: list[str] = Field(default_factory=list)
-    """Redact before storing: any of `secrets`, `emails`, `phones`."""
+    redact: list[str] = Field(default_factory=lambda: ["secrets", "emails"])
+    """Redact before storing (ingest and the gateway's capture alike): any of `secrets`, `emails`, `phones`. On by
+    default for secrets and e-mail addresses (prompts, answers, metadata: a sensitive key's whole value); `[]`
+    stores text as logged."""
     heldout_fraction: float = Field(0.2, ge=0.0, lt=1.0)
     """Share of each task's distinct prompts held out for the eval gate (never trained on)."""
     heldout_max_per_task: int = Field(64, ge=0)

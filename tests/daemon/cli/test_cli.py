@@ -225,3 +225,32 @@ def test_forget_and_the_erased_listing(tmp_path, capsys):
     assert main(["buffer", "--erased", "-o", "json", *args]) == 0
     listed = json.loads(capsys.readouterr().out)
     assert listed["adapters"] == [{"version": "taoflow-r0001", "state": "candidate", "prompts": 1}]
+
+
+def test_a_default_install_redacts_e_mail_addresses_in_prompts_and_metadata(tmp_path):
+    """No `ingest.redact` in the config: a Databricks inference-table row whose prompt and `requester` column hold
+    e-mail addresses is buffered with neither, nowhere in the state's files."""
+    address, other = "jane.roe@example.com", "ops-team@corp.example.org"
+    logs = tmp_path / "table.jsonl"
+    row = {
+        "databricks_request_id": "r-1",
+        "status_code": 200,
+        "request": {"messages": [{"role": "user", "content": f"Write to {address} about the invoice."}]},
+        "response": {"choices": [{"message": {"role": "assistant", "content": "Done."}}]},
+        "request_metadata": {"requester": other, "endpoint_name": "support"},
+    }
+    logs.write_text(json.dumps(row) + "\n")
+    config = tmp_path / "c.yaml"
+    config.write_text(f"storage:\n  state_dir: {tmp_path / 'state'}\nsource:\n  paths: [{logs}]\n")
+    ingested = run_cli("ingest", "--config", str(config))
+    assert ingested.returncode == 0 and "added 1" in ingested.stdout, ingested.stdout + ingested.stderr
+    state = State(load_settings(config))
+    try:
+        (stored,) = [p.record for p in state.buffer.training_prompts(10) + state.buffer.heldout()]
+    finally:
+        state.close()
+    assert stored.messages[0].content == "Write to [EMAIL] about the invoice."
+    assert "[REDACTED]" in json.dumps(stored.metadata) and other not in json.dumps(stored.metadata)
+    for path in (tmp_path / "state").rglob("*"):
+        if path.is_file():
+            assert address.encode() not in path.read_bytes() and other.encode() not in path.read_bytes(), path

@@ -416,3 +416,18 @@ def test_a_request_erased_at_the_daemon_leaves_the_gateways_spool(tmp_path):
         assert [r.key for r in app.capture.spool.batch(10)] == ["keep-me"]
         on_disk = b"".join(f.read_bytes() for f in spool.parent.glob("spool.db*"))
         assert secret.encode() not in on_disk and b"What is 12 + 30?" in on_disk
+
+
+def test_a_default_install_redacts_e_mail_addresses_in_what_it_captures(tmp_path):
+    """No `ingest.redact`: the prompt's address and the request's `user` field never reach the spool or the sink."""
+    address = "jane.roe@example.com"
+    body = {"model": "base", "messages": [{"role": "user", "content": f"Mail {address} the total."}], "user": address}
+    with StandInReplica({"base"}) as replica, gateway(tmp_path, [replica]) as (_app, url):
+        assert httpx.post(url + "/v1/chat/completions", json=body, timeout=30).status_code == 200
+        poll_until(lambda: len(captured(tmp_path)) == 1, deadline_s=20, message="the answer captured")
+    (record,) = captured(tmp_path)
+    assert record["request"]["messages"][0]["content"] == "Mail [EMAIL] the total."
+    assert record["request"]["user"] == "[REDACTED]"
+    for path in tmp_path.rglob("*"):
+        if path.is_file():
+            assert address.encode() not in path.read_bytes(), path
