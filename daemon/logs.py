@@ -7,6 +7,7 @@ import json
 import logging
 import sys
 import time
+import warnings
 from typing import Literal, TextIO
 
 __all__ = ["JsonFormatter", "LogFormat", "configure", "relay_line"]
@@ -69,7 +70,20 @@ def configure(*, verbose: bool = False, fmt: LogFormat = "text") -> None:
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
     for name, level in QUIET.items():
         logging.getLogger(name).setLevel(logging.NOTSET if verbose else level)
-    logging.captureWarnings(True)  # library warnings become log records in the same format
+    warnings.showwarning = _warning_at_debug
+
+
+def _warning_at_debug(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: TextIO | None = None,
+    line: str | None = None,
+) -> None:
+    """A library's `warnings.warn` (a deprecated name, an advisory) as a debug record of `py.warnings`: shown with
+    -v, never between a command's own output (taoflow's own problems are log records at their level)."""
+    logging.getLogger("py.warnings").debug("%s:%s: %s: %s", filename, lineno, category.__name__, message)
 
 
 def relay_line(line: str, *, tag: str, fmt: LogFormat) -> str:
