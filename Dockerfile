@@ -5,7 +5,10 @@
 # (the daemon process itself still never imports torch); the `daemon` image ingests and serves the API.
 #   docker build -t taoflow:daemon .
 #   docker build --target train -t taoflow:train .
-FROM python:3.11-slim AS base
+# BASE: any image with Python 3.11, pip and useradd on PATH (scripts/build-images.sh builds with one it makes
+# itself where no registry is reachable).
+ARG BASE=python:3.11-slim
+FROM ${BASE} AS base
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN useradd --uid 10001 --create-home --shell /usr/sbin/nologin taoflow
 WORKDIR /home/taoflow
@@ -23,10 +26,12 @@ COPY --from=build /wheels /wheels
 RUN pip install "$(ls /wheels/taoflow-*.whl)[ingest]" && rm -rf /wheels
 # The image's defaults are a config file, not environment variables: a config mounted over it (the chart
 # mounts its ConfigMap at /etc/taoflow) replaces them, and a TAOFLOW_ variable or a flag still overrides.
-RUN mkdir -p /etc/taoflow /var/lib/taoflow && chown 10001 /var/lib/taoflow \
- && printf 'storage:\n  state_dir: /var/lib/taoflow\ndaemon:\n  admin_host: 0.0.0.0\n' > /etc/taoflow/taoflow.yaml
+# The gateway keeps its spool and route cache in /var/spool/taoflow (the root filesystem may be read-only).
+RUN mkdir -p /etc/taoflow /var/lib/taoflow /var/spool/taoflow && chown 10001 /var/lib/taoflow /var/spool/taoflow \
+ && printf 'storage:\n  state_dir: /var/lib/taoflow\ndaemon:\n  admin_host: 0.0.0.0\ngateway:\n  host: 0.0.0.0\n  capture:\n    spool_dir: /var/spool/taoflow\n' \
+    > /etc/taoflow/taoflow.yaml
 USER 10001
-VOLUME ["/var/lib/taoflow"]
+VOLUME ["/var/lib/taoflow", "/var/spool/taoflow"]
 # 8470: the daemon's admin API; 8080: `taoflow gateway` (same image, args: gateway --config ...)
 EXPOSE 8470 8080
 ENTRYPOINT ["taoflow"]
