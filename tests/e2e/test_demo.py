@@ -24,6 +24,9 @@ def test_demo_raises_every_task_and_promotes(tmp_path):
     )
     out = result.stdout
     assert result.returncode == 0, out[-3000:] + result.stderr[-3000:]
+    # Clean output: no library's warning (a deprecated name, an advisory) between the demo's lines; -v shows them.
+    warned = [line for line in (out + result.stderr).splitlines() if re.search(r"\w+Warning\b|warnings\.warn", line)]
+    assert warned == [], warned
     # The gate table: task, held-out prompts compared, before, after, change, prompts whose score changed, prompts
     # left out because an answer could not be scored.
     table = r"^(arithmetic|json_extract)\s+(\d+)\s+([\d.]+)\s+([\d.]+)\s+([+-][\d.]+)\s+(\d+)\s+(\d+)$"
