@@ -67,7 +67,7 @@ class Resolution:
     ok: bool
     #: name -> version pip chose, when it resolved.
     versions: dict[str, str]
-    #: pip's "The conflict is caused by:" lines, when it did not.
+    #: pip's ERROR lines and its "The conflict is caused by:" lines, when it did not.
     conflict: list[str]
     output: str
 

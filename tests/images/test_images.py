@@ -21,8 +21,8 @@ import pytest
 import yaml
 
 from tests.images.requirements import ROOT
-from tests.support.ports import free_port, wait_for_port
-from tests.support.processes import serving
+from tests.support.ports import free_port
+from tests.support.processes import poll_until, serving
 
 pytestmark = pytest.mark.slow
 
@@ -39,7 +39,9 @@ def image() -> str:
         )
     if os.geteuid() != 0:
         pytest.fail("building the base image needs root (debootstrap, chroot)")
-    built = subprocess.run(["bash", "scripts/build-images.sh", "daemon"], cwd=ROOT, capture_output=True, text=True)
+    built = subprocess.run(
+        ["bash", "scripts/build-images.sh", "daemon"], cwd=ROOT, capture_output=True, text=True, timeout=1200
+    )
     assert built.returncode == 0, built.stdout[-3000:] + built.stderr[-3000:]
     print(built.stdout.strip())  # "image taoflow:daemon built in N s, M MB": the README's figures
     assert re.search(r"image taoflow:daemon built in \d+ s, \d+ MB", built.stdout), built.stdout
@@ -66,19 +68,25 @@ def container(image: str, name: str, args: list[str], config: Path, env: dict[st
     try:
         yield name
     finally:
-        subprocess.run(["podman", "stop", "-t", "10", name], capture_output=True, env=environment)
-        output, _ = process.communicate(timeout=60)
+        subprocess.run(["podman", "stop", "-t", "10", name], capture_output=True, env=environment, timeout=60)
+        try:
+            output, _ = process.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()  # `podman run` outlived its container: never leave it behind
+            output, _ = process.communicate()
         print(output.decode(errors="replace")[-2000:])
 
 
-def _ready_after(url: str, started: float, deadline_s: float = 120.0) -> float:
-    """Seconds from `podman run` until `url` answered 200."""
-    while time.monotonic() - started < deadline_s:
+def _ready_after(url: str, started: float) -> float:
+    """Seconds from `podman run` until `url` answered 200 (at most 120)."""
+
+    def ready() -> bool:
         with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(url, timeout=2).status_code == 200:
-                return time.monotonic() - started
-        time.sleep(0.1)
-    pytest.fail(f"{url} not ready within {deadline_s} s")
+            return httpx.get(url, timeout=2).status_code == 200
+        return False
+
+    poll_until(ready, deadline_s=120, message=f"{url} to answer 200")
+    return time.monotonic() - started
 
 
 def test_the_daemon_image_runs_the_daemon_and_the_gateway_as_the_chart_does(image: str, tmp_path: Path):
@@ -109,7 +117,6 @@ def test_the_daemon_image_runs_the_daemon_and_the_gateway_as_the_chart_does(imag
             started = time.monotonic()
             with container(image, f"taoflow-gateway-{gateway_port}", ["gateway"], config, secrets):
                 gateway_ready = _ready_after(f"http://127.0.0.1:{gateway_port}/readyz", started)
-                wait_for_port(gateway_port)
                 answer = httpx.post(
                     f"http://127.0.0.1:{gateway_port}/v1/chat/completions",
                     json={"model": "base", "messages": [{"role": "user", "content": "12 + 30?"}]},
