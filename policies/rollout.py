@@ -6,7 +6,7 @@ with a readable `reason` out. `taoflow.daemon.fleet.deploy` carries them out and
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 __all__ = [
@@ -30,13 +30,19 @@ class RolloutPlan:
     reason: str
 
 
-def plan_rollout(replicas: Sequence[str], *, canary: int, batch_size: int, smoke: bool) -> RolloutPlan:
+def plan_rollout(
+    replicas: Sequence[str], *, canary: int, batch_size: int, smoke: bool, unreachable: Collection[str] = ()
+) -> RolloutPlan:
     """Canary first (smoke-tested before anything else moves), then the rest in batches.
 
+    Replicas that did not answer just now go last: the canary is one that answers (a dead canary would revert the
+    deploy), and a dead replica in the last wave is skipped while `fleet.max_unavailable` allows.
     A rollback (`smoke=False`) uses the same waves: one replica first, so a reinstated
     adapter that no longer loads stops the rollback before it touches every replica.
     """
-    ordered = sorted(dict.fromkeys(replicas))
+    down = set(unreachable)
+    unique = sorted(dict.fromkeys(replicas))
+    ordered = [r for r in unique if r not in down] + [r for r in unique if r in down]
     if not ordered:
         return RolloutPlan((), smoke, "no replicas: nothing to roll out")
     head = max(1, min(canary, len(ordered)))
@@ -45,10 +51,12 @@ def plan_rollout(replicas: Sequence[str], *, canary: int, batch_size: int, smoke
     step = max(1, batch_size)
     waves += [tuple(rest[i : i + step]) for i in range(0, len(rest), step)]
     first = "canary" if smoke else "first"
+    late = sorted(down & set(unique))
     return RolloutPlan(
         tuple(waves),
         smoke,
-        f"{first} {', '.join(waves[0])}, then {len(rest)} more in {len(waves) - 1} batch(es) of up to {step}",
+        f"{first} {', '.join(waves[0])}, then {len(rest)} more in {len(waves) - 1} batch(es) of up to {step}"
+        + (f" (unreachable now, so last: {', '.join(late)})" if late else ""),
     )
 
 

@@ -91,8 +91,13 @@ class Deployer:
         running = self.deploys.open(self.model)
         if running is not None:
             raise DeployError(f"deploy {running.id} ({running.kind} {running.version}) is still {running.status}")
+        views = self.fleet.observe()
         plan = plan_rollout(
-            self.fleet.urls(), canary=self.f.canary_replicas, batch_size=self.f.batch_size, smoke=kind == "promote"
+            list(views),
+            canary=self.f.canary_replicas,
+            batch_size=self.f.batch_size,
+            smoke=kind == "promote",
+            unreachable={url for url, view in views.items() if view is None},
         )
         log.info("deploy %s %s: %s", kind, version, plan.reason)
         return self.deploys.start(

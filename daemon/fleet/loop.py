@@ -118,8 +118,21 @@ class FleetLoop:
         champion = registry.alias(self.model, "champion")
         since = registry.get(champion).created_at if champion else 0.0  # never an adapter older than the live one
         gated = [v for v in registry.versions(model=self.model) if v.state == "gated" and v.created_at > since]
-        fresh = [v.version for v in gated if not self.deployer.deploys.attempted(v.version)]
+        fresh = [v.version for v in gated if self._deployable(v.version)]
         return fresh[-1] if fresh else None
+
+    def _deployable(self, version: str) -> bool:
+        """Never deployed; or every deploy of it was reverted by the fleet's fault (a replica down, not the
+        adapter), attempts are left, and every replica answered the last reconcile."""
+        tries = self.deployer.deploys.promotes(version)
+        if not tries:
+            return True
+        if len(tries) >= self.settings.fleet.deploy_attempts:
+            return False
+        if any(t.status != "reverted" or t.detail.get("fault") != "fleet" for t in tries):
+            return False
+        report = self.last_report
+        return report is not None and bool(report.replicas) and all(v is not None for v in report.replicas.values())
 
     def _finished(self, record: DeployRecord) -> None:
         if self.metrics is not None:

@@ -62,6 +62,9 @@ class FleetSettings(Section):
     """Consecutive failed reconciles after which a replica is reported unreachable."""
     auto_deploy: bool = True
     """Roll out every adapter that passes the gate (rounds then leave promotion to the deploy)."""
+    deploy_attempts: int = Field(3, ge=1)
+    """auto_deploy: promote deploys an adapter gets in all when the fleet's fault reverted them (a replica that
+    did not answer, not the adapter): the next starts once every replica answers a reconcile again."""
     request_timeout_seconds: float = Field(10.0, gt=0)
     """Timeout of the LoRA and metrics calls."""
     retries: int = Field(3, ge=1)

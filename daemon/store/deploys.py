@@ -106,8 +106,10 @@ class DeployStore:
         )
         return [_record(r) for r in rows]
 
-    def attempted(self, version: str) -> bool:
-        return bool(self._db.query("SELECT 1 FROM deploys WHERE version=? AND kind='promote'", (version,)))
+    def promotes(self, version: str) -> list[DeployRecord]:
+        """Every promote deploy of `version`, oldest first."""
+        rows = self._db.query("SELECT * FROM deploys WHERE version=? AND kind='promote' ORDER BY id", (version,))
+        return [_record(r) for r in rows]
 
     def supersede(self, model: str, *, by: int) -> None:
         """A newer deploy ends the watch of older ones: their adapter no longer serves."""

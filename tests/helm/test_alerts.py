@@ -22,6 +22,7 @@ CHANGED: dict[str, Any] = {
             "enabled": True,
             "job": "taoflow-prod",
             "daemonDownFor": "1m",
+            "replicaUnreachableFor": "2m",
             "noRoundSuccessHours": 6,
             "ingestionStalledMinutes": 10,
             "deadLetterRatePerMinute": 2,
@@ -37,6 +38,7 @@ CHANGED: dict[str, Any] = {
 class Thresholds:
     job: str
     down_min: int
+    unreachable_min: int
     round_h: int
     stalled_min: int
     dead_per_min: float
@@ -49,6 +51,7 @@ def thresholds(values: dict[str, Any]) -> Thresholds:
     return Thresholds(
         job=r.get("job") or values.get("fullnameOverride") or "tf-taoflow",  # release tf: the Service's name
         down_min=int(str(r.get("daemonDownFor", "3m")).removesuffix("m")),
+        unreachable_min=int(str(r.get("replicaUnreachableFor", "5m")).removesuffix("m")),
         round_h=r.get("noRoundSuccessHours", 48),
         stalled_min=r.get("ingestionStalledMinutes", 30),
         dead_per_min=r.get("deadLetterRatePerMinute", 10),
@@ -246,7 +249,11 @@ def cases(rules: dict[str, Any], t: Thresholds) -> dict[str, list[dict]]:
             check(
                 [{"series": f"taoflow_fleet_replicas_unreachable{{{job}}}", "values": "0 1x10 0x5"}],
                 "TaoflowReplicaUnreachable",
-                {"5m": [], "7m": fires("TaoflowReplicaUnreachable"), "14m": []},
+                {
+                    f"{t.unreachable_min}m": [],
+                    f"{t.unreachable_min + 2}m": fires("TaoflowReplicaUnreachable"),
+                    "14m": [],
+                },
             ),
         ],
         "TaoflowDeadLetterRate": [

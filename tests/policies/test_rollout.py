@@ -25,6 +25,14 @@ def test_plan_rollout_waves(replicas, canary, batch, waves):
     assert plan.smoke and plan.reason
 
 
+def test_replicas_that_do_not_answer_go_last_and_never_canary():
+    plan = plan_rollout(["a", "b", "c"], canary=1, batch_size=1, smoke=True, unreachable={"a"})
+    assert plan.waves == (("b",), ("c",), ("a",))
+    assert "unreachable now, so last: a" in plan.reason
+    everyone_down = plan_rollout(["a", "b"], canary=1, batch_size=1, smoke=True, unreachable={"a", "b"})
+    assert everyone_down.waves == (("a",), ("b",))  # nothing answers: the plan is as before, the canary fails it
+
+
 A, B = "/adapters/v1", "/adapters/v2"
 
 
