@@ -13,13 +13,27 @@ import pytest
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parent.parent
-BENCHES = sorted(p.stem for p in (ROOT / "bench").glob("*.py") if p.stem != "__init__")
+#: Benchmarks whose smoke size a slow test runs (the same code, on the session's replicas, which it kills and
+#: starts again): running it here as well would cost CI its minutes twice.
+RUN_BY_A_TEST = {"chaos": ROOT / "tests" / "e2e" / "test_chaos.py"}
+BENCHES = sorted(p.stem for p in (ROOT / "bench").glob("*.py") if p.stem not in ("__init__", *RUN_BY_A_TEST))
 #: Benchmarks that serve through vLLM servers, and how each is told to use running ones.
 ON_THE_FLEET = {"swap": "--replicas", "gateway": "--replicas", "scoring": "--judge-url"}
 
 
 def test_the_benchmarks_are_found():
     assert {"round", "swap", "ray_round", "versus_supervised"} <= set(BENCHES) and "lib" not in BENCHES
+
+
+@pytest.mark.parametrize("name", sorted(RUN_BY_A_TEST))
+def test_a_benchmark_run_by_a_test_has_its_smoke_size_and_its_test(name):
+    run = subprocess.run(
+        [sys.executable, "-m", f"bench.{name}", "--help"], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert run.returncode == 0 and "--smoke" in run.stdout, run.stderr[-2000:]
+    test = RUN_BY_A_TEST[name].read_text()
+    scenario = {"chaos": "run_chaos"}[name]
+    assert scenario in test and scenario in (ROOT / "bench" / f"{name}.py").read_text()
 
 
 @pytest.mark.parametrize("name", BENCHES)
