@@ -149,8 +149,12 @@ class _Clients:
         self.attempts: list[Attempt] = []
         self.answered: dict[str, float] = {}  # request id -> seconds from first try to answer
         self.unanswered: list[str] = []
-        self.requests = 0
+        self._started = [0] * count  # requests each worker began (its own slot: no lock needed)
         self._threads = [threading.Thread(target=self._run, args=(i, seed + i)) for i in range(count)]
+
+    @property
+    def requests(self) -> int:
+        return sum(self._started)
 
     def __enter__(self) -> _Clients:
         for thread in self._threads:
@@ -168,7 +172,7 @@ class _Clients:
         for count in itertools.count():
             if self._stop.is_set():
                 break
-            self.requests += 1
+            self._started[worker] += 1
             request_id = f"chaos-{worker}-{count}"
             question = f"What is {next(self._numbers)} + {rng.randint(1, 99)}?"
             body = {
@@ -379,6 +383,7 @@ def run_chaos(
     from tests.support.servers import PrometheusServer
     from tests.support.state import store_adapter
 
+    root.mkdir(parents=True, exist_ok=True)
     rng = random.Random(seed)
     figures = ChaosFigures(kills={"broker": 0, "daemon": 0, "replica": 0, "gateway": 0})
     windows: list[Window] = []
