@@ -58,6 +58,11 @@ class RecordError(TaoflowError):
         self.detail = detail
 
 
+class UnsupportedRecord(RecordError):
+    """A well-formed record of a shape taoflow cannot store faithfully yet (tool calls, say): skipped and counted by
+    its reason, not dead-lettered (it is not malformed), and never stored altered."""
+
+
 class PermanentError(TaoflowError):
     """Failed in a way that retrying will not fix."""
 

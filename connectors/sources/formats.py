@@ -9,7 +9,16 @@ Shapes understood (detected from the keys present):
   `timestamp_ms`, `status_code`, `request`, `response`, `request_metadata`) and
   AI Gateway columns (`request_time`, `served_entity_id`, `execution_duration_ms`,
   `requester`, ...). `request`/`response` may be JSON strings or objects.
+* Anthropic Messages requests (top-level `system`, `text` content blocks) and responses.
+* OpenAI Responses requests (`instructions`, `input` as text or message items) and responses (`output` items).
 * taoflow's own export shape (`PromptRecord.to_json`).
+
+Agent traffic (tool definitions, tool calls, tool results; `tools`, `tool_calls`, `function_call`, `tool` messages,
+`tool_use`/`tool_result` blocks, `function_call`/`function_call_output` items) and a Responses request that
+continues a stored one (`previous_response_id`) cannot be stored faithfully yet: they are refused with their
+reason (`UnsupportedRecord`: `unsupported_tools`, `unsupported_context`; ingest skips and counts them), never
+stored without their tools or calls, which would teach
+the model to answer in text where it should call a tool.
 
 Every failure raises `RecordError` with a short reason; the caller dead-letters it.
 Decoded JSON objects are plain dicts and are checked as such: this runs for every
@@ -27,7 +36,7 @@ from typing import Any
 
 import orjson
 
-from taoflow.connectors.errors import ConfigurationError, RecordError
+from taoflow.connectors.errors import ConfigurationError, RecordError, UnsupportedRecord
 from taoflow.connectors.records import ROLES, Message, PromptRecord
 
 __all__ = ["MAX_RECORD_BYTES", "check_columns", "parse_payload", "parse_record", "remap"]
@@ -138,7 +147,7 @@ def parse_record(data: Any, *, default_task: str = "default", raw: str | None = 
         return _from_openai_exchange(data, default_task, raw)
     if "messages" in data and "task" in data and "request_id" in data:
         return _from_export(data)
-    if "messages" in data or "prompt" in data:
+    if "messages" in data or "prompt" in data or "input" in data:
         return _from_openai_exchange({"request": data}, default_task, raw)
     raise RecordError("unsupported_shape", f"no request or messages among keys {sorted(data)[:8]}")
 
@@ -228,7 +237,23 @@ def _json_field(data: Mapping[str, Any], key: str) -> Mapping[str, Any]:
     return value
 
 
+def _refuse_tools(request: Mapping[str, Any]) -> None:
+    for key in ("tools", "functions"):
+        if request.get(key):
+            count = len(request[key]) if isinstance(request[key], list) else "its"
+            raise UnsupportedRecord(
+                "unsupported_tools",
+                f"the request defines {count} tools ({key}): tool definitions and calls are not stored yet, and a "
+                "prompt stored without them would teach answering in text where a tool call is right",
+            )
+
+
 def _messages(request: Mapping[str, Any]) -> tuple[Message, ...]:
+    _refuse_tools(request)
+    if "messages" not in request and "input" in request:
+        return _responses_input(request)
+    if "system" in request and "messages" in request:
+        return _anthropic_messages(request)
     if "messages" not in request and isinstance(request.get("prompt"), str):
         prompt = request["prompt"]
         if not prompt.strip():
@@ -237,7 +262,11 @@ def _messages(request: Mapping[str, Any]) -> tuple[Message, ...]:
     raw = request.get("messages")
     if not isinstance(raw, list) or not raw:
         raise RecordError("no_messages", "request has no non-empty messages list")
-    messages = tuple(_message(m) for m in raw)
+    return _conversation(tuple(_message(m) for m in raw))
+
+
+def _conversation(messages: tuple[Message, ...]) -> tuple[Message, ...]:
+    """A conversation a model can answer: it ends with a turn to answer and has a user message with text."""
     if messages[-1].role == "assistant":
         raise RecordError("bad_message", "conversation ends with an assistant turn: nothing to answer")
     if not any(m.role == "user" and m.content.strip() for m in messages):
@@ -251,9 +280,62 @@ def _message(raw: Any) -> Message:
     role = raw.get("role")
     if role == "developer":
         role = "system"
+    if raw.get("tool_calls") or raw.get("function_call") or role in ("tool", "function") or "tool_call_id" in raw:
+        raise UnsupportedRecord(
+            "unsupported_tools",
+            f"a {role} turn with a tool call or a tool's result: tool calls are not stored yet (the turn would "
+            "be kept as empty text)",
+        )
     if role not in ROLES:
         raise RecordError("bad_message", f"unknown role {role!r}")
     return Message(role, _content_text(raw.get("content")))
+
+
+def _anthropic_messages(request: Mapping[str, Any]) -> tuple[Message, ...]:
+    """Anthropic Messages: the system prompt beside the messages, content as a string or blocks."""
+    system = request.get("system")
+    head = () if system in (None, "", []) else (Message("system", _content_text(system)),)
+    raw = request.get("messages")
+    if not isinstance(raw, list) or not raw:
+        raise RecordError("no_messages", "request has no non-empty messages list")
+    return _conversation((*head, *(_message(m) for m in raw)))
+
+
+#: Content blocks of a tool call or its result (Anthropic Messages).
+_TOOL_BLOCKS = frozenset({"tool_use", "tool_result", "server_tool_use", "web_search_tool_result"})
+#: Responses API input items that are a message: those with a role, typed "message" or untyped.
+_RESPONSES_TEXT = frozenset({"input_text", "output_text", "text"})
+
+
+def _responses_input(request: Mapping[str, Any]) -> tuple[Message, ...]:
+    """OpenAI Responses: `instructions` (the system prompt) and `input` (text, or message items)."""
+    if request.get("previous_response_id"):
+        raise UnsupportedRecord(
+            "unsupported_context",
+            "the request continues a stored response (previous_response_id): its earlier turns are not in the log",
+        )
+    instructions = request.get("instructions")
+    head = () if instructions in (None, "") else (Message("system", _content_text(instructions)),)
+    items = request.get("input")
+    if isinstance(items, str):
+        if not items.strip():
+            raise RecordError("no_messages", "input is empty")
+        return _conversation((*head, Message("user", items)))
+    if not isinstance(items, list) or not items:
+        raise RecordError("no_messages", "input is neither text nor a non-empty list of items")
+    messages = []
+    for item in items:
+        if not isinstance(item, dict):
+            raise RecordError("bad_message", f"input item must be an object, got {type(item).__name__}")
+        kind = item.get("type", "message")
+        if kind in ("function_call", "function_call_output", "custom_tool_call", "custom_tool_call_output") or (
+            isinstance(kind, str) and kind.endswith("_call")
+        ):
+            raise UnsupportedRecord("unsupported_tools", f"a {kind} item: tool calls are not stored yet")
+        if kind != "message":
+            raise RecordError("unsupported_content", f"input item of type {str(kind)[:40]!r}")
+        messages.append(_message(item))
+    return _conversation((*head, *messages))
 
 
 def _content_text(content: Any) -> str:
@@ -262,14 +344,22 @@ def _content_text(content: Any) -> str:
     if isinstance(content, str):
         return content
     if isinstance(content, list):
-        parts = [p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text"]
-        if len(parts) != len(content):
-            raise RecordError("unsupported_content", "only text content parts are supported")
+        kinds = [p.get("type") if isinstance(p, dict) else None for p in content]
+        if any(k in _TOOL_BLOCKS for k in kinds):
+            raise UnsupportedRecord(
+                "unsupported_tools", "a tool_use or tool_result block: tool calls are not stored yet"
+            )
+        parts = [p.get("text") for p, k in zip(content, kinds, strict=True) if k in _RESPONSES_TEXT]
+        if len(parts) != len(content) or not all(isinstance(p, str) for p in parts):
+            shown = sorted({str(k)[:30] for k in kinds if k not in _RESPONSES_TEXT})
+            raise RecordError("unsupported_content", f"only text content parts are supported, not {shown}")
         return "\n".join(str(p) for p in parts)
     raise RecordError("bad_message", f"content must be text or a list of parts, got {type(content).__name__}")
 
 
 def _response_text(response: Mapping[str, Any] | None) -> str | None:
+    """The answer production served, as text; an answer that is a tool call is refused (stored as "" it would
+    read as an empty answer)."""
     if not response:
         return None
     choices = response.get("choices")
@@ -277,9 +367,26 @@ def _response_text(response: Mapping[str, Any] | None) -> str | None:
         first = choices[0]
         message = first.get("message")
         if isinstance(message, dict):
+            if message.get("tool_calls") or message.get("function_call"):
+                raise UnsupportedRecord("unsupported_tools", "the answer is a tool call: tool calls are not stored yet")
             return _content_text(message.get("content"))
         if isinstance(first.get("text"), str):
             return str(first["text"])
+        return None
+    if response.get("type") == "message" and isinstance(response.get("content"), list):  # Anthropic Messages
+        return _content_text(response["content"])
+    output = response.get("output")
+    if isinstance(output, list):  # OpenAI Responses: message items hold the text; reasoning items are not answer
+        texts = []
+        for item in output:
+            kind = item.get("type") if isinstance(item, dict) else None
+            if isinstance(kind, str) and (kind.endswith("_call") or kind == "function_call_output"):
+                raise UnsupportedRecord(
+                    "unsupported_tools", f"the answer holds a {kind}: tool calls are not stored yet"
+                )
+            if kind == "message" and isinstance(item, dict):
+                texts.append(_content_text(item.get("content")))
+        return "\n".join(texts) if texts else None
     return None
 
 

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from itertools import islice
 
-from taoflow.connectors.errors import RecordError
+from taoflow.connectors.errors import RecordError, UnsupportedRecord
 from taoflow.connectors.protocols import SourceItem
 from taoflow.connectors.sources.formats import parse_payload
 from taoflow.connectors.sources.redaction import Redactor
@@ -88,6 +88,8 @@ class RecordPreparer:
                 record = replace(record, task=decision.task)
             prepared.relabelled += decision.relabelled
             prepared.rows.append(buffer_row(self.redactor.record(record), item.origin))
+        except UnsupportedRecord as exc:  # well-formed, not storable faithfully yet: counted, not a dead letter
+            prepared.skipped[exc.reason] += 1
         except RecordError as exc:
             prepared.dead.append(self._dead(item, exc.reason, exc.detail))
         except Exception as exc:  # anything else is a bug of ours: it costs one record, never the stream
