@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
@@ -38,7 +38,7 @@ class RecordFacts:
 
     request_id: str
     task: str
-    endpoint: str  # "chat" or "completions"
+    endpoint: str  # chat, completions, responses or messages
     status: int
     started: float  # Unix time
     latency_s: float
@@ -52,12 +52,8 @@ class Backlog(Exception):
     """Too many large records are waiting for redaction: this one is not captured."""
 
 
-def assemble_stream(body: bytes, *, chat: bool) -> dict[str, Any]:
-    """An OpenAI server-sent-event stream as the completion object it adds up to (every choice)."""
-    texts: dict[int, list[str]] = {}
-    finish: dict[int, Any] = {}
-    head: dict[str, Any] = {}
-    usage = None
+def _events(body: bytes) -> Iterator[dict[str, Any]]:
+    """The JSON objects of a server-sent-event stream's `data:` lines, up to `[DONE]` (at most _MAX_EVENTS)."""
     for count, line in enumerate(body.split(b"\n")):
         if count > _MAX_EVENTS:
             break
@@ -71,8 +67,72 @@ def assemble_stream(body: bytes, *, chat: bool) -> dict[str, Any]:
             event = orjson.loads(data)
         except orjson.JSONDecodeError:
             continue
-        if not isinstance(event, dict):
-            continue
+        if isinstance(event, dict):
+            yield event
+
+
+def assemble_stream(body: bytes, *, endpoint: str) -> dict[str, Any] | None:
+    """A stream as the object a non-streamed answer of its endpoint would have been (None: the stream never got
+    that far, e.g. a Responses stream without its final `response.completed`)."""
+    if endpoint == "responses":
+        return _assemble_responses(body)
+    if endpoint == "messages":
+        return _assemble_messages(body)
+    return _assemble_openai(body, chat=endpoint == "chat")
+
+
+def _assemble_responses(body: bytes) -> dict[str, Any] | None:
+    """OpenAI Responses: the final event (completed, incomplete or failed) carries the whole response."""
+    final = None
+    for event in _events(body):
+        if event.get("type") in ("response.completed", "response.incomplete", "response.failed"):
+            final = event.get("response")
+    return final if isinstance(final, dict) else None
+
+
+def _assemble_messages(body: bytes) -> dict[str, Any] | None:
+    """Anthropic Messages: message_start's message, its content blocks built from their deltas (text, a tool
+    call's input JSON, thinking), message_delta's stop reason and usage."""
+    message: dict[str, Any] | None = None
+    blocks: dict[int, dict[str, Any]] = {}
+    partial: dict[int, list[str]] = {}
+    for event in _events(body):
+        kind = event.get("type")
+        index = event.get("index") if isinstance(event.get("index"), int) else 0
+        if kind == "message_start" and isinstance(event.get("message"), dict):
+            message = dict(event["message"])
+        elif kind == "content_block_start" and isinstance(event.get("content_block"), dict):
+            blocks[index] = dict(event["content_block"])
+        elif kind == "content_block_delta" and isinstance(event.get("delta"), dict) and index in blocks:
+            delta, block = event["delta"], blocks[index]
+            for key, field in (("text", "text"), ("thinking", "thinking"), ("signature", "signature")):
+                if isinstance(delta.get(key), str):
+                    block[field] = str(block.get(field) or "") + delta[key]
+            if isinstance(delta.get("partial_json"), str):
+                partial.setdefault(index, []).append(delta["partial_json"])
+        elif kind == "message_delta" and message is not None:
+            if isinstance(event.get("delta"), dict):
+                message.update({k: v for k, v in event["delta"].items() if k in ("stop_reason", "stop_sequence")})
+            if isinstance(event.get("usage"), dict):
+                message["usage"] = {**(message.get("usage") or {}), **event["usage"]}
+    if message is None:
+        return None
+    for index, pieces in partial.items():
+        try:
+            blocks[index]["input"] = orjson.loads("".join(pieces))
+        except orjson.JSONDecodeError:
+            blocks[index]["input_json"] = "".join(pieces)  # kept as streamed: a parser refuses what it is not
+    message["content"] = [blocks[i] for i in sorted(blocks)]
+    return message
+
+
+def _assemble_openai(body: bytes, *, chat: bool) -> dict[str, Any]:
+    """An OpenAI chat or completions stream as the completion object it adds up to (every choice)."""
+    texts: dict[int, list[str]] = {}
+    finish: dict[int, Any] = {}
+    head: dict[str, Any] = {}
+    usage = None
+    for event in _events(body):
         if not head:
             head = {k: event[k] for k in ("id", "created", "model") if k in event}
         if isinstance(event.get("usage"), dict):
@@ -133,7 +193,7 @@ def build_record(
 ) -> bytes | None:
     """The record's bytes, or None for a successful answer that does not parse (nothing to learn from)."""
     try:
-        response = assemble_stream(kept, chat=facts.endpoint == "chat") if streamed else orjson.loads(kept)
+        response = assemble_stream(kept, endpoint=facts.endpoint) if streamed else orjson.loads(kept)
     except orjson.JSONDecodeError:
         response = None
     if response is not None and not isinstance(response, dict):

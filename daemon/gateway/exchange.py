@@ -18,7 +18,7 @@ class Exchange:
     """One client request, as the gateway knows it before a replica answers."""
 
     request_id: str
-    endpoint: str  # "chat" or "completions"
+    endpoint: str  # chat, completions, responses or messages (proxy.ENDPOINTS)
     path: str
     model: str  # the name the client asked for
     task: str

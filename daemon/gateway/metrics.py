@@ -20,7 +20,7 @@ class GatewayMetrics:
             ["endpoint", "code"],
             registry=registry,
         )
-        for endpoint in ("chat", "completions"):
+        for endpoint in ("chat", "completions", "responses", "messages"):
             for code in ("2xx", "4xx", "5xx", "499"):
                 self.requests.labels(endpoint, code)
         self.seconds = Histogram(

@@ -52,7 +52,13 @@ _HOP = frozenset(
     }
 )
 #: The paths relayed, and what each is called in metrics and captured records.
-ENDPOINTS = {"/v1/chat/completions": "chat", "/v1/completions": "completions"}
+#: What the gateway relays and captures: OpenAI chat and completions, OpenAI Responses, Anthropic Messages.
+ENDPOINTS = {
+    "/v1/chat/completions": "chat",
+    "/v1/completions": "completions",
+    "/v1/responses": "responses",
+    "/v1/messages": "messages",
+}
 
 
 class Proxy:

@@ -366,3 +366,50 @@ def test_the_flywheel_through_the_gateway(tmp_path, kafka_bootstrap, clean_fleet
                 process.wait(timeout=60)
             except Exception:
                 process.kill()
+
+
+def test_the_responses_and_messages_apis_are_relayed_and_captured_whole(stack, clean_fleet):
+    """vLLM's /v1/responses and /v1/messages through the gateway for the stable name, streamed and not: each
+    answer is the replica's, routed to the champion, and its capture parses back into the prompt with its system
+    turn and the answer the client read."""
+    url = stack["url"]
+    assert promote(stack["admin"], stack["db"], "v42")["status"] == "done"
+    poll_until(lambda: ask(url).status_code == 200, deadline_s=60, message="the gateway routes")
+    bodies = {
+        "responses": {"model": MODEL, "instructions": "Be brief.", "input": "What is 12 + 30?", "max_output_tokens": 8},
+        "messages": {"model": MODEL, "system": "Be brief.", "messages": QUESTION, "max_tokens": 8},
+    }
+    read: dict[str, str] = {}
+    for endpoint, body in bodies.items():
+        for stream in (False, True):
+            request_id = f"{endpoint}-{'stream' if stream else 'whole'}"
+            answer = httpx.post(
+                f"{url}/v1/{endpoint}",
+                json={**body, "temperature": 0, "stream": stream},
+                headers={"x-request-id": request_id},
+                timeout=120,
+            )
+            assert answer.status_code == 200, answer.text
+            assert answer.headers["x-taoflow-served"] == "v42"
+            if not stream:
+                data = answer.json()
+                read[request_id] = (
+                    data["output"][-1]["content"][0]["text"] if endpoint == "responses" else data["content"][0]["text"]
+                )
+                continue
+            events = [json.loads(line[5:]) for line in answer.text.splitlines() if line.startswith("data:")]
+            deltas = [
+                e.get("delta") if endpoint == "responses" else (e.get("delta") or {}).get("text")
+                for e in events
+                if e["type"] in ("response.output_text.delta", "content_block_delta")
+            ]
+            read[request_id] = "".join(d for d in deltas if isinstance(d, str))
+    poll_until(lambda: set(read) <= set(captured(stack["capture"])), deadline_s=30, message="every capture")
+    records = captured(stack["capture"])
+    for request_id, text in read.items():
+        record = parse_payload(json.dumps(records[request_id]))
+        assert [m.role for m in record.messages] == ["system", "user"] and record.messages[0].content == "Be brief."
+        assert record.response == text and text.strip(), (request_id, record.response, text)
+    counted = httpx.get(url + "/metrics", timeout=10).text
+    for endpoint in bodies:
+        assert f'taoflow_gateway_requests_total{{code="2xx",endpoint="{endpoint}"}} 2.0' in counted

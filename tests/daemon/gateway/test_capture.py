@@ -40,15 +40,68 @@ def test_a_chat_stream_adds_up_to_the_completion_it_streamed():
         {"id": "c1", "choices": [{"index": 1, "delta": {"content": "2"}, "finish_reason": "length"}]},
         {"id": "c1", "choices": [], "usage": {"completion_tokens": 6}},
     )
-    completion = assemble_stream(body + b"data: {broken\n\n", chat=True)
+    completion = assemble_stream(body + b"data: {broken\n\n", endpoint="chat")
     assert completion["id"] == "c1" and completion["model"] == "v1" and completion["usage"] == {"completion_tokens": 6}
     assert completion["choices"] == [
         {"index": 0, "message": {"role": "assistant", "content": "The answer is 42."}, "finish_reason": "stop"},
         {"index": 1, "message": {"role": "assistant", "content": "42"}, "finish_reason": "length"},
     ]
-    text = assemble_stream(sse({"choices": [{"index": 0, "text": "a"}]}, {"choices": [{"text": "b"}]}), chat=False)
+    text = assemble_stream(
+        sse({"choices": [{"index": 0, "text": "a"}]}, {"choices": [{"text": "b"}]}), endpoint="completions"
+    )
     assert text["choices"][0]["text"] == "ab"
-    assert assemble_stream(b"data: [1, 2]\n\nnot an event\n", chat=True)["choices"] == []
+    assert assemble_stream(b"data: [1, 2]\n\nnot an event\n", endpoint="chat")["choices"] == []
+
+
+def events(*pairs) -> bytes:
+    """A stream of named events, as the Responses and Messages APIs send them (no [DONE])."""
+    return b"".join(f"event: {name}\ndata: {json.dumps(data)}\n\n".encode() for name, data in pairs)
+
+
+def test_a_responses_stream_is_its_final_response_and_nothing_before_it_ends():
+    final = {
+        "id": "resp_1",
+        "object": "response",
+        "status": "completed",
+        "output": [{"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "4"}]}],
+    }
+    body = events(
+        (
+            "response.created",
+            {"type": "response.created", "response": {**final, "output": [], "status": "in_progress"}},
+        ),
+        ("response.output_text.delta", {"type": "response.output_text.delta", "delta": "4", "output_index": 0}),
+        ("response.completed", {"type": "response.completed", "response": final}),
+    )
+    assert assemble_stream(body, endpoint="responses") == final
+    cut = body[: body.index(b"event: response.completed")]  # the replica died before the end
+    assert assemble_stream(cut, endpoint="responses") is None
+
+
+def test_a_messages_stream_adds_up_to_its_message_with_text_and_tool_calls():
+    def ev(kind, **fields):
+        return kind, {"type": kind, **fields}
+
+    head = {"id": "m1", "type": "message", "role": "assistant", "content": [], "usage": {"input_tokens": 9}}
+    tool = {"type": "tool_use", "id": "t1", "name": "weather", "input": {}}
+    body = events(
+        ev("message_start", message=head),
+        ev("content_block_start", index=0, content_block={"type": "text", "text": ""}),
+        ev("content_block_delta", index=0, delta={"type": "text_delta", "text": "Let me"}),
+        ev("content_block_delta", index=0, delta={"type": "text_delta", "text": " check."}),
+        ev("content_block_start", index=1, content_block=tool),
+        ev("content_block_delta", index=1, delta={"type": "input_json_delta", "partial_json": '{"city": '}),
+        ev("content_block_delta", index=1, delta={"type": "input_json_delta", "partial_json": '"Paris"}'}),
+        ev("message_delta", delta={"stop_reason": "tool_use"}, usage={"output_tokens": 7}),
+        ev("message_stop"),
+    )
+    message = assemble_stream(body, endpoint="messages")
+    assert message["content"] == [
+        {"type": "text", "text": "Let me check."},
+        {"type": "tool_use", "id": "t1", "name": "weather", "input": {"city": "Paris"}},
+    ]
+    assert message["stop_reason"] == "tool_use" and message["usage"] == {"input_tokens": 9, "output_tokens": 7}
+    assert assemble_stream(b"event: ping\ndata: {}\n\n", endpoint="messages") is None
 
 
 def test_a_record_parses_as_an_inference_table_row_and_is_redacted():
