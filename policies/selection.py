@@ -11,8 +11,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 __all__ = [
+    "SATURATED_SHARE",
+    "ScoreShape",
     "ScoredCandidate",
     "group_mean",
+    "score_shape",
     "select_distill_targets",
     "select_preference_pair",
     "select_relative_targets",
@@ -94,3 +97,40 @@ def select_relative_targets(
             seen.add(key)
             chosen.append(candidate)
     return chosen
+
+
+#: Share of a task's prompts whose candidates all scored alike from which its scorer is called saturated.
+SATURATED_SHARE = 0.9
+
+
+@dataclass(frozen=True)
+class ScoreShape:
+    """What a task's scores look like across a round's candidates."""
+
+    kind: str  # binary (0/1 only), graded (a few levels), continuous, or none (nothing scored)
+    levels: tuple[float, ...]  # the distinct scores, when there are at most 6
+    flat: int  # prompts whose scored candidates all scored alike (a group that teaches nothing relative to itself)
+    prompts: int
+
+    @property
+    def saturated(self) -> bool:
+        """Nearly every prompt's candidates scored alike: the scorer tells them apart too rarely to learn from."""
+        return self.prompts >= 4 and self.flat >= SATURATED_SHARE * self.prompts
+
+
+def score_shape(groups: Sequence[Sequence[float | None]]) -> ScoreShape:
+    """The shape of the scores of each prompt's candidates (None: not scored)."""
+    values = {round(v, 6) for g in groups for v in g if v is not None}
+    flat = 0
+    for group in groups:
+        scored = [v for v in group if v is not None]
+        flat += len(scored) < 2 or max(scored) - min(scored) < 1e-9
+    if not values:
+        kind = "none"
+    elif values <= {0.0, 1.0}:
+        kind = "binary"
+    elif len(values) <= 6:
+        kind = "graded"
+    else:
+        kind = "continuous"
+    return ScoreShape(kind, tuple(sorted(values)) if len(values) <= 6 else (), flat, len(groups))

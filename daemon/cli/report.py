@@ -81,6 +81,9 @@ def round_table(record: RoundRecord) -> str:
         lines.append("")
         verdict = "PASSED" if gate.passed else "REJECTED"
         lines.append(f"gate {verdict}: {gate.reason}" + ("; promoted to champion" if gate.promoted else ""))
+    score = record.summary.score
+    if score is not None and score.advice:
+        lines += ["", "what the round learnt from, and what would change it:", *(f"  {a}" for a in score.advice)]
     timings = record.summary.seconds()
     lines.append("step seconds: " + ", ".join(f"{k} {v}" for k, v in timings.items()))
     return "\n".join(lines)
@@ -116,14 +119,19 @@ def scorer_check_table(source: str, prompts: int, reports: Sequence[ScorerReport
             "-" if r.pairwise_accuracy is None else f"{r.pairwise_accuracy:.0%} of {r.pairs}",
             num(r.length_correlation),
             " ".join(num(m, ".2f") for m in r.position_means) or "-",
+            f"{r.flat_prompts}/{r.prompts}" + (" SATURATED" if r.saturated else ""),
         ]
         for r in reports
     ]
-    headers = ["task", "scorer", "scored", "mean", "rank corr.", "pairs agreed", "length corr.", "by position"]
+    headers = [
+        "task", "scorer", "scored", "mean", "rank corr.", "pairs agreed", "length corr.", "by position", "all alike",
+    ]  # fmt: skip
     notes = (
         "rank corr. and pairs agreed: against the reference (golden labels, or the task's verifier); length corr.: "
         "score against answer length (a scorer that likes long answers shows it); by position: a relative judge's "
-        "mean score for each position it was shown."
+        "mean score for each position it was shown; all alike: prompts whose candidates it scored all the same "
+        "(SATURATED: nearly all of them, so it gives a round almost nothing to learn from, whatever it agrees with; "
+        "a relative judge over the group, a stricter rubric, or a verifier checked on golden labels would)."
     )
     return f"{prompts} prompts from {source}\n\n" + table(headers, rows) + "\n\n" + notes
 

@@ -98,7 +98,8 @@ def _assemble_messages(body: bytes) -> dict[str, Any] | None:
     partial: dict[int, list[str]] = {}
     for event in _events(body):
         kind = event.get("type")
-        index = event.get("index") if isinstance(event.get("index"), int) else 0
+        raw = event.get("index")
+        index = raw if isinstance(raw, int) else 0
         if kind == "message_start" and isinstance(event.get("message"), dict):
             message = dict(event["message"])
         elif kind == "content_block_start" and isinstance(event.get("content_block"), dict):

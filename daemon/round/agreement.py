@@ -11,6 +11,8 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from taoflow.policies.selection import ScoreShape, score_shape
+
 __all__ = ["ScorerReport", "pairwise_accuracy", "report", "spearman"]
 
 #: Per prompt, the scores one scorer gave its candidates (None: unscored), in the candidates' order.
@@ -31,6 +33,13 @@ class ScorerReport:
     pairs: int
     length_correlation: float | None  # Spearman of score with answer length: a judge that likes long answers
     position_means: tuple[float | None, ...] = ()
+    prompts: int = 0
+    flat_prompts: int = 0  # prompts whose candidates it scored all alike
+
+    @property
+    def saturated(self) -> bool:
+        """It scores nearly every prompt's candidates alike: no signal to learn from, whatever its mean."""
+        return ScoreShape("", (), self.flat_prompts, self.prompts).saturated
 
 
 def spearman(xs: Sequence[float], ys: Sequence[float]) -> float | None:
@@ -85,6 +94,7 @@ def report(
         ]
         rho = spearman([v for v, _ in both], [t for _, t in both])
         accuracy, pairs = pairwise_accuracy(scores, reference)
+    shape = score_shape(scores)
     return ScorerReport(
         task=task,
         scorer=scorer,
@@ -96,6 +106,8 @@ def report(
         pairs=pairs,
         length_correlation=length_rho,
         position_means=tuple(position_means),
+        prompts=shape.prompts,
+        flat_prompts=shape.flat,
     )
 
 

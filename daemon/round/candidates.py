@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import statistics
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from taoflow.connectors.training.lora import DistillExample, PreferenceExample, PromptExample, TrainingConfig
 from taoflow.daemon.settings import Settings
 from taoflow.daemon.store.round_files import ScoredPrompt
 from taoflow.policies.selection import (
+    SATURATED_SHARE,
     ScoredCandidate,
+    score_shape,
     select_distill_targets,
     select_preference_pair,
     select_relative_targets,
@@ -19,6 +21,7 @@ from taoflow.policies.selection import (
 
 __all__ = [
     "Selection",
+    "advice",
     "planned_steps",
     "score_statistics",
     "selection_of",
@@ -107,7 +110,41 @@ def score_statistics(scored: Sequence[ScoredPrompt], selection: Selection) -> di
             "pass_rate": round(sum(v >= selection.threshold for v in values) / len(values), 4) if values else None,
             "prompts_with_target": sum(selection.learns_from(g) for g in groups),
         }
+        shape = score_shape([[c.score for c in g] for g in groups])
+        stats[task].update(score_kind=shape.kind, score_levels=list(shape.levels), flat_prompts=shape.flat)
+        if selection.objective != "grpo":
+            other = replace(selection, mode="relative" if selection.mode == "threshold" else "threshold")
+            stats[task]["other_selection_keeps"] = sum(other.learns_from(g) for g in groups)
     return stats
+
+
+def advice(stats: dict[str, dict[str, Any]], selection: Selection) -> list[str]:
+    """For each task that taught little: why, from its figures, and what would change it."""
+    lines = []
+    for task, t in stats.items():
+        prompts, kept, other = t["prompts"], t["prompts_with_target"], t.get("other_selection_keeps")
+        if prompts >= 4 and t["flat_prompts"] >= SATURATED_SHARE * prompts:
+            lines.append(
+                f"{task}: the candidates of {t['flat_prompts']} of {prompts} prompts all scored alike (mean "
+                f"{t['mean']}): its scorers cannot tell this model's answers apart, so they carry almost no signal "
+                "to learn from; a judge comparing the group's answers (relative), a stricter rubric, or a verifier "
+                "checked on a few golden labels would"
+            )
+        elif other is not None and kept < 0.25 * prompts and other >= max(2 * kept, kept + 4):
+            levels = ", ".join(f"{v:g}" for v in t["score_levels"]) or t["score_kind"]
+            if selection.mode == "threshold":
+                lines.append(
+                    f"{task}: {kept} of {prompts} prompts had a candidate scoring at least {selection.threshold:g} "
+                    f"(train.score_threshold); scores are {t['score_kind']} ({levels}): train.selection: relative "
+                    f"would learn from {other}"
+                )
+            else:
+                lines.append(
+                    f"{task}: {kept} of {prompts} prompts had a candidate beating its group's mean by "
+                    f"{selection.relative_margin:g}; train.selection: threshold at {selection.threshold:g} would "
+                    f"learn from {other}"
+                )
+    return lines
 
 
 def planned_steps(num_examples: int, config: TrainingConfig, *, processes: int = 1) -> int:

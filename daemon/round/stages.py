@@ -216,11 +216,19 @@ def score_summary(scored: Sequence[ScoredPrompt], settings: Settings, scorers: T
     """The score step's figures; `scorers` adds what the judges did and the model scorers' statistics (a runner
     that scored elsewhere has none here)."""
     selection = cand.selection_of(settings)
-    tasks = {task: TaskScores(**stats) for task, stats in cand.score_statistics(scored, selection).items()}
+    statistics = cand.score_statistics(scored, selection)
+    tasks = {task: TaskScores(**stats) for task, stats in statistics.items()}
     examples = len(cand.training_examples(scored, selection))
+    advice = cand.advice(statistics, selection)
     if scorers is None:
-        return ScoreSummary(tasks=tasks, examples=examples)
-    return ScoreSummary(tasks=tasks, examples=examples, judges=scorers.judges(), normalisation=scorers.normalisation())
+        return ScoreSummary(tasks=tasks, examples=examples, advice=advice)
+    return ScoreSummary(
+        tasks=tasks,
+        examples=examples,
+        advice=advice,
+        judges=scorers.judges(),
+        normalisation=scorers.normalisation(),
+    )
 
 
 # ---------------------------------------------------------------------- train
@@ -278,10 +286,12 @@ def nothing_to_learn(scored: Sequence[ScoredPrompt], settings: Settings, *, eras
         f"{t['unscored']}/{t['candidates']} candidates unscored"
         for task, t in tasks.items()
     )
+    hints = cand.advice(tasks, s)
     return (
         f"no candidate of {len(scored)} prompts {rule}: nothing to learn"
         + (f" ({erased} prompts erased meanwhile)" if erased else "")
         + (f"; {figures}" if figures else "")
+        + (f"; {'; '.join(hints)}" if hints else "")
     )
 
 

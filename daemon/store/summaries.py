@@ -92,6 +92,10 @@ class TaskScores(BaseModel):
     best_max: float | None = None
     pass_rate: float | None = None
     prompts_with_target: int = 0
+    score_kind: str | None = None  # binary, graded, continuous or none (policies/selection.py: score_shape)
+    score_levels: list[float] = []  # the distinct scores, when there are at most 6
+    flat_prompts: int = 0  # prompts whose candidates all scored alike
+    other_selection_keeps: int | None = None  # prompts the other train.selection would learn from (SFT, DPO)
 
 
 class ScoreSummary(_Summary):
@@ -99,6 +103,7 @@ class ScoreSummary(_Summary):
     examples: int = 0
     judges: dict[str, dict[str, Any]] = {}  # each task's judge: calls, tokens, unscored by reason (connectors say)
     normalisation: dict[str, dict[str, Any]] = {}  # the model scorers' statistics, by task and scorer
+    advice: list[str] = []  # why a task taught little, and what would change it
 
 
 class BaseModelRef(BaseModel):

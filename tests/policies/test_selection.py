@@ -72,3 +72,17 @@ def test_relative_targets_best_first_and_per_prompt():
     assert [t.text for t in select_relative_targets(cands, margin=0.1, per_prompt=3)] == ["best", "ok"]
     assert group_mean(cands) == pytest.approx(0.4)
     assert group_mean([c("x", None)]) is None
+
+
+def test_the_shape_of_a_tasks_scores():
+    from taoflow.policies.selection import score_shape
+
+    binary = score_shape([[0.0, 1.0], [0.0, 0.0]])
+    assert (binary.kind, binary.levels, binary.flat, binary.saturated) == ("binary", (0.0, 1.0), 1, False)
+    graded = score_shape([[0.0, 0.5, 1.0], [0.5, None]])
+    assert (graded.kind, graded.levels, graded.flat) == ("graded", (0.0, 0.5, 1.0), 1)  # one scored: alike
+    continuous = score_shape([[i / 10 for i in range(10)]])
+    assert (continuous.kind, continuous.levels) == ("continuous", ())
+    judge = score_shape([[1.0] * 6] * 9 + [[0.9] + [1.0] * 5])  # a judge that gives 10/10 to almost everything
+    assert judge.saturated and judge.flat == 9
+    assert score_shape([[None, None]]).kind == "none"

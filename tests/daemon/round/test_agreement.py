@@ -8,6 +8,7 @@ import yaml
 from taoflow.connectors.protocols import Completion
 from taoflow.connectors.records import Message, PromptRecord
 from taoflow.daemon.cli import main
+from taoflow.daemon.cli.report import scorer_check_table
 from taoflow.daemon.round.agreement import pairwise_accuracy, report, spearman
 from taoflow.daemon.settings import load_settings
 from taoflow.daemon.store.round_files import RoundPrompts
@@ -48,6 +49,15 @@ def test_report_shows_a_length_bias():
     assert r.pairwise_accuracy == 0.0 and r.pairs == 4
     assert r.rank_correlation is not None and r.rank_correlation < 0
     assert (r.scored, r.unscored) == (6, 0)
+
+
+def test_a_scorer_that_scores_nearly_every_group_alike_is_saturated_without_a_reference():
+    judge = [[1.0, 1.0, 1.0, 1.0]] * 20 + [[0.9, 1.0, 1.0, 1.0]]  # 10/10 for nearly every answer
+    r = report("trivia", "judge", judge, lengths=[[5] * 4] * 21)
+    assert r.saturated and (r.flat_prompts, r.prompts) == (20, 21) and r.rank_correlation is None
+    assert not report("t", "verifier", [[1.0, 0.0]] * 5, lengths=[[5, 5]] * 5).saturated
+    table = scorer_check_table("round 1", 21, [r])
+    assert "20/21 SATURATED" in table
 
 
 def question(i: int) -> PromptRecord:
