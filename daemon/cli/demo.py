@@ -50,6 +50,7 @@ def run_demo(*, state_dir: Path | None = None, config: Path | None = None, max_p
         print(
             f"   {task}: {stats.candidates} candidates, mean score {stats.mean}, "
             f"{stats.prompts_with_target}/{stats.prompts} prompts with an answer to learn from"
+            + (f" (selection {stats.selection}: {stats.selection_reason})" if stats.selection_reason else "")
         )
     print(f"   trained on {summary.train.examples if summary.train else None} examples")
     print("\n3. gate on held-out prompts (greedy), candidate vs base:\n")

@@ -40,6 +40,18 @@ class Selection:
     floor: float = 0.0
     per_prompt: int = 2
     dpo_margin: float = 0.5
+    #: `auto`: each task's decided mode and why, (task, mode, reason), from the round's scored candidates.
+    by_task: tuple[tuple[str, str, str], ...] = ()
+
+    def for_task(self, task: str) -> Selection:
+        """The selection of one task's prompts (auto: the mode decided for it; threshold where none was)."""
+        if self.mode != "auto":
+            return self
+        mode = next((m for t, m, _ in self.by_task if t == task), "threshold")
+        return replace(self, mode=mode, by_task=())
+
+    def reason(self, task: str) -> str:
+        return next((r for t, _, r in self.by_task if t == task), "")
 
     def targets(self, candidates: Sequence[ScoredCandidate]) -> list[ScoredCandidate]:
         if self.mode == "relative":
@@ -63,10 +75,11 @@ class Selection:
         return bool(self.pair(candidates) if self.objective == "dpo" else self.targets(candidates))
 
 
-def selection_of(settings: Settings) -> Selection:
-    """The selection the `train` settings name."""
+def selection_of(settings: Settings, scored: Sequence[ScoredPrompt] = ()) -> Selection:
+    """The selection the `train` settings name; with `auto`, each task's mode decided from `scored` (the round's
+    candidates): a pure function of them, so every caller given the same candidates decides alike."""
     t = settings.train
-    return Selection(
+    selection = Selection(
         objective=t.objective,
         mode=t.selection,
         threshold=t.score_threshold,
@@ -75,6 +88,29 @@ def selection_of(settings: Settings) -> Selection:
         per_prompt=t.targets_per_prompt,
         dpo_margin=t.dpo.margin,
     )
+    if t.selection != "auto":
+        return selection
+    by_task: dict[str, list[Sequence[ScoredCandidate]]] = {}
+    for record, cands in scored:
+        by_task.setdefault(record.task, []).append(cands)
+    decided = tuple((task, *_decide(selection, groups)) for task, groups in sorted(by_task.items()))
+    return replace(selection, by_task=decided)
+
+
+def _decide(selection: Selection, groups: Sequence[Sequence[ScoredCandidate]]) -> tuple[str, str]:
+    """`threshold` for 0/1 scores, or where it keeps a quarter of the prompts or as many as `relative` would;
+    otherwise `relative` (graded or continuous scores that seldom reach the threshold)."""
+    shape = score_shape([[c.score for c in g] for g in groups])
+    if shape.kind in ("binary", "none"):
+        return "threshold", f"scores are {'0/1' if shape.kind == 'binary' else 'missing'}"
+    levels = f"{shape.kind} ({', '.join(f'{v:g}' for v in shape.levels)})" if shape.levels else shape.kind
+    at_threshold = replace(selection, mode="threshold", by_task=())
+    kept = sum(at_threshold.learns_from(g) for g in groups)
+    relative = sum(replace(selection, mode="relative", by_task=()).learns_from(g) for g in groups)
+    figures = f"a candidate at {selection.threshold:g} in {kept} of {len(groups)} prompts, relative keeps {relative}"
+    if kept >= 0.25 * len(groups) or kept >= relative:
+        return "threshold", f"scores are {levels}; {figures}"
+    return "relative", f"scores are {levels} and seldom reach the threshold: {figures}"
 
 
 def training_examples(
@@ -85,11 +121,15 @@ def training_examples(
     if selection.objective == "dpo":
         pairs = []
         for record, cands in scored:
-            pair = selection.pair(cands)
+            pair = selection.for_task(record.task).pair(cands)
             if pair is not None:
                 pairs.append(PreferenceExample(record.messages, pair[0].text, pair[1].text))
         return pairs
-    return [DistillExample(record.messages, c.text) for record, cands in scored for c in selection.targets(cands)]
+    return [
+        DistillExample(record.messages, c.text)
+        for record, cands in scored
+        for c in selection.for_task(record.task).targets(cands)
+    ]
 
 
 def score_statistics(scored: Sequence[ScoredPrompt], selection: Selection) -> dict[str, dict[str, Any]]:
@@ -97,7 +137,9 @@ def score_statistics(scored: Sequence[ScoredPrompt], selection: Selection) -> di
     for record, cands in scored:
         by_task.setdefault(record.task, []).append(cands)
     stats: dict[str, dict[str, Any]] = {}
+    decided = selection
     for task, groups in sorted(by_task.items()):
+        selection = decided.for_task(task)
         values = [c.score for g in groups for c in g if c.score is not None]
         best = [max(scores) for g in groups if (scores := [c.score for c in g if c.score is not None])]
         stats[task] = {
@@ -112,6 +154,7 @@ def score_statistics(scored: Sequence[ScoredPrompt], selection: Selection) -> di
         }
         shape = score_shape([[c.score for c in g] for g in groups])
         stats[task].update(score_kind=shape.kind, score_levels=list(shape.levels), flat_prompts=shape.flat)
+        stats[task].update(selection=selection.mode, selection_reason=decided.reason(task))
         if selection.objective != "grpo":
             other = replace(selection, mode="relative" if selection.mode == "threshold" else "threshold")
             stats[task]["other_selection_keeps"] = sum(other.learns_from(g) for g in groups)
@@ -121,7 +164,9 @@ def score_statistics(scored: Sequence[ScoredPrompt], selection: Selection) -> di
 def advice(stats: dict[str, dict[str, Any]], selection: Selection) -> list[str]:
     """For each task that taught little: why, from its figures, and what would change it."""
     lines = []
+    decided = selection
     for task, t in stats.items():
+        selection = decided.for_task(task)
         prompts, kept, other = t["prompts"], t["prompts_with_target"], t.get("other_selection_keeps")
         if prompts >= 4 and t["flat_prompts"] >= SATURATED_SHARE * prompts:
             lines.append(

@@ -229,11 +229,12 @@ class TaoRound:
     def _unsolved(self, work: RoundWork) -> list[int]:
         """The round's prompts in which no candidate passed the selection (nothing to learn from them)."""
         ids = {p.record.request_id: p.id for p in work.prompts}
-        selection = cand.selection_of(self.settings)
+        scored = work.files.scored()
+        selection = cand.selection_of(self.settings, scored)
         return [
             ids[p.request_id]
-            for p, candidates in work.files.scored()
-            if p.request_id in ids and not selection.learns_from(candidates)
+            for p, candidates in scored
+            if p.request_id in ids and not selection.for_task(p.task).learns_from(candidates)
         ]
 
 

@@ -215,7 +215,7 @@ def score_candidates(
 def score_summary(scored: Sequence[ScoredPrompt], settings: Settings, scorers: TaskScorers | None) -> ScoreSummary:
     """The score step's figures; `scorers` adds what the judges did and the model scorers' statistics (a runner
     that scored elsewhere has none here)."""
-    selection = cand.selection_of(settings)
+    selection = cand.selection_of(settings, scored)
     statistics = cand.score_statistics(scored, selection)
     tasks = {task: TaskScores(**stats) for task, stats in statistics.items()}
     examples = len(cand.training_examples(scored, selection))
@@ -239,7 +239,7 @@ def erased_since_taken(state: State, work: RoundWork, request_ids: Sequence[str]
 
 
 def training_examples(scored: Sequence[ScoredPrompt], settings: Settings) -> list[Any]:
-    return list(cand.training_examples(scored, cand.selection_of(settings)))
+    return list(cand.training_examples(scored, cand.selection_of(settings, scored)))
 
 
 def replay_examples(state: State, settings: Settings, champion: str | None, *, seed: int) -> list[Any]:
@@ -270,7 +270,8 @@ def replay_examples(state: State, settings: Settings, champion: str | None, *, s
 
 def nothing_to_learn(scored: Sequence[ScoredPrompt], settings: Settings, *, erased: int) -> str:
     """Why no example came out of the round, with the figures an operator needs to change that."""
-    s = cand.selection_of(settings)
+    decided = cand.selection_of(settings, scored)
+    s = decided.for_task(scored[0][0].task) if scored else decided
     rule = (
         f"beat their group's mean by {s.relative_margin:g} (floor {s.floor:g})"
         if s.mode == "relative"
@@ -280,13 +281,13 @@ def nothing_to_learn(scored: Sequence[ScoredPrompt], settings: Settings, *, eras
         rule += f" and beat the worst by train.dpo.margin {s.dpo_margin:g}"
     if s.objective == "grpo":
         rule = f"scored differently from another by relative_margin {s.relative_margin:g} (GRPO)"
-    tasks = cand.score_statistics(scored, s)
+    tasks = cand.score_statistics(scored, decided)
     figures = "; ".join(
         f"{task}: {t['prompts']} prompts, best scores median {t['best_median']} max {t['best_max']}, "
         f"{t['unscored']}/{t['candidates']} candidates unscored"
         for task, t in tasks.items()
     )
-    hints = cand.advice(tasks, s)
+    hints = cand.advice(tasks, decided)
     return (
         f"no candidate of {len(scored)} prompts {rule}: nothing to learn"
         + (f" ({erased} prompts erased meanwhile)" if erased else "")

@@ -42,10 +42,12 @@ class TrainSettings(Section):
     """`sft`: best-of-N distillation; `dpo`: preference pairs of best and worst candidates; `grpo`: the policy
     samples grpo.generations answers per prompt while it trains, rewarded by the task's scorers (prompts whose
     round candidates all scored alike are left out: their group advantage is zero)."""
-    selection: Literal["threshold", "relative"] = "threshold"
+    selection: Literal["auto", "threshold", "relative"] = "auto"
     """Which candidates are worth learning from. `threshold`: those scoring at least score_threshold (verifiers
     that score 0 or 1); `relative`: those beating their prompt's group mean by relative_margin and scoring at least
-    score_floor (a judge or a reward model, whose continuous scores rarely reach a fixed bar)."""
+    score_floor (a judge or a reward model, whose continuous scores rarely reach a fixed bar); `auto`: per task,
+    from the round's candidates: threshold for 0/1 scores or where it keeps a quarter of the prompts (or as many as
+    relative), relative for graded or continuous scores that seldom reach score_threshold (recorded with why)."""
     score_threshold: float = Field(0.99, ge=0.0, le=1.0)
     """`threshold` selection: SFT trains on candidates scoring at least this; DPO's chosen answer must too."""
     relative_margin: float = Field(0.1, ge=0.0, le=1.0)

@@ -96,6 +96,8 @@ class TaskScores(BaseModel):
     score_levels: list[float] = []  # the distinct scores, when there are at most 6
     flat_prompts: int = 0  # prompts whose candidates all scored alike
     other_selection_keeps: int | None = None  # prompts the other train.selection would learn from (SFT, DPO)
+    selection: str | None = None  # the mode the task's prompts were selected by (train.selection auto decides)
+    selection_reason: str = ""  # why, when auto decided it
 
 
 class ScoreSummary(_Summary):

@@ -6,6 +6,7 @@ import pytest
 
 from taoflow.connectors.artifacts.local import check_adapter_dir
 from taoflow.connectors.errors import NothingToTrain
+from taoflow.connectors.records import Message, PromptRecord
 from taoflow.daemon.round import local_stages as round_module
 from taoflow.daemon.round.local_stages import LocalStages
 from taoflow.daemon.round.parts import build_gate_scorers, build_scorers
@@ -277,3 +278,27 @@ def test_a_grpo_round_trains_on_the_prompts_whose_answers_score_differently(tmp_
     assert summary.train.examples == spread >= 1
     assert summary.train.steps == -(-spread * 2 // 4)  # whole groups of 2 generations, 4 answers a step
     assert check_adapter_dir(state.store.fetch(record.version))["r"] == 16
+
+
+def test_a_graded_verifier_trains_on_plenty_with_the_defaults(tmp_path, generator):
+    """A verifier that scores 0 / 0.5 / 1 and the default train.selection (auto): the round learns from the right
+    but wordy answers (relative selection, decided from its candidates and recorded with why) instead of the few
+    exact ones a 0.99 threshold would keep."""
+    state = seeded_state(
+        tmp_path,
+        generate={"n": 8, "max_prompts": 80, "max_new_tokens": 24},
+        train={"score_threshold": 0.99, "epochs": 1, "batch_size": 16, "save_steps": 100},
+        score={
+            "tasks": {"math": [{"type": "python", "params": {"callable": "tests.e2e.graded_verifier:partial_credit"}}]}
+        },
+    )
+    pairs = [(a, b) for a in range(2, 10) for b in range(1, 10)]  # sums this small model gets right now and then
+    more = [PromptRecord(f"g{a}-{b}", "math", (Message("user", f"What is {a} + {b}?"),)) for a, b in pairs]
+    state.buffer.add_many([(r, None) for r in more], source="test")
+    record = local_round(state, lambda p: generator).run()
+    assert record.status == "done", record.reason
+    math = record.summary.score.tasks["math"]
+    assert math.score_kind == "graded" and math.selection == "relative", math
+    assert math.selection_reason.startswith("scores are graded (0, 0.5") and "seldom reach" in math.selection_reason
+    assert record.summary.train.examples >= 30 > math.other_selection_keeps, math
+    print(f"\n{math.selection_reason}; trained on {record.summary.train.examples} examples")

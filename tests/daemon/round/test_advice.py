@@ -6,7 +6,7 @@ from pathlib import Path
 from taoflow.connectors.records import Message, PromptRecord
 from taoflow.daemon.cli.report import round_table
 from taoflow.daemon.round import candidates as cand
-from taoflow.daemon.round.stages import nothing_to_learn, score_summary
+from taoflow.daemon.round.stages import nothing_to_learn, score_summary, training_examples
 from taoflow.daemon.settings import load_settings
 from taoflow.daemon.store.rounds import RoundRecord
 from taoflow.daemon.store.summaries import RoundSummary
@@ -30,8 +30,22 @@ GRADED = [[0.5, 0.0, 0.0, 0.5]] * 40 + [[1.0, 0.5, 0.0, 0.0]] * 3
 SATURATED = [[1.0] * 4] * 20 + [[0.9, 1.0, 1.0, 1.0]]
 
 
+def test_the_default_selection_learns_from_graded_scores_and_says_why():
+    scored = prompts("extract", GRADED) + prompts("math", [[1.0, 0.0, 0.0, 1.0]] * 10)
+    summary = score_summary(scored, load_settings(None), None)  # train.selection: auto
+    extract, math = summary.tasks["extract"], summary.tasks["math"]
+    assert (extract.selection, extract.prompts_with_target, extract.other_selection_keeps) == ("relative", 43, 3)
+    assert extract.selection_reason == (
+        "scores are graded (0, 0.5, 1) and seldom reach the threshold: a candidate at 0.99 in 3 of 43 prompts, "
+        "relative keeps 43"
+    )
+    assert (math.selection, math.selection_reason) == ("threshold", "scores are 0/1")
+    assert summary.examples == len(training_examples(scored, load_settings(None))) >= 43 + 10
+    assert summary.advice == []
+
+
 def test_graded_scores_under_a_threshold_say_what_relative_selection_would_keep():
-    settings = load_settings(None)
+    settings = load_settings(None, train={"selection": "threshold"})
     summary = score_summary(prompts("extract", GRADED), settings, None)
     task = summary.tasks["extract"]
     assert (task.prompts_with_target, task.other_selection_keeps) == (3, 43)
@@ -51,7 +65,7 @@ def test_a_saturated_scorer_is_named_with_what_helps():
 
 
 def test_a_round_that_learns_plenty_gives_no_advice_and_the_table_shows_advice_when_there_is():
-    settings = load_settings(None)
+    settings = load_settings(None, train={"selection": "threshold"})
     assert score_summary(prompts("math", [[1.0, 0.0]] * 10), settings, None).advice == []
     summary = score_summary(prompts("extract", GRADED), settings, None)
     record = RoundRecord(
