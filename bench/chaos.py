@@ -34,19 +34,14 @@ def main(argv: list[str] | None = None) -> None:
     from taoflow.connectors.generation.base_model import resolve_base_model
     from taoflow.daemon.settings import load_settings
     from tests.support.chaos import run_chaos
-    from tests.support.servers import VllmServer
+    from tests.support.servers import vllm_servers
 
     root = Path(tempfile.mkdtemp(prefix="taoflow-bench-chaos-"))
     settings = load_settings(None)
     base = resolve_base_model(settings.model.base, cache_dir=settings.model.cache_dir.expanduser())
     print("training the first champion ...", flush=True)
     champion = train_adapters(root, base.path, epochs=args.adapter_epochs)["v1"]
-    servers = [VllmServer(base.path, root / f"replica-{i}", core=i) for i in range(2)]
-    try:
-        for server in servers:
-            server.start()
-        for server in servers:
-            server.wait_healthy()
+    with vllm_servers(base.path, root) as servers:  # killed and started again by the run, stopped here
         figures = run_chaos(
             servers,
             champion,
@@ -58,9 +53,6 @@ def main(argv: list[str] | None = None) -> None:
             cooldown_s=args.cooldown,
             say=lambda line: print(line, flush=True),
         )
-    finally:
-        for server in servers:
-            server.stop()
     for line in figures.lines():
         print(line)
     problems = figures.problems()

@@ -23,18 +23,10 @@ def replicas(base: Path, root: Path, urls: list[str] | None = None) -> Iterator[
     if urls:
         yield urls
         return
-    from tests.support.servers import VllmServer
+    from tests.support.servers import vllm_servers
 
-    servers = [VllmServer(base, root / f"replica-{i}", core=i) for i in range(2)]
-    try:
-        for server in servers:
-            server.start()
-        for server in servers:
-            server.wait_healthy()
+    with vllm_servers(base, root) as servers:
         yield [s.url for s in servers]
-    finally:
-        for server in servers:
-            server.stop()
 
 
 class Load:

@@ -22,6 +22,7 @@ from taoflow.daemon.settings import load_settings
 from taoflow.daemon.store.state import State
 from tests.support.ports import free_port, wait_for_port
 from tests.support.processes import poll_until, start_until_logged
+from tests.support.rounds import flywheel_round
 from tests.support.state import store_adapter
 
 pytestmark = pytest.mark.slow
@@ -282,13 +283,7 @@ def test_the_flywheel_through_the_gateway(tmp_path, kafka_bootstrap, clean_fleet
                 "heartbeat_interval_ms": 1000,
             },
         },
-        "ingest": {"heldout_fraction": 0.3, "heldout_max_per_task": 4},
-        "generate": {"n": 2, "max_prompts": 8, "max_new_tokens": 16},
-        "score": {"tasks": {MODEL: [{"type": "arithmetic"}]}},
-        # Any scored answer is a target and any adapter passes: this test is about the loop, not the lift.
-        "train": {"score_threshold": 0.0, "epochs": 1, "batch_size": 4},
-        "gate": {"min_samples": 2, "min_slice_samples": 2, "min_mean_improvement": -1.0, "max_slice_regression": 1.0},
-        "retrain": {"min_new_prompts": 8, "cooldown_seconds": 3600, "evaluate_interval_seconds": 1},
+        **flywheel_round(MODEL, min_new_prompts=8, cooldown_s=3600),
         "fleet": {
             "replicas": [s.url for s in clean_fleet],
             "routing": "gateway",

@@ -36,6 +36,7 @@ import yaml
 
 from tests.support.ports import free_port
 from tests.support.processes import poll_until, start_until_logged
+from tests.support.rounds import flywheel_round
 
 __all__ = ["MODEL", "RETRY_WINDOW_S", "ChaosFigures", "run_chaos"]
 
@@ -268,13 +269,7 @@ def _config(root: Path, *, bootstrap: str, replicas: list[str], admin_port: int,
                 "heartbeat_interval_ms": 1000,
             },
         },
-        "ingest": {"heldout_fraction": 0.3, "heldout_max_per_task": 4},
-        "generate": {"n": 2, "max_prompts": 8, "max_new_tokens": 16},
-        "score": {"tasks": {MODEL: [{"type": "arithmetic"}]}},
-        # Any scored answer is a target and any adapter passes: this run is about the loop surviving, not the lift.
-        "train": {"score_threshold": 0.0, "epochs": 1, "batch_size": 4},
-        "gate": {"min_samples": 2, "min_slice_samples": 2, "min_mean_improvement": -1.0, "max_slice_regression": 1.0},
-        "retrain": {"min_new_prompts": 16, "cooldown_seconds": cooldown_s, "evaluate_interval_seconds": 1},
+        **flywheel_round(MODEL, min_new_prompts=16, cooldown_s=cooldown_s),
         "fleet": {
             "replicas": replicas,
             "routing": "gateway",

@@ -67,19 +67,10 @@ def generator(base_model):
 @pytest.fixture(scope="session")
 def vllm_fleet(base_model, tmp_path_factory):
     """Two real vLLM CPU servers of the base model (~3.5 GB, 20-50 s to start each), for the fleet tests."""
-    from tests.support.servers import VllmServer
+    from tests.support.servers import vllm_servers
 
-    root = tmp_path_factory.mktemp("vllm")
-    servers = [VllmServer(base_model.path, root / f"replica-{i}", core=i) for i in range(2)]
-    try:
-        for server in servers:
-            server.start()
-        for server in servers:
-            server.wait_healthy()
+    with vllm_servers(base_model.path, tmp_path_factory.mktemp("vllm")) as servers:
         yield servers
-    finally:
-        for server in servers:
-            server.stop()
 
 
 @pytest.fixture

@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from contextlib import suppress
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from tests.support.ports import free_port
@@ -86,6 +87,21 @@ class VllmServer:
             return (self.workdir / "server.log").read_text(errors="replace")[-3000:]
         except OSError:
             return ""
+
+
+@contextmanager
+def vllm_servers(model_dir, root, *, count: int = 2) -> Iterator[list[VllmServer]]:  # type: ignore[no-untyped-def]
+    """`count` real vLLM CPU servers of `model_dir` (a core each), started together and stopped on every path."""
+    servers = [VllmServer(model_dir, Path(root) / f"replica-{i}", core=i) for i in range(count)]
+    try:
+        for server in servers:
+            server.start()
+        for server in servers:
+            server.wait_healthy()
+        yield servers
+    finally:
+        for server in servers:
+            server.stop()
 
 
 class PrometheusServer:
