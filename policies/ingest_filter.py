@@ -35,6 +35,9 @@ class IngestFilter:
     sample_key: bytes = b""
     default_task: str = "default"
     unknown: str = "default"
+    #: Whether rounds learn tool use (`model.tool_call_parser` is set): without it, a prompt that offers tools or holds
+    #: calls is skipped rather than stored for rounds that would train it toward text.
+    tools: bool = False
 
 
 @dataclass(frozen=True)
@@ -46,10 +49,16 @@ class IngestDecision:
 
 
 def decide_ingest(
-    *, request_id: str, task: str, status_code: int | None, prompt_chars: int, rules: IngestFilter
+    *,
+    request_id: str,
+    task: str,
+    status_code: int | None,
+    prompt_chars: int,
+    rules: IngestFilter,
+    uses_tools: bool = False,
 ) -> IngestDecision:
-    """Map the task name (an unknown one to the default task, or skipped), then drop failed requests, over-long
-    prompts and the unsampled share."""
+    """Map the task name (an unknown one to the default task, or skipped), then drop failed requests, agent prompts
+    that rounds would not learn from, over-long prompts and the unsampled share."""
     task = rules.task_map.get(task, task)
     relabelled = False
     if not valid_task(task) or (rules.known_tasks is not None and task not in rules.known_tasks):
@@ -58,6 +67,8 @@ def decide_ingest(
         task, relabelled = rules.default_task, True
     if status_code is not None and rules.keep_status and status_code not in rules.keep_status:
         return IngestDecision(False, task, "status_code")
+    if uses_tools and not rules.tools:
+        return IngestDecision(False, task, "unsupported_tools")
     if prompt_chars > rules.max_prompt_chars:
         return IngestDecision(False, task, "too_long")
     rate = rules.sample_rates.get(task, 1.0)

@@ -13,12 +13,12 @@ Shapes understood (detected from the keys present):
 * OpenAI Responses requests (`instructions`, `input` as text or message items) and responses (`output` items).
 * taoflow's own export shape (`PromptRecord.to_json`).
 
-Agent traffic (tool definitions, tool calls, tool results; `tools`, `tool_calls`, `function_call`, `tool` messages,
-`tool_use`/`tool_result` blocks, `function_call`/`function_call_output` items) and a Responses request that
-continues a stored one (`previous_response_id`) cannot be stored faithfully yet: they are refused with their
-reason (`UnsupportedRecord`: `unsupported_tools`, `unsupported_context`; ingest skips and counts them), never
-stored without their tools or calls, which would teach
-the model to answer in text where it should call a tool.
+Agent traffic is stored whole (`tool_shapes` reads each API's tools and calls): tool definitions and `tool_choice`,
+assistant tool calls (`tool_calls`, legacy `function_call`, `tool_use` blocks, `function_call` items), tool results
+(`tool` and legacy `function` messages, `tool_result` blocks, `function_call_output` items) and an answer that is a
+call. What cannot be held faithfully is refused with its reason (`UnsupportedRecord`: `unsupported_tools` for hosted
+tools and error-flagged results, `unsupported_context` for a Responses request that continues a stored one through
+`previous_response_id`; ingest skips and counts them), never stored altered.
 
 Every failure raises `RecordError` with a short reason; the caller dead-letters it.
 Decoded JSON objects are plain dicts and are checked as such: this runs for every
@@ -31,13 +31,15 @@ import hashlib
 import json
 import math
 from collections.abc import Collection, Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import orjson
 
 from taoflow.connectors.errors import ConfigurationError, RecordError, UnsupportedRecord
-from taoflow.connectors.records import ROLES, Message, PromptRecord
+from taoflow.connectors.records import ROLES, Message, PromptRecord, Tool, ToolCall
+from taoflow.connectors.sources import tool_shapes
 
 __all__ = ["MAX_RECORD_BYTES", "check_columns", "parse_payload", "parse_record", "remap"]
 
@@ -159,12 +161,12 @@ def _from_openai_exchange(data: Mapping[str, Any], default_task: str, raw: str |
     request_id = _first_str(data, "request_id", "id") or _first_str(response or {}, "id")
     task = _first_str(data, "task") or _first_str(metadata, "task") or _first_str(request, "model")
     created = (response or {}).get("created")
-    return PromptRecord(
+    return _record(
+        request,
+        response,
         request_id=request_id or _content_id(raw, request),
         task=task or default_task,
-        messages=_messages(request),
         timestamp=_timestamp(data.get("timestamp") or created),
-        response=_response_text(response),
         metadata=metadata,
     )
 
@@ -199,24 +201,54 @@ def _from_databricks(data: Mapping[str, Any], default_task: str, raw: str | None
     )
     request_id = _first_str(data, "databricks_request_id", "client_request_id")
     when = data.get("timestamp_ms")
-    return PromptRecord(
+    return _record(
+        request,
+        response,
         request_id=request_id or _content_id(raw, request),
         task=task or default_task,
-        messages=_messages(request),
         timestamp=float(when) / 1000.0 if isinstance(when, int | float) else _timestamp(data.get("request_time")),
-        response=_response_text(response),
         metadata=metadata,
     )
 
 
 def _from_export(data: Mapping[str, Any]) -> PromptRecord:
+    prompt = _prompt(data)
+    calls = data.get("response_calls") or []
+    if not isinstance(calls, list):
+        raise RecordError("bad_tool_call", "response_calls must be a list")
     return PromptRecord(
         request_id=str(data["request_id"]),
         task=str(data["task"]),
-        messages=_messages(data),
+        messages=prompt.messages,
         timestamp=_timestamp(data.get("timestamp")),
         response=data.get("response") if isinstance(data.get("response"), str) else None,
         metadata=_mapping(data.get("metadata"), "metadata"),
+        tools=prompt.tools,
+        tool_choice=prompt.tool_choice,
+        response_calls=tuple(tool_shapes.call_from_openai(c) for c in calls),
+    )
+
+
+def _record(
+    request: Mapping[str, Any],
+    response: Mapping[str, Any] | None,
+    *,
+    request_id: str,
+    task: str,
+    timestamp: float,
+    metadata: dict[str, Any],
+) -> PromptRecord:
+    prompt, answer = _prompt(request), _answer(response)
+    return PromptRecord(
+        request_id=request_id,
+        task=task,
+        messages=prompt.messages,
+        timestamp=timestamp,
+        response=answer.text,
+        metadata=metadata,
+        tools=prompt.tools,
+        tool_choice=prompt.tool_choice,
+        response_calls=answer.calls,
     )
 
 
@@ -237,19 +269,19 @@ def _json_field(data: Mapping[str, Any], key: str) -> Mapping[str, Any]:
     return value
 
 
-def _refuse_tools(request: Mapping[str, Any]) -> None:
-    for key in ("tools", "functions"):
-        if request.get(key):
-            count = len(request[key]) if isinstance(request[key], list) else "its"
-            raise UnsupportedRecord(
-                "unsupported_tools",
-                f"the request defines {count} tools ({key}): tool definitions and calls are not stored yet, and a "
-                "prompt stored without them would teach answering in text where a tool call is right",
-            )
+@dataclass(frozen=True)
+class _Prompt:
+    messages: tuple[Message, ...]
+    tools: tuple[Tool, ...]
+    tool_choice: str | None
+
+
+def _prompt(request: Mapping[str, Any]) -> _Prompt:
+    offered = tool_shapes.tools(request)
+    return _Prompt(_messages(request), offered, tool_shapes.tool_choice(request, offered))
 
 
 def _messages(request: Mapping[str, Any]) -> tuple[Message, ...]:
-    _refuse_tools(request)
     if "messages" not in request and "input" in request:
         return _responses_input(request)
     if "system" in request and "messages" in request:
@@ -262,33 +294,76 @@ def _messages(request: Mapping[str, Any]) -> tuple[Message, ...]:
     raw = request.get("messages")
     if not isinstance(raw, list) or not raw:
         raise RecordError("no_messages", "request has no non-empty messages list")
-    return _conversation(tuple(_message(m) for m in raw))
+    return _conversation(tuple(m for item in raw for m in _message(item)))
 
 
 def _conversation(messages: tuple[Message, ...]) -> tuple[Message, ...]:
-    """A conversation a model can answer: it ends with a turn to answer and has a user message with text."""
+    """A conversation a model can answer: it ends with a turn to answer, has a user message with text, and each
+    tool result answers a call made before it."""
     if messages[-1].role == "assistant":
         raise RecordError("bad_message", "conversation ends with an assistant turn: nothing to answer")
     if not any(m.role == "user" and m.content.strip() for m in messages):
         raise RecordError("no_messages", "no user message with text")
+    called: set[str] = set()
+    for message in messages:
+        called.update(c.id for c in message.tool_calls)
+        if message.role == "tool" and message.tool_call_id not in called:
+            raise RecordError(
+                "bad_message", f"a tool result for call {str(message.tool_call_id)[:60]!r}, which no turn before made"
+            )
     return messages
 
 
-def _message(raw: Any) -> Message:
+def _message(raw: Any) -> tuple[Message, ...]:
+    """One logged message as taoflow's messages: one, or several where an Anthropic user turn holds tool results."""
     if not isinstance(raw, dict):
         raise RecordError("bad_message", f"message must be an object, got {type(raw).__name__}")
     role = raw.get("role")
     if role == "developer":
         role = "system"
-    if raw.get("tool_calls") or raw.get("function_call") or role in ("tool", "function") or "tool_call_id" in raw:
-        raise UnsupportedRecord(
-            "unsupported_tools",
-            f"a {role} turn with a tool call or a tool's result: tool calls are not stored yet (the turn would "
-            "be kept as empty text)",
-        )
+    if role == "function":  # legacy function calling: the result of the one call the turn before made
+        return (Message("tool", _content_text(raw.get("content")), tool_call_id=""),)
     if role not in ROLES:
         raise RecordError("bad_message", f"unknown role {role!r}")
-    return Message(role, _content_text(raw.get("content")))
+    content = raw.get("content")
+    if role == "tool":
+        if not isinstance(raw.get("tool_call_id"), str):
+            raise RecordError("bad_message", "a tool message without its tool_call_id")
+        return (Message("tool", _content_text(content), tool_call_id=raw["tool_call_id"]),)
+    if isinstance(content, list) and any(isinstance(b, dict) and b.get("type") in _TOOL_BLOCKS for b in content):
+        return _anthropic_blocks(role, content)
+    calls = raw.get("tool_calls") or ([raw["function_call"]] if raw.get("function_call") else [])
+    if calls and role != "assistant":
+        raise RecordError("bad_message", f"a {role} turn with tool calls")
+    if not isinstance(calls, list):
+        raise RecordError("bad_tool_call", "tool_calls must be a list")
+    return (Message(role, _content_text(content), tuple(tool_shapes.call_from_openai(c) for c in calls)),)
+
+
+def _anthropic_blocks(role: str, blocks: list[Any]) -> tuple[Message, ...]:
+    """Anthropic content with `tool_use` (an assistant's calls) or `tool_result` blocks (a user turn bringing results
+    back: each result is a `tool` message, the turn's text a user message after them)."""
+    if role == "assistant":
+        calls = tuple(tool_shapes.call_from_anthropic(b) for b in blocks if b.get("type") == "tool_use")
+        if any(b.get("type") in _TOOL_BLOCKS - {"tool_use"} for b in blocks):
+            raise UnsupportedRecord("unsupported_tools", "a server tool's block: hosted tools' results are not stored")
+        return (Message("assistant", _content_text([b for b in blocks if b.get("type") != "tool_use"]), calls),)
+    out: list[Message] = []
+    text: list[Any] = []
+    for block in blocks:
+        if block.get("type") != "tool_result":
+            text.append(block)
+            continue
+        if text:
+            raise RecordError("bad_message", "text before a tool_result block: results come first in a user turn")
+        if block.get("is_error"):
+            raise UnsupportedRecord("unsupported_tools", "a tool_result marked is_error: the error flag is not stored")
+        if not isinstance(block.get("tool_use_id"), str):
+            raise RecordError("bad_message", "a tool_result block without its tool_use_id")
+        out.append(Message("tool", _content_text(block.get("content")), tool_call_id=block["tool_use_id"]))
+    if text:
+        out.append(Message("user", _content_text(text)))
+    return tuple(out)
 
 
 def _anthropic_messages(request: Mapping[str, Any]) -> tuple[Message, ...]:
@@ -298,7 +373,7 @@ def _anthropic_messages(request: Mapping[str, Any]) -> tuple[Message, ...]:
     raw = request.get("messages")
     if not isinstance(raw, list) or not raw:
         raise RecordError("no_messages", "request has no non-empty messages list")
-    return _conversation((*head, *(_message(m) for m in raw)))
+    return _conversation((*head, *(m for item in raw for m in _message(item))))
 
 
 #: Content blocks of a tool call or its result (Anthropic Messages).
@@ -308,7 +383,8 @@ _RESPONSES_TEXT = frozenset({"input_text", "output_text", "text"})
 
 
 def _responses_input(request: Mapping[str, Any]) -> tuple[Message, ...]:
-    """OpenAI Responses: `instructions` (the system prompt) and `input` (text, or message items)."""
+    """OpenAI Responses: `instructions` (the system prompt) and `input` (text, or items: messages, function calls and
+    their outputs; consecutive calls are one assistant turn's)."""
     if request.get("previous_response_id"):
         raise UnsupportedRecord(
             "unsupported_context",
@@ -323,18 +399,28 @@ def _responses_input(request: Mapping[str, Any]) -> tuple[Message, ...]:
         return _conversation((*head, Message("user", items)))
     if not isinstance(items, list) or not items:
         raise RecordError("no_messages", "input is neither text nor a non-empty list of items")
-    messages = []
+    messages: list[Message] = []
     for item in items:
         if not isinstance(item, dict):
             raise RecordError("bad_message", f"input item must be an object, got {type(item).__name__}")
         kind = item.get("type", "message")
-        if kind in ("function_call", "function_call_output", "custom_tool_call", "custom_tool_call_output") or (
-            isinstance(kind, str) and kind.endswith("_call")
-        ):
-            raise UnsupportedRecord("unsupported_tools", f"a {kind} item: tool calls are not stored yet")
-        if kind != "message":
+        if kind == "function_call":
+            call = tool_shapes.call_from_responses(item)
+            last = messages[-1] if messages else None
+            if last is not None and last.role == "assistant":
+                messages[-1] = Message("assistant", last.content, (*last.tool_calls, call))
+            else:
+                messages.append(Message("assistant", "", (call,)))
+        elif kind == "function_call_output":
+            if not isinstance(item.get("call_id"), str):
+                raise RecordError("bad_message", "a function_call_output item without its call_id")
+            messages.append(Message("tool", _content_text(item.get("output")), tool_call_id=item["call_id"]))
+        elif isinstance(kind, str) and (kind.endswith("_call") or kind.endswith("_call_output")):
+            raise UnsupportedRecord("unsupported_tools", f"a {kind} item: hosted tools' calls are not stored")
+        elif kind == "message":
+            messages.extend(_message(item))
+        else:
             raise RecordError("unsupported_content", f"input item of type {str(kind)[:40]!r}")
-        messages.append(_message(item))
     return _conversation((*head, *messages))
 
 
@@ -345,10 +431,6 @@ def _content_text(content: Any) -> str:
         return content
     if isinstance(content, list):
         kinds = [p.get("type") if isinstance(p, dict) else None for p in content]
-        if any(k in _TOOL_BLOCKS for k in kinds):
-            raise UnsupportedRecord(
-                "unsupported_tools", "a tool_use or tool_result block: tool calls are not stored yet"
-            )
         parts = [p.get("text") for p, k in zip(content, kinds, strict=True) if k in _RESPONSES_TEXT]
         if len(parts) != len(content) or not all(isinstance(p, str) for p in parts):
             shown = sorted({str(k)[:30] for k in kinds if k not in _RESPONSES_TEXT})
@@ -357,37 +439,42 @@ def _content_text(content: Any) -> str:
     raise RecordError("bad_message", f"content must be text or a list of parts, got {type(content).__name__}")
 
 
-def _response_text(response: Mapping[str, Any] | None) -> str | None:
-    """The answer production served, as text; an answer that is a tool call is refused (stored as "" it would
-    read as an empty answer)."""
+@dataclass(frozen=True)
+class _Answer:
+    text: str | None
+    calls: tuple[ToolCall, ...] = ()
+
+
+def _answer(response: Mapping[str, Any] | None) -> _Answer:
+    """The answer production served: its text and the calls it made."""
     if not response:
-        return None
+        return _Answer(None)
     choices = response.get("choices")
     if isinstance(choices, list) and choices and isinstance(choices[0], dict):
         first = choices[0]
         message = first.get("message")
         if isinstance(message, dict):
-            if message.get("tool_calls") or message.get("function_call"):
-                raise UnsupportedRecord("unsupported_tools", "the answer is a tool call: tool calls are not stored yet")
-            return _content_text(message.get("content"))
+            (turn,) = _message({**message, "role": "assistant"})
+            return _Answer(turn.content, turn.tool_calls)
         if isinstance(first.get("text"), str):
-            return str(first["text"])
-        return None
+            return _Answer(str(first["text"]))
+        return _Answer(None)
     if response.get("type") == "message" and isinstance(response.get("content"), list):  # Anthropic Messages
-        return _content_text(response["content"])
+        (turn,) = _message({"role": "assistant", "content": response["content"]})
+        return _Answer(turn.content, turn.tool_calls)
     output = response.get("output")
     if isinstance(output, list):  # OpenAI Responses: message items hold the text; reasoning items are not answer
-        texts = []
+        texts, calls = [], []
         for item in output:
             kind = item.get("type") if isinstance(item, dict) else None
-            if isinstance(kind, str) and (kind.endswith("_call") or kind == "function_call_output"):
-                raise UnsupportedRecord(
-                    "unsupported_tools", f"the answer holds a {kind}: tool calls are not stored yet"
-                )
-            if kind == "message" and isinstance(item, dict):
+            if kind == "function_call" and isinstance(item, dict):
+                calls.append(tool_shapes.call_from_responses(item))
+            elif isinstance(kind, str) and kind.endswith("_call"):
+                raise UnsupportedRecord("unsupported_tools", f"the answer holds a {kind}: hosted tools are not stored")
+            elif kind == "message" and isinstance(item, dict):
                 texts.append(_content_text(item.get("content")))
-        return "\n".join(texts) if texts else None
-    return None
+        return _Answer("\n".join(texts) if texts or calls else None, tuple(calls))
+    return _Answer(None)
 
 
 def _first_str(data: Mapping[str, Any], *keys: str) -> str | None:

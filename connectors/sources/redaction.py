@@ -17,12 +17,13 @@ secret (`user_email`, `api_key`, `requester`, …) are replaced.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable
 from dataclasses import replace
 from typing import Any
 
-from taoflow.connectors.records import Message, PromptRecord
+from taoflow.connectors.records import PromptRecord, ToolCall
 
 __all__ = ["REDACTION_KINDS", "SENSITIVE_KEY", "Redactor"]
 
@@ -201,10 +202,26 @@ class Redactor:
             return record
         return replace(
             record,
-            messages=tuple(Message(m.role, self.text(m.content)) for m in record.messages),
+            messages=tuple(
+                replace(m, content=self.text(m.content), tool_calls=tuple(self.call(c) for c in m.tool_calls))
+                for m in record.messages
+            ),
             response=self.text(record.response) if record.response is not None else None,
             metadata={k: self.value(k, v) for k, v in record.metadata.items()},
+            response_calls=tuple(self.call(c) for c in record.response_calls),
         )
+
+    def call(self, call: ToolCall) -> ToolCall:
+        """A tool call with its arguments redacted as metadata is (a `password` argument replaced, text redacted);
+        arguments that needed nothing keep their text exactly. Tool definitions are the application's, not the
+        user's, and are kept as they are."""
+        parsed = call.parsed_arguments()
+        if not isinstance(parsed, dict):
+            return replace(call, arguments=self.text(call.arguments))
+        redacted = {k: self.value(str(k), v) for k, v in parsed.items()}
+        if redacted == parsed:
+            return call
+        return replace(call, arguments=json.dumps(redacted, ensure_ascii=False))
 
     def value(self, key: str, value: Any, depth: int = 0) -> Any:
         """A metadata value: replaced under a sensitive key, else its text redacted (nested ones too)."""

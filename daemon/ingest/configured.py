@@ -237,6 +237,7 @@ def build_ingestor(
             default_task=i.default_task,
             unknown=i.unknown_task,
             sample_key=sample_key(settings),
+            tools=settings.model.tool_call_parser != "none",
         ),
         field_map=field_map,
         metrics=metrics,

@@ -78,8 +78,9 @@ class RecordPreparer:
                 request_id=record.request_id,
                 task=record.task,
                 status_code=status_code(record.metadata.get("status_code")),
-                prompt_chars=sum(len(m.content) for m in record.messages),
+                prompt_chars=record.prompt_chars,
                 rules=self.rules,
+                uses_tools=record.uses_tools,
             )
             if not decision.keep:
                 prepared.skipped[decision.reason] += 1
