@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Protocol
 
 from taoflow.connectors.errors import DeployError
-from taoflow.connectors.records import Message, PromptRecord
+from taoflow.connectors.records import Chat, Message, PromptRecord
 
 __all__ = [
     "ArtifactStore",
@@ -58,13 +58,14 @@ class Generator(Protocol):
 
     def generate(
         self,
-        conversations: Sequence[Sequence[Message]],
+        conversations: Sequence[Chat | Sequence[Message]],
         sampling: SamplingConfig,
         *,
         adapter: Path | None = None,
         progress: Progress | None = None,
     ) -> list[list[Completion]]:
-        """Return `sampling.n` completions for each conversation, in input order."""
+        """Return `sampling.n` completions for each conversation (with the tools a `Chat` offers), in input
+        order."""
         ...
 
     def close(self) -> None:
@@ -148,7 +149,7 @@ class ServingReplica(Protocol):
 
     def metrics(self) -> str: ...
 
-    def chat(self, model: str, messages: Sequence[Message], sampling: SamplingConfig) -> list[Completion]: ...
+    def chat(self, model: str, chat: Chat, sampling: SamplingConfig) -> list[Completion]: ...
 
     def close(self) -> None: ...
 

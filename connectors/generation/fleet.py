@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from taoflow.connectors.protocols import Completion, Progress, SamplingConfig, ServingReplica, replace_adapter
-from taoflow.connectors.records import Message
+from taoflow.connectors.records import Chat, Message, as_chat
 
 __all__ = ["FleetGenerator"]
 
@@ -40,7 +40,7 @@ class FleetGenerator:
 
     def generate(
         self,
-        conversations: Sequence[Sequence[Message]],
+        conversations: Sequence[Chat | Sequence[Message]],
         sampling: SamplingConfig,
         *,
         adapter: Path | None = None,
@@ -60,7 +60,7 @@ class FleetGenerator:
                 sampling.max_new_tokens,
                 sampling.seed + index,
             )
-            completions = self._replicas[slot].chat(names[slot], conversations[index], seeded)
+            completions = self._replicas[slot].chat(names[slot], as_chat(conversations[index]), seeded)
             if greedy:
                 completions = completions * sampling.n
             if progress is not None:

@@ -18,7 +18,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from taoflow.connectors.generation.placement import Placement
 from taoflow.connectors.protocols import Completion, Progress, SamplingConfig
-from taoflow.connectors.records import Message
+from taoflow.connectors.records import Chat, Message, as_chat
 
 __all__ = ["TransformersGenerator", "load_tokenizer", "quiet_libraries"]
 
@@ -44,8 +44,17 @@ def load_tokenizer(model_dir: Path) -> Any:
 class TransformersGenerator:
     """A `Generator` over a local HF model directory, with LoRA adapters loaded on demand."""
 
-    def __init__(self, model_dir: Path, *, batch_rows: int = 96, placement: Placement | None = None) -> None:
+    def __init__(
+        self,
+        model_dir: Path,
+        *,
+        batch_rows: int = 96,
+        placement: Placement | None = None,
+        chat_template: str | None = None,
+    ) -> None:
+        """`chat_template`: a template to render prompts with instead of the model's own (`model.chat_template`)."""
         quiet_libraries()
+        self.chat_template = chat_template
         self.model_dir = model_dir
         self.batch_rows = batch_rows
         self.placement = placement or Placement("cpu", "float32")
@@ -60,7 +69,7 @@ class TransformersGenerator:
 
     def generate(
         self,
-        conversations: Sequence[Sequence[Message]],
+        conversations: Sequence[Chat | Sequence[Message]],
         sampling: SamplingConfig,
         *,
         adapter: Path | None = None,
@@ -88,9 +97,14 @@ class TransformersGenerator:
         self._base = self._peft = None
         self._adapters.clear()
 
-    def _render(self, conversation: Sequence[Message]) -> str:
+    def _render(self, conversation: Chat | Sequence[Message]) -> str:
+        chat = as_chat(conversation)
         rendered = self.tokenizer.apply_chat_template(
-            [m.as_dict() for m in conversation], tokenize=False, add_generation_prompt=True
+            chat.template_messages(),
+            tools=chat.template_tools(),
+            chat_template=self.chat_template,
+            tokenize=False,
+            add_generation_prompt=True,
         )
         return str(rendered)
 

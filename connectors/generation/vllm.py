@@ -16,7 +16,7 @@ from typing import Any
 
 from taoflow.connectors.errors import ConfigurationError
 from taoflow.connectors.protocols import Completion, Progress, SamplingConfig
-from taoflow.connectors.records import Message
+from taoflow.connectors.records import Chat, Message, as_chat, canonical_json
 
 __all__ = ["LORA_RANKS", "VllmGenerator", "supported_rank"]
 
@@ -50,6 +50,7 @@ class VllmGenerator:
         max_model_len: int | None = None,
         enable_prefix_caching: bool = True,
         enforce_eager: bool = False,
+        chat_template: str | None = None,
     ) -> None:
         try:
             from vllm import LLM
@@ -74,6 +75,7 @@ class VllmGenerator:
         )
         self._engine_processes = [p for p in multiprocessing.active_children() if p.pid not in before]
         self._lora_ids: dict[str, int] = {}
+        self._chat_template = chat_template
         from vllm.platforms import current_platform
 
         # vLLM's CPU build cannot rewind a seeded request's generator when it splits a prompt over steps (chunked
@@ -83,7 +85,7 @@ class VllmGenerator:
 
     def generate(
         self,
-        conversations: Sequence[Sequence[Message]],
+        conversations: Sequence[Chat | Sequence[Message]],
         sampling: SamplingConfig,
         *,
         adapter: Path | None = None,
@@ -104,12 +106,24 @@ class VllmGenerator:
             )
             for index in range(len(conversations))
         ]
-        outputs = self._llm.chat(
-            [[m.as_dict() for m in c] for c in conversations],
-            per_prompt,
-            lora_request=self._lora(adapter),
-            use_tqdm=False,
-        )
+        chats = [as_chat(c) for c in conversations]
+        # LLM.chat takes one list of tools for all its conversations: conversations that offer the same tools (most
+        # offer none) are asked together.
+        groups: dict[str, list[int]] = {}
+        for index, chat in enumerate(chats):
+            groups.setdefault(canonical_json(chat.template_tools()), []).append(index)
+        outputs: list[Any] = [None] * len(chats)
+        for rows in groups.values():
+            answered = self._llm.chat(
+                [chats[i].template_messages() for i in rows],
+                [per_prompt[i] for i in rows],
+                lora_request=self._lora(adapter),
+                use_tqdm=False,
+                chat_template=self._chat_template,
+                tools=chats[rows[0]].template_tools(),
+            )
+            for i, request in zip(rows, answered, strict=True):
+                outputs[i] = request
         if progress is not None:
             progress(len(conversations))
         results = []

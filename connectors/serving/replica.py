@@ -17,7 +17,7 @@ import httpx
 
 from taoflow.connectors.errors import DeployError, ReplicaUnavailable
 from taoflow.connectors.protocols import Completion, ReplicaView, SamplingConfig
-from taoflow.connectors.records import Message
+from taoflow.connectors.records import Chat
 
 __all__ = ["ReplicaView", "VllmReplica", "discover_replicas"]
 
@@ -96,17 +96,21 @@ class VllmReplica:
         return True
 
     # ------------------------------------------------------------------ OpenAI API
-    def chat(self, model: str, messages: Sequence[Message], sampling: SamplingConfig) -> list[Completion]:
-        """`sampling.n` completions of one conversation in one request (`n=`)."""
+    def chat(self, model: str, chat: Chat, sampling: SamplingConfig) -> list[Completion]:
+        """`sampling.n` completions of one conversation in one request (`n=`). Its tools are rendered into the prompt
+        with `tool_choice: none`: the answer comes back as the model wrote it, calls included, and the round reads
+        the calls with its own parser (the replica needs no tool parser of its own)."""
         body: dict[str, Any] = {
             "model": model,
-            "messages": [m.as_dict() for m in messages],
+            "messages": [m.as_dict() for m in chat.messages],  # the API's shape: arguments as JSON text
             "n": sampling.n,
             "temperature": sampling.temperature,
             "top_p": sampling.top_p,
             "max_tokens": sampling.max_new_tokens,
             "seed": sampling.seed,
         }
+        if chat.tools:
+            body.update(tools=chat.template_tools(), tool_choice="none")
         data = self._request("POST", "/v1/chat/completions", json=body, read_timeout_s=600.0).json()
         choices = sorted(data["choices"], key=lambda c: c["index"])
         tokens = int(data.get("usage", {}).get("completion_tokens", 0))

@@ -24,7 +24,7 @@ from typing import Any
 from taoflow.connectors.errors import ConfigurationError, RoundError
 from taoflow.connectors.files import write_atomic
 from taoflow.connectors.protocols import Progress
-from taoflow.connectors.records import Message
+from taoflow.connectors.records import PromptRecord
 from taoflow.connectors.training.lora import (
     DistillExample,
     Examples,
@@ -162,13 +162,21 @@ def write_job(path: Path, base_model_dir: Path, examples: Examples, config: Trai
     rows: list[dict[str, Any]] = []
     for e in examples:
         if isinstance(e, DistillExample):
-            rows.append({"messages": [m.as_dict() for m in e.messages], "completion": e.completion})
+            rows.append({**_prompt_row(e), "completion": e.completion})
         elif isinstance(e, PreferenceExample):
-            rows.append({"messages": [m.as_dict() for m in e.messages], "chosen": e.chosen, "rejected": e.rejected})
+            rows.append({**_prompt_row(e), "chosen": e.chosen, "rejected": e.rejected})
     settings = {f.name: getattr(config, f.name) for f in fields(config)}
     settings["target_modules"] = list(config.target_modules)
     settings["init_adapter"] = str(config.init_adapter) if config.init_adapter else None
     write_atomic(path, json.dumps({"base_model_dir": str(base_model_dir), "config": settings, "examples": rows}))
+
+
+def _prompt_row(example: DistillExample | PreferenceExample) -> dict[str, Any]:
+    """An example's prompt in the shape `PromptRecord.from_json` reads back: its messages and tools."""
+    row: dict[str, Any] = {"messages": [m.as_dict() for m in example.messages]}
+    if example.tools:
+        row["tools"] = [t.as_dict() for t in example.tools]
+    return row
 
 
 def read_job(path: Path) -> tuple[Path, list[DistillExample] | list[PreferenceExample], TrainingConfig]:
@@ -178,12 +186,17 @@ def read_job(path: Path) -> tuple[Path, list[DistillExample] | list[PreferenceEx
     settings["init_adapter"] = Path(settings["init_adapter"]) if settings["init_adapter"] else None
     config = TrainingConfig(**settings)
     rows: Sequence[dict[str, Any]] = data["examples"]
-    messages = [tuple(Message(m["role"], m["content"]) for m in row["messages"]) for row in rows]
+    prompts = [PromptRecord.from_json(json.dumps({"request_id": "", "task": "", **row})) for row in rows]
     examples: list[DistillExample] | list[PreferenceExample]
     if config.objective == "dpo":
-        examples = [PreferenceExample(m, r["chosen"], r["rejected"]) for m, r in zip(messages, rows, strict=True)]
+        examples = [
+            PreferenceExample(p.messages, r["chosen"], r["rejected"], tools=p.tools)
+            for p, r in zip(prompts, rows, strict=True)
+        ]
     else:
-        examples = [DistillExample(m, r["completion"]) for m, r in zip(messages, rows, strict=True)]
+        examples = [
+            DistillExample(p.messages, r["completion"], tools=p.tools) for p, r in zip(prompts, rows, strict=True)
+        ]
     return Path(data["base_model_dir"]), examples, config
 
 

@@ -8,6 +8,7 @@ training resumes from the last one instead of starting over.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Sequence
@@ -17,7 +18,7 @@ from typing import Any, Literal
 
 from taoflow.connectors.errors import RoundError
 from taoflow.connectors.protocols import Progress
-from taoflow.connectors.records import Message, PromptRecord
+from taoflow.connectors.records import Message, PromptRecord, Tool
 from taoflow.connectors.training.grpo import RewardFunction, grpo_trainer
 
 __all__ = [
@@ -39,6 +40,7 @@ class DistillExample:
 
     messages: tuple[Message, ...]
     completion: str
+    tools: tuple[Tool, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -48,6 +50,7 @@ class PreferenceExample:
     messages: tuple[Message, ...]
     chosen: str
     rejected: str
+    tools: tuple[Tool, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -86,6 +89,8 @@ class TrainingConfig:
     # Continue this adapter's weights (the champion's: successive rounds accumulate) instead of a fresh LoRA; its
     # own rank and target modules are kept.
     init_adapter: Path | None = None
+    # A chat template to render examples with instead of the model's own (`model.chat_template`).
+    chat_template: str | None = None
 
 
 @dataclass(frozen=True)
@@ -97,6 +102,8 @@ class TrainingResult:
     final_loss: float | None
     resumed_from: str | None = None
     log: list[dict[str, float]] = field(default_factory=list)
+    #: Examples left out because their answer lay past max_length.
+    too_long: int = 0
 
     @property
     def tokens(self) -> int:
@@ -139,6 +146,8 @@ def train_adapter(
         torch.cuda.set_device(int(config.device.partition(":")[2]))  # the Trainer takes the current GPU
     tokenizer = load_tokenizer(base_model_dir)
     tokenizer.padding_side = "right"
+    if config.chat_template is not None:
+        tokenizer.chat_template = config.chat_template
     model = AutoModelForCausalLM.from_pretrained(base_model_dir, dtype=getattr(torch, config.dtype))
     lora = _lora(config)
     if config.init_adapter is not None:
@@ -164,6 +173,14 @@ def train_adapter(
         )
     else:
         trainer = _build_trainer(model, tokenizer, examples, config, checkpoints, lora)
+    # The SFT trainer drops an example whose answer lies wholly past max_length (a long agent prompt: tools, turns):
+    # counted, and an error when it leaves nothing, rather than a round that silently trained on less.
+    too_long = len(examples) - len(trainer.train_dataset)
+    if too_long >= len(examples):
+        raise RoundError(
+            f"all {len(examples)} training examples are longer than train.max_length ({config.max_length} tokens) "
+            "with their answer; raise train.max_length (agent prompts with tools need 1024 or more)"
+        )
 
     class _Progress(TrainerCallback):  # type: ignore[misc]
         def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
@@ -192,6 +209,7 @@ def train_adapter(
         final_loss=losses[-1] if losses else None,
         resumed_from=str(resume) if resume else None,
         log=log,
+        too_long=too_long,
     )
 
 
@@ -229,6 +247,7 @@ def _build_trainer(
             {
                 "prompt": [m.as_dict() for m in e.messages],
                 "completion": [{"role": "assistant", "content": e.completion}],
+                "tools": _tools_column(e.tools),
             }
             for e in examples
             if isinstance(e, DistillExample)
@@ -247,6 +266,7 @@ def _build_trainer(
             "prompt": [m.as_dict() for m in e.messages],
             "chosen": [{"role": "assistant", "content": e.chosen}],
             "rejected": [{"role": "assistant", "content": e.rejected}],
+            "tools": _tools_column(e.tools),
         }
         for e in examples
         if isinstance(e, PreferenceExample)
@@ -258,6 +278,12 @@ def _build_trainer(
         processing_class=tokenizer,
         peft_config=lora,
     )
+
+
+def _tools_column(tools: Sequence[Tool]) -> str | None:
+    """A prompt's tools as TRL reads them (its trainers pass them to the chat template): JSON text, since the
+    schemas of different requests' tools have no one columnar type."""
+    return json.dumps([t.as_dict() for t in tools]) if tools else None
 
 
 def _lora(config: TrainingConfig) -> Any:

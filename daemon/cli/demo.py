@@ -52,7 +52,9 @@ def run_demo(*, state_dir: Path | None = None, config: Path | None = None, max_p
             f"{stats.prompts_with_target}/{stats.prompts} prompts with an answer to learn from"
             + (f" (selection {stats.selection}: {stats.selection_reason})" if stats.selection_reason else "")
         )
-    print(f"   trained on {summary.train.examples if summary.train else None} examples")
+    train = summary.train
+    left_out = f" ({train.too_long} left out: longer than train.max_length)" if train and train.too_long else ""
+    print(f"   trained on {train.examples if train else None} examples{left_out}")
     print("\n3. gate on held-out prompts (greedy), candidate vs base:\n")
     print(report.round_table(record))
     registry = state.registry

@@ -9,6 +9,7 @@ from typing import Any
 from taoflow.connectors.errors import ConfigurationError
 from taoflow.connectors.generation.base_model import ResolvedModel, resolve_base_model
 from taoflow.connectors.generation.placement import Placement, resolve_placement
+from taoflow.connectors.generation.templates import chat_template_text, renders_tools
 from taoflow.connectors.protocols import Generator, Scorer
 from taoflow.connectors.records import PromptRecord
 from taoflow.connectors.scoring.composite import IN_PROCESS, CompositeScorer, build_scorer
@@ -180,9 +181,26 @@ def _judge_cache(settings: Settings) -> Path:
     return settings.storage.state_dir / "judge-cache"
 
 
+def check_tool_template(settings: Settings, model_dir: Path) -> None:
+    """With `model.tool_call_parser` set, the chat template must show the model its tools: a template that drops
+    them would train tool prompts on answers to a prompt without tools. Fails the round early, saying what to set."""
+    if settings.model.tool_call_parser == "none":
+        return
+    from taoflow.connectors.generation.local import load_tokenizer
+
+    if not renders_tools(load_tokenizer(model_dir), chat_template_text(settings.model.chat_template)):
+        raise ConfigurationError(
+            f"model.tool_call_parser is {settings.model.tool_call_parser!r} but the chat template "
+            f"({settings.model.chat_template or 'the model' + chr(39) + 's own'}) does not render tools, so tool "
+            "prompts cannot be learned from; set model.chat_template to a template that does (`chatml-tools` for "
+            "ChatML models such as the built-in SmolLM2), or model.tool_call_parser: none"
+        )
+
+
 def build_local_generator(settings: Settings, model_dir: Path) -> Generator:
     """The generation backend that runs in this process (transformers or vLLM's engine); imports torch (or vLLM)
     only when called. The fleet backend is built by `wiring`."""
+    check_tool_template(settings, model_dir)
     if settings.generate.backend == "vllm":
         from taoflow.connectors.generation.vllm import VllmGenerator
 
@@ -202,11 +220,17 @@ def build_local_generator(settings: Settings, model_dir: Path) -> Generator:
             max_model_len=engine.max_model_len,
             enable_prefix_caching=engine.enable_prefix_caching,
             enforce_eager=engine.enforce_eager,
+            chat_template=chat_template_text(settings.model.chat_template),
         )
     from taoflow.connectors.generation.local import TransformersGenerator
 
     placement = resolve_placement(settings.model.device, settings.model.dtype)
-    return TransformersGenerator(model_dir, batch_rows=settings.generate.batch_rows, placement=placement)
+    return TransformersGenerator(
+        model_dir,
+        batch_rows=settings.generate.batch_rows,
+        placement=placement,
+        chat_template=chat_template_text(settings.model.chat_template),
+    )
 
 
 def resolve_model(settings: Settings) -> ResolvedModel:
@@ -237,6 +261,7 @@ def training_config(settings: Settings, placement: Placement | None = None) -> T
         gradient_checkpointing=t.gradient_checkpointing,
         device=placement.device,
         dtype=placement.dtype,
+        chat_template=chat_template_text(settings.model.chat_template),
     )
 
 

@@ -315,6 +315,7 @@ def train_summary(
         processes=processes,
         examples=examples,
         replayed=replayed,
+        too_long=result.too_long,
         steps=result.steps,
         final_loss=result.final_loss,
         samples_per_second=round(result.samples_per_second * (workers or 1), 2),

@@ -120,6 +120,7 @@ class BaseModelRef(BaseModel):
 class TrainSummary(_Summary):
     examples: int
     replayed: int = 0
+    too_long: int = 0  # examples left out: longer than train.max_length with their answer
     steps: int = 0
     final_loss: float | None = None
     samples_per_second: float = 0.0
