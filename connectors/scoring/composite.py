@@ -14,6 +14,7 @@ from taoflow.connectors.protocols import Scorer
 from taoflow.connectors.records import PromptRecord
 from taoflow.connectors.scoring.judge import JudgeScorer
 from taoflow.connectors.scoring.models import RewardModelScorer, SelfCertaintyScorer
+from taoflow.connectors.scoring.tool_use import ToolCallScorer
 from taoflow.connectors.scoring.verifiers import (
     ArithmeticScorer,
     JsonSchemaScorer,
@@ -39,6 +40,7 @@ _KINDS: dict[str, Any] = {
     "judge": JudgeScorer,
     "reward_model": RewardModelScorer,
     "self_certainty": SelfCertaintyScorer,
+    "tool_call": ToolCallScorer,
 }
 
 #: Scorers that call a model (over the network, or loaded here): they run in the round's own process, not in

@@ -25,6 +25,7 @@ import referencing.exceptions
 
 from taoflow.connectors.errors import ConfigurationError
 from taoflow.connectors.records import PromptRecord
+from taoflow.connectors.tool_calls import call_signature
 
 __all__ = [
     "ArithmeticScorer",
@@ -36,6 +37,7 @@ __all__ = [
     "SqlScorer",
     "extract_json",
     "last_number",
+    "no_retrieval",
     "values_in_prompt",
 ]
 
@@ -138,7 +140,7 @@ class JsonSchemaScorer:
             jsonschema.Draft202012Validator.check_schema(schema)
         except jsonschema.SchemaError as exc:
             raise ConfigurationError(f"json_schema scorer: invalid schema: {exc.message}") from None
-        registry = referencing.Registry(retrieve=_no_retrieval)  # type: ignore[call-arg]  # attrs-made __init__
+        registry = referencing.Registry(retrieve=no_retrieval)  # type: ignore[call-arg]  # attrs-made __init__
         self.validator = jsonschema.Draft202012Validator(schema, registry=registry)
         self.partial = partial
         self.allow_fence = allow_fence
@@ -281,8 +283,8 @@ _SQL_LIMITS = {
 }
 
 
-def _no_retrieval(uri: str) -> Any:
-    # Never fetched: not from the network, not from the disk.
+def no_retrieval(uri: str) -> Any:
+    """A schema registry's retrieval: never fetched, not from the network, not from the disk."""
     raise referencing.exceptions.NoSuchResource(ref=uri)  # type: ignore[call-arg]  # attrs-made __init__
 
 
@@ -353,17 +355,21 @@ def values_in_prompt(record: PromptRecord, response: str) -> float:
 class SelfConsistencyScorer:
     """Agreement with the majority: votes for this answer / votes for the most common answer.
 
-    params: `extract`: `last_number`, `json` (canonical JSON) or `text` (folded white space).
+    params: `extract`: `last_number`, `json` (canonical JSON), `text` (folded white space) or `tool_call` (the
+    calls' names and arguments, read with `parser`: hermes or llama3_json; a text answer has no vote).
     """
 
     name = "self_consistency"
 
-    def __init__(self, *, extract: str = "text") -> None:
+    def __init__(self, *, extract: str = "text", parser: str = "hermes") -> None:
         extractors: dict[str, Callable[[str], object]] = {
             "last_number": last_number,
             "json": lambda r: json.dumps(extract_json(r), sort_keys=True),
             "text": lambda r: " ".join(r.casefold().split()) or None,
+            "tool_call": lambda r: call_signature(r, parser),
         }
+        if extract == "tool_call":
+            call_signature("", parser)  # an unknown parser fails here, at start-up
         if extract not in extractors:
             raise ConfigurationError(f"self_consistency extract must be one of {sorted(extractors)}")
         self._extract = extractors[extract]

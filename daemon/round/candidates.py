@@ -7,6 +7,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+from taoflow.connectors.records import PromptRecord
+from taoflow.connectors.tool_calls import ToolCallParser, parse_answer
 from taoflow.connectors.training.lora import DistillExample, PreferenceExample, PromptExample, TrainingConfig
 from taoflow.daemon.settings import Settings
 from taoflow.daemon.store.round_files import ScoredPrompt
@@ -18,10 +20,14 @@ from taoflow.policies.selection import (
     select_preference_pair,
     select_relative_targets,
 )
+from taoflow.policies.tool_use import ExpectedAnswer, expected_answer
 
 __all__ = [
     "Selection",
     "advice",
+    "expected_of",
+    "fits",
+    "learns_from",
     "planned_steps",
     "score_statistics",
     "selection_of",
@@ -40,6 +46,8 @@ class Selection:
     floor: float = 0.0
     per_prompt: int = 2
     dpo_margin: float = 0.5
+    #: How the model writes calls (`model.tool_call_parser`): what tells a call from text in an agent prompt's answer.
+    tool_call_parser: ToolCallParser = "none"
     #: `auto`: each task's decided mode and why, (task, mode, reason), from the round's scored candidates.
     by_task: tuple[tuple[str, str, str], ...] = ()
 
@@ -87,6 +95,7 @@ def selection_of(settings: Settings, scored: Sequence[ScoredPrompt] = ()) -> Sel
         floor=t.score_floor,
         per_prompt=t.targets_per_prompt,
         dpo_margin=t.dpo.margin,
+        tool_call_parser=settings.model.tool_call_parser,
     )
     if t.selection != "auto":
         return selection
@@ -117,19 +126,61 @@ def training_examples(
     scored: Sequence[ScoredPrompt], selection: Selection
 ) -> list[DistillExample] | list[PreferenceExample] | list[PromptExample]:
     if selection.objective == "grpo":
-        return [PromptExample(record) for record, cands in scored if selection.spread(cands)]
+        return [PromptExample(record) for record, cands in scored if learns_from(selection, record, cands)]
     if selection.objective == "dpo":
         pairs = []
         for record, cands in scored:
-            pair = selection.for_task(record.task).pair(cands)
+            pair = _pair(selection, record, cands)
             if pair is not None:
-                pairs.append(PreferenceExample(record.messages, pair[0].text, pair[1].text))
+                pairs.append(PreferenceExample(record.messages, pair[0].text, pair[1].text, tools=record.tools))
         return pairs
     return [
-        DistillExample(record.messages, c.text)
+        DistillExample(record.messages, c.text, tools=record.tools)
         for record, cands in scored
-        for c in selection.for_task(record.task).targets(cands)
+        for c in _targets(selection, record, cands)
     ]
+
+
+def learns_from(selection: Selection, record: PromptRecord, candidates: Sequence[ScoredCandidate]) -> bool:
+    """Whether the round trains on this prompt: the selection keeps an answer of a kind the prompt may be trained
+    toward (GRPO leaves agent prompts out: its trainer samples without the request's tools)."""
+    if selection.objective == "grpo":
+        return not record.uses_tools and selection.spread(candidates)
+    if selection.objective == "dpo":
+        return _pair(selection, record, candidates) is not None
+    return bool(_targets(selection, record, candidates))
+
+
+def expected_of(record: PromptRecord) -> ExpectedAnswer:
+    """A call, text or either: what a prompt may be trained toward (policies/tool_use.py decides)."""
+    return expected_answer(
+        offers_tools=bool(record.tools),
+        tool_choice=record.tool_choice,
+        last_role=record.messages[-1].role,
+        served_call=bool(record.response_calls),
+        served_text=bool(record.response and record.response.strip()) and not record.response_calls,
+    )
+
+
+def fits(record: PromptRecord, answer: str, parser: ToolCallParser) -> bool:
+    """Whether `answer` is of a kind the prompt may be trained toward (always, for a prompt without tools or calls);
+    a malformed call never is."""
+    if not record.uses_tools:
+        return True
+    parsed = parse_answer(answer, parser)
+    return not parsed.malformed and expected_of(record).allows(is_call=bool(parsed.calls))
+
+
+def _targets(selection: Selection, record: PromptRecord, cands: Sequence[ScoredCandidate]) -> list[ScoredCandidate]:
+    chosen = selection.for_task(record.task).targets(cands)
+    return [c for c in chosen if fits(record, c.text, selection.tool_call_parser)]
+
+
+def _pair(
+    selection: Selection, record: PromptRecord, cands: Sequence[ScoredCandidate]
+) -> tuple[ScoredCandidate, ScoredCandidate] | None:
+    pair = selection.for_task(record.task).pair(cands)
+    return pair if pair is not None and fits(record, pair[0].text, selection.tool_call_parser) else None
 
 
 def score_statistics(scored: Sequence[ScoredPrompt], selection: Selection) -> dict[str, dict[str, Any]]:

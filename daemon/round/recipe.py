@@ -234,7 +234,7 @@ class TaoRound:
         return [
             ids[p.request_id]
             for p, candidates in scored
-            if p.request_id in ids and not selection.for_task(p.task).learns_from(candidates)
+            if p.request_id in ids and not cand.learns_from(selection, p, candidates)
         ]
 
 

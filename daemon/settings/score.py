@@ -23,6 +23,7 @@ class ScorerSpec(Section):
         "judge",
         "reward_model",
         "self_certainty",
+        "tool_call",
     ]
     """Scorer kind. `judge` (an LLM judge over an OpenAI-compatible endpoint), `reward_model` (a local
     sequence-classification model) and `self_certainty` (the policy's own confidence) run in the round's process;
