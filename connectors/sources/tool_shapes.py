@@ -120,9 +120,12 @@ def call_from_openai(raw: Any) -> ToolCall:
 
 
 def call_from_anthropic(block: Mapping[str, Any]) -> ToolCall:
-    """A `tool_use` content block: its `input` is an object, written as the JSON text a call's arguments are."""
+    """A `tool_use` content block: its `input` is an object, written as the JSON text a call's arguments are (a
+    captured stream whose input did not parse keeps the text as streamed, `input_json`)."""
     if not isinstance(block.get("name"), str) or not isinstance(block.get("input", {}), dict):
         raise RecordError("bad_tool_call", "a tool_use block needs a name and an input object")
+    if isinstance(block.get("input_json"), str):
+        return ToolCall(str(block.get("id") or ""), block["name"], block["input_json"])
     return ToolCall(str(block.get("id") or ""), block["name"], json.dumps(block.get("input", {}), ensure_ascii=False))
 
 

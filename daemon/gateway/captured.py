@@ -128,8 +128,10 @@ def _assemble_messages(body: bytes) -> dict[str, Any] | None:
 
 
 def _assemble_openai(body: bytes, *, chat: bool) -> dict[str, Any]:
-    """An OpenAI chat or completions stream as the completion object it adds up to (every choice)."""
+    """An OpenAI chat or completions stream as the completion object it adds up to (every choice, with the tool
+    calls its deltas build: id, name and the arguments' pieces joined)."""
     texts: dict[int, list[str]] = {}
+    calls: dict[int, dict[int, dict[str, Any]]] = {}
     finish: dict[int, Any] = {}
     head: dict[str, Any] = {}
     usage = None
@@ -142,20 +144,44 @@ def _assemble_openai(body: bytes, *, chat: bool) -> dict[str, Any]:
             if not isinstance(choice, dict):
                 continue
             index = choice.get("index", 0) if isinstance(choice.get("index"), int) else 0
-            piece = (choice.get("delta") or {}).get("content") if chat else choice.get("text")
+            raw_delta = choice.get("delta")
+            delta: dict[str, Any] = raw_delta if isinstance(raw_delta, dict) else {}
+            piece = delta.get("content") if chat else choice.get("text")
             if isinstance(piece, str):
                 texts.setdefault(index, []).append(piece)
+            if chat and isinstance(delta.get("tool_calls"), list):
+                _add_call_deltas(calls.setdefault(index, {}), delta["tool_calls"])
             if choice.get("finish_reason") is not None:
                 finish[index] = choice["finish_reason"]
     choices = []
-    for index in sorted(set(texts) | set(finish)):
+    for index in sorted(set(texts) | set(finish) | set(calls)):
         text = "".join(texts.get(index, ()))
-        body_of = {"message": {"role": "assistant", "content": text}} if chat else {"text": text}
+        message: dict[str, Any] = {"role": "assistant", "content": text}
+        if calls.get(index):
+            message["tool_calls"] = [calls[index][k] for k in sorted(calls[index])]
+        body_of = {"message": message} if chat else {"text": text}
         choices.append({"index": index, **body_of, "finish_reason": finish.get(index)})
     completion = {**head, "object": "chat.completion" if chat else "text_completion", "choices": choices}
     if usage is not None:
         completion["usage"] = usage
     return completion
+
+
+def _add_call_deltas(calls: dict[int, dict[str, Any]], deltas: list[Any]) -> None:
+    """A chunk's tool-call deltas onto the calls so far: the first names the call, the rest add arguments."""
+    for delta in deltas:
+        if not isinstance(delta, dict):
+            continue
+        index = delta.get("index")
+        key = index if isinstance(index, int) else len(calls)
+        call = calls.setdefault(key, {"id": "", "type": "function", "function": {"name": "", "arguments": ""}})
+        if isinstance(delta.get("id"), str):
+            call["id"] = delta["id"]
+        raw = delta.get("function")
+        function: dict[str, Any] = raw if isinstance(raw, dict) else {}
+        for field in ("name", "arguments"):
+            if isinstance(function.get(field), str):
+                call["function"][field] += function[field]
 
 
 def exchange_record(

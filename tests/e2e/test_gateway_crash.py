@@ -1,6 +1,6 @@
-"""Capture loses nothing: the gateway and the Kafka broker are SIGKILLed at random points under load, and
-afterwards every request that got a whole 200 answer is in the topic (a few twice: the buffer keeps one
-row per request id)."""
+"""Capture loses nothing: the gateway and the Kafka broker are SIGKILLed at random points under load on all four
+endpoints (completions, chat completions, Responses, Messages), and afterwards every request that got a whole 200
+answer is in the topic (a few twice: the buffer keeps one row per request id)."""
 
 from __future__ import annotations
 
@@ -26,9 +26,16 @@ from tests.support.processes import poll_until
 pytestmark = pytest.mark.slow
 
 TOPIC = "captured"
+#: The gateway's endpoints, each with a short request body.
+ENDPOINTS = {
+    "completions": lambda n: {"prompt": f"Count: {n},", "max_tokens": 2},
+    "chat/completions": lambda n: {"messages": [{"role": "user", "content": f"Count: {n},"}], "max_tokens": 2},
+    "responses": lambda n: {"input": f"Count: {n},", "max_output_tokens": 2},
+    "messages": lambda n: {"messages": [{"role": "user", "content": f"Count: {n},"}], "max_tokens": 2},
+}
 
 
-def test_sigkill_of_the_gateway_and_the_broker_loses_no_answered_exchange(tmp_path, clean_fleet):
+def test_sigkill_of_the_gateway_and_the_broker_loses_no_answered_exchange_of_any_endpoint(tmp_path, clean_fleet):
     rng = random.Random(13)
     replica = VllmReplica(clean_fleet[0].url)
     base = replica.view().base
@@ -75,16 +82,17 @@ def test_sigkill_of_the_gateway_and_the_broker_loses_no_answered_exchange(tmp_pa
         def client(worker: int) -> None:
             nonlocal attempts
             count = 0
+            endpoint = sorted(ENDPOINTS)[worker % len(ENDPOINTS)]  # every endpoint the gateway captures
             while not stop.is_set():
                 count += 1
                 request_id = f"w{worker}-{count}"
-                body = {"model": base, "prompt": f"Count: {count},", "max_tokens": 2, "temperature": 0}
+                body = {"model": base, **ENDPOINTS[endpoint](count), "temperature": 0}
                 attempts += 1
                 try:
                     response = httpx.post(
-                        url + "/v1/completions", json=body, headers={"x-request-id": request_id}, timeout=60
+                        f"{url}/v1/{endpoint}", json=body, headers={"x-request-id": request_id}, timeout=60
                     )
-                    if response.status_code == 200 and response.json()["choices"][0]["text"] is not None:
+                    if response.status_code == 200 and response.json().get("id"):
                         answered.append(request_id)
                 except (httpx.HTTPError, json.JSONDecodeError):
                     time.sleep(0.05)  # the gateway is down (or died mid-answer): that request was not answered
@@ -113,6 +121,8 @@ def test_sigkill_of_the_gateway_and_the_broker_loses_no_answered_exchange(tmp_pa
                 thread.join()
         try:
             assert kills["gateway"] == 4 and len(answered) >= 40, (kills, len(answered), attempts)
+            per_worker = {request_id.split("-")[0] for request_id in answered}
+            assert per_worker == {"w0", "w1", "w2", "w3"}, per_worker  # each endpoint answered
 
             def in_topic() -> dict[str, int]:
                 consumer = KafkaConsumer(

@@ -12,6 +12,9 @@ from pathlib import Path
 from tests.support.ports import free_port
 from tests.support.processes import descendants, poll_until
 
+#: taoflow's built-in chat templates, as the installed package holds them.
+CHAT_TEMPLATES = Path(__file__).resolve().parents[2] / "connectors" / "generation" / "chat_templates"
+
 
 class VllmServer:
     """A real vLLM OpenAI-compatible server on CPU (from .venv-vllm), with runtime LoRA updating on."""
@@ -44,6 +47,10 @@ class VllmServer:
         command = [str(self.python), "-m", "vllm.entrypoints.openai.api_server", "--model", str(self.model_dir)]
         command += ["--host", "127.0.0.1", "--port", str(self.port), "--dtype", "bfloat16", "--enable-lora"]
         command += ["--max-lora-rank", str(self.max_lora_rank), "--max-loras", "2", "--max-model-len", "2048"]
+        # The template taoflow's rounds render tool prompts with (SmolLM2's own drops tools), and vLLM's parser
+        # for the calls it asks for: a replica serves agent requests as a round learns them.
+        command += ["--chat-template", str(CHAT_TEMPLATES / "chatml-tools.jinja")]
+        command += ["--enable-auto-tool-choice", "--tool-call-parser", "hermes"]
         log = (self.workdir / "server.log").open("ab")
         self.process = subprocess.Popen(command, stdout=log, stderr=log, env=env, cwd=self.workdir)
 

@@ -53,6 +53,37 @@ def test_a_chat_stream_adds_up_to_the_completion_it_streamed():
     assert assemble_stream(b"data: [1, 2]\n\nnot an event\n", endpoint="chat")["choices"] == []
 
 
+def test_a_chat_stream_of_tool_calls_adds_up_to_the_calls_and_parses_back_whole():
+    def call_delta(index, **fields):
+        return {"choices": [{"index": 0, "delta": {"tool_calls": [{"index": index, **fields}]}}]}
+
+    body = sse(
+        {"id": "c2", "choices": [{"index": 0, "delta": {"role": "assistant", "content": None}}]},
+        call_delta(0, id="call_a", type="function", function={"name": "get_weather", "arguments": ""}),
+        call_delta(0, function={"arguments": '{"city": '}),
+        call_delta(1, id="call_b", type="function", function={"name": "get_time", "arguments": '{"city": "Oslo"}'}),
+        call_delta(0, function={"arguments": '"Paris"}'}),
+        {"id": "c2", "choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]},
+    )
+    completion = assemble_stream(body, endpoint="chat")
+    (choice,) = completion["choices"]
+    assert choice["finish_reason"] == "tool_calls" and choice["message"]["content"] == ""
+    assert choice["message"]["tool_calls"] == [
+        {"id": "call_a", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}},
+        {"id": "call_b", "type": "function", "function": {"name": "get_time", "arguments": '{"city": "Oslo"}'}},
+    ]
+    weather = {"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}
+    clock = {"type": "function", "function": {"name": "get_time", "parameters": {"type": "object"}}}
+    request = {"model": "bot", "messages": [{"role": "user", "content": "Paris weather, Oslo time?"}]}
+    record = parse_payload(
+        json.dumps({"request": {**request, "tools": [weather, clock]}, "response": completion}), default_task="t"
+    )
+    assert [(c.id, c.name, c.arguments) for c in record.response_calls] == [
+        ("call_a", "get_weather", '{"city": "Paris"}'),
+        ("call_b", "get_time", '{"city": "Oslo"}'),
+    ]
+
+
 def events(*pairs) -> bytes:
     """A stream of named events, as the Responses and Messages APIs send them (no [DONE])."""
     return b"".join(f"event: {name}\ndata: {json.dumps(data)}\n\n".encode() for name, data in pairs)
@@ -101,6 +132,11 @@ def test_a_messages_stream_adds_up_to_its_message_with_text_and_tool_calls():
         {"type": "tool_use", "id": "t1", "name": "weather", "input": {"city": "Paris"}},
     ]
     assert message["stop_reason"] == "tool_use" and message["usage"] == {"input_tokens": 9, "output_tokens": 7}
+    # Input JSON the stream never finished is kept as streamed: the call's arguments are the text it got.
+    cut = body.replace(json.dumps('"Paris"}').encode(), json.dumps('"Par').encode())
+    request = {"system": "s", "messages": [{"role": "user", "content": "Weather?"}]}
+    answer = parse_payload(json.dumps({"request": request, "response": assemble_stream(cut, endpoint="messages")}))
+    assert [(c.id, c.arguments) for c in answer.response_calls] == [("t1", '{"city": "Par')]
     assert assemble_stream(b"event: ping\ndata: {}\n\n", endpoint="messages") is None
 
 
