@@ -34,7 +34,7 @@ from typing import Any
 import httpx
 
 from taoflow.connectors.errors import ConfigurationError
-from taoflow.connectors.records import PromptRecord
+from taoflow.connectors.records import PromptRecord, canonical_json
 
 __all__ = ["UNSCORED_REASONS", "JudgeScorer", "JudgeStats"]
 
@@ -283,9 +283,9 @@ class JudgeScorer:
 
     # ------------------------------------------------------------------ bookkeeping
     def _key(self, record: PromptRecord, answers: Sequence[str]) -> str:
-        material = json.dumps(
-            [self.model, self.rubric, self.mode, [[m.role, m.content] for m in record.messages], list(answers)]
-        )
+        # An agent prompt keys on its tools and calls too; a plain one as before, so existing caches still hit.
+        asked = _conversation(record) if record.uses_tools else [[m.role, m.content] for m in record.messages]
+        material = json.dumps([self.model, self.rubric, self.mode, asked, list(answers)])
         return hashlib.sha256(material.encode()).hexdigest()
 
     def _cached(self, key: str) -> list[float | None] | None:
@@ -361,7 +361,17 @@ def _read_capped(response: httpx.Response, deadline: float) -> bytes:
 
 
 def _conversation(record: PromptRecord) -> str:
-    return "\n".join(f"{m.role}: {m.content}" for m in record.messages)
+    """The conversation as the judge reads it: the tools the request offers (their JSON schemas) and `tool_choice`,
+    then each turn with the calls it made and the call each tool result answers."""
+    lines = (
+        [f"tools offered: {canonical_json([t.as_dict()['function'] for t in record.tools])}"] if record.tools else []
+    )
+    if record.tool_choice is not None:
+        lines.append(f"tool_choice: {record.tool_choice}")
+    for m in record.messages:
+        lines.append(f"{m.role}: {m.content}" if m.tool_call_id is None else f"tool ({m.tool_call_id}): {m.content}")
+        lines += [f"{m.role} calls {c.name}({c.arguments}) [{c.id}]" for c in m.tool_calls]
+    return "\n".join(lines)
 
 
 def _api_key(env: str | None, path: str | None) -> str | None:

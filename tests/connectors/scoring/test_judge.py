@@ -15,7 +15,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from taoflow.connectors.errors import ConfigurationError
-from taoflow.connectors.records import Message, PromptRecord
+from taoflow.connectors.records import Message, PromptRecord, Tool, ToolCall
 from taoflow.connectors.scoring.composite import build_scorer
 from taoflow.connectors.scoring.judge import UNSCORED_REASONS, JudgeScorer
 from taoflow.daemon.round.parts import TaskScorers
@@ -240,3 +240,25 @@ def test_a_judge_runs_beside_sandboxed_verifiers(server, tmp_path):
         assert (tmp_path / "judge-cache.sqlite").exists()
     finally:
         scorers.close()
+
+
+def test_a_judge_sees_the_tools_offered_and_the_calls_and_results_and_caches_on_them(server, tmp_path):
+    weather = Tool("get_weather", "The weather.", {"type": "object", "properties": {"city": {"type": "string"}}})
+    turns = (
+        Message("user", "Weather in Rome?"),
+        Message("assistant", "", (ToolCall("c0", "get_weather", '{"city": "Rome"}'),)),
+        Message("tool", '{"temperature_c": 20}', tool_call_id="c0"),
+        Message("user", "And in Paris?"),
+    )
+    agent = PromptRecord("a", "agent", turns, tools=(weather,), tool_choice="required")
+    server.replies = [completion('{"score": 9}')]
+    judge = server.judge(cache_dir=str(tmp_path))
+    assert judge.score(agent, ["<tool_call>x</tool_call>"]) == [0.9]
+    shown = server.requests[-1][0]["messages"][1]["content"]
+    assert 'tools offered: [{"description":"The weather.","name":"get_weather"' in shown
+    assert "tool_choice: required" in shown
+    assert 'assistant calls get_weather({"city": "Rome"}) [c0]' in shown
+    assert 'tool (c0): {"temperature_c": 20}' in shown and shown.index("Rome") < shown.index("Paris")
+    other_tools = PromptRecord("a", "agent", turns, tools=(Tool("get_time", "", {}),), tool_choice="required")
+    assert judge.score(other_tools, ["<tool_call>x</tool_call>"]) == [0.9]
+    assert len(server.requests) == 2  # the same turns with other tools are another verdict, not a cache hit
