@@ -325,6 +325,8 @@ def _message(raw: Any) -> tuple[Message, ...]:
         return (Message("tool", _content_text(raw.get("content")), tool_call_id=""),)
     if role not in ROLES:
         raise RecordError("bad_message", f"unknown role {role!r}")
+    if raw.get("refusal"):  # the text is in `refusal`, not `content`: stored as text, it would read as an answer
+        raise UnsupportedRecord("unsupported_content", "a refusal: refusals are not stored as such yet")
     content = raw.get("content")
     if role == "tool":
         if not isinstance(raw.get("tool_call_id"), str):

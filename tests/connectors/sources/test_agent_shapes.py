@@ -266,6 +266,13 @@ REFUSED = {
         {"request": {"input": "And tomorrow?", "previous_response_id": "resp_1"}},
         "unsupported_context",
     ),
+    "a_refusal": (
+        {
+            "request": {"messages": [{"role": "user", "content": "Hack it"}]},
+            "response": {"choices": [{"message": {"role": "assistant", "content": None, "refusal": "I can't."}}]},
+        },
+        "unsupported_content",
+    ),
     "unknown_tool_fields": (
         {
             "request": {
@@ -406,7 +413,7 @@ def test_ingest_stores_agent_traffic_whole_when_rounds_learn_tool_use(tmp_path, 
     report = _ingest(tmp_path, state, IngestFilter(tools=True))  # model.tool_call_parser is set
     kept = {parse_payload(json.dumps(logged)).prompt_hash for logged, _ in KEPT.values()}
     assert report.added == 1 + len(kept)
-    assert report.skipped == {"unsupported_tools": 4, "unsupported_context": 1}
+    assert report.skipped == {"unsupported_tools": 4, "unsupported_context": 1, "unsupported_content": 1}
     assert not report.dead_lettered
     (stored,) = [p for p in state.buffer.training_prompts(100) if p.record.request_id == "dbx-1"]
     assert _whole(stored.record) == _whole(KEPT["databricks_row_with_tools"][1])
@@ -415,5 +422,5 @@ def test_ingest_stores_agent_traffic_whole_when_rounds_learn_tool_use(tmp_path, 
 def test_without_a_tool_call_parser_ingest_skips_agent_traffic_rather_than_store_it(tmp_path, state):
     report = _ingest(tmp_path, state, IngestFilter())  # the default: model.tool_call_parser none
     assert report.added == 1
-    assert report.skipped == {"unsupported_tools": 4 + len(KEPT), "unsupported_context": 1}
+    assert report.skipped == {"unsupported_tools": 4 + len(KEPT), "unsupported_context": 1, "unsupported_content": 1}
     assert not report.dead_lettered
