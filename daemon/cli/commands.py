@@ -174,7 +174,7 @@ def cmd_gateway(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from taoflow.daemon.cli.demo import run_demo
 
-    return run_demo(state_dir=args.state_dir, config=args.config, max_prompts=args.max_prompts)
+    return run_demo(state_dir=args.state_dir, config=args.config, max_prompts=args.max_prompts, task=args.task)
 
 
 def cmd_adapters(args: argparse.Namespace) -> int:

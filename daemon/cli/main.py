@@ -115,6 +115,12 @@ def build_parser() -> argparse.ArgumentParser:
     dm.add_argument(
         "--max-prompts", type=_positive, help="a quicker demo: at most this many training prompts (default: 160)"
     )
+    dm.add_argument(
+        "--task",
+        choices=["default", "tool_use"],
+        default="default",
+        help="default: arithmetic and JSON extraction; tool_use: an agent's sessions, valid tool calls before/after",
+    )
     a = add("adapters", commands.cmd_adapters, "list adapter versions or show one")
     a.add_argument("action", choices=["list", "show"], help="list every version, or show one with its history")
     a.add_argument("version", nargs="?", default="champion", help="with show: a version, 'champion' or 'previous'")

@@ -90,6 +90,20 @@ def test_shipped_samples(state):
     assert all(20 <= c.heldout <= 64 for c in stats.tasks.values())
 
 
+def test_the_shipped_agent_samples_are_stored_whole_once_rounds_learn_tool_use(state):
+    from taoflow.policies.ingest_filter import IngestFilter
+
+    logs = [SAMPLES / "tool_use.jsonl"]
+    skipped = Ingestor(state.buffer, source="jsonl").run(JsonlSource(logs).read())  # tool_call_parser none
+    assert skipped.added == 0 and skipped.skipped == {"unsupported_tools": 160}
+    report = Ingestor(state.buffer, source="jsonl", rules=IngestFilter(tools=True)).run(JsonlSource(logs).read())
+    assert report.added == 160 and not report.dead_lettered
+    records = [p.record for p in state.buffer.training_prompts(200)]
+    assert all(len(r.tools) == 3 and r.tool_choice == "required" for r in records)
+    assert all(sum(bool(m.tool_calls) for m in r.messages) == 2 for r in records)  # two earlier calls each
+    assert all(r.messages[-1].role == "user" for r in records)
+
+
 def test_filters_task_map_field_map_and_metrics(tmp_path, state):
     from prometheus_client import CollectorRegistry
 
