@@ -239,13 +239,14 @@ def _record(
     metadata: dict[str, Any],
 ) -> PromptRecord:
     prompt, answer = _prompt(request), _answer(response)
+    replay = _replay(response)
     return PromptRecord(
         request_id=request_id,
         task=task,
         messages=prompt.messages,
         timestamp=timestamp,
         response=answer.text,
-        metadata=metadata,
+        metadata={**metadata, "replay": replay} if replay else metadata,
         tools=prompt.tools,
         tool_choice=prompt.tool_choice,
         response_calls=answer.calls,
@@ -477,6 +478,25 @@ def _answer(response: Mapping[str, Any] | None) -> _Answer:
                 texts.append(_content_text(item.get("content")))
         return _Answer("\n".join(texts) if texts or calls else None, tuple(calls))
     return _Answer(None)
+
+
+def _replay(response: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """The token ids a replica returned with its answer (vLLM `return_token_ids`: the prompt's, the first choice's)
+    and that choice's logprobs, where present: what replays the exchange token for token."""
+    if not response or not isinstance(response.get("choices"), list) or not response["choices"]:
+        return None
+    first = response["choices"][0] if isinstance(response["choices"][0], dict) else {}
+    replay: dict[str, Any] = {}
+    for key, value in (("prompt_ids", response.get("prompt_token_ids")), ("completion_ids", first.get("token_ids"))):
+        if isinstance(value, list) and all(isinstance(i, int) and not isinstance(i, bool) for i in value):
+            replay[key] = value
+    logprobs = first.get("logprobs")
+    content = logprobs.get("content") if isinstance(logprobs, dict) else None
+    if isinstance(content, list):
+        values = [t.get("logprob") for t in content if isinstance(t, dict)]
+        if all(isinstance(v, int | float) for v in values):
+            replay["logprobs"] = values
+    return replay or None
 
 
 def _first_str(data: Mapping[str, Any], *keys: str) -> str | None:

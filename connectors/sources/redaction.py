@@ -224,8 +224,9 @@ class Redactor:
         return replace(call, arguments=json.dumps(redacted, ensure_ascii=False))
 
     def value(self, key: str, value: Any, depth: int = 0) -> Any:
-        """A metadata value: replaced under a sensitive key, else its text redacted (nested ones too)."""
-        if SENSITIVE_KEY.search(key) and value not in (None, "") and not isinstance(value, bool | int | float):
+        """A metadata value: replaced under a sensitive key, else its text redacted (nested ones too). Numbers are
+        no one's secret: a sensitive key's number, or list of numbers (`prompt_token_ids`), is kept."""
+        if SENSITIVE_KEY.search(key) and value not in (None, "") and not _numbers(value):
             return "[REDACTED]"
         if isinstance(value, str):
             return self.text(value)
@@ -242,3 +243,9 @@ class Redactor:
         if not self.kinds:
             return raw
         return self.text(raw.decode("utf-8", errors="replace")).encode("utf-8", errors="replace")
+
+
+def _numbers(value: Any) -> bool:
+    if isinstance(value, list):
+        return all(isinstance(v, int | float) and not isinstance(v, bool) for v in value)
+    return isinstance(value, bool | int | float)

@@ -132,12 +132,16 @@ def _assemble_openai(body: bytes, *, chat: bool) -> dict[str, Any]:
     calls its deltas build: id, name and the arguments' pieces joined)."""
     texts: dict[int, list[str]] = {}
     calls: dict[int, dict[int, dict[str, Any]]] = {}
+    ids: dict[int, list[int]] = {}
+    logprobs: dict[int, list[Any]] = {}
     finish: dict[int, Any] = {}
     head: dict[str, Any] = {}
     usage = None
     for event in _events(body):
         if not head:
             head = {k: event[k] for k in ("id", "created", "model") if k in event}
+        if isinstance(event.get("prompt_token_ids"), list) and "prompt_token_ids" not in head:
+            head["prompt_token_ids"] = event["prompt_token_ids"]
         if isinstance(event.get("usage"), dict):
             usage = event["usage"]
         for choice in event.get("choices") or ():
@@ -151,6 +155,11 @@ def _assemble_openai(body: bytes, *, chat: bool) -> dict[str, Any]:
                 texts.setdefault(index, []).append(piece)
             if chat and isinstance(delta.get("tool_calls"), list):
                 _add_call_deltas(calls.setdefault(index, {}), delta["tool_calls"])
+            if isinstance(choice.get("token_ids"), list):
+                ids.setdefault(index, []).extend(choice["token_ids"])
+            chunk_logprobs = choice.get("logprobs")
+            if isinstance(chunk_logprobs, dict) and isinstance(chunk_logprobs.get("content"), list):
+                logprobs.setdefault(index, []).extend(chunk_logprobs["content"])
             if choice.get("finish_reason") is not None:
                 finish[index] = choice["finish_reason"]
     choices = []
@@ -161,6 +170,10 @@ def _assemble_openai(body: bytes, *, chat: bool) -> dict[str, Any]:
             message["tool_calls"] = [calls[index][k] for k in sorted(calls[index])]
         body_of = {"message": message} if chat else {"text": text}
         choices.append({"index": index, **body_of, "finish_reason": finish.get(index)})
+        if index in ids:
+            choices[-1]["token_ids"] = ids[index]
+        if index in logprobs:
+            choices[-1]["logprobs"] = {"content": logprobs[index]}
     completion = {**head, "object": "chat.completion" if chat else "text_completion", "choices": choices}
     if usage is not None:
         completion["usage"] = usage

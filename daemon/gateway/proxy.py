@@ -166,6 +166,9 @@ class Proxy:
         if self._replica_auth:
             headers["authorization"] = self._replica_auth
         headers["x-request-id"] = request_id
+        if self.g.capture.token_ids and endpoint in ("chat", "completions") and "return_token_ids" not in payload:
+            payload = {**payload, "return_token_ids": True}
+            body = orjson.dumps(payload)
         return Exchange(
             request_id=request_id,
             endpoint=endpoint,

@@ -37,6 +37,10 @@ class CaptureSettings(Section):
     """Longest a record waits in the spool before a smaller batch is written."""
     max_record_bytes: int = Field(1 << 20, ge=1024)
     """Exchanges larger than this (request and response) are not captured (counted as too_large)."""
+    token_ids: bool = False
+    """Ask the replica for the prompt's and the answer's token ids on chat and completions requests (vLLM's
+    `return_token_ids`) and keep them, with the answer's logprobs where the client asked for them, in the record's
+    `metadata.replay`, so the exchange can be replayed token for token. Clients see the extra fields."""
 
 
 class GatewaySettings(Section):

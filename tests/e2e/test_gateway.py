@@ -64,8 +64,9 @@ def promote(port: int, db: Path, version: str) -> dict:
 
 
 @pytest.fixture
-def stack(tmp_path, clean_fleet, fleet_adapters, base_model):
-    """The daemon (admin API, fleet loop, route table) and one gateway, on the two replicas."""
+def stack(request, tmp_path, clean_fleet, fleet_adapters, base_model):
+    """The daemon (admin API, fleet loop, route table) and one gateway, on the two replicas; a test's indirect
+    parameter adds gateway.capture settings."""
     admin_port, gateway_port = free_port(), free_port()
     config = {
         "storage": {"state_dir": str(tmp_path / "state")},
@@ -89,7 +90,12 @@ def stack(tmp_path, clean_fleet, fleet_adapters, base_model):
             "id": "gw-0",
             "routes_poll_seconds": 0.5,
             "replicas_poll_seconds": 1.0,
-            "capture": {"sink": "jsonl", "jsonl_dir": str(tmp_path / "capture"), "spool_dir": str(tmp_path / "spool")},
+            "capture": {
+                "sink": "jsonl",
+                "jsonl_dir": str(tmp_path / "capture"),
+                "spool_dir": str(tmp_path / "spool"),
+                **getattr(request, "param", {}),
+            },
         },
     }
     path = tmp_path / "taoflow.yaml"
@@ -487,3 +493,39 @@ def test_agent_requests_of_every_api_are_relayed_and_captured_with_their_tools_a
         assert [t.name for t in record.tools] == ["get_weather"] and record.tools[0].parameters == SCHEMA
         assert record.tool_choice == "required" and record.uses_tools
         assert [(c.name, c.parsed_arguments()) for c in record.response_calls] == calls, request_id
+
+
+@pytest.mark.parametrize("stack", [{"token_ids": True}], indirect=True)
+def test_capture_keeps_the_token_ids_the_replica_returned_to_replay_the_exchange(stack, clean_fleet, base_model):
+    """With gateway.capture.token_ids the gateway asks vLLM for the prompt's and the answer's token ids; the
+    capture keeps them (and the logprobs the client asked for), streamed or not, and they are the real tokens: the
+    answer's ids decode to the text the client read, the prompt's to the rendered question."""
+    from taoflow.connectors.generation.local import load_tokenizer
+
+    tokenizer = load_tokenizer(base_model.path)
+    url = stack["url"]
+    assert promote(stack["admin"], stack["db"], "v42")["status"] == "done"
+    poll_until(lambda: ask(url).status_code == 200, deadline_s=60, message="the gateway routes")
+    read = {}
+    for stream in (False, True):
+        request_id = f"ids-{stream}"
+        body = {"model": MODEL, "messages": QUESTION, "max_tokens": 8, "temperature": 0, "stream": stream}
+        answer = httpx.post(
+            f"{url}/v1/chat/completions",
+            json={**body, "logprobs": True},
+            headers={"x-request-id": request_id},
+            timeout=120,
+        )
+        assert answer.status_code == 200, answer.text
+        if stream:
+            events = [json.loads(line[5:]) for line in answer.text.splitlines() if line.startswith("data: {")]
+            read[request_id] = "".join(c["delta"].get("content") or "" for e in events for c in e["choices"])
+        else:
+            read[request_id] = answer.json()["choices"][0]["message"]["content"]
+    poll_until(lambda: set(read) <= set(captured(stack["capture"])), deadline_s=30, message="every capture")
+    records = captured(stack["capture"])
+    for request_id, text in read.items():
+        replay = parse_payload(json.dumps(records[request_id])).metadata["replay"]
+        assert tokenizer.decode(replay["completion_ids"], skip_special_tokens=True) == text, request_id
+        assert "What is 12 + 30?" in tokenizer.decode(replay["prompt_ids"])
+        assert len(replay["logprobs"]) == len(replay["completion_ids"]) and all(v <= 0 for v in replay["logprobs"])

@@ -301,3 +301,24 @@ def test_the_spool_and_the_captured_lines_are_the_owners_alone(tmp_path):
     modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in [*tmp_path.rglob("*")]}
     assert modes["spool"] == modes["captured"] == 0o700
     assert {m for name, m in modes.items() if name not in ("spool", "captured")} == {0o600}, modes
+
+
+def test_token_ids_a_replica_returned_are_assembled_and_kept_for_replay():
+    first = {"content": [{"token": "4", "logprob": -0.1}]}
+    second = {"content": [{"token": "2", "logprob": 0.0}]}
+    body = sse(
+        {"id": "c3", "prompt_token_ids": [1, 2, 3], "choices": [{"index": 0, "delta": {"role": "assistant"}}]},
+        {"id": "c3", "choices": [{"index": 0, "delta": {"content": "4"}, "token_ids": [52], "logprobs": first}]},
+        {"id": "c3", "choices": [{"index": 0, "delta": {"content": "2"}, "token_ids": [50], "logprobs": second}]},
+    )
+    completion = assemble_stream(body, endpoint="chat")
+    assert completion["prompt_token_ids"] == [1, 2, 3] and completion["choices"][0]["token_ids"] == [52, 50]
+    # The capture is redacted before it is spooled: numbers under a sensitive-looking key are kept.
+    redacted = Redactor(["secrets", "emails"]).value("response", completion)
+    assert redacted["prompt_token_ids"] == [1, 2, 3] and redacted["choices"][0]["token_ids"] == [52, 50]
+    request = {"model": "bot", "messages": [{"role": "user", "content": "2 * 21?"}], "return_token_ids": True}
+    record = parse_payload(json.dumps({"request": request, "response": completion}))
+    assert record.metadata["replay"] == {"prompt_ids": [1, 2, 3], "completion_ids": [52, 50], "logprobs": [-0.1, 0.0]}
+    assert Redactor(["secrets", "emails", "phones"]).record(record).metadata["replay"] == record.metadata["replay"]
+    plain = parse_payload(json.dumps({"request": request, "response": {"choices": [{"message": {"content": "42"}}]}}))
+    assert "replay" not in plain.metadata
