@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +35,7 @@ def evaluate(
     progress: Progress | None = None,
 ) -> Evaluation:
     sampling = SamplingConfig(n=1, temperature=0.0, max_new_tokens=max_new_tokens)
-    outputs = generator.generate([r.messages for r in records], sampling, adapter=adapter, progress=progress)
+    outputs = generator.generate([r.chat for r in records], sampling, adapter=adapter, progress=progress)
     scores: dict[str, list[float | None]] = {}
     answers: list[str] = []
     unscored = 0
@@ -98,14 +99,7 @@ def load_golden(path: Path) -> list[PromptRecord]:
     records = []
     for data, record in golden_rows(path, needs="a valid record"):
         if "expected" in data:
-            record = PromptRecord(
-                record.request_id,
-                record.task,
-                record.messages,
-                record.timestamp,
-                record.response,
-                {**record.metadata, "expected": data["expected"]},
-            )
+            record = replace(record, metadata={**record.metadata, "expected": data["expected"]})
         records.append(record)
     return records
 

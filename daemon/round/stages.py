@@ -162,7 +162,7 @@ def generate_candidates(
     for n in sorted(set(counts)):
         rows = [i for i, count in enumerate(counts) if count == n]
         sampling = sampling_for(settings, seed=seeds[rows[0]], n=n)
-        answers = generator.generate([records[i].messages for i in rows], sampling, adapter=adapter, progress=progress)
+        answers = generator.generate([records[i].chat for i in rows], sampling, adapter=adapter, progress=progress)
         for i, row in zip(rows, answers, strict=True):
             outputs[i] = list(row)
     return outputs

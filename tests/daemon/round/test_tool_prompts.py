@@ -5,10 +5,12 @@ import json
 
 import pytest
 
+from taoflow.connectors.protocols import Completion
 from taoflow.connectors.records import Message, PromptRecord, Tool, ToolCall
 from taoflow.connectors.training.launch import read_job, write_job
 from taoflow.connectors.training.lora import DistillExample, TrainingConfig
 from taoflow.daemon.round.candidates import Selection, learns_from, training_examples
+from taoflow.daemon.settings import SandboxSettings, ScorerSpec
 from taoflow.policies.selection import ScoredCandidate
 
 WEATHER = Tool("get_weather", "", {"type": "object", "properties": {"city": {"type": "string"}}})
@@ -79,3 +81,33 @@ def test_a_training_job_file_keeps_each_examples_tools_and_calls(tmp_path):
     _, (read, plain), _ = read_job(tmp_path / "job.json")
     assert read == example and plain == DistillExample((ASK,), "Hi")
     assert "tools" not in json.loads((tmp_path / "job.json").read_text())["examples"][1]
+
+
+class Recording:
+    """A generator that answers every conversation with a call, and keeps what it was asked."""
+
+    def __init__(self):
+        self.asked = []
+
+    def generate(self, conversations, sampling, *, adapter=None, progress=None):
+        self.asked += list(conversations)
+        return [[Completion(CALL, 9, True)] * sampling.n for _ in conversations]
+
+    def close(self):
+        pass
+
+
+def test_candidates_and_the_gate_are_sampled_with_each_prompts_tools():
+    from taoflow.daemon.round.evaluation import evaluate
+    from taoflow.daemon.round.parts import TaskScorers
+    from taoflow.daemon.round.stages import generate_candidates
+    from taoflow.daemon.settings import load_settings
+
+    records = [agent(), PromptRecord("p", "plain", (ASK,))]
+    generator = Recording()
+    generate_candidates(generator, records, [2, 2], settings=load_settings(None), seeds=[0, 0], adapter=None)
+    spec = [ScorerSpec(type="tool_call")]
+    scorers = TaskScorers({"agent": spec}, spec, sandbox=SandboxSettings(enabled=False))
+    evaluation = evaluate(generator, records[:1], scorers, adapter=None, max_new_tokens=8)
+    assert [(c.messages, c.tools) for c in generator.asked] == [(r.messages, r.tools) for r in (*records, records[0])]
+    assert evaluation.scores == {"agent": [1.0]}
