@@ -11,7 +11,7 @@ import pytest
 
 from taoflow.connectors.errors import NothingToTrain
 from taoflow.connectors.protocols import Completion
-from taoflow.connectors.records import Message, PromptRecord
+from taoflow.connectors.records import Message, PromptRecord, as_chat
 from taoflow.connectors.training.lora import TrainingResult
 from taoflow.daemon.round import local_stages
 from taoflow.daemon.round.local_stages import LocalStages
@@ -34,8 +34,8 @@ class ArithmeticGenerator:
     def generate(self, conversations, sampling, *, adapter=None, progress=None):
         self.calls.append((len(conversations), sampling.n, adapter is not None))
         rows = []
-        for messages in conversations:
-            a, b = map(int, re.findall(r"\d+", messages[-1].content)[:2])
+        for conversation in conversations:
+            a, b = map(int, re.findall(r"\d+", as_chat(conversation).messages[-1].content)[:2])
             if sampling.temperature == 0.0:
                 rows.append([Completion(str(a + b if adapter is not None else a + b + 1), 2, True)])
             else:
