@@ -68,10 +68,11 @@ class ToolCall:
     arguments: str
 
     def parsed_arguments(self) -> Any:
-        """The arguments as JSON, or None where they do not parse."""
+        """The arguments as JSON, or None where they do not parse (nested past the parser's depth included: they
+        come from a log or a model's answer)."""
         try:
             return json.loads(self.arguments)
-        except ValueError:
+        except (ValueError, RecursionError):
             return None
 
     def as_dict(self) -> dict[str, Any]:

@@ -424,3 +424,10 @@ def test_without_a_tool_call_parser_ingest_skips_agent_traffic_rather_than_store
     assert report.added == 1
     assert report.skipped == {"unsupported_tools": 4 + len(KEPT), "unsupported_context": 1, "unsupported_content": 1}
     assert not report.dead_lettered
+
+
+def test_call_arguments_nested_past_the_parsers_depth_are_kept_as_text_not_a_crash():
+    deep = ToolCall("c1", "get_weather", "[" * 100_000 + "]" * 100_000)
+    record = PromptRecord("r", "t", (ASK, Message("assistant", "", (deep,)), Message("tool", "1", tool_call_id="c1")))
+    assert deep.parsed_arguments() is None and record.prompt_hash  # hashed on the text as written
+    assert Redactor(["secrets"]).record(record).messages[1].tool_calls[0].arguments == deep.arguments
