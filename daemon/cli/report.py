@@ -13,7 +13,7 @@ from taoflow.daemon.store.buffer import BufferStats
 from taoflow.daemon.store.erasure import ErasedPrompt
 from taoflow.daemon.store.registry import AdapterEvent, AdapterVersion, Registry
 from taoflow.daemon.store.rounds import RoundRecord
-from taoflow.daemon.store.summaries import SliceSummary
+from taoflow.daemon.store.summaries import MonitorSummary, SliceSummary
 from taoflow.policies.retrain import duration
 
 if TYPE_CHECKING:
@@ -78,6 +78,8 @@ def round_table(record: RoundRecord) -> str:
                 f"improvement {noise.confidence:.0%} bounds [{noise.lower:+.3f}, {noise.upper:+.3f}], "
                 f"{noise.improved} prompts up, {noise.worsened} down (sign test p={noise.p_value:.3f})"
             )
+        if gate.monitors is not None:
+            lines.append(monitor_line(gate.monitors))
         lines.append("")
         verdict = "PASSED" if gate.passed else "REJECTED"
         lines.append(f"gate {verdict}: {gate.reason}" + ("; promoted to champion" if gate.promoted else ""))
@@ -87,6 +89,21 @@ def round_table(record: RoundRecord) -> str:
     timings = record.summary.seconds()
     lines.append("step seconds: " + ", ".join(f"{k} {v}" for k, v in timings.items()))
     return "\n".join(lines)
+
+
+def monitor_line(m: MonitorSummary) -> str:
+    """The scorer-gaming monitors' readings on one line, and what they blocked."""
+    read = [f"{m.answers} answers"]
+    if m.length_ratio is not None:
+        read.append(f"length {m.length_ratio:.2f}x the champion's")
+    if m.refusal_rate is not None and m.champion_refusal_rate is not None:
+        read.append(f"refusals {m.refusal_rate:.0%} vs {m.champion_refusal_rate:.0%}")
+    if m.scorer_divergence is not None:
+        read.append(f"training minus gate scorers {m.scorer_divergence:+.3f}")
+    if m.position_bias is not None:
+        read.append(f"position bias {m.position_bias:+.3f}")
+    verdict = "BLOCKED: " + "; ".join(m.blocked) if m.blocked else "none blocked"
+    return f"monitors: {', '.join(read)} ({verdict})"
 
 
 def gate_table(slices: Sequence[SliceSummary], against: str) -> str:

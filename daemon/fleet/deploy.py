@@ -14,7 +14,8 @@ measures the steady state after swaps). Two ways to move clients, `fleet.routing
   for it gets a 404 (bench/swap.py counts them); a load that fails reinstates what it served.
 
 Promote: preflight (files, rank, base model) → canary (the version under its own name on
-the first wave) → smoke (held-out prompts through the canary: new version vs live one,
+the first wave) → shadow (`fleet.shadow.enabled`: mirrored live requests judged before anyone is
+served by it; fleet/shadow.py) → smoke (held-out prompts through the canary: new version vs live one,
 gate scorers) → rollout (wave by wave) → drain (gateway routing) → registry promote → watch.
 Any failure → revert: every switched replica (or the route) gets the previous adapter back.
 """
@@ -32,11 +33,13 @@ from taoflow.connectors.generation.fleet import FleetGenerator
 from taoflow.connectors.protocols import replace_adapter
 from taoflow.connectors.serving.adapter_check import base_shapes, preflight_adapter
 from taoflow.daemon.fleet.replicas import Fleet
+from taoflow.daemon.fleet.shadow import ShadowStep
 from taoflow.daemon.round.evaluation import evaluate, slices
-from taoflow.daemon.round.parts import TaskScorers, resolve_model
+from taoflow.daemon.round.parts import TaskScorers, build_gate_scorers, resolve_model
 from taoflow.daemon.settings import Settings
 from taoflow.daemon.store.deploys import DeployRecord, DeployStore
 from taoflow.daemon.store.routes import RouteStore, Target
+from taoflow.daemon.store.shadows import ShadowStore
 from taoflow.daemon.store.state import State
 from taoflow.policies.gate import GatePolicy, decide_gate
 from taoflow.policies.rollout import plan_rollout
@@ -68,6 +71,14 @@ class Deployer:
         self.deploys = DeployStore(state.db)
         self.routes = RouteStore(state.db)
         self.versioned = self.f.routing == "gateway"
+        gate_scorers = build_gate_scorers(settings)
+        self.shadow = ShadowStep(
+            settings,
+            self.deploys,
+            ShadowStore(state.db),
+            gate_scorers or scorers,
+            training=scorers if gate_scorers is not None else None,
+        )
         self._on_finished = on_finished
 
     # ------------------------------------------------------------------ starting
@@ -116,6 +127,7 @@ class Deployer:
         steps = {
             "preflight": self._preflight,
             "canary": self._canary,
+            "shadow": self._shadow,
             "smoke": self._smoke,
             "rollout": self._rollout_versions if self.versioned else self._rollout,
             "drain": self._drain,
@@ -124,6 +136,8 @@ class Deployer:
         while record.status == "running":
             try:
                 record = steps[record.step](record)
+                if record.step == "shadow" and record.status == "running":
+                    break  # gathering pairs: the fleet loop carries it on at its next pass
             except ArtifactError as exc:  # refused before any replica served it
                 record = self._refuse(record, str(exc))
             except (DeployError, ReplicaUnavailable) as exc:
@@ -172,7 +186,26 @@ class Deployer:
             replica = self.fleet.replica(url)
             if self._retry(replica.view).adapters.get(record.version) != path:
                 self._retry(partial(replica.load, record.version, path))
+        if self.versioned and self.f.shadow.enabled and record.kind == "promote":
+            return self.deploys.update(record.id, step="shadow")
         return self.deploys.update(record.id, step="smoke" if self.f.smoke_prompts else "rollout")
+
+    def _shadow(self, record: DeployRecord) -> DeployRecord:
+        """Mirrored live traffic judges the candidate before anyone is served by it (fleet/shadow.py)."""
+        record, verdict = self.shadow.run(record)
+        if verdict is None:
+            return record
+        if verdict.passed:
+            return self.deploys.update(record.id, step="smoke" if self.f.smoke_prompts else "rollout")
+        # Too few pairs is the traffic's doing, not the adapter's: it stays gated for another try.
+        fault = "fleet" if verdict.monitors.passed and verdict.decision.outcome == "too_few_samples" else "adapter"
+        log.error("deploy %d: the shadow rejected %s: %s", record.id, record.version, verdict.reason)
+        return self.deploys.update(
+            record.id,
+            status="reverting",
+            reason=f"shadow: {verdict.reason}",
+            detail={**record.detail, "fault": fault},
+        )
 
     def _smoke(self, record: DeployRecord) -> DeployRecord:
         """The gate's evaluation, served by the canary: the new version against what clients get now."""
@@ -343,6 +376,7 @@ class Deployer:
 
     def _revert_route(self, record: DeployRecord) -> DeployRecord:
         """Gateway routing: route the stable name back to what it served, drain the version, unload it."""
+        self.shadow.stop(record)
         previous = record.from_version if record.from_version != record.version else None
         path = self.fleet.server_path(previous) if previous else None
         unreverted = []

@@ -18,6 +18,7 @@ from taoflow.connectors.protocols import replace_adapter
 from taoflow.daemon.fleet.metrics import FleetMetrics
 from taoflow.daemon.fleet.replicas import Fleet
 from taoflow.daemon.store.routes import RouteStore, Target
+from taoflow.daemon.store.shadows import ShadowStore
 from taoflow.daemon.store.state import State
 from taoflow.policies.rollout import Repair, plan_repairs
 
@@ -58,11 +59,13 @@ class Reconciler:
         if self.fleet.settings.routing == "gateway":
             # Versions of this model loaded but routed to by nobody (an unload a deploy could not make): they
             # hold a LoRA slot each. Only between deploys: the reconciler runs under the fleet lease.
+            # A version in shadow is loaded and routed to by nobody on purpose: gateways mirror requests to it.
+            shadowed = {m.version for m in ShadowStore(self.state.db).active().values()}
             drift["unrouted"] = sorted(
                 f"{url} {name}"
                 for url, adapters in observed.items()
                 for name in adapters or {}
-                if name in known and name not in desired
+                if name in known and name not in desired and name not in shadowed
             )
         return champion, observed, repairs, drift
 

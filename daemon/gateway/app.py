@@ -27,6 +27,7 @@ from taoflow.daemon.gateway.metrics import GatewayMetrics
 from taoflow.daemon.gateway.pollers import Pollers
 from taoflow.daemon.gateway.proxy import ENDPOINTS, Proxy
 from taoflow.daemon.gateway.routing import Router
+from taoflow.daemon.gateway.shadow import Shadowing
 from taoflow.daemon.settings import (
     Settings,
     admin_token,
@@ -68,6 +69,16 @@ class Gateway:
         sink = build_sink(settings, self.id)
         self.capture = Capture(settings, sink, gateway=self.id, metrics=self.metrics) if sink is not None else None
         self.client: Upstream | None = None
+        daemon_headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.shadow = Shadowing(
+            settings,
+            gateway=self.id,
+            router=self.router,
+            metrics=self.metrics,
+            client=self._upstream,
+            daemon_url=daemon_url,
+            daemon_headers=daemon_headers,
+        )
         fleet_key = settings.fleet.api_key.get_secret_value() if settings.fleet.api_key else None
         self.proxy = Proxy(
             g,
@@ -75,6 +86,7 @@ class Gateway:
             metrics=self.metrics,
             capture=self.capture,
             client=self._upstream,
+            shadow=self.shadow,
             replica_key=fleet_key,
             keep_client_key=not self.client_keys,  # the client's key is ours to check, not the replicas'
             known_tasks=known_tasks(settings),
@@ -85,9 +97,10 @@ class Gateway:
             router=self.router,
             metrics=self.metrics,
             capture=self.capture,
+            shadow=self.shadow,
             client=self._upstream,
             daemon_url=daemon_url,
-            daemon_headers={"Authorization": f"Bearer {token}"} if token else {},
+            daemon_headers=daemon_headers,
             routes_cache=g.capture.spool_dir / "routes.json",
         )
 
@@ -131,6 +144,7 @@ class Gateway:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            await self.shadow.finish()
             await self.client.close()
             if self.capture is not None:
                 await self.capture.finish()

@@ -10,6 +10,20 @@ __all__ = ["GatewayMetrics"]
 REQUEST_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 ADDED_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1)
 DROP_REASONS = ("spool_full", "too_large", "unparseable", "backlog", "error")
+#: What happens to requests of a shadowed name: mirrored, or not (over max_concurrent, over max_share); a mirror that
+#: failed, timed out, or whose champion answer failed; pairs made, sent to the daemon, refused by it or dropped here.
+SHADOW_EVENTS = (
+    "mirrored",
+    "skipped_concurrency",
+    "skipped_share",
+    "failed",
+    "timeout",
+    "champion_failed",
+    "paired",
+    "sent",
+    "refused",
+    "dropped",
+)
 
 
 class GatewayMetrics:
@@ -90,6 +104,24 @@ class GatewayMetrics:
         self.capture_lag = Gauge(
             "taoflow_gateway_capture_lag_seconds",
             "Age of the oldest exchange still in the spool (0 when the sink has everything).",
+            registry=registry,
+        )
+        self.shadow = Counter(
+            "taoflow_gateway_shadow_total",
+            "Shadow deploys: requests mirrored to the candidate or not (skipped_concurrency, skipped_share), mirrors"
+            " that failed or timed out, pairs made, sent to the daemon, refused by it, or dropped (queue full).",
+            ["event"],
+            registry=registry,
+        )
+        for event in SHADOW_EVENTS:
+            self.shadow.labels(event)
+        self.shadow_inflight = Gauge(
+            "taoflow_gateway_shadow_inflight", "Mirrored requests in flight to a shadowed candidate.", registry=registry
+        )
+        self.shadow_budget = Gauge(
+            "taoflow_gateway_shadow_max_share",
+            "The shadow's budget: the largest share of this gateway's requests on the replicas mirrors may be (0: no"
+            " shadow).",
             registry=registry,
         )
         self.sink_up = Gauge(

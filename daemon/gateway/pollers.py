@@ -18,6 +18,7 @@ from taoflow.connectors.serving.upstream import Broken, Refused, Timeout, Upstre
 from taoflow.daemon.gateway.capture import Capture
 from taoflow.daemon.gateway.metrics import GatewayMetrics
 from taoflow.daemon.gateway.routing import Router
+from taoflow.daemon.gateway.shadow import Shadowing
 from taoflow.daemon.settings import Settings
 from taoflow.daemon.store.spool import age
 
@@ -39,6 +40,7 @@ class Pollers:
         router: Router,
         metrics: GatewayMetrics,
         capture: Capture | None,
+        shadow: Shadowing,
         client: Callable[[], Upstream],
         daemon_url: str,
         daemon_headers: dict[str, str],
@@ -49,6 +51,7 @@ class Pollers:
         self.router = router
         self.metrics = metrics
         self.capture = capture
+        self.shadow = shadow
         self._client = client
         self.daemon_url = daemon_url
         self._daemon_headers = daemon_headers
@@ -64,6 +67,7 @@ class Pollers:
             asyncio.create_task(_forever(self.poll_replicas, g.replicas_poll_seconds)),
             asyncio.create_task(_forever(self.poll_routes, g.routes_poll_seconds)),
             asyncio.create_task(_forever(self.export, 1.0)),
+            asyncio.create_task(_forever(self.shadow.send, 1.0)),
         ]
 
     async def poll_replicas(self) -> None:
@@ -129,6 +133,7 @@ class Pollers:
     async def export(self) -> None:
         m = self.metrics
         m.routes_generation.set(self.router.generation)
+        self.shadow.export()
         if self._routes_read_at is not None:
             m.routes_age.set(asyncio.get_running_loop().time() - self._routes_read_at)
         if self.capture is not None:

@@ -27,6 +27,7 @@ from taoflow.daemon.gateway.capture import Capture
 from taoflow.daemon.gateway.exchange import Attempt, Exchange
 from taoflow.daemon.gateway.metrics import GatewayMetrics
 from taoflow.daemon.gateway.routing import Choice, Router
+from taoflow.daemon.gateway.shadow import Mirrored, Shadowing
 from taoflow.daemon.settings import GatewaySettings
 
 __all__ = ["ENDPOINTS", "Proxy"]
@@ -70,6 +71,7 @@ class Proxy:
         metrics: GatewayMetrics,
         capture: Capture | None,
         client: Callable[[], Upstream],
+        shadow: Shadowing | None = None,
         replica_key: str | None = None,
         keep_client_key: bool = True,
         known_tasks: frozenset[str] | None = None,
@@ -81,6 +83,7 @@ class Proxy:
         self.router = router
         self.metrics = metrics
         self.capture = capture
+        self.shadow = shadow
         self._client = client  # made when the app starts (it belongs to the event loop)
 
     async def handle(self, request: Request) -> Response:
@@ -157,6 +160,9 @@ class Proxy:
         if not isinstance(payload, dict) or not isinstance(payload.get("model"), str):
             return self._error(400, "the body must be a JSON object with a model name", endpoint, request_id)
         model = payload["model"]
+        if model in self.router.shadowed():
+            # A candidate in shadow answers the daemon only: no client may call it by its version's name.
+            return self._error(404, f"The model `{model}` does not exist.", endpoint, request_id)
         # Only a client that presented a key may label its traffic for training, and only with a known task: a
         # label of its own would be a share of the buffer and of every round.
         label = request.headers.get("x-taoflow-task", "") if request.scope.get(AUTHENTICATED) else ""
@@ -207,13 +213,17 @@ class Proxy:
         out["x-request-id"] = exchange.request_id
         if attempt.choice.counted:  # a version or a listed name; never echo a string only the client chose
             out["x-taoflow-served"] = attempt.choice.name
-        relay = self._relay(exchange, attempt, ending)
+        mirrored = self.shadow.begin(exchange, attempt.choice) if self.shadow is not None else None
+        relay = self._relay(exchange, attempt, ending, mirrored)
         return _Relayed(relay, on_close=ending.close, status_code=upstream.status, headers=out)
 
-    async def _relay(self, exchange: Exchange, attempt: Attempt, ending: _Ending) -> AsyncIterator[bytes]:
+    async def _relay(
+        self, exchange: Exchange, attempt: Attempt, ending: _Ending, mirrored: Mirrored | None
+    ) -> AsyncIterator[bytes]:
         upstream = attempt.upstream
-        keep = self.capture is not None and self.capture.wants(exchange)
-        cap = self.capture.max_record_bytes if self.capture is not None else 0
+        capturing = self.capture is not None and self.capture.wants(exchange)
+        keep = capturing or mirrored is not None  # a mirror's pair needs the champion's answer too
+        cap = self.g.capture.max_record_bytes
         kept = bytearray()
         too_large = len(exchange.body) > cap
         pending: bytes | None = None
@@ -242,9 +252,16 @@ class Proxy:
             log.warning("gateway: %s from %s broke off: %s", exchange.request_id, attempt.choice.url, exc)
         finally:
             await ending.release()
+            if mirrored is not None:
+                if complete and not too_large:
+                    streamed = upstream.headers.get("content-type", "").startswith("text/event-stream")
+                    latency = upstream_done - attempt.sent_at
+                    mirrored.answered(upstream.status, bytes(kept), streamed=streamed, latency_s=latency)
+                else:
+                    mirrored.failed()
         # Everything is counted before the last chunk goes: a client that has its whole answer may close the
         # connection before this generator is resumed again.
-        if complete and keep and self.capture is not None:
+        if complete and capturing and self.capture is not None:
             await self.capture.record(exchange, attempt.choice, upstream, bytes(kept), too_large=too_large)
         finished = time.monotonic()
         ending.counted = True

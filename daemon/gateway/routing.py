@@ -14,6 +14,7 @@ from __future__ import annotations
 import random
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 __all__ = ["Choice", "ReplicaState", "Router"]
 
@@ -41,6 +42,8 @@ class Router:
     rng: random.Random = field(default_factory=random.Random)
     generation: int = 0
     routes: dict[str, tuple[tuple[str, float], ...]] = field(default_factory=dict)
+    #: Shadow deploys: a stable name's candidate and its budget, as the daemon's table says (store/shadows.Mirror).
+    shadows: dict[str, dict[str, Any]] = field(default_factory=dict)
     replicas: dict[str, ReplicaState] = field(default_factory=dict)
     inflight: dict[str, int] = field(default_factory=dict)
 
@@ -63,6 +66,12 @@ class Router:
                 and isinstance(t.get("weight"), int | float)
                 and t["weight"] > 0
             )
+        shadows = table.get("shadows")
+        self.shadows = {
+            str(model): dict(mirror)
+            for model, mirror in (shadows.items() if isinstance(shadows, dict) else ())
+            if isinstance(mirror, dict) and isinstance(mirror.get("version"), str)
+        }
         self.routes, self.generation = parsed, generation
         return True
 
@@ -116,6 +125,15 @@ class Router:
         url = self._least_outstanding(None, exclude, excluded_as=model)
         return None if url is None else Choice(url, model, routed=False, counted=False)
 
+    def serving(self, name: str) -> Choice | None:
+        """A healthy replica that lists `name` (fewest outstanding), for a mirrored request; None when none does."""
+        url = self._least_outstanding(name, frozenset())
+        return None if url is None else Choice(url, name, routed=False)
+
+    def shadowed(self) -> set[str]:
+        """The candidate versions being shadowed: never a client's to call (their answers are for the daemon)."""
+        return {str(m["version"]) for m in self.shadows.values()}
+
     def _by_weight(self, targets: Sequence[tuple[str, float]]) -> list[str]:
         """Every target, the first drawn by weight, the rest after it (fallbacks)."""
         total = sum(w for _, w in targets)
@@ -164,4 +182,4 @@ class Router:
     def names(self) -> set[str]:
         """Every name a client may call: routed names and what healthy replicas serve."""
         served = {n for r in self.replicas.values() if r.healthy for n in r.names}
-        return set(self.routes) | served
+        return (set(self.routes) | served) - self.shadowed()

@@ -19,6 +19,7 @@ from taoflow.connectors.scoring.sandbox import SandboxedScorer, SandboxLimits
 from taoflow.connectors.training.lora import TrainingConfig
 from taoflow.daemon.settings import SandboxSettings, ScorerSpec, Settings
 from taoflow.policies.gate import GatePolicy
+from taoflow.policies.monitors import MonitorThresholds
 
 __all__ = [
     "TaskScorers",
@@ -262,6 +263,17 @@ def training_config(settings: Settings, placement: Placement | None = None) -> T
         device=placement.device,
         dtype=placement.dtype,
         chat_template=chat_template_text(settings.model.chat_template),
+    )
+
+
+def monitor_thresholds(settings: Settings) -> MonitorThresholds:
+    m = settings.gate.monitors
+    return MonitorThresholds(
+        max_length_ratio=m.max_length_ratio,
+        max_refusal_increase=m.max_refusal_increase,
+        max_scorer_divergence=m.max_scorer_divergence,
+        max_position_bias=m.max_position_bias,
+        min_answers=m.min_answers,
     )
 
 

@@ -12,13 +12,14 @@ import json
 import logging
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import asdict, replace
 
 from taoflow.connectors.errors import NothingToLearn, NothingToTrain, RoundError
 from taoflow.connectors.files import write_atomic
 from taoflow.daemon.round import candidates as cand
 from taoflow.daemon.round.evaluation import slices
 from taoflow.daemon.round.manifest import MANIFEST_FILE, manifest
-from taoflow.daemon.round.parts import gate_policy, resolve_model
+from taoflow.daemon.round.parts import gate_policy, monitor_thresholds, resolve_model
 from taoflow.daemon.round.stages import RoundWork, Stages
 from taoflow.daemon.settings import Settings
 from taoflow.daemon.store.round_files import RoundPrompts
@@ -28,6 +29,7 @@ from taoflow.daemon.store.summaries import (
     BaseModelRef,
     DoneSummary,
     GateSummary,
+    MonitorSummary,
     NoiseSummary,
     PrepareSummary,
     RegisterSummary,
@@ -36,7 +38,8 @@ from taoflow.daemon.store.summaries import (
     StepSummary,
     UnscoredSummary,
 )
-from taoflow.policies.gate import SliceScores, decide_gate
+from taoflow.policies.gate import GateDecision, SliceScores, decide_gate
+from taoflow.policies.monitors import MonitorReport, check_gaming
 
 __all__ = ["TaoRound"]
 
@@ -163,17 +166,20 @@ class TaoRound:
         e = judged.evaluations
         golden = slices(e.golden_candidate, e.golden_champion) if e.golden_candidate and e.golden_champion else []
         decision = decide_gate(slices(e.candidate, e.champion), gate_policy(self.settings), golden=golden)
+        training_slices = None
+        if e.candidate_by_training_scorers and e.champion_by_training_scorers:
+            training_slices = slices(e.candidate_by_training_scorers, e.champion_by_training_scorers)
+        monitors = self._monitors(e.candidate.answers, e.champion.answers, decision, training_slices)
+        if decision.passed and monitors is not None and not monitors.passed:
+            decision = replace(decision, passed=False, outcome="monitor", reason=f"monitors: {monitors.reason}")
         registry = self.state.registry
         if registry.get(version).state == "candidate":  # not yet judged (a resumed gate may find it judged)
             registry.transition(version, "gated" if decision.passed else "rejected", reason=decision.reason)
         promoted = decision.passed and self.auto_promote
         if promoted and registry.get(version).state == "gated":
             registry.promote(version, reason=f"gate passed: {decision.reason}")
-        training_scorers = None
-        if e.candidate_by_training_scorers and e.champion_by_training_scorers:
-            # What the training scorers say of the same answers, beside the gate's own.
-            again = slices(e.candidate_by_training_scorers, e.champion_by_training_scorers)
-            training_scorers = [_slice_summary(s) for s in again]
+        # What the training scorers say of the same answers, beside the gate's own.
+        training_scorers = [_slice_summary(s) for s in training_slices] if training_slices is not None else None
         summary = GateSummary(
             passed=decision.passed,
             outcome=decision.outcome,
@@ -185,8 +191,30 @@ class TaoRound:
             noise=NoiseSummary(**vars(decision.noise)) if decision.noise else None,
             unscored=UnscoredSummary(baseline=e.champion.unscored, candidate=e.candidate.unscored),
             training_scorers=training_scorers,
+            monitors=MonitorSummary(**asdict(monitors)) if monitors is not None else None,
         )
         return summary, None
+
+    def _monitors(
+        self,
+        candidate: Sequence[str],
+        champion: Sequence[str],
+        decision: GateDecision,
+        training: Sequence[SliceScores] | None,
+    ) -> MonitorReport | None:
+        """The scorer-gaming monitors on the gate's answers (None: turned off)."""
+        if not self.settings.gate.monitors.enabled:
+            return None
+        training_improvement = None
+        if training is not None and (n := sum(s.n for s in training)):
+            training_improvement = sum(s.delta * s.n for s in training) / n
+        return check_gaming(
+            candidate,
+            champion,
+            monitor_thresholds(self.settings),
+            training_improvement=training_improvement,
+            independent_improvement=decision.mean_improvement if training_improvement is not None else None,
+        )
 
     # ------------------------------------------------------------------ helpers
     def _work(self, record: RoundRecord) -> RoundWork:

@@ -88,6 +88,8 @@ class AdminBackend(Protocol):
 
     def gateway_report(self, gateway: str, *, generation: int, inflight: dict[str, int]) -> dict[str, Any]: ...
 
+    def shadow_pairs(self, gateway: str, pairs: list[dict[str, Any]]) -> dict[str, int]: ...
+
     def log_error(self, path: str, exc: Exception) -> None: ...
 
 
@@ -142,6 +144,20 @@ class ForgetBody(_Body):
 
 #: The largest integer a state database column holds (a larger one is refused, not an error of ours).
 SQLITE_MAX_INT = 2**63 - 1
+
+
+class ShadowPair(_Body):
+    """One mirrored request: the champion's and the candidate's exchange, as the gateway captured them."""
+
+    deploy: int = Field(ge=1, le=SQLITE_MAX_INT)
+    request_id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
+    champion: dict[str, Any]
+    candidate: dict[str, Any]
+
+
+class ShadowPairs(_Body):
+    gateway: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
+    pairs: list[ShadowPair] = Field(max_length=64)
 
 
 class GatewayReport(_Body):
@@ -303,6 +319,11 @@ def create_app(
     def gateway_report(body: GatewayReport) -> dict[str, Any]:
         """A gateway's report (the generation it applies, its requests in flight); answers the route table."""
         return backend.gateway_report(body.gateway, generation=body.generation, inflight=body.inflight)
+
+    @app.post("/v1/shadow/pairs", dependencies=[Depends(gateway)], tags=["routing"])
+    def shadow_pairs(body: ShadowPairs) -> dict[str, int]:
+        """A gateway's pairs of answers to mirrored requests (shadow deploys): counts kept and refused."""
+        return backend.shadow_pairs(body.gateway, [p.model_dump() for p in body.pairs])
 
     for error, code in REFUSALS.items():
         app.add_exception_handler(error, _refusal(code))

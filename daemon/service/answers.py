@@ -17,6 +17,7 @@ from taoflow.daemon.store.deploys import DeployStore
 from taoflow.daemon.store.erasure import erasure_summary, forget, recently_erased, report_counts
 from taoflow.daemon.store.rounds import RoundStore
 from taoflow.daemon.store.routes import RouteStore
+from taoflow.daemon.store.shadows import ShadowStore
 from taoflow.daemon.store.state import State
 from taoflow.policies.retrain import RetrainDecision
 
@@ -207,6 +208,9 @@ class Answers:
         routes.report(gateway, generation, inflight)
         # The requests erased lately: a gateway drops any it still holds in its capture spool.
         return {**routes.table().as_dict(), "erased": recently_erased(self.state.db)}
+
+    def shadow_pairs(self, gateway: str, pairs: list[dict[str, Any]]) -> dict[str, int]:
+        return ShadowStore(self.state.db).add(gateway, pairs, max_pairs=self.state.settings.fleet.shadow.max_pairs)
 
     def log_error(self, path: str, exc: Exception) -> None:
         log.error("admin API error at %s: %s: %s", path, type(exc).__name__, exc)

@@ -27,8 +27,10 @@ App = Callable[[Scope, Receive, Send], Awaitable[None]]
 OPEN_PATHS = frozenset({"/healthz", "/readyz"})
 #: The largest request body the admin API reads: its bodies are a reason, a version, a list of tasks.
 MAX_BODY_BYTES = 64 << 10
-#: What the gateway token may reach: the route table and the gateways' reports.
-GATEWAY_PATHS = frozenset({"/v1/routes", "/v1/routes/report"})
+#: What the gateway token may reach: the route table, the gateways' reports and their shadow pairs.
+GATEWAY_PATHS = frozenset({"/v1/routes", "/v1/routes/report", "/v1/shadow/pairs"})
+#: Larger caps for the paths whose bodies are larger: a batch of shadow pairs (each two captured exchanges).
+BODY_CAPS = {"/v1/shadow/pairs": 10 << 20}
 
 
 class TokenGuard:
@@ -57,13 +59,14 @@ class TokenGuard:
         if refusal is not None:
             await _answer(send, *refusal)
             return
+        cap = BODY_CAPS.get(scope["path"], self._max_body)
         declared = _header(scope, b"content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > self._max_body):
-            await _answer(send, 413, f"request bodies are limited to {self._max_body} bytes")
+        if declared is not None and (not declared.isdigit() or int(declared) > cap):
+            await _answer(send, 413, f"request bodies are limited to {cap} bytes")
             return
-        body = await self._read(receive)
+        body = await self._read(receive, cap)
         if body is None:
-            await _answer(send, 413, f"request bodies are limited to {self._max_body} bytes")
+            await _answer(send, 413, f"request bodies are limited to {cap} bytes")
             return
         await self.app(scope, _replay(body, receive), send)
 
@@ -88,7 +91,7 @@ class TokenGuard:
             return None
         return 403, "wrong token"
 
-    async def _read(self, receive: Receive) -> bytes | None:
+    async def _read(self, receive: Receive, cap: int) -> bytes | None:
         """The whole body, or None once it passes the cap (nothing more is read then)."""
         chunks: list[bytes] = []
         size = 0
@@ -98,7 +101,7 @@ class TokenGuard:
                 return b"".join(chunks)  # the client went away: the app sees what there was
             chunk = message.get("body", b"")
             size += len(chunk)
-            if size > self._max_body:
+            if size > cap:
                 return None
             chunks.append(chunk)
             if not message.get("more_body", False):

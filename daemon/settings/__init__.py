@@ -16,8 +16,8 @@ This package is the only place that reads the environment; everything else recei
 from taoflow.daemon.settings.base import MIN_TOKEN_LENGTH, ObjectStoreLocation, Section, TokenSource
 from taoflow.daemon.settings.checks import known_tasks, ray_runner_problems
 from taoflow.daemon.settings.daemon import DaemonSettings
-from taoflow.daemon.settings.fleet import FleetSettings, WatchSettings
-from taoflow.daemon.settings.gate import GateSettings
+from taoflow.daemon.settings.fleet import FleetSettings, ShadowSettings, WatchSettings
+from taoflow.daemon.settings.gate import GateSettings, MonitorSettings
 from taoflow.daemon.settings.gateway import CaptureSettings, GatewaySettings
 from taoflow.daemon.settings.generate import GenerateSettings, VllmEngineSettings
 from taoflow.daemon.settings.ingest import IngestSettings
@@ -55,6 +55,7 @@ __all__ = [
     "IngestSettings",
     "KafkaSettings",
     "ModelSettings",
+    "MonitorSettings",
     "ObjectStoreLocation",
     "RaySettings",
     "RetentionSettings",
@@ -66,6 +67,7 @@ __all__ = [
     "ScorerSpec",
     "Section",
     "Settings",
+    "ShadowSettings",
     "SourceSettings",
     "StorageSettings",
     "TokenSource",

@@ -5,11 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 
 from taoflow.daemon.settings.base import Section
 
-__all__ = ["FleetSettings", "WatchSettings"]
+__all__ = ["FleetSettings", "ShadowSettings", "WatchSettings"]
 
 
 class WatchSettings(Section):
@@ -27,6 +27,39 @@ class WatchSettings(Section):
     """Requests needed before error rate and latency are judged."""
     min_scores: int = Field(20, ge=1)
     """Scored live responses needed (after and before the deploy) before the score is judged."""
+
+
+class ShadowSettings(Section):
+    """Before a gated adapter serves anyone: gateways mirror live requests for the stable name to it, never return
+    its answers, and send the daemon each pair (the champion's answer, the candidate's, same request); the daemon
+    scores the pairs with the gate's scorers and decides with the gate's statistics. Needs `routing: gateway`."""
+
+    enabled: bool = False
+    """Shadow every promote deploy between the canary's load and its smoke evaluation."""
+    rate: float = Field(0.1, gt=0.0, le=1.0)
+    """Share of the stable name's requests each gateway mirrors to the candidate (sampled by request id)."""
+    max_concurrent: int = Field(4, ge=1)
+    """Mirrored requests in flight at once per gateway; a request past it is not mirrored (counted)."""
+    max_share: float = Field(0.5, gt=0.0, le=1.0)
+    """Mirrored requests may be at most this share of what a gateway has in flight on the replicas (client
+    requests and mirrors): shadow traffic never takes more of the replicas' capacity (counted when it would)."""
+    min_pairs: int = Field(50, ge=1)
+    """Scored pairs after which the daemon decides."""
+    max_pairs: int = Field(500, ge=1)
+    """Pairs kept per deploy; gateways' later pairs are refused (counted)."""
+    max_minutes: float = Field(30.0, gt=0)
+    """The longest a shadow runs; then the daemon decides on what it has, or extends once when it has fewer than
+    min_pairs."""
+    extend: bool = True
+    """Extend a shadow once (another max_minutes) when it has fewer than min_pairs at its deadline; without it, or
+    after it, too few pairs reject the candidate (the fleet's fault: it stays gated for another try)."""
+    min_improvement: float = 0.0
+    """The candidate's mean score on the pairs must beat the champion's by this (beyond noise at gate.confidence;
+    gate.max_slice_regression bounds each task); below 0 tolerates a small loss."""
+    max_tokens: int = Field(512, ge=1)
+    """Cap on a mirrored request's max_tokens (a client's larger ask is lowered for the mirror only)."""
+    timeout_seconds: float = Field(120.0, gt=0)
+    """A mirrored request that takes longer is abandoned (counted)."""
 
 
 class FleetSettings(Section):
@@ -85,6 +118,14 @@ class FleetSettings(Section):
     """A gateway that has not reported for this long is taken as gone (not waited for when draining)."""
     watch: WatchSettings = WatchSettings()
     """The post-deploy watch."""
+    shadow: ShadowSettings = ShadowSettings()
+    """Shadow deploys: the candidate judged on mirrored live traffic before it serves anyone."""
+
+    @model_validator(mode="after")
+    def _shadow_needs_gateways(self) -> FleetSettings:
+        if self.shadow.enabled and self.routing != "gateway":
+            raise ValueError("fleet.shadow.enabled needs fleet.routing: gateway (the gateways mirror the requests)")
+        return self
 
     @property
     def configured(self) -> bool:

@@ -9,7 +9,27 @@ from pydantic import Field
 from taoflow.daemon.settings.base import Section
 from taoflow.daemon.settings.score import ScorerSpec
 
-__all__ = ["GateSettings"]
+__all__ = ["GateSettings", "MonitorSettings"]
+
+
+class MonitorSettings(Section):
+    """Scorer-gaming monitors on every round's gate and every shadow deploy: each blocks promotion with its reason."""
+
+    enabled: bool = True
+    """Run the monitors (they only ever block; off, the gate's statistics decide alone)."""
+    max_length_ratio: float = Field(1.5, gt=0)
+    """The candidate's mean answer length may be at most this many times the champion's (a judge's favourite)."""
+    max_refusal_increase: float = Field(0.1, ge=0.0, le=1.0)
+    """The candidate may decline at most this larger a share of prompts than the champion (a verifier cannot fail
+    an answer that does not try)."""
+    max_scorer_divergence: float = Field(0.1, ge=0.0)
+    """With gate.scorers set: block when the training scorers' improvement exceeds the gate scorers' by more than
+    this while the gate scorers stay flat or fall."""
+    max_position_bias: float = Field(0.2, ge=0.0, le=1.0)
+    """Shadow deploys: block when the scorers, shown each pair in both orders, score an answer this much higher
+    first than second (the pair's scores average both orders, but so biased a judge cannot be trusted)."""
+    min_answers: int = Field(8, ge=1)
+    """Fewest answers per side before the length and refusal monitors judge."""
 
 
 class GateSettings(Section):
@@ -31,6 +51,8 @@ class GateSettings(Section):
     changed. 0 judges the means alone."""
     bootstrap_samples: int = Field(2000, ge=100, le=100_000)
     """Resamples of the held-out prompts for the confidence bound (seeded: the same scores give the same decision)."""
+    monitors: MonitorSettings = MonitorSettings()
+    """Scorer-gaming monitors (answer length, refusals, training vs gate scorers, a judge's position bias)."""
     scorers: dict[str, list[ScorerSpec]] = Field(default_factory=dict)
     """Per task, scorers the gate judges with instead of the training ones (e.g. a stronger judge, or the
     verifiers): a policy trained against one scorer can raise its score while an independent one falls. The round's

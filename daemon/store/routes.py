@@ -9,9 +9,10 @@ models), so a gateway knows whether it has seen a change.
 from __future__ import annotations
 
 import json
+import sqlite3
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from taoflow.connectors.errors import InvalidRequest
 from taoflow.daemon.store.storage import Database
@@ -20,7 +21,7 @@ from taoflow.daemon.store.storage import Database
 MAX_GATEWAYS = 256
 FORGET_AFTER_S = 3600.0
 
-__all__ = ["Drain", "RouteStore", "RouteTable", "Target"]
+__all__ = ["Drain", "RouteStore", "RouteTable", "Target", "bump_generation"]
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,8 @@ class Target:
 class RouteTable:
     generation: int
     routes: dict[str, tuple[Target, ...]]
+    #: Shadow deploys: per stable name, the candidate its requests are mirrored to (store/shadows.py Mirror.as_dict).
+    shadows: dict[str, dict[str, object]] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -43,7 +46,19 @@ class RouteTable:
                 model: [{"version": t.version, "weight": t.weight} for t in targets]
                 for model, targets in sorted(self.routes.items())
             },
+            "shadows": dict(sorted(self.shadows.items())),
         }
+
+
+def bump_generation(conn: sqlite3.Connection) -> int:
+    """Raise the route table's generation without changing a route (a placeholder row carries it)."""
+    generation = int(conn.execute("SELECT COALESCE(MAX(generation), 0) FROM routes").fetchone()[0]) + 1
+    conn.execute(
+        "INSERT INTO routes (model, generation, targets, updated_at) VALUES ('', ?, '[]', ?)"
+        " ON CONFLICT(model) DO UPDATE SET generation=excluded.generation, updated_at=excluded.updated_at",
+        (generation, time.time()),
+    )
+    return generation
 
 
 @dataclass(frozen=True)
@@ -60,13 +75,14 @@ class RouteStore:
 
     def table(self) -> RouteTable:
         rows = self._db.query("SELECT model, generation, targets FROM routes")
+        shadows = {r["model"]: json.loads(r["mirror"]) for r in self._db.query("SELECT model, mirror FROM shadows")}
         generation = max((int(r["generation"]) for r in rows), default=0)
         routes = {
             r["model"]: tuple(Target(t["version"], float(t["weight"])) for t in json.loads(r["targets"]))
             for r in rows
             if r["model"]  # '' carries the generation of a removed route
         }
-        return RouteTable(generation, routes)
+        return RouteTable(generation, routes, shadows)
 
     def targets(self, model: str) -> tuple[Target, ...]:
         return self.table().routes.get(model, ())

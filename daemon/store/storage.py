@@ -227,6 +227,25 @@ CREATE TABLE IF NOT EXISTS routes (
     targets TEXT NOT NULL,
     updated_at REAL NOT NULL
 );
+-- A version the stable name's requests are mirrored to before it serves anyone (daemon/store/shadows.py).
+CREATE TABLE IF NOT EXISTS shadows (
+    model TEXT PRIMARY KEY,
+    deploy_id INTEGER NOT NULL,
+    version TEXT NOT NULL,
+    mirror TEXT NOT NULL,
+    started_at REAL NOT NULL
+);
+-- A mirrored request's two answers, as the gateway captured them: the champion's exchange and the candidate's.
+CREATE TABLE IF NOT EXISTS shadow_pairs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    deploy_id INTEGER NOT NULL,
+    request_id TEXT NOT NULL,
+    gateway TEXT NOT NULL,
+    champion TEXT NOT NULL,
+    candidate TEXT NOT NULL,
+    received_at REAL NOT NULL,
+    UNIQUE (deploy_id, request_id)
+);
 -- The last report of each gateway: the route generation it applies and its requests in flight per served name.
 CREATE TABLE IF NOT EXISTS gateway_reports (
     gateway TEXT PRIMARY KEY,

@@ -19,6 +19,7 @@ __all__ = [
     "DoneSummary",
     "GateSummary",
     "GenerateSummary",
+    "MonitorSummary",
     "NoiseSummary",
     "PrepareSummary",
     "RegisterSummary",
@@ -170,6 +171,19 @@ class UnscoredSummary(BaseModel):
     candidate: int = 0
 
 
+class MonitorSummary(BaseModel):
+    """What the scorer-gaming monitors read on the gate's answers, and what they blocked (policies/monitors.py)."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+    answers: int = 0
+    length_ratio: float | None = None
+    refusal_rate: float | None = None
+    champion_refusal_rate: float | None = None
+    scorer_divergence: float | None = None
+    position_bias: float | None = None
+    blocked: list[str] = []
+
+
 class GateSummary(_Summary):
     passed: bool
     outcome: str = "unknown"
@@ -181,6 +195,7 @@ class GateSummary(_Summary):
     noise: NoiseSummary | None = None
     unscored: UnscoredSummary = UnscoredSummary()
     training_scorers: list[SliceSummary] | None = None  # the same answers by the training scorers (gate.scorers)
+    monitors: MonitorSummary | None = None
 
     def means(self) -> tuple[float, float] | None:
         """The candidate's and the champion's mean over every held-out prompt (None: none was judged)."""

@@ -267,12 +267,12 @@ def test_the_gateway_token_reads_routes_and_reports_and_nothing_else(service):
     gateway_token = "s3cr3t-gateway-token"
     client = TestClient(create_app(service.answers, token=TOKEN, metrics=service.registry, gateway_token=gateway_token))
     as_gateway = {"Authorization": f"Bearer {gateway_token}"}
-    assert client.get("/v1/routes", headers=as_gateway).json() == {"generation": 0, "routes": {}}
+    assert client.get("/v1/routes", headers=as_gateway).json() == {"generation": 0, "routes": {}, "shadows": {}}
     report = {"gateway": "gw-1", "generation": 0, "inflight": {"v1": 2}}
     assert client.post("/v1/routes/report", json=report, headers=as_gateway).status_code == 200
     assert client.get("/v1/routes", headers=AUTH).status_code == 200  # the admin token may too
     for method, path in protected_routes(client.app):
-        if not path.startswith("/v1/routes"):
+        if not path.startswith(("/v1/routes", "/v1/shadow/pairs")):
             assert client.request(method, path, headers=as_gateway).status_code == 403, (method, path)
     bad = [
         {"gateway": "../x", "generation": 0},
@@ -283,6 +283,41 @@ def test_the_gateway_token_reads_routes_and_reports_and_nothing_else(service):
         assert client.post("/v1/routes/report", json=body, headers=as_gateway).status_code == 422, body
     gateways = RouteStore(service.state.db).gateways(stale_after=60)
     assert gateways == {"gw-1": {"generation": 0, "inflight": {"v1": 2}}}
+
+
+def test_shadow_pairs_are_kept_only_for_a_shadowing_deploy_up_to_its_cap(service):
+    from taoflow.daemon.store.shadows import Mirror, ShadowStore
+
+    gateway_token = "s3cr3t-gateway-token"
+    client = TestClient(create_app(service.answers, token=TOKEN, metrics=service.registry, gateway_token=gateway_token))
+    as_gateway = {"Authorization": f"Bearer {gateway_token}"}
+    row = {"databricks_request_id": "r", "request": {"messages": [{"role": "user", "content": "hi"}]}}
+
+    def post(deploy: int, ids: range) -> dict:
+        pairs = [{"deploy": deploy, "request_id": f"r{i}", "champion": row, "candidate": row} for i in ids]
+        answer = client.post("/v1/shadow/pairs", json={"gateway": "gw-1", "pairs": pairs}, headers=as_gateway)
+        assert answer.status_code == 200, answer.text
+        return answer.json()
+
+    assert post(7, range(3)) == {"kept": 0, "not_shadowing": 3, "full": 0, "duplicate": 0}
+    shadows = ShadowStore(service.state.db)
+    generation = shadows.start("m", Mirror("v2", 7, 1.0, 4, 0.5, 64, 30.0))
+    table = client.get("/v1/routes", headers=as_gateway).json()
+    assert table["generation"] == generation and table["shadows"]["m"]["version"] == "v2"
+    cap = service.state.settings.fleet.shadow.max_pairs
+    assert post(7, range(2)) == {"kept": 2, "not_shadowing": 0, "full": 0, "duplicate": 0}
+    assert post(7, range(2)) == {"kept": 0, "not_shadowing": 0, "full": 0, "duplicate": 2}
+    counts = {"kept": 0, "full": 0}
+    for start in range(2, cap + 40, 60):
+        got = post(7, range(start, start + 60))
+        counts = {k: counts[k] + got[k] for k in counts}
+    assert shadows.count(7) == cap and counts["full"] > 0
+    assert shadows.stop("m", deploy=7) is not None and post(7, range(900, 901))["not_shadowing"] == 1
+    bad = {"gateway": "gw-1", "pairs": [{"deploy": 7, "request_id": "../x", "champion": row, "candidate": row}]}
+    assert client.post("/v1/shadow/pairs", json=bad, headers=as_gateway).status_code == 422
+    huge = b"x" * (11 << 20)
+    assert client.post("/v1/shadow/pairs", content=huge, headers=as_gateway).status_code == 413
+    assert client.post("/v1/shadow/pairs", json=bad, headers={"Authorization": "Bearer wrong"}).status_code == 403
 
 
 def test_the_gateway_token_cannot_grow_the_report_table_without_bound(service, monkeypatch):

@@ -8,7 +8,7 @@ from taoflow.daemon.store.storage import Database
 
 def test_every_change_raises_the_generation_and_a_removed_route_too(tmp_path):
     routes = RouteStore(Database(tmp_path / "state.db"))
-    assert routes.table().as_dict() == {"generation": 0, "routes": {}}
+    assert routes.table().as_dict() == {"generation": 0, "routes": {}, "shadows": {}}
     assert routes.set("bot", [Target("v1", 1.0)]) == 1
     assert routes.set("other", [Target("o1", 1.0)]) == 2
     assert routes.set("bot", [Target("v1", 0.9), Target("v2", 0.1), Target("v0", 0.0)]) == 3
