@@ -269,7 +269,21 @@ def fleet_table(status: ReconcileReport, deploys: Sequence[DeployRecord], model:
                 [[d.id, d.kind, d.trigger, d.version, d.status, d.step, d.reason[:60]] for d in deploys],
             )
         )
+        lines += [shadow_line(d) for d in deploys if "shadow" in d.detail]
     return "\n".join(lines)
+
+
+def shadow_line(deploy: DeployRecord) -> str:
+    """A deploy's shadow: its pairs so far and its deadline, or the verdict with its figures."""
+    shadow = deploy.detail["shadow"]
+    head = f"shadow of deploy {deploy.id} ({deploy.version}): {shadow.get('pairs', 0)} pairs"
+    verdict = shadow.get("verdict")
+    if verdict is None:
+        extended = ", extended once" if shadow.get("extended") else ""
+        return f"{head}, gathering until {_utc(shadow.get('deadline'))}{extended}"
+    decided = "PROMOTED" if verdict["passed"] else "REJECTED"
+    means = f"candidate {verdict['candidate_mean']:.3f} vs champion {verdict['champion_mean']:.3f}"
+    return f"{head}, {means}: {decided}: {verdict['reason']}"
 
 
 def _utc(at: float | None) -> str:

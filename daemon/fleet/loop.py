@@ -93,11 +93,12 @@ class FleetLoop:
                 record.status,
                 record.step,
             )
-            self.deployer.run(record)
+            self._shadow_figures(record, self.deployer.run(record))
         elif self.settings.fleet.auto_deploy:
             version = self._newly_gated()
             if version is not None:
-                self.deployer.promote(version, trigger="gate", reason="passed the gate")
+                started = self.deployer.start_promote(version, trigger="gate", reason="passed the gate")
+                self._shadow_figures(started, self.deployer.run(started))
         watching = self.deployer.deploys.watching(self.model)
         if watching is not None:
             watched, decision = self.watch.check(watching)
@@ -112,6 +113,23 @@ class FleetLoop:
                         self.metrics.watch.labels(signal).set(value)
             if decision.rollback and watched.from_version is not None:
                 self.deployer.rollback(to=watched.from_version, trigger="watch", reason=decision.reason)
+
+    def _shadow_figures(self, before: DeployRecord, after: DeployRecord) -> None:
+        """Export a shadow's pairs, and count its decision once (when this pass made it)."""
+        if self.metrics is None:
+            return
+        shadow = after.detail.get("shadow")
+        running = shadow is not None and "verdict" not in shadow
+        self.metrics.shadow_pairs.set(int(shadow.get("pairs", 0)) if running and shadow else 0)
+        if shadow is None or "verdict" not in shadow or "verdict" in before.detail.get("shadow", {}):
+            return
+        verdict = shadow["verdict"]
+        outcome = (
+            "promoted"
+            if verdict["passed"]
+            else {"monitor": "monitor", "too_few_samples": "too_few"}.get(verdict["outcome"], "rejected")
+        )
+        self.metrics.shadow_decisions.labels(outcome).inc()
 
     def _newly_gated(self) -> str | None:
         registry = self.state.registry

@@ -11,6 +11,7 @@ __all__ = ["FleetMetrics"]
 
 
 DEPLOY_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600)
+SHADOW_OUTCOMES = ("promoted", "rejected", "monitor", "too_few")
 
 
 class FleetMetrics:
@@ -63,3 +64,17 @@ class FleetMetrics:
             ["signal"],
             registry=registry,
         )
+        self.shadow_pairs = Gauge(
+            "taoflow_shadow_pairs",
+            "Pairs of answers the open shadow deploy has gathered (0: no shadow running).",
+            registry=registry,
+        )
+        self.shadow_decisions = Counter(
+            "taoflow_shadow_decisions_total",
+            "Shadow deploys decided, by outcome (promoted; rejected; monitor: blocked by a scorer-gaming monitor;"
+            " too_few: not enough pairs by the deadline).",
+            ["outcome"],
+            registry=registry,
+        )
+        for outcome in SHADOW_OUTCOMES:
+            self.shadow_decisions.labels(outcome)

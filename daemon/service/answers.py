@@ -184,8 +184,9 @@ class Answers:
         }
 
     def fleet_status(self) -> dict[str, Any]:
+        keys = ("id", "kind", "trigger", "version", "from_version", "status", "step", "reason")
         deploys = [
-            {k: getattr(d, k) for k in ("id", "kind", "trigger", "version", "from_version", "status", "step", "reason")}
+            {**{k: getattr(d, k) for k in keys}, **({"shadow": d.detail["shadow"]} if "shadow" in d.detail else {})}
             for d in DeployStore(self.state.db).latest(self.model, limit=5)
         ]
         if self._fleet_loop is None:

@@ -29,6 +29,7 @@ ALERTS = (
     "TaoflowGatewayCaptureDropping",
     "TaoflowGatewayCaptureLag",
     "TaoflowGatewayRouteReportsRefused",
+    "TaoflowShadowOverBudget",
 )
 
 

@@ -362,6 +362,29 @@ def cases(rules: dict[str, Any], t: Thresholds) -> dict[str, list[dict]]:
                 {"10m": []},  # a counter from zero that never moves
             ),
         ],
+        "TaoflowShadowOverBudget": [
+            # From 2m, 3 mirrors beside 1 client request (0.75 of what is in flight) against a 0.5 budget: fires after
+            # 5 m, clears when the mirrors drain.
+            check(
+                [
+                    {"series": f"taoflow_gateway_shadow_inflight{{{gw}}}", "values": "1 1 3x8 1x5"},
+                    {"series": f"taoflow_gateway_inflight{{{gw}}}", "values": "1x15"},
+                    {"series": f"taoflow_gateway_shadow_max_share{{{gw}}}", "values": "0.5x15"},
+                ],
+                "TaoflowShadowOverBudget",
+                {"6m": [], "8m": fires("TaoflowShadowOverBudget"), "12m": []},
+            ),
+            # Within budget (1 of 2), and no shadow at all (a budget of 0 with nothing mirrored): quiet.
+            check(
+                [
+                    {"series": f"taoflow_gateway_shadow_inflight{{{gw}}}", "values": "1x10 0x10"},
+                    {"series": f"taoflow_gateway_inflight{{{gw}}}", "values": "1x20"},
+                    {"series": f"taoflow_gateway_shadow_max_share{{{gw}}}", "values": "0.5x10 0x10"},
+                ],
+                "TaoflowShadowOverBudget",
+                {"8m": [], "18m": []},
+            ),
+        ],
     }
 
 
