@@ -134,9 +134,10 @@ class Deployer:
             "registry": self._registry,
         }
         while record.status == "running":
+            step = record.step
             try:
-                record = steps[record.step](record)
-                if record.step == "shadow" and record.status == "running":
+                record = steps[step](record)
+                if step == record.step == "shadow" and record.status == "running":
                     break  # gathering pairs: the fleet loop carries it on at its next pass
             except ArtifactError as exc:  # refused before any replica served it
                 record = self._refuse(record, str(exc))
@@ -181,17 +182,24 @@ class Deployer:
         return self.deploys.update(record.id, step="canary" if record.kind == "promote" else "rollout")
 
     def _canary(self, record: DeployRecord) -> DeployRecord:
+        self._load_canary(record)
+        if self.versioned and self.f.shadow.enabled and record.kind == "promote":
+            return self.deploys.update(record.id, step="shadow")
+        return self.deploys.update(record.id, step="smoke" if self.f.smoke_prompts else "rollout")
+
+    def _load_canary(self, record: DeployRecord) -> None:
+        """The version under its own name on the first wave (idempotent: a replica that serves it is left alone)."""
         path = self.fleet.server_path(record.version)
         for url in record.waves[0]:
             replica = self.fleet.replica(url)
             if self._retry(replica.view).adapters.get(record.version) != path:
                 self._retry(partial(replica.load, record.version, path))
-        if self.versioned and self.f.shadow.enabled and record.kind == "promote":
-            return self.deploys.update(record.id, step="shadow")
-        return self.deploys.update(record.id, step="smoke" if self.f.smoke_prompts else "rollout")
 
     def _shadow(self, record: DeployRecord) -> DeployRecord:
-        """Mirrored live traffic judges the candidate before anyone is served by it (fleet/shadow.py)."""
+        """Mirrored live traffic judges the candidate before anyone is served by it (fleet/shadow.py). Each pass
+        loads it again where a replica lost it (restarted, say): the gateways mirror only to replicas that serve it."""
+        if "verdict" not in record.detail.get("shadow", {}):
+            self._load_canary(record)
         record, verdict = self.shadow.run(record)
         if verdict is None:
             return record

@@ -11,11 +11,13 @@ REQUEST_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 ADDED_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1)
 DROP_REASONS = ("spool_full", "too_large", "unparseable", "backlog", "error")
 #: What happens to requests of a shadowed name: mirrored, or not (over max_concurrent, over max_share); a mirror that
-#: failed, timed out, or whose champion answer failed; pairs made, sent to the daemon, refused by it or dropped here.
+#: found no replica serving the candidate, failed, timed out, or whose champion answer failed; pairs made, sent to the
+#: daemon, refused by it or dropped here.
 SHADOW_EVENTS = (
     "mirrored",
     "skipped_concurrency",
     "skipped_share",
+    "no_replica",
     "failed",
     "timeout",
     "champion_failed",
@@ -109,7 +111,8 @@ class GatewayMetrics:
         self.shadow = Counter(
             "taoflow_gateway_shadow_total",
             "Shadow deploys: requests mirrored to the candidate or not (skipped_concurrency, skipped_share), mirrors"
-            " that failed or timed out, pairs made, sent to the daemon, refused by it, or dropped (queue full).",
+            " that found no replica serving it, failed or timed out, pairs made, sent to the daemon, refused by it, or"
+            " dropped (queue full).",
             ["event"],
             registry=registry,
         )

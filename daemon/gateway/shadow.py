@@ -129,7 +129,6 @@ class Shadowing:
             async with asyncio.timeout(float(mirror.get("timeout_seconds", 120.0))):
                 answer = await self._ask(exchange, version, int(mirror.get("max_tokens", 512)))
                 if answer is None:
-                    self.metrics.shadow.labels("failed").inc()
                     return
                 champion = await handle.champion
         except TimeoutError:
@@ -161,6 +160,7 @@ class Shadowing:
         """The candidate's whole answer to the request (non-streaming, its length capped), or None."""
         choice = self.router.serving(version)
         if choice is None:
+            self.metrics.shadow.labels("no_replica").inc()
             return None
         payload = {**exchange.payload, "model": version, "stream": False}
         payload.pop("stream_options", None)
@@ -170,17 +170,27 @@ class Shadowing:
         self.router.begin(choice)
         sent = time.monotonic()
         try:
-            upstream = await self._client().open(choice.url + exchange.path, orjson.dumps(payload), exchange.headers)
+            # Its own request id: a replica (vLLM) refuses a second request under an id it is still answering.
+            headers = {**exchange.headers, "x-request-id": f"{exchange.request_id}-shadow"}
+            upstream = await self._client().open(choice.url + exchange.path, orjson.dumps(payload), headers)
             try:
                 body = await upstream.read(self._cap)
             finally:
                 await upstream.close()
         except (Refused, Timeout, Broken) as exc:
             log.debug("gateway: the mirror of %s to %s failed: %s", exchange.request_id, choice.url, exc)
+            self.metrics.shadow.labels("failed").inc()
             return None
         finally:
             self.router.end(choice)
         if upstream.status != 200:
+            log.debug(
+                "gateway: the mirror of %s got %d from %s: %r",
+                exchange.request_id,
+                upstream.status,
+                choice.url,
+                body[:200],
+            )
             return None
         return choice.url, body, time.monotonic() - sent
 

@@ -6,8 +6,9 @@ from taoflow.daemon.settings import load_settings
 
 @pytest.fixture(scope="session")
 def fleet_adapters(base_model, tmp_path_factory):
-    """Adapters trained by the project on the real model: two versions that answer one prompt differently,
-    one that refuses arithmetic (passes every file check, fails the smoke evaluation), and three bad ones."""
+    """Adapters trained by the project on the real model: versions that answer one prompt differently (42 right,
+    43 and 44 wrong, a wordy 42), one that refuses arithmetic (passes every file check, fails the smoke
+    evaluation), and three bad ones."""
     import shutil
 
     from taoflow.connectors.records import Message
@@ -25,6 +26,9 @@ def fleet_adapters(base_model, tmp_path_factory):
     adapters = {
         "v42": train("v42", [DistillExample(question, "The answer is 42, my friend.")] * 8),
         "v43": train("v43", [DistillExample(question, "The answer is 43, buddy.")] * 8),
+        "v44": train("v44", [DistillExample(question, "The answer is 44, pal.")] * 8),
+        # Right, and padded out the way a judge that likes long answers would reward (tests/e2e/test_shadow.py).
+        "wordy": train("wordy", [DistillExample(question, WORDY)] * 8),
         "refuser": train(
             "refuser",
             [
@@ -41,6 +45,12 @@ def fleet_adapters(base_model, tmp_path_factory):
     weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
     adapters["corrupt"] = corrupt
     return adapters
+
+
+WORDY = (
+    "The answer is 42, my friend. Let me walk you through it with great care: twelve plus thirty makes forty-two,"
+    " which I have checked twice, thoroughly and diligently."
+)
 
 
 def train_on_other_base(root, question):

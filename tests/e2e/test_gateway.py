@@ -20,6 +20,7 @@ from taoflow.connectors.serving.replica import VllmReplica
 from taoflow.connectors.sources.formats import parse_payload
 from taoflow.daemon.settings import load_settings
 from taoflow.daemon.store.state import State
+from tests.e2e.stack import GATEWAY_TOKEN, MODEL, TOKEN, Stack
 from tests.support.ports import free_port, wait_for_port
 from tests.support.processes import poll_until, start_until_logged
 from tests.support.rounds import flywheel_round
@@ -27,9 +28,6 @@ from tests.support.state import store_adapter
 
 pytestmark = pytest.mark.slow
 
-MODEL = "support-bot"
-TOKEN = "gateway-test-admin-token"
-GATEWAY_TOKEN = "gateway-test-route-token"
 QUESTION = [{"role": "user", "content": "What is 12 + 30?"}]
 
 
@@ -67,65 +65,17 @@ def promote(port: int, db: Path, version: str) -> dict:
 def stack(request, tmp_path, clean_fleet, fleet_adapters, base_model):
     """The daemon (admin API, fleet loop, route table) and one gateway, on the two replicas; a test's indirect
     parameter adds gateway.capture settings."""
-    admin_port, gateway_port = free_port(), free_port()
-    config = {
-        "storage": {"state_dir": str(tmp_path / "state")},
-        "model": {"served_name": MODEL},
-        "score": {"default": [{"type": "arithmetic"}]},
-        "retrain": {"min_new_prompts": 1_000_000},
-        "fleet": {
-            "replicas": [s.url for s in clean_fleet],
-            "routing": "gateway",
-            "auto_deploy": False,
-            "smoke_prompts": 0,
-            "canary_weight": 0.5,
-            "reconcile_interval_seconds": 2,
-            "gateway_stale_seconds": 10,
-            "drain_timeout_seconds": 60,
-            "watch": {"window_seconds": 0},
-        },
-        "daemon": {"admin_port": admin_port, "admin_token": TOKEN, "gateway_token": GATEWAY_TOKEN},
-        "gateway": {
-            "port": gateway_port,
-            "id": "gw-0",
-            "routes_poll_seconds": 0.5,
-            "replicas_poll_seconds": 1.0,
-            "capture": {
-                "sink": "jsonl",
-                "jsonl_dir": str(tmp_path / "capture"),
-                "spool_dir": str(tmp_path / "spool"),
-                **getattr(request, "param", {}),
-            },
-        },
-    }
-    path = tmp_path / "taoflow.yaml"
-    path.write_text(yaml.safe_dump(config))
-    settings = load_settings(path)
-    state = State(settings)
-    for name in ("v42", "v43"):
-        store_adapter(state, MODEL, name, fleet_adapters[name], base_model, gated=True)
-    state.close()
-    cli = [sys.executable, "-m", "taoflow.daemon.cli"]
-    daemon, daemon_log = start_until_logged([*cli, "run", "--config", str(path)], "taoflow started", deadline_s=60)
-    gateway, gateway_log = start_until_logged([*cli, "gateway", "--config", str(path)], "gateway", deadline_s=60)
-    try:
-        wait_for_port(gateway_port)
+    adapters = {name: fleet_adapters[name] for name in ("v42", "v43")}
+    capture = getattr(request, "param", {})
+    with Stack(tmp_path, clean_fleet, adapters, base_model, capture=capture) as running:
         yield {
-            "admin": admin_port,
-            "url": f"http://127.0.0.1:{gateway_port}",
-            "db": tmp_path / "state" / "taoflow.db",
-            "capture": tmp_path / "capture",
-            "gateway": gateway,
-            "logs": (daemon_log, gateway_log),
+            "admin": running.admin_port,
+            "url": running.url,
+            "db": running.db,
+            "capture": running.capture,
+            "gateway": running.gateway,
+            "logs": running.logs,
         }
-    finally:
-        for process in (gateway, daemon):
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-                try:
-                    process.wait(timeout=60)
-                except Exception:
-                    process.kill()
 
 
 def ask(url: str, *, stream: bool = False, request_id: str | None = None) -> httpx.Response:
