@@ -13,6 +13,7 @@ from taoflow.connectors.errors import NothingToTrain
 from taoflow.connectors.protocols import Completion
 from taoflow.connectors.records import Message, PromptRecord, as_chat
 from taoflow.connectors.training.lora import TrainingResult
+from taoflow.daemon.cli.report import round_table
 from taoflow.daemon.round import local_stages
 from taoflow.daemon.round.local_stages import LocalStages
 from taoflow.daemon.round.parts import build_gate_scorers, build_scorers
@@ -228,3 +229,36 @@ def test_a_round_with_nothing_new_to_train_is_never_recorded(tmp_path, trainer):
 
 def _interrupt(self, work, *args):
     raise KeyboardInterrupt  # what SIGINT/SIGTERM do to a process mid-step
+
+
+class PaddingGenerator(ArithmeticGenerator):
+    """Its adapter answers right, padded with words a judge that likes long answers would reward."""
+
+    def generate(self, conversations, sampling, *, adapter=None, progress=None):
+        rows = super().generate(conversations, sampling, adapter=adapter, progress=progress)
+        if sampling.temperature == 0.0 and adapter is not None:
+            pad = " — and I checked it twice, carefully, step by step, so you can rely on it."
+            rows = [[Completion(c.text + pad, c.num_tokens, c.finished) for c in row] for row in rows]
+        return rows
+
+
+def test_the_monitors_block_a_better_scoring_adapter_whose_answers_grew_long(tmp_path, trainer):
+    state = seeded(tmp_path, gate={"monitors": {"min_answers": 2}})
+    record = make_round(state, PaddingGenerator()).run()
+    gate = record.summary.gate
+    assert gate.slices[0].candidate_mean > gate.slices[0].champion_mean  # the scorer is pleased
+    assert not gate.passed and gate.outcome == "monitor" and gate.reason.startswith("monitors: answer_length")
+    assert gate.monitors is not None and gate.monitors.length_ratio > 1.5 and gate.monitors.blocked
+    assert state.registry.get(record.version).state == "rejected"
+    assert "BLOCKED: answer_length" in round_table(record)
+
+
+def test_the_monitors_read_every_gate_and_let_an_honest_adapter_pass(tmp_path, trainer):
+    state = seeded(tmp_path, gate={"monitors": {"min_answers": 2}})
+    record = make_round(state, ArithmeticGenerator()).run()
+    monitors = record.summary.gate.monitors
+    assert record.summary.gate.passed and monitors is not None and not monitors.blocked
+    assert monitors.length_ratio == pytest.approx(1.0, abs=0.5) and monitors.refusal_rate == 0.0
+    (tmp_path / "off").mkdir()
+    off = seeded(tmp_path / "off", gate={"monitors": {"enabled": False}})
+    assert make_round(off, PaddingGenerator()).run().summary.gate.monitors is None
