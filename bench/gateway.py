@@ -28,7 +28,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from bench.lib import cli
+from bench.lib import cli, fleet
 from bench.lib.fleet import MODEL, QUESTION, percentile, replicas, steady_latency, train_adapters
 
 TOKEN = "bench-gateway-admin-token-0123"
@@ -59,34 +59,7 @@ def stream_once(client, url: str, model: str, *, tokens: int = 16) -> tuple[floa
 
 def run_clients(url: str, model: str, clients: int, requests: int) -> tuple[list[float], int]:
     """`requests` streamed requests from `clients` concurrent threads; latencies of the 200s, failures."""
-    import httpx
-
-    latencies: list[float] = []
-    failed = 0
-    lock = threading.Lock()
-    left = [requests]
-
-    def worker() -> None:
-        nonlocal failed
-        with httpx.Client(timeout=300) as client:
-            while True:
-                with lock:
-                    if left[0] == 0:
-                        return
-                    left[0] -= 1
-                seconds, status = stream_once(client, url, model)
-                with lock:
-                    if status == 200:
-                        latencies.append(seconds)
-                    else:
-                        failed += 1
-
-    threads = [threading.Thread(target=worker) for _ in range(clients)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return latencies, failed
+    return fleet.run_clients(lambda client: stream_once(client, url, model), clients, requests)
 
 
 def added_quantiles(gateway_url: str) -> tuple[float, float, int]:

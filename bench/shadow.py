@@ -8,7 +8,7 @@ Two real vLLM CPU servers (.venv-vllm, one core each), two adapters trained here
 on both replicas, the candidate v2 on the first, as a deploy's canary loads it), the real daemon (`taoflow run`: the
 route table, the shadow pairs) and a `taoflow gateway` process. The shadow is switched on and off through the
 daemon's store (store/shadows.py), exactly what a deploy's shadow step writes, so both phases run on one warm
-fleet. Reported per budget (the default: max_concurrent 4, max_share 0.5; and a tight one: max_concurrent 1):
+fleet. Reported per budget (the default: max_concurrent 1, max_share 0.5; and a loose one: max_concurrent 4):
 client p50/p99 of non-streamed chat completions (24 tokens) with the shadow off and on and their ratio (target:
 p99 within 5 %), mirrors sent, skipped by the budget, and the pairs the daemon kept.
 """
@@ -20,53 +20,33 @@ import re
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
-from bench.lib import cli
+from bench.lib import cli, fleet
 from bench.lib.fleet import MODEL, QUESTION, percentile, replicas, train_adapters
 
 TOKEN = "bench-shadow-admin-token-012345"
 GATEWAY_TOKEN = "bench-shadow-route-token-012345"
-BUDGETS = {"default": {"max_concurrent": 4, "max_share": 0.5}, "tight": {"max_concurrent": 1, "max_share": 0.5}}
+#: The default budget (fleet.shadow), and a looser one.
+BUDGETS = {"default": {"max_concurrent": 1, "max_share": 0.5}, "loose": {"max_concurrent": 4, "max_share": 0.5}}
 
 
 def run_clients(url: str, clients: int, requests: int) -> tuple[list[float], int]:
-    """`requests` chat completions from `clients` concurrent threads; latencies of the 200s, failures."""
+    """`requests` chat completions of 24 tokens from `clients` concurrent threads; latencies of the 200s, failures."""
     import httpx
 
-    latencies: list[float] = []
-    failed = 0
-    lock = threading.Lock()
-    left = [requests]
     body = {"model": MODEL, "messages": QUESTION, "max_tokens": 24, "min_tokens": 24, "temperature": 0}
 
-    def worker() -> None:
-        nonlocal failed
-        with httpx.Client(timeout=300) as client:
-            while True:
-                with lock:
-                    if left[0] == 0:
-                        return
-                    left[0] -= 1
-                started = time.monotonic()
-                try:
-                    status = client.post(url + "/v1/chat/completions", json=body).status_code
-                except httpx.HTTPError:
-                    status = 0
-                with lock:
-                    if status == 200:
-                        latencies.append(time.monotonic() - started)
-                    else:
-                        failed += 1
+    def ask(client: httpx.Client) -> tuple[float, int]:
+        started = time.monotonic()
+        try:
+            status = client.post(url + "/v1/chat/completions", json=body).status_code
+        except httpx.HTTPError:
+            status = 0
+        return time.monotonic() - started, status
 
-    threads = [threading.Thread(target=worker) for _ in range(clients)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return latencies, failed
+    return fleet.run_clients(ask, clients, requests)
 
 
 def shadow_counts(gateway_url: str) -> dict[str, float]:
@@ -78,9 +58,9 @@ def shadow_counts(gateway_url: str) -> dict[str, float]:
 
 def main(argv: list[str] | None = None) -> None:
     parser = cli.parser(__doc__)
-    parser.add_argument("--requests", type=int, default=48, help="requests per phase")
+    parser.add_argument("--requests", type=int, default=64, help="requests per phase")
     parser.add_argument("--clients", type=int, default=4, help="concurrent clients")
-    parser.add_argument("--rounds", type=int, default=2, help="off/on phase pairs per budget")
+    parser.add_argument("--rounds", type=int, default=3, help="off/on phase pairs per budget")
     parser.add_argument("--replicas", help="comma-separated URLs of two running vLLM servers of the base model")
     parser.add_argument("--adapter-epochs", type=float, default=6.0, help="training of the two adapters")
     args = cli.parse(parser, argv, smoke={"requests": 4, "clients": 2, "rounds": 1, "adapter_epochs": 1.0})

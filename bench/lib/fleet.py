@@ -6,11 +6,12 @@ from __future__ import annotations
 import statistics
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
-__all__ = ["MODEL", "QUESTION", "Load", "percentile", "replicas", "steady_latency", "train_adapters"]
+__all__ = ["MODEL", "QUESTION", "Load", "percentile", "replicas", "run_clients", "steady_latency", "train_adapters"]
 
 MODEL = "support-bot"
 QUESTION = [{"role": "user", "content": "What is 12 + 30?"}]
@@ -62,6 +63,39 @@ class Load:
         self._stop.set()
         for thread in self._threads:
             thread.join()
+
+
+def run_clients(ask: Callable[[Any], tuple[float, int]], clients: int, requests: int) -> tuple[list[float], int]:
+    """`requests` calls of `ask(client)` (its latency and status) from `clients` concurrent threads, each with an
+    httpx client of its own; the latencies of the 200s, and how many failed."""
+    import httpx
+
+    latencies: list[float] = []
+    failed = 0
+    lock = threading.Lock()
+    left = [requests]
+
+    def worker() -> None:
+        nonlocal failed
+        with httpx.Client(timeout=300) as client:
+            while True:
+                with lock:
+                    if left[0] == 0:
+                        return
+                    left[0] -= 1
+                seconds, status = ask(client)
+                with lock:
+                    if status == 200:
+                        latencies.append(seconds)
+                    else:
+                        failed += 1
+
+    threads = [threading.Thread(target=worker) for _ in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return latencies, failed
 
 
 def steady_latency(url: str, requests: int = 10) -> float:

@@ -38,8 +38,9 @@ class ShadowSettings(Section):
     """Shadow every promote deploy between the canary's load and its smoke evaluation."""
     rate: float = Field(0.1, gt=0.0, le=1.0)
     """Share of the stable name's requests each gateway mirrors to the candidate (sampled by request id)."""
-    max_concurrent: int = Field(4, ge=1)
-    """Mirrored requests in flight at once per gateway; a request past it is not mirrored (counted)."""
+    max_concurrent: int = Field(1, ge=1)
+    """Mirrored requests in flight at once per gateway; a request past it is not mirrored (counted). The candidate
+    shares the replicas' compute: 1 left clients' latency as it was on CPU replicas, 4 did not (bench/shadow.py)."""
     max_share: float = Field(0.5, gt=0.0, le=1.0)
     """Mirrored requests may be at most this share of what a gateway has in flight on the replicas (client
     requests and mirrors): shadow traffic never takes more of the replicas' capacity (counted when it would)."""

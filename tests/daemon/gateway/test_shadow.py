@@ -23,13 +23,17 @@ def shadowing(service, *, max_concurrent: int = 8, max_share: float = 1.0, deplo
     return shadows
 
 
+def shadow_gateway(tmp_path, replicas, daemon_url: str, *, routes_poll_seconds: float = 0.1):
+    """The gateway, reporting to the daemon's admin API with the gateway token."""
+    daemon = {"gateway_token": GATEWAY}
+    return gateway(tmp_path, replicas, daemon=daemon, daemon_url=daemon_url, routes_poll_seconds=routes_poll_seconds)
+
+
 def test_mirrored_answers_reach_the_daemon_as_pairs_and_never_a_client(tmp_path):
     with (
         daemon_admin(tmp_path) as (service, daemon_url),
         StandInReplica({"v1", "v2"}) as replica,
-        gateway(
-            tmp_path, [replica], daemon={"gateway_token": GATEWAY}, daemon_url=daemon_url, routes_poll_seconds=0.1
-        ) as (app, url),
+        shadow_gateway(tmp_path, [replica], daemon_url) as (app, url),
     ):
         shadows = shadowing(service)
         poll_until(lambda: app.router.shadows, deadline_s=10, message="the gateway reads the shadow")
@@ -57,13 +61,7 @@ def test_a_slow_candidate_neither_slows_clients_nor_exceeds_its_concurrency(tmp_
         daemon_admin(tmp_path) as (service, daemon_url),
         StandInReplica({"v1"}) as champion,
         StandInReplica({"v2"}, delay_s=2.0) as candidate,
-        gateway(
-            tmp_path,
-            [champion, candidate],
-            daemon={"gateway_token": GATEWAY},
-            daemon_url=daemon_url,
-            routes_poll_seconds=0.1,
-        ) as (app, url),
+        shadow_gateway(tmp_path, [champion, candidate], daemon_url) as (app, url),
         ThreadPoolExecutor(6) as pool,
     ):
         shadows = shadowing(service, max_concurrent=2)
@@ -85,9 +83,7 @@ def test_mirrors_stay_within_their_share_of_the_replicas(tmp_path):
     with (
         daemon_admin(tmp_path) as (service, daemon_url),
         StandInReplica({"v1", "v2"}, delay_s=0.5) as replica,
-        gateway(
-            tmp_path, [replica], daemon={"gateway_token": GATEWAY}, daemon_url=daemon_url, routes_poll_seconds=0.1
-        ) as (app, url),
+        shadow_gateway(tmp_path, [replica], daemon_url) as (app, url),
         ThreadPoolExecutor(8) as pool,
     ):
         shadowing(service, max_share=0.25)
@@ -105,9 +101,7 @@ def test_pairs_of_a_deploy_that_stopped_shadowing_are_refused_and_dropped(tmp_pa
     with (
         daemon_admin(tmp_path) as (service, daemon_url),
         StandInReplica({"v1", "v2"}) as replica,
-        gateway(
-            tmp_path, [replica], daemon={"gateway_token": GATEWAY}, daemon_url=daemon_url, routes_poll_seconds=3600
-        ) as (app, url),
+        shadow_gateway(tmp_path, [replica], daemon_url, routes_poll_seconds=3600) as (app, url),
     ):
         shadows = shadowing(service)
         app.router.apply(RouteStore(service.state.db).table().as_dict())  # read once; then the shadow ends
