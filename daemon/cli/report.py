@@ -122,6 +122,11 @@ def gate_table(slices: Sequence[SliceSummary], against: str) -> str:
     return table(["task", "held-out", f"before ({against})", "after", "change", "changed", "unscored"], rows)
 
 
+def _calibrated(r: ScorerReport) -> str:
+    c = r.calibration
+    return "-" if c is None else f"{c.threshold:.2f} ({c.balanced_accuracy:.0%})"
+
+
 def scorer_check_table(source: str, prompts: int, reports: Sequence[ScorerReport]) -> str:
     def num(value: float | None, fmt: str = "+.2f") -> str:
         return "-" if value is None else format(value, fmt)
@@ -137,18 +142,23 @@ def scorer_check_table(source: str, prompts: int, reports: Sequence[ScorerReport
             num(r.length_correlation),
             " ".join(num(m, ".2f") for m in r.position_means) or "-",
             f"{r.flat_prompts}/{r.prompts}" + (" SATURATED" if r.saturated else ""),
+            _calibrated(r),
         ]
         for r in reports
     ]
     headers = [
         "task", "scorer", "scored", "mean", "rank corr.", "pairs agreed", "length corr.", "by position", "all alike",
+        "threshold",
     ]  # fmt: skip
     notes = (
         "rank corr. and pairs agreed: against the reference (golden labels, or the task's verifier); length corr.: "
         "score against answer length (a scorer that likes long answers shows it); by position: a relative judge's "
         "mean score for each position it was shown; all alike: prompts whose candidates it scored all the same "
         "(SATURATED: nearly all of them, so it gives a round almost nothing to learn from, whatever it agrees with; "
-        "a relative judge over the group, a stricter rubric, or a verifier checked on golden labels would)."
+        "a relative judge over the group, a stricter rubric, or a verifier checked on golden labels would); "
+        "threshold: the score at which it best tells the answers the reference calls good (0.5 or more) from the "
+        "rest, and how often it then agrees (balanced accuracy) — set train.score_threshold from it before a "
+        "judge drives training."
     )
     return f"{prompts} prompts from {source}\n\n" + table(headers, rows) + "\n\n" + notes
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from taoflow.policies.selection import ScoreShape, score_shape
 
-__all__ = ["ScorerReport", "pairwise_accuracy", "report", "spearman"]
+__all__ = ["Calibration", "ScorerReport", "calibrate", "pairwise_accuracy", "report", "spearman"]
 
 #: Per prompt, the scores one scorer gave its candidates (None: unscored), in the candidates' order.
 Groups = Sequence[Sequence[float | None]]
@@ -35,11 +35,47 @@ class ScorerReport:
     position_means: tuple[float | None, ...] = ()
     prompts: int = 0
     flat_prompts: int = 0  # prompts whose candidates it scored all alike
+    calibration: Calibration | None = None  # the threshold that best tells the reference's good answers from bad
 
     @property
     def saturated(self) -> bool:
         """It scores nearly every prompt's candidates alike: no signal to learn from, whatever its mean."""
         return ScoreShape("", (), self.flat_prompts, self.prompts).saturated
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Where a scorer's scores best split the answers the reference calls good (at least `good_at`) from the rest:
+    the threshold a round's selection should use with it, and how often that split agrees with the reference
+    (balanced accuracy: the mean of the shares of good and of bad answers it puts on the right side)."""
+
+    threshold: float
+    balanced_accuracy: float
+    good: int
+    bad: int
+
+
+def calibrate(scores: Groups, reference: Groups, *, good_at: float = 0.5) -> Calibration | None:
+    """The threshold `t` (one of the scorer's own scores) for which "score >= t" agrees best with the reference's
+    "label >= good_at"; the highest such `t` on a tie (the stricter bar). None without good and bad answers both."""
+    both = [
+        (v, t >= good_at)
+        for g, r in zip(scores, reference, strict=True)
+        for v, t in zip(g, r, strict=True)
+        if v is not None and t is not None
+    ]
+    good = sum(1 for _, ok in both if ok)
+    bad = len(both) - good
+    if not good or not bad:
+        return None
+    best: Calibration | None = None
+    for threshold in sorted({v for v, _ in both}, reverse=True):
+        passed_good = sum(1 for v, ok in both if ok and v >= threshold)
+        failed_bad = sum(1 for v, ok in both if not ok and v < threshold)
+        accuracy = (passed_good / good + failed_bad / bad) / 2
+        if best is None or accuracy > best.balanced_accuracy:
+            best = Calibration(threshold, accuracy, good, bad)
+    return best
 
 
 def spearman(xs: Sequence[float], ys: Sequence[float]) -> float | None:
@@ -84,8 +120,9 @@ def report(
     values = [v for v in flat if v is not None]
     with_length = [(v, n) for g, ns in zip(scores, lengths, strict=True) for v, n in zip(g, ns, strict=True)]
     length_rho = spearman([v for v, _ in with_length if v is not None], [n for v, n in with_length if v is not None])
-    rho, accuracy, pairs = None, None, 0
+    rho, accuracy, pairs, calibration = None, None, 0, None
     if reference is not None:
+        calibration = calibrate(scores, reference)
         both = [
             (v, t)
             for g, r in zip(scores, reference, strict=True)
@@ -108,6 +145,7 @@ def report(
         position_means=tuple(position_means),
         prompts=shape.prompts,
         flat_prompts=shape.flat,
+        calibration=calibration,
     )
 
 

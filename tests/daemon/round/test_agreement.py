@@ -9,7 +9,7 @@ from taoflow.connectors.protocols import Completion
 from taoflow.connectors.records import Message, PromptRecord
 from taoflow.daemon.cli import main
 from taoflow.daemon.cli.report import scorer_check_table
-from taoflow.daemon.round.agreement import pairwise_accuracy, report, spearman
+from taoflow.daemon.round.agreement import calibrate, pairwise_accuracy, report, spearman
 from taoflow.daemon.settings import load_settings
 from taoflow.daemon.store.round_files import RoundPrompts
 from taoflow.daemon.store.rounds import RoundStore
@@ -116,7 +116,32 @@ def test_scorers_check_on_a_golden_set(config, tmp_path, capsys):
     out = {r["scorer"]: r for r in json.loads(capsys.readouterr().out)["scorers"]}
     assert out["arithmetic"]["pairwise_accuracy"] == 1.0 and out["arithmetic"]["pairs"] == 5
     assert out["length"]["pairwise_accuracy"] == 0.5  # both answers short: a tie on every pair
+    assert out["arithmetic"]["calibration"] == {"threshold": 1.0, "balanced_accuracy": 1.0, "good": 5, "bad": 5}
     assert "golden labels" in out
     golden.write_text('{"task": "math", "messages": [{"role": "user", "content": "q"}]}\n')
     assert main(["scorers", "check", "--config", str(config), "--golden", str(golden)]) == 2
     assert "rows need messages and candidates" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("scores", "reference", "threshold", "accuracy"),
+    [
+        # A judge whose 7s and up are the good answers: calibrated at 0.7, agreeing every time.
+        ([[0.9, 0.7, 0.3], [0.8, 0.2, 0.1]], [[1, 1, 0], [1, 0, 0]], 0.7, 1.0),
+        # A saturated judge (10/10 for all): one threshold, no better than chance.
+        ([[1.0, 1.0, 1.0], [1.0, 1.0, 1.0]], [[1, 0, 0], [1, 0, 1]], 1.0, 0.5),
+        # Inverted: the best split still is chance (all pass), never a threshold that flips its meaning.
+        ([[0.1, 0.9], [0.2, 0.8]], [[1, 0], [1, 0]], 0.1, 0.5),
+        # One good answer scored low: letting it through lets a bad one through too; on the tie, the stricter bar.
+        ([[0.9, 0.4, 0.5], [0.95, 0.1, 0.2]], [[1, 1, 0], [1, 0, 0]], 0.9, 5 / 6),
+    ],
+)
+def test_a_judge_is_calibrated_on_golden_labels(scores, reference, threshold, accuracy):
+    calibration = calibrate(scores, reference)
+    assert calibration is not None
+    assert calibration.threshold == threshold and calibration.balanced_accuracy == pytest.approx(accuracy)
+
+
+def test_no_calibration_without_good_and_bad_answers_both():
+    assert calibrate([[0.9, 0.1]], [[1, 1]]) is None
+    assert calibrate([[None, 0.1]], [[1, 0]]) is None
