@@ -1,7 +1,7 @@
 """Label-free rounds against supervised fine-tuning on gold answers, on the demo tasks, in one run.
 
-    .venv/bin/python -m bench.versus_supervised [--tasks arithmetic json_extract] [--labeled 32] [--rounds 3]
-                                                  [--factor 4] [--heldout 48] [--seeds 1 2 3]
+    .venv/bin/python -m bench.versus_supervised [--tasks arithmetic json_extract capitals] [--labeled 32] [--rounds 3]
+                                                  [--factor 4] [--wide-rounds 3] [--heldout 48] [--seeds 1 2 3]
                                                   [--lrs 3e-4 1e-3 3e-3] [--set train.objective=dpo ...]
 
 Per task and seed, from the same base model:
@@ -10,11 +10,18 @@ Per task and seed, from the same base model:
 - taoflow, no labels, on the same L prompts: one round, then rounds 2..K (`--rounds`) on the same state: the
   flywheel as it runs, each round's adapter continuing the champion's, the prompts no candidate solved retried
   (`generate.retry_unsolved`), the gate deciding what is served;
-- taoflow, no labels, one round on factor x L prompts (`--factor`): unlabeled prompts are the cheap resource.
+- taoflow, no labels, on factor x L prompts (`--factor`): unlabeled prompts are the cheap resource; rounds 1..W
+  (`--wide-rounds`) on that state as above.
+- a judged task only: one wide round under taoflow's default scorer, self-consistency (the majority answer as the
+  pseudo-label) instead of the judge (`consensus`); its gate cannot score a single greedy answer by agreement, so
+  the round's adapter is measured beside the champion ("trained, ungated").
 The taoflow sides run `taoflow round` with the settings' defaults (the recipe under test, the gate's included, on
 the validation prompts; `--set` overrides any of it), only the round's size, answer length and seeds set here;
 each is measured by the champion after its rounds: what the fleet would serve. One evaluator judges every adapter
 and the base model: greedy `evaluate` with the task's verifiers on the same held-out prompts no side trained on.
+The judged task (capitals: short factual answers) is the one no program in a round can check: its rounds score
+with an LLM judge only (the same small model on a vLLM CPU server, relative: a prompt's candidates in one call), its
+gate too, and the evaluator's checker reads a table no round sees.
 Each figure is the median over `--seeds` (prompts drawn, sampling and training seeded by it). Tuning compute:
 candidate tokens generated and tokens the trainer fed the model (the supervised side: its whole sweep). Writes
 docs/versus_supervised.csv and docs/versus_supervised.png (matplotlib).
@@ -23,6 +30,7 @@ docs/versus_supervised.csv and docs/versus_supervised.png (matplotlib).
 from __future__ import annotations
 
 import csv
+import json
 import random
 import statistics
 import subprocess
@@ -80,15 +88,17 @@ def merge(base: dict, extra: dict) -> dict:
     return out
 
 
-def round_config(work: Path, name: str, task, *, prompts: int, seed: int, tokens: int, overrides: dict) -> Path:
+def round_config(
+    work: Path, name: str, task, *, prompts: int, seed: int, tokens: int, overrides: dict, scorers: list | None
+) -> Path:
     """A taoflow side: the settings' defaults (the gate's too, on the validation prompts as its held-out set) but
-    for the round's size, answer length and seeds."""
+    for the round's size, answer length and seeds. A judged task's rounds score with its judge only."""
     data = {
         "model": {"served_name": "bench"},
         "storage": {"state_dir": str(work / name)},
         "ingest": {"heldout_fraction": 0.0},
         "generate": {"max_prompts": prompts, "max_new_tokens": tokens, "seed": seed},
-        "score": {"tasks": {task.name: task.verifier}},
+        "score": {"tasks": {task.name: scorers} if scorers is not None else {}},
         "train": {"seed": seed},
         "gate": {"max_new_tokens": tokens},
     }
@@ -123,6 +133,7 @@ def run_round(path: Path, after: int = 0) -> dict | None:
             "status": latest.status,
             "promoted": bool(s.gate and s.gate.promoted),
             "adapter": state.store.fetch(champion) if champion else None,
+            "trained": state.store.fetch(s.register.version) if s.register else None,
             "examples": s.train.examples if s.train else 0,
             "prompts": s.prepare.prompts if s.prepare else 0,
             "candidate_tokens": s.generate.tokens if s.generate else 0,
@@ -164,11 +175,22 @@ def supervised(task, base: Path, problems, validation, lrs, seed: int, work: Pat
     }
 
 
-def run_seed(task, args, seed: int, work: Path, base: Path, judge, heldout) -> list[dict]:
+def split(task, args) -> tuple[list, list, list]:
+    """The task's problems as held-out (the evaluator's), validation (the sweep's and the gate's) and the pool the
+    sides train on, at the task's `layout` (where each starts)."""
     problems = task.problems(random.Random(11))
-    validation = [record(task, 800_000 + i, p) for i, p in enumerate(problems[300 : 300 + args.validation])]
-    gate_problems = problems[300 : 300 + args.validation]
-    pool = problems[400:]
+    at_heldout, at_validation, at_pool = getattr(task, "layout", (200, 300, 400))
+    return (
+        problems[at_heldout : at_heldout + args.heldout],
+        problems[at_validation : at_validation + args.validation],
+        problems[at_pool:],
+    )
+
+
+def run_seed(task, args, seed: int, work: Path, base: Path, judge, heldout) -> list[dict]:
+    _, gate_problems, pool = split(task, args)
+    validation = [record(task, 800_000 + i, p) for i, p in enumerate(gate_problems)]
+    pool = list(pool)
     random.Random(seed).shuffle(pool)
     labeled, unlabeled = pool[: args.labeled], pool[: args.labeled * args.factor]
     overrides = parse_overrides(args.set)
@@ -179,35 +201,41 @@ def run_seed(task, args, seed: int, work: Path, base: Path, judge, heldout) -> l
         sft = supervised(task, base, labeled, validation, args.lrs, seed, work / f"sft-s{seed}", judge)
         runs.append({"side": "supervised", **sft})
 
-    tokens = args.answer_tokens
-    path = round_config(
-        work, f"flywheel-s{seed}", task, prompts=args.labeled, seed=seed, tokens=tokens, overrides=overrides
-    )
-    add_prompts(path, task, labeled, 10_000, gate_problems)
-    rounds = args.rounds if "flywheel" in args.sides else 0
-    spent = {"candidate_tokens": 0, "training_tokens": 0, "seconds": 0.0, "examples": 0}
-    after = 0
-    for r in range(1, rounds + 1):
-        print(f"== {task.name} seed {seed}: taoflow round {r} on the {len(labeled)} prompts", flush=True)
-        found = run_round(path, after)
-        if found is None:
-            print("   nothing left to try", flush=True)
-            break
-        after = found["id"]
-        for key in spent:
-            spent[key] += found[key]
-        side = f"taoflow {r} round{'s' if r > 1 else ''}"
-        runs.append({"side": side, **found, **spent, "rounds": r, "prompts": len(labeled)})
-
-    if "wide" in args.sides:
-        print(f"== {task.name} seed {seed}: taoflow one round on {len(unlabeled)} prompts", flush=True)
+    def flywheel(name: str, problems: list, rounds: int, label, scorers, *, ungated: bool = False) -> None:
+        """Rounds 1..`rounds` on one state over `problems`, a row after each (`label(r)` names it)."""
         path = round_config(
-            work, f"wide-s{seed}", task, prompts=len(unlabeled), seed=seed, tokens=tokens, overrides=overrides
-        )
-        add_prompts(path, task, unlabeled, 20_000, gate_problems)
-        found = run_round(path)
-        if found is not None:
-            runs.append({"side": f"taoflow {args.factor}x prompts", **found, "rounds": 1, "prompts": len(unlabeled)})
+            work, f"{name}-s{seed}", task, prompts=len(problems), seed=seed, tokens=args.answer_tokens,
+            overrides=overrides, scorers=scorers,
+        )  # fmt: skip
+        add_prompts(path, task, problems, 10_000, gate_problems)
+        spent = {"candidate_tokens": 0, "training_tokens": 0, "seconds": 0.0, "examples": 0}
+        after = 0
+        for r in range(1, rounds + 1):
+            print(f"== {task.name} seed {seed}: {label(r)}, round {r} on {len(problems)} prompts", flush=True)
+            found = run_round(path, after)
+            if found is None:
+                print("   nothing left to try", flush=True)
+                break
+            after = found["id"]
+            for key in spent:
+                spent[key] += found[key]
+            runs.append({"side": label(r), **found, **spent, "rounds": r, "prompts": len(problems)})
+            if ungated and found["trained"] is not None:  # what the round trained, had its gate let it through
+                row = {**found, **spent, "adapter": found["trained"], "rounds": r, "prompts": len(problems)}
+                runs.append({**row, "side": f"{label(r)} (trained, ungated)", "promoted": False})
+
+    def named(prefix: str):
+        return lambda r: prefix + (f", {r} rounds" if r > 1 else "")
+
+    if "flywheel" in args.sides:
+        flywheel("flywheel", labeled, args.rounds, lambda r: f"taoflow {r} round{'s' if r > 1 else ''}", task.training)
+    if "wide" in args.sides:
+        flywheel("wide", unlabeled, args.wide_rounds, named(f"taoflow {args.factor}x prompts"), task.training)
+    if "consensus" in args.sides and task.training != task.verifier:
+        # No scorer named for the task: taoflow's default, self-consistency (the majority answer of the candidates
+        # as the pseudo-label: consensus, as test-time RL rewards prompts no verifier checks). The gate cannot
+        # score one greedy answer by agreement, so it promotes nothing: one round, and its adapter measured too.
+        flywheel("consensus", unlabeled, 1, named(f"taoflow consensus, {args.factor}x prompts"), None, ungated=True)
 
     for run in runs:
         run["heldout_score"] = judge(heldout, run["adapter"])  # no champion yet: the base model
@@ -224,10 +252,64 @@ def run_task(task, args, work: Path) -> list[dict]:
         score={"tasks": {task.name: task.verifier}, "sandbox": {"enabled": False}},
     )
     base = resolve_model(eval_settings).path
+    task.training = task.verifier
+    server = None
+    if getattr(task, "judged", False):  # the judge: the same small model, served by a vLLM CPU server
+        from tests.support.servers import VllmServer
+
+        url = args.judge_url
+        if url is None:
+            server = VllmServer(base, work / "judge-server", core=1)
+            try:
+                server.start()
+                server.wait_healthy()
+            except BaseException:
+                server.stop()
+                raise
+            url = server.url
+        task.training = task.judge(url, str(base))
+        task.calibration = calibrate_judge(task, args, work)
+    try:
+        return measure_task(task, args, work, base, eval_settings)
+    finally:
+        if server is not None:
+            server.stop()
+
+
+def calibrate_judge(task, args, work: Path) -> dict:
+    """The judge checked before it drives training, as a user would: `taoflow scorers check --golden` on the
+    validation prompts, each with its right answer (label 1) and a wrong one (label 0)."""
+    rng = random.Random(5)
+    rows = [
+        {
+            "task": task.name,
+            "messages": [{"role": "user", "content": task.prompt(p)}],
+            "candidates": [{"text": task.right(p), "label": 1.0}, {"text": task.wrong(p, rng), "label": 0.0}],
+        }
+        for p in split(task, args)[1]
+    ]
+    golden = work / "golden.jsonl"
+    golden.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    path = round_config(
+        work, "calibration", task, prompts=1, seed=0, tokens=args.answer_tokens, overrides={}, scorers=task.training
+    )
+    command = [str(TAOFLOW), "scorers", "check", "--config", str(path), "--golden", str(golden), "-o", "json"]
+    out = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+    (found,) = [r for r in json.loads(out)["scorers"] if r["task"] == task.name and r["scorer"] == "judge"]
+    calibration = found.get("calibration") or {}
+    print(
+        f"   judge on {len(rows)} golden prompts (a right and a wrong answer each): pairs agreed "
+        f"{found.get('pairwise_accuracy')}, mean {found.get('mean')}, threshold {calibration.get('threshold')} at "
+        f"balanced accuracy {calibration.get('balanced_accuracy')}",
+        flush=True,
+    )
+    return found
+
+
+def measure_task(task, args, work: Path, base: Path, eval_settings) -> list[dict]:
     generator = TransformersGenerator(base, batch_rows=96)
     scorers = build_scorers(eval_settings)
-    problems = task.problems(random.Random(11))
-    heldout = [record(task, 700_000 + i, p) for i, p in enumerate(problems[200 : 200 + args.heldout])]
+    heldout = [record(task, 700_000 + i, p) for i, p in enumerate(split(task, args)[0])]
 
     def judge(records, adapter: Path | None) -> float:
         return evaluate(generator, records, scorers, adapter=adapter, max_new_tokens=args.answer_tokens).mean(task.name)
@@ -308,17 +390,24 @@ def plot(summary: list[dict], path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = cli.parser(__doc__)
-    parser.add_argument("--tasks", choices=sorted(TASKS), nargs="*", default=["arithmetic", "json_extract"])
+    parser.add_argument("--tasks", choices=sorted(TASKS), nargs="*", default=["arithmetic", "json_extract", "capitals"])
     parser.add_argument("--labeled", type=int, default=32, help="L: the labeled prompts (and the flywheel's)")
     parser.add_argument("--rounds", type=int, default=3, help="K: successive rounds on the L prompts")
-    parser.add_argument("--factor", type=int, default=4, help="the wide round's prompts: factor x L")
+    parser.add_argument("--factor", type=int, default=4, help="the wide rounds' prompts: factor x L")
+    parser.add_argument("--wide-rounds", type=int, default=3, help="successive rounds on the factor x L prompts")
     parser.add_argument("--heldout", type=int, default=48)
     parser.add_argument("--validation", type=int, default=64, help="the learning-rate sweep's and the gate's prompts")
     parser.add_argument("--seeds", type=int, nargs="*", default=[1, 2, 3])
     parser.add_argument("--lrs", type=float, nargs="*", default=[3e-4, 1e-3, 3e-3])
     parser.add_argument(
-        "--sides", nargs="*", choices=["supervised", "flywheel", "wide"], default=["supervised", "flywheel", "wide"]
+        "--sides",
+        nargs="*",
+        choices=["supervised", "flywheel", "wide", "consensus"],
+        default=["supervised", "flywheel", "wide", "consensus"],
+        help="consensus: a judged task's rounds under taoflow's default scorer (self-consistency) instead of its judge",
     )
+    parser.add_argument("--judge-url", help="a judged task's judge: a running server of the base model (default: "
+                        "a vLLM CPU server started here)")  # fmt: skip
     parser.add_argument("--set", action="append", default=[], help="a settings override for the taoflow sides")
     parser.add_argument("--out", type=Path, default=ROOT / "docs")
     parser.add_argument("--replot", type=Path, help="only summarise and plot again from this csv")
@@ -328,10 +417,11 @@ def main(argv: list[str] | None = None) -> None:
         parser,
         argv,
         smoke={
-            "tasks": ["json_extract"],  # the base model solves some of these at any size: the rounds train
+            "tasks": ["capitals"],  # every path: the judge, its calibration, and consensus rounds that train
             "labeled": 6,
             "rounds": 2,
             "factor": 2,
+            "wide_rounds": 1,
             "heldout": 4,
             "validation": 4,
             "seeds": [1],

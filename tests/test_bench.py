@@ -18,7 +18,13 @@ ROOT = Path(__file__).resolve().parent.parent
 RUN_BY_A_TEST = {"chaos": ROOT / "tests" / "e2e" / "test_chaos.py"}
 BENCHES = sorted(p.stem for p in (ROOT / "bench").glob("*.py") if p.stem not in ("__init__", *RUN_BY_A_TEST))
 #: Benchmarks that serve through vLLM servers, and how each is told to use running ones.
-ON_THE_FLEET = {"swap": "--replicas", "gateway": "--replicas", "shadow": "--replicas", "scoring": "--judge-url"}
+ON_THE_FLEET = {
+    "swap": "--replicas",
+    "gateway": "--replicas",
+    "shadow": "--replicas",
+    "scoring": "--judge-url",
+    "versus_supervised": "--judge-url",
+}
 
 
 def test_the_benchmarks_are_found():
