@@ -223,8 +223,8 @@ def advice(stats: dict[str, dict[str, Any]], selection: Selection) -> list[str]:
             lines.append(
                 f"{task}: the candidates of {t['flat_prompts']} of {prompts} prompts all scored alike (mean "
                 f"{t['mean']}): its scorers cannot tell this model's answers apart, so they carry almost no signal "
-                "to learn from; a judge comparing the group's answers (relative), a stricter rubric, or a verifier "
-                "checked on a few golden labels would"
+                "to learn from; a judge comparing the group's answers (relative), a stricter rubric, a stronger "
+                "judge model (calibrated first: taoflow scorers check --golden), or a verifier would"
             )
         elif other is not None and kept < 0.25 * prompts and other >= max(2 * kept, kept + 4):
             levels = ", ".join(f"{v:g}" for v in t["score_levels"]) or t["score_kind"]
