@@ -141,7 +141,13 @@ def decide_gate(
         return GateDecision(passed, reason, outcome, n, cand, champ, tuple(slices), tuple(golden), noise)
 
     if n < policy.min_samples:
-        return decision(False, "too_few_samples", f"{n} held-out prompts < min_samples {policy.min_samples}")
+        reason = f"{n} held-out prompts < min_samples {policy.min_samples}"
+        if left_out := sum(s.left_out for s in slices):
+            reason += (
+                f" ({left_out} left out: no score for an answer on one side or both; a scorer that votes among"
+                " several answers, self-consistency, cannot score the gate's one greedy answer: set gate.scorers)"
+            )
+        return decision(False, "too_few_samples", reason)
     for label, group in (("held-out", slices), ("golden", golden)):
         worst = _worst(group, policy)
         if worst is not None and -worst.delta > policy.max_slice_regression:

@@ -119,3 +119,12 @@ def test_the_noise_check_is_deterministic_and_needs_paired_deltas():
     assert a.lower < sum(deltas) / len(deltas) < a.upper
     with pytest.raises(ValueError, match="paired delta"):
         decide_gate([s("a", 20, 0.9, 0.1)], NOISY)
+
+
+def test_too_few_samples_says_when_answers_went_unscored_and_what_scores_the_gate():
+    unscored = SliceScores(task="facts", n=0, candidate_mean=0.0, champion_mean=0.0, left_out=32)
+    decision = decide_gate([unscored], GatePolicy())
+    assert decision.outcome == "too_few_samples" and "32 left out" in decision.reason
+    assert "set gate.scorers" in decision.reason
+    plain = decide_gate([SliceScores(task="facts", n=3, candidate_mean=1.0, champion_mean=0.0)], GatePolicy())
+    assert "left out" not in plain.reason
