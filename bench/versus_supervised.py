@@ -268,8 +268,9 @@ def run_task(task, args, work: Path) -> list[dict]:
                 raise
             url = server.url
         task.training = task.judge(url, str(base))
-        task.calibration = calibrate_judge(task, args, work)
     try:
+        if getattr(task, "judged", False):
+            calibrate_judge(task, args, work)
         return measure_task(task, args, work, base, eval_settings)
     finally:
         if server is not None:
