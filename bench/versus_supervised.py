@@ -378,7 +378,8 @@ def plot(summary: list[dict], path: Path) -> None:
         supervised_score = next((r["score"] for r in mine if r["side"] == "supervised"), None)
         if supervised_score is not None:
             ax.axhline(100 * supervised_score, color="tab:orange", linestyle=":", label="supervised (gold answers)")
-        ax.set_xticks(range(len(mine)), [n.replace("taoflow ", "taoflow\n") for n in names], fontsize=8)
+        labels = [n.replace("taoflow ", "taoflow\n").replace(", ", ",\n").replace(" (", "\n(") for n in names]
+        ax.set_xticks(range(len(mine)), labels, fontsize=7)
         ax.set_ylabel("held-out score, % (greedy, one evaluator)")
         ax.set_title(f"{task}: median of {mine[0]['runs']} seeds (bars: range)", fontsize=10)
         ax.set_ylim(0, 105)
@@ -456,7 +457,7 @@ def main(argv: list[str] | None = None) -> None:
             f"{'cand. tok':>9} {'train tok':>9} {'s':>5}  lr"
         )
         for r in mine:
-            ratio = r["lift"] / best if best and r["side"] != "base model" else float("nan")
+            ratio = r["lift"] / best if best > 0 and r["side"] != "base model" else float("nan")  # none under 0
             print(
                 f"{r['side']:<22} {r['score']:>7.1%} {r['low']:>6.1%}-{r['high']:>6.1%} {r['lift']:>+7.1%} "
                 f"{ratio:>6.2f} {r['prompts']:>7.0f} {r['examples']:>8.0f} {r['candidate_tokens']:>9.0f} "
