@@ -111,8 +111,13 @@ def _names(place: str) -> list[str]:
     return [folded, *ALIASES.get(folded, ())]
 
 
+def _word(name: str) -> str:
+    """A pattern for `name` as whole words (not "Niger" in "Nigeria")."""
+    return rf"(?<![\w]){re.escape(name)}(?![\w])"
+
+
 def _mentions(text: str, place: str) -> bool:
-    return any(re.search(rf"(?<![\w]){re.escape(name)}(?![\w])", text) for name in _names(place))
+    return any(re.search(_word(name), text) for name in _names(place))
 
 
 def _places(text: str, kind: Iterable[str]) -> set[str]:
@@ -122,7 +127,7 @@ def _places(text: str, kind: Iterable[str]) -> set[str]:
         if _mentions(text, place):
             found.add(place)
             for name in sorted(_names(place), key=len, reverse=True):
-                text = re.sub(rf"(?<![\w]){re.escape(name)}(?![\w])", " ", text)
+                text = re.sub(_word(name), " ", text)
     return found
 
 

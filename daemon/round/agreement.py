@@ -58,12 +58,7 @@ class Calibration:
 def calibrate(scores: Groups, reference: Groups, *, good_at: float = 0.5) -> Calibration | None:
     """The threshold `t` (one of the scorer's own scores) for which "score >= t" agrees best with the reference's
     "label >= good_at"; the highest such `t` on a tie (the stricter bar). None without good and bad answers both."""
-    both = [
-        (v, t >= good_at)
-        for g, r in zip(scores, reference, strict=True)
-        for v, t in zip(g, r, strict=True)
-        if v is not None and t is not None
-    ]
+    both = [(v, t >= good_at) for v, t in _paired(scores, reference)]
     good = sum(1 for _, ok in both if ok)
     bad = len(both) - good
     if not good or not bad:
@@ -76,6 +71,16 @@ def calibrate(scores: Groups, reference: Groups, *, good_at: float = 0.5) -> Cal
         if best is None or accuracy > best.balanced_accuracy:
             best = Calibration(threshold, accuracy, good, bad)
     return best
+
+
+def _paired(scores: Groups, reference: Groups) -> list[tuple[float, float]]:
+    """Every candidate's (score, reference) where both scored it."""
+    return [
+        (v, t)
+        for g, r in zip(scores, reference, strict=True)
+        for v, t in zip(g, r, strict=True)
+        if v is not None and t is not None
+    ]
 
 
 def spearman(xs: Sequence[float], ys: Sequence[float]) -> float | None:
@@ -123,12 +128,7 @@ def report(
     rho, accuracy, pairs, calibration = None, None, 0, None
     if reference is not None:
         calibration = calibrate(scores, reference)
-        both = [
-            (v, t)
-            for g, r in zip(scores, reference, strict=True)
-            for v, t in zip(g, r, strict=True)
-            if v is not None and t is not None
-        ]
+        both = _paired(scores, reference)
         rho = spearman([v for v, _ in both], [t for _, t in both])
         accuracy, pairs = pairwise_accuracy(scores, reference)
     shape = score_shape(scores)
