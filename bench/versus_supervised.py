@@ -187,7 +187,8 @@ def split(task, args) -> tuple[list, list, list]:
     )
 
 
-def run_seed(task, args, seed: int, work: Path, base: Path, judge, heldout) -> list[dict]:
+def run_seed(task, args, seed: int, work: Path, base: Path, judge, heldout, scorers: list) -> list[dict]:
+    """One seed's sides; `scorers`: the rounds' scorers of the task (its verifiers, or its judge)."""
     _, gate_problems, pool = split(task, args)
     validation = [record(task, 800_000 + i, p) for i, p in enumerate(gate_problems)]
     pool = list(pool)
@@ -228,10 +229,10 @@ def run_seed(task, args, seed: int, work: Path, base: Path, judge, heldout) -> l
         return lambda r: prefix + (f", {r} rounds" if r > 1 else "")
 
     if "flywheel" in args.sides:
-        flywheel("flywheel", labeled, args.rounds, lambda r: f"taoflow {r} round{'s' if r > 1 else ''}", task.training)
+        flywheel("flywheel", labeled, args.rounds, lambda r: f"taoflow {r} round{'s' if r > 1 else ''}", scorers)
     if "wide" in args.sides:
-        flywheel("wide", unlabeled, args.wide_rounds, named(f"taoflow {args.factor}x prompts"), task.training)
-    if "consensus" in args.sides and task.training != task.verifier:
+        flywheel("wide", unlabeled, args.wide_rounds, named(f"taoflow {args.factor}x prompts"), scorers)
+    if "consensus" in args.sides and getattr(task, "judged", False):
         # No scorer named for the task: taoflow's default, self-consistency (the majority answer of the candidates
         # as the pseudo-label: consensus, as test-time RL rewards prompts no verifier checks). The gate cannot
         # score one greedy answer by agreement, so it promotes nothing: one round, and its adapter measured too.
@@ -252,7 +253,7 @@ def run_task(task, args, work: Path) -> list[dict]:
         score={"tasks": {task.name: task.verifier}, "sandbox": {"enabled": False}},
     )
     base = resolve_model(eval_settings).path
-    task.training = task.verifier
+    scorers = task.verifier
     server = None
     if getattr(task, "judged", False):  # the judge: the same small model, served by a vLLM CPU server
         from tests.support.servers import VllmServer
@@ -267,17 +268,17 @@ def run_task(task, args, work: Path) -> list[dict]:
                 server.stop()
                 raise
             url = server.url
-        task.training = task.judge(url, str(base))
+        scorers = task.judge(url, str(base))
     try:
         if getattr(task, "judged", False):
-            calibrate_judge(task, args, work)
-        return measure_task(task, args, work, base, eval_settings)
+            calibrate_judge(task, args, work, scorers)
+        return measure_task(task, args, work, base, eval_settings, scorers)
     finally:
         if server is not None:
             server.stop()
 
 
-def calibrate_judge(task, args, work: Path) -> dict:
+def calibrate_judge(task, args, work: Path, scorers: list) -> None:
     """The judge checked before it drives training, as a user would: `taoflow scorers check --golden` on the
     validation prompts, each with its right answer (label 1) and a wrong one (label 0)."""
     rng = random.Random(5)
@@ -292,10 +293,10 @@ def calibrate_judge(task, args, work: Path) -> dict:
     golden = work / "golden.jsonl"
     golden.write_text("".join(json.dumps(row) + "\n" for row in rows))
     path = round_config(
-        work, "calibration", task, prompts=1, seed=0, tokens=args.answer_tokens, overrides={}, scorers=task.training
+        work, "calibration", task, prompts=1, seed=0, tokens=args.answer_tokens, overrides={}, scorers=scorers
     )
     command = [str(TAOFLOW), "scorers", "check", "--config", str(path), "--golden", str(golden), "-o", "json"]
-    out = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+    out = subprocess.run(command, check=True, capture_output=True, text=True, timeout=1800).stdout
     (found,) = [r for r in json.loads(out)["scorers"] if r["task"] == task.name and r["scorer"] == "judge"]
     calibration = found.get("calibration") or {}
     print(
@@ -304,21 +305,21 @@ def calibrate_judge(task, args, work: Path) -> dict:
         f"balanced accuracy {calibration.get('balanced_accuracy')}",
         flush=True,
     )
-    return found
 
 
-def measure_task(task, args, work: Path, base: Path, eval_settings) -> list[dict]:
+def measure_task(task, args, work: Path, base: Path, eval_settings, round_scorers: list) -> list[dict]:
     generator = TransformersGenerator(base, batch_rows=96)
-    scorers = build_scorers(eval_settings)
+    evaluator = build_scorers(eval_settings)
     heldout = [record(task, 700_000 + i, p) for i, p in enumerate(split(task, args)[0])]
 
     def judge(records, adapter: Path | None) -> float:
-        return evaluate(generator, records, scorers, adapter=adapter, max_new_tokens=args.answer_tokens).mean(task.name)
+        measured = evaluate(generator, records, evaluator, adapter=adapter, max_new_tokens=args.answer_tokens)
+        return measured.mean(task.name)
 
     before = judge(heldout, None)
     rows = [{"task": task.name, "side": "base model", "seed": "", "heldout_score": before, "lift": 0.0}]
     for seed in args.seeds:
-        for run in run_seed(task, args, seed, work, base, judge, heldout):
+        for run in run_seed(task, args, seed, work, base, judge, heldout, round_scorers):
             run["lift"] = run["heldout_score"] - before
             rows.append(run)
     generator.close()
